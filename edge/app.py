@@ -1,0 +1,80 @@
+"""Assembling the application Hypercorn serves.
+
+Quart is the application (lifespan, health, anything that is not a gateway route);
+the transcoding ingress wraps ``app.asgi_app``, Quart's documented extension point, so
+gateway routes skip Quart's per-request machinery. The pipeline is built here, once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from quart import Quart, Response
+from werkzeug.exceptions import HTTPException
+
+from edge.config import Config
+from edge.ingress.http import GatewayState, StateHolder, TranscodingASGI
+from edge.pipeline.chain import Layer, build_chain
+from edge.routes import Routes, load_routes, upstream_settings
+from edge.transcode.response import status_body
+from edge.upstream.grpc import GrpcTerminal
+from edge.upstream.headers import HeaderPolicy
+
+log = logging.getLogger("edge")
+
+# Quart-side errors (unknown paths and the like) in google.rpc.Status terms.
+_GRPC_CODE_BY_HTTP_STATUS = {404: 5, 405: 12, 413: 8, 400: 3, 401: 16, 403: 7, 429: 8}
+
+
+def _json_error(status: int, code: int, message: str) -> Response:
+    return Response(status_body(code, message), status=status, content_type="application/json")
+
+
+def create_app(
+    config: Config, routes: Routes | None = None, layers: Sequence[Layer] = ()
+) -> Quart:
+    """The gateway application; ``routes`` defaults to loading what the config names."""
+    if routes is None:
+        routes = load_routes(config)
+    for problem in routes.problems:
+        log.warning("route problem: %s", problem)
+    terminal = GrpcTerminal(upstream_settings(config))
+    holder = StateHolder(
+        GatewayState(
+            routes=routes,
+            chain=build_chain(layers, terminal),
+            policy=HeaderPolicy.of(config.headers.forward_request, config.headers.forward_response),
+            max_body_bytes=config.transcoding.max_body_bytes,
+        )
+    )
+    app = Quart("edge")
+    app.config["MAX_CONTENT_LENGTH"] = config.transcoding.max_body_bytes
+    app.extensions["edge.state"] = holder
+
+    @app.before_serving
+    async def open_upstreams() -> None:
+        terminal.open(holder.current.routes.upstream_methods())
+
+    @app.after_serving
+    async def close_upstreams() -> None:
+        await terminal.close()
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return Response(b'{"status":"ok"}', content_type="application/json")
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        status = error.code or 500
+        code = _GRPC_CODE_BY_HTTP_STATUS.get(status, 2)
+        message = "no route for this path" if status == 404 else (error.description or error.name)
+        return _json_error(status, code, message)
+
+    @app.errorhandler(Exception)
+    async def internal_error(error: Exception) -> Response:
+        log.exception("unhandled error", exc_info=error)
+        return _json_error(500, 13, "internal error")
+
+    app.asgi_app = TranscodingASGI(holder, app.asgi_app)  # type: ignore[method-assign]
+    return app

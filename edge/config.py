@@ -1,0 +1,283 @@
+"""The configuration file: YAML, validated at load, every problem naming its key.
+
+Models are frozen pydantic models with unknown keys forbidden, so a typo is an error
+that names the key rather than a silently ignored setting. Two ways to take values from
+the environment, for secrets and addresses:
+
+* ``${NAME}`` or ``${NAME:-default}`` inside any string value of the file;
+* ``EDGE__<KEY>__<KEY>...=value`` overriding one key by path, e.g.
+  ``EDGE__UPSTREAMS__LIBRARY__ADDRESS=10.0.0.5:50051`` (keys match case-insensitively;
+  the value is read as YAML, so ``true`` and ``42`` keep their types).
+
+Relative paths are relative to the config file's folder (the working directory when
+there is no file).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+from edge.errors import ConfigError
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3,
+}
+
+
+def _duration(value: Any) -> Any:
+    """``250ms``, ``5s``, ``1m``, ``1h`` or a number of seconds -> float seconds."""
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match is None:
+            raise ValueError(f"{value!r} is not a duration (e.g. 250ms, 5s, 1m)")
+        number, unit = float(match.group(1)), match.group(2) or "s"
+        return number * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
+    return value
+
+
+def _size(value: Any) -> Any:
+    """``4MiB``, ``512KB`` or a number of bytes -> int bytes."""
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if match is None:
+            raise ValueError(f"{value!r} is not a size (e.g. 4MiB, 512KB, 1048576)")
+        return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
+    return value
+
+
+Seconds = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
+Bytes = Annotated[int, BeforeValidator(_size), Field(gt=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsClientConfig(_Model):
+    """TLS towards an upstream; ``cert`` and ``key`` together turn on mTLS."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    server_name: str | None = None
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> TlsClientConfig:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("cert and key must be given together (client certificate)")
+        return self
+
+
+class UpstreamConfig(_Model):
+    address: str | None = None
+    addresses: list[str] = Field(default_factory=list)
+    tls: TlsClientConfig | None = None
+    timeout: Seconds | None = 30.0
+    max_request_bytes: Bytes = 4 * 1024 * 1024
+    max_response_bytes: Bytes = 4 * 1024 * 1024
+
+    @model_validator(mode="after")
+    def _one_address_form(self) -> UpstreamConfig:
+        if (self.address is None) == (not self.addresses):
+            raise ValueError("give exactly one of address or addresses")
+        return self
+
+    @property
+    def all_addresses(self) -> list[str]:
+        return [self.address] if self.address is not None else list(self.addresses)
+
+
+class ServiceConfig(_Model):
+    """Where a gRPC service (or ``*``, every service) is sent, and its default deadline."""
+
+    upstream: str
+    timeout: Seconds | None = None
+
+
+class MethodConfig(_Model):
+    timeout: Seconds | None = None
+
+
+class TranscodingConfig(_Model):
+    unknown_fields: Literal["reject", "ignore"] = "reject"
+    unknown_query_parameters: Literal["reject", "ignore"] = "reject"
+    ignored_query_parameters: list[str] = Field(default_factory=list)
+    emit_defaults: bool = False
+    proto_field_names: bool = False
+    enums_as_ints: bool = False
+    generic_routes: Literal["all", "unannotated", "none"] = "unannotated"
+    max_body_bytes: Bytes = 4 * 1024 * 1024
+
+
+class HeadersConfig(_Model):
+    forward_request: list[str] = Field(
+        default_factory=lambda: ["authorization", "x-request-id", "traceparent", "tracestate"]
+    )
+    forward_response: list[str] = Field(default_factory=list)
+
+
+class DescriptorsConfig(_Model):
+    proto_paths: list[Path] = Field(default_factory=lambda: [Path("protos")])
+    include_paths: list[Path] = Field(default_factory=list)
+    descriptor_sets: list[Path] = Field(default_factory=list)
+
+
+class ServerConfig(_Model):
+    bind: list[str] = Field(default_factory=lambda: ["127.0.0.1:8080"])
+    workers: int = Field(default=1, ge=1)
+    certfile: Path | None = None
+    keyfile: Path | None = None
+    ca_certs: Path | None = None
+    loop: Literal["asyncio", "uvloop"] = "asyncio"
+    access_log: bool = False
+    graceful_timeout: Seconds = 10.0
+
+
+class Config(_Model):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    descriptors: DescriptorsConfig = Field(default_factory=DescriptorsConfig)
+    upstreams: dict[str, UpstreamConfig] = Field(default_factory=dict)
+    services: dict[str, ServiceConfig] = Field(default_factory=dict)
+    methods: dict[str, MethodConfig] = Field(default_factory=dict)
+    transcoding: TranscodingConfig = Field(default_factory=TranscodingConfig)
+    headers: HeadersConfig = Field(default_factory=HeadersConfig)
+
+    @model_validator(mode="after")
+    def _services_name_upstreams(self) -> Config:
+        for service, settings in self.services.items():
+            if settings.upstream not in self.upstreams:
+                raise ValueError(
+                    f"services.{service}.upstream names {settings.upstream!r}, "
+                    f"which is not under upstreams"
+                )
+        return self
+
+    def service_config(self, service: str) -> ServiceConfig | None:
+        return self.services.get(service) or self.services.get("*")
+
+
+DEMO_CONFIG: dict[str, Any] = {
+    "upstreams": {"demo": {"address": "127.0.0.1:50051", "timeout": "10s"}},
+    "services": {"*": {"upstream": "demo"}},
+}
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _interpolate(value: Any, env: Mapping[str, str], where: str) -> Any:
+    if isinstance(value, str):
+
+        def replace(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"{where or '<root>'}: environment variable {name} is not set")
+
+        return _ENV_REF.sub(replace, value)
+    if isinstance(value, dict):
+        return {k: _interpolate(v, env, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_interpolate(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
+
+
+def _apply_overrides(data: dict[str, Any], env: Mapping[str, str]) -> None:
+    for name, raw in sorted(env.items()):
+        if not name.startswith("EDGE__"):
+            continue
+        keys = [k for k in name[len("EDGE__") :].split("__") if k]
+        if not keys:
+            continue
+        target = data
+        for key in keys[:-1]:
+            existing = next((k for k in target if k.lower() == key.lower()), None)
+            if existing is None:
+                existing = key.lower()
+                target[existing] = {}
+            if not isinstance(target[existing], dict):
+                raise ConfigError(f"{name}: {existing!r} is not a section")
+            target = target[existing]
+        last = next((k for k in target if k.lower() == keys[-1].lower()), keys[-1].lower())
+        target[last] = yaml.safe_load(raw) if raw else raw
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    parts: list[str] = []
+    for item in loc:
+        if isinstance(item, int):
+            parts.append(f"[{item}]")
+        elif not str(item).startswith("function-") and item not in ("str", "float", "int"):
+            parts.append(("." if parts else "") + str(item))
+    return "".join(parts) or "<root>"
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    def fix(path: Path | None) -> Path | None:
+        return None if path is None or path.is_absolute() else base / path
+
+    descriptors = config.descriptors.model_copy(
+        update={
+            "proto_paths": [fix(p) for p in config.descriptors.proto_paths],
+            "include_paths": [fix(p) for p in config.descriptors.include_paths],
+            "descriptor_sets": [fix(p) for p in config.descriptors.descriptor_sets],
+        }
+    )
+    server = config.server.model_copy(
+        update={k: fix(getattr(config.server, k)) or getattr(config.server, k)
+                for k in ("certfile", "keyfile", "ca_certs")}
+    )
+    upstreams = {}
+    for name, upstream in config.upstreams.items():
+        if upstream.tls is not None:
+            tls = upstream.tls.model_copy(
+                update={k: fix(getattr(upstream.tls, k)) or getattr(upstream.tls, k)
+                        for k in ("ca", "cert", "key")}
+            )
+            upstream = upstream.model_copy(update={"tls": tls})
+        upstreams[name] = upstream
+    return config.model_copy(
+        update={"descriptors": descriptors, "server": server, "upstreams": upstreams}
+    )
+
+
+def parse_config(
+    data: Mapping[str, Any], *, base: Path, env: Mapping[str, str] | None = None
+) -> Config:
+    """Validate a decoded config; ConfigError lists every problem as ``key.path: problem``."""
+    environ = dict(os.environ if env is None else env)
+    resolved = _interpolate(dict(data), environ, "")
+    _apply_overrides(resolved, environ)
+    try:
+        config = Config.model_validate(resolved)
+    except ValidationError as exc:
+        lines = [f"{_location(err['loc'])}: {err['msg']}" for err in exc.errors()]
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from exc
+    return _resolve_paths(config, base)
+
+
+def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
+    """Read the config file, or the built-in demo config when ``path`` is None."""
+    if path is None:
+        return parse_config(DEMO_CONFIG, base=Path.cwd(), env=env)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    return parse_config(data, base=path.parent.resolve(), env=env)

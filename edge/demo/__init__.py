@@ -1,0 +1,1 @@
+"""The built-in demo: a small library service to put the gateway in front of."""

@@ -1,0 +1,1 @@
+"""Runtime protobuf descriptors: compiling .proto files, the registry, and HTTP rules."""

@@ -1,0 +1,106 @@
+"""One rooted hierarchy for everything the gateway itself refuses or fails at.
+
+Each error carries the gRPC code it stands for; the HTTP status follows from the shared
+status table, so an error raised anywhere renders the same on every protocol. Backend
+exceptions (grpc, JSON, protobuf) are translated into these at the boundary that sees them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from edge.transcode.status import http_status_for
+
+
+class EdgeError(Exception):
+    """Base of the gateway's own errors; rendered as a google.rpc.Status body."""
+
+    grpc_code: int = 2  # UNKNOWN
+    http_status: int | None = None  # None: derive from grpc_code
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        details: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+        self.headers = headers or {}
+
+    @property
+    def status(self) -> int:
+        return self.http_status if self.http_status is not None else http_status_for(self.grpc_code)
+
+
+class ConfigError(EdgeError):
+    """The configuration file or environment is invalid; raised at start-up only."""
+
+    grpc_code = 9  # FAILED_PRECONDITION
+
+
+class BadRequest(EdgeError):
+    """Malformed JSON, wrong field types, unknown fields or query parameters."""
+
+    grpc_code = 3  # INVALID_ARGUMENT
+
+
+class RouteNotFound(EdgeError):
+    grpc_code = 5  # NOT_FOUND
+
+
+class MethodNotAllowed(EdgeError):
+    grpc_code = 12  # UNIMPLEMENTED, as grpc-gateway reports 405
+    http_status = 405
+
+
+class BodyTooLarge(EdgeError):
+    grpc_code = 8  # RESOURCE_EXHAUSTED
+    http_status = 413
+
+
+class UnsupportedMediaType(EdgeError):
+    grpc_code = 3
+    http_status = 415
+
+
+class UpstreamUnavailable(EdgeError):
+    """The upstream cannot be reached (connection refused, DNS, TLS handshake)."""
+
+    grpc_code = 14  # UNAVAILABLE
+
+
+class UpstreamStatus(EdgeError):
+    """The upstream answered with a non-OK gRPC status; passed through to the client.
+
+    The raw metadata travels with it: trailers become response headers and the
+    ``grpc-status-details-bin`` trailer becomes the ``details`` of the error body.
+    """
+
+    def __init__(
+        self,
+        code: int,
+        message: str,
+        *,
+        initial_metadata: Sequence[tuple[str, str | bytes]] = (),
+        trailing_metadata: Sequence[tuple[str, str | bytes]] = (),
+    ) -> None:
+        super().__init__(message)
+        self.grpc_code = code
+        self.initial_metadata = initial_metadata
+        self.trailing_metadata = trailing_metadata
+
+    def status_details_bin(self) -> bytes | None:
+        for key, value in self.trailing_metadata:
+            if key == "grpc-status-details-bin" and isinstance(value, bytes):
+                return value
+        return None
+
+
+class DescriptorError(EdgeError):
+    """A .proto file or descriptor set could not be loaded; names file, line and problem."""
+
+    grpc_code = 9

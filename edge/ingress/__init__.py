@@ -1,0 +1,1 @@
+"""Ingress: turning client requests into Calls and Replies back into responses."""

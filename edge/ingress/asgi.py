@@ -1,0 +1,82 @@
+"""Small ASGI helpers shared by the ingress handlers."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from typing import Any
+
+from edge.errors import BodyTooLarge, EdgeError, UpstreamStatus
+from edge.transcode.json_codec import JsonCodec
+from edge.transcode.response import decode_details, status_body
+from edge.upstream.headers import HeaderPolicy, response_headers
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+JSON_HEADERS = ((b"content-type", b"application/json"),)
+
+
+async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
+    """The whole request body, refusing more than ``limit`` bytes with 413.
+
+    ``Content-Length`` is checked before reading, so an honest oversized request is
+    refused without its body being received at all.
+    """
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                declared = int(value)
+            except ValueError:
+                declared = 0
+            if declared > limit:
+                raise BodyTooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
+            break
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break  # http.disconnect: answer with what we have; the send is dropped anyway
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes")
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def send_response(
+    send: Send, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = JSON_HEADERS
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def error_response(
+    error: EdgeError, codec: JsonCodec | None, policy: HeaderPolicy | None
+) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """Status, google.rpc.Status body and headers for any gateway or upstream error."""
+    headers = list(JSON_HEADERS)
+    headers.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items())
+    details = error.details
+    if isinstance(error, UpstreamStatus):
+        raw = error.status_details_bin()
+        if raw is not None and codec is not None:
+            details = decode_details(raw, codec)
+        if policy is not None:
+            headers.extend(
+                response_headers(error.initial_metadata, error.trailing_metadata, policy)
+            )
+    return error.status, status_body(error.grpc_code, error.message, details), headers

@@ -1,0 +1,1 @@
+"""Policy layers around the one terminal upstream step."""

@@ -1,0 +1,30 @@
+"""Composing policy layers around the terminal step, once, at start-up.
+
+The layer contract follows aiohttp's client middlewares: a layer receives the call and
+the rest of the chain; code before ``await next_(call)`` sees the request, code after
+it sees the reply (or the exception). The chain is a plain closure nest built once, so
+an empty pipeline costs nothing per request: it *is* the terminal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from edge.call import Call, Reply
+
+Next = Callable[[Call], Awaitable[Reply]]
+Layer = Callable[[Call, Next], Awaitable[Reply]]
+
+
+def build_chain(layers: Sequence[Layer], terminal: Next) -> Next:
+    """``layers[0]`` is outermost; with no layers the terminal itself is returned."""
+    chain = terminal
+    for layer in reversed(layers):
+        chain = _link(layer, chain)
+    return chain
+
+
+def _link(layer: Layer, next_: Next) -> Next:
+    async def step(call: Call) -> Reply:
+        return await layer(call, next_)
+
+    return step

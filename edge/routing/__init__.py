@@ -1,0 +1,1 @@
+"""Pure routing: google.api.http path templates and the compiled route table."""

@@ -1,0 +1,1 @@
+"""Translation between HTTP/JSON and protobuf messages."""

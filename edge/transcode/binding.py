@@ -1,0 +1,303 @@
+"""Binding an HTTP request onto a gRPC request message (pure, no I/O).
+
+Follows google.api.http: path variables set the fields they name; ``body: "*"`` maps the
+whole JSON body onto the message, ``body: "field"`` maps it onto that field, and every
+field not bound by the path or body may be set from a query parameter (``a.b.c=x``,
+repeated fields as repeated keys, enums by name or number, well-known types from their
+JSON string forms). Everything that can be resolved once per route — field descriptors,
+converters, which query names are allowed — is resolved in ``RequestBinder.__init__``.
+
+Binding assembles one JSON-shaped dict (body, then query, then path, which wins) and
+hands it to the JSON codec in one pass, so errors read the same whatever their source.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Sequence
+from typing import Any
+from urllib.parse import parse_qsl
+
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+
+from edge.descriptors.http_rules import HttpRule
+from edge.errors import BadRequest
+from edge.transcode.json_codec import JsonCodec, decode_json
+
+FD = FieldDescriptor
+
+# Well-known types whose JSON form is a string (so a query or path value can carry them).
+_STRING_FORM_TYPES = frozenset(
+    {"google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.FieldMask"}
+)
+_WRAPPER_TYPES = frozenset(
+    f"google.protobuf.{name}Value"
+    for name in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
+)
+
+
+class BindingError(ValueError):
+    """An HTTP rule cannot be applied to its method's messages (a load-time problem)."""
+
+
+Converter = Callable[[str], Any]
+
+
+def _to_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("true", "1", "t"):
+        return True
+    if lowered in ("false", "0", "f"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean")
+
+
+def _to_float(text: str) -> float | str:
+    if text in ("NaN", "Infinity", "-Infinity"):
+        return text
+    return float(text)
+
+
+def _to_enum(text: str) -> str | int:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _to_bytes(text: str) -> str:
+    # validate now so the error names the parameter; json_format takes either alphabet
+    padded = text + "=" * (-len(text) % 4)
+    try:
+        base64.urlsafe_b64decode(padded.replace("+", "-").replace("/", "_"))
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"{text!r} is not base64") from exc
+    return text
+
+
+def _scalar_converter(field: FieldDescriptor) -> Converter | None:
+    kind = field.type
+    if kind == FD.TYPE_STRING:
+        return str
+    if kind == FD.TYPE_BOOL:
+        return _to_bool
+    if kind in (FD.TYPE_DOUBLE, FD.TYPE_FLOAT):
+        return _to_float
+    if kind == FD.TYPE_ENUM:
+        return _to_enum
+    if kind == FD.TYPE_BYTES:
+        return _to_bytes
+    if kind == FD.TYPE_MESSAGE:
+        name = field.message_type.full_name
+        if name in _STRING_FORM_TYPES:
+            return str
+        if name in _WRAPPER_TYPES:
+            return _scalar_converter(field.message_type.fields_by_name["value"])
+        return None
+    # integer kinds: json_format accepts decimal strings and range-checks them
+    return str
+
+
+def _field_named(descriptor: Descriptor, name: str) -> FieldDescriptor | None:
+    field = descriptor.fields_by_name.get(name)
+    if field is None:
+        field = descriptor.fields_by_camelcase_name.get(name)
+    return field
+
+
+def resolve_field_path(descriptor: Descriptor, path: Sequence[str]) -> list[FieldDescriptor]:
+    """Field descriptors along a dotted path; accepts proto and JSON (lowerCamel) names."""
+    fields: list[FieldDescriptor] = []
+    current: Descriptor | None = descriptor
+    for index, name in enumerate(path):
+        if current is None:
+            raise BindingError(f"{'.'.join(path[:index])!r} is not a message field")
+        field = _field_named(current, name)
+        if field is None:
+            raise BindingError(f"{current.full_name} has no field {name!r}")
+        if index < len(path) - 1 and (field.message_type is None or _is_repeated(field)):
+            raise BindingError(f"{'.'.join(path[: index + 1])!r} is not a singular message field")
+        fields.append(field)
+        current = field.message_type
+    return fields
+
+
+def _is_repeated(field: FieldDescriptor) -> bool:
+    return bool(field.is_repeated)
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    message = field.message_type
+    return bool(_is_repeated(field) and message is not None and message.GetOptions().map_entry)
+
+
+def _set_path(target: dict[str, Any], names: Sequence[str], value: Any) -> None:
+    for name in names[:-1]:
+        child = target.get(name)
+        if not isinstance(child, dict):
+            child = {}
+            target[name] = child
+        target = child
+    target[names[-1]] = value
+
+
+class _PathBinding:
+    __slots__ = ("convert", "names", "shown")
+
+    def __init__(self, descriptor: Descriptor, path: tuple[str, ...]) -> None:
+        fields = resolve_field_path(descriptor, path)
+        leaf = fields[-1]
+        convert = _scalar_converter(leaf)
+        if convert is None or _is_repeated(leaf):
+            raise BindingError(f"path variable {'.'.join(path)!r} must name a singular scalar field")
+        self.names = tuple(f.name for f in fields)
+        self.convert = convert
+        self.shown = ".".join(path)
+
+
+class RequestBinder:
+    """Builds request messages for one (method, rule); constructed once at load time."""
+
+    __slots__ = (
+        "_body_field",
+        "_body_whole",
+        "_codec",
+        "_ignored_query",
+        "_input",
+        "_path",
+        "_query_cache",
+        "_reject_unknown_query",
+        "_reserved",
+    )
+
+    def __init__(
+        self,
+        input_type: type[Message],
+        rule: HttpRule | None,
+        codec: JsonCodec,
+        *,
+        reject_unknown_query: bool = True,
+        ignored_query: Sequence[str] = (),
+    ) -> None:
+        descriptor: Descriptor = input_type.DESCRIPTOR
+        self._input = input_type
+        self._codec = codec
+        self._reject_unknown_query = reject_unknown_query
+        self._ignored_query = frozenset(ignored_query)
+        self._query_cache: dict[str, tuple[tuple[str, ...], Converter, bool]] = {}
+        self._path: dict[tuple[str, ...], _PathBinding] = {}
+        reserved: set[tuple[str, ...]] = set()
+        variables = rule.template.variables if rule is not None else ()
+        for variable in variables:
+            binding = _PathBinding(descriptor, variable.field_path)
+            self._path[variable.field_path] = binding
+            reserved.add(binding.names)
+        body = rule.body if rule is not None else "*"
+        self._body_whole = body == "*"
+        self._body_field: str | None = None
+        if body is not None and body != "*":
+            fields = resolve_field_path(descriptor, body.split("."))
+            if len(fields) != 1:
+                raise BindingError(f"body {body!r} must name a top-level field")
+            self._body_field = fields[0].name
+            reserved.add((fields[0].name,))
+        self._reserved = frozenset(reserved)
+
+    @property
+    def takes_body(self) -> bool:
+        return self._body_whole or self._body_field is not None
+
+    def bind(
+        self,
+        bindings: Sequence[tuple[tuple[str, ...], str]],
+        query: str,
+        body: bytes,
+    ) -> Message:
+        """The request message for one HTTP request; raises BadRequest on any bad input."""
+        data: dict[str, Any]
+        if self._body_whole:
+            decoded = decode_json(body) if body.strip() else {}
+            if not isinstance(decoded, dict):
+                raise BadRequest("request body must be a JSON object")
+            data = decoded
+        elif self._body_field is not None:
+            data = {self._body_field: decode_json(body)} if body.strip() else {}
+            if query:
+                self._bind_query(data, query)
+        else:
+            data = {}
+            if query:
+                self._bind_query(data, query)
+        for field_path, text in bindings:
+            binding = self._path[field_path]
+            try:
+                value = binding.convert(text)
+            except ValueError as exc:
+                raise BadRequest(f"path parameter {binding.shown!r}: {exc}") from exc
+            _set_path(data, binding.names, value)
+        message = self._input()
+        if data:
+            self._codec.merge(data, message)
+        return message
+
+    def _bind_query(self, data: dict[str, Any], query: str) -> None:
+        try:
+            pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=False)
+        except ValueError as exc:
+            raise BadRequest(f"malformed query string: {exc}") from exc
+        for key, text in pairs:
+            if key in self._ignored_query:
+                continue
+            target = self._query_target(key)
+            if target is None:
+                continue
+            names, convert, repeated = target
+            try:
+                value = convert(text)
+            except ValueError as exc:
+                raise BadRequest(f"query parameter {key!r}: {exc}") from exc
+            if repeated:
+                parent = data
+                for name in names[:-1]:
+                    parent = parent.setdefault(name, {})
+                parent.setdefault(names[-1], []).append(value)
+            else:
+                if _get_path(data, names) is not None:
+                    raise BadRequest(f"query parameter {key!r} given more than once")
+                _set_path(data, names, value)
+
+    def _query_target(self, key: str) -> tuple[tuple[str, ...], Converter, bool] | None:
+        cached = self._query_cache.get(key)
+        if cached is not None:
+            return cached
+        try:
+            fields = resolve_field_path(self._input.DESCRIPTOR, key.split("."))
+        except BindingError as exc:
+            if self._reject_unknown_query:
+                raise BadRequest(f"unknown query parameter {key!r}: {exc}") from exc
+            return None
+        names = tuple(f.name for f in fields)
+        for length in range(1, len(names) + 1):
+            if names[:length] in self._reserved:
+                raise BadRequest(
+                    f"query parameter {key!r} sets a field already bound by the path or body"
+                )
+        leaf = fields[-1]
+        convert = _scalar_converter(leaf)
+        if convert is None or _is_map(leaf):
+            raise BadRequest(f"query parameter {key!r} names a message field, not a value")
+        target = (names, convert, _is_repeated(leaf))
+        if len(self._query_cache) < 1024:  # bounded: keys come from clients
+            self._query_cache[key] = target
+        return target
+
+
+def _get_path(data: dict[str, Any], names: Sequence[str]) -> Any:
+    current: Any = data
+    for name in names:
+        if not isinstance(current, dict):
+            return None
+        current = current.get(name)
+    return current

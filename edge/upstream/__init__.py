@@ -1,0 +1,1 @@
+"""Talking to upstreams: gRPC channels and header/metadata mapping."""
