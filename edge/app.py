@@ -31,9 +31,7 @@ def _json_error(status: int, code: int, message: str) -> Response:
     return Response(status_body(code, message), status=status, content_type="application/json")
 
 
-def create_app(
-    config: Config, routes: Routes | None = None, layers: Sequence[Layer] = ()
-) -> Quart:
+def create_app(config: Config, routes: Routes | None = None, layers: Sequence[Layer] = ()) -> Quart:
     """The gateway application; ``routes`` defaults to loading what the config names."""
     if routes is None:
         routes = load_routes(config)
@@ -76,5 +74,5 @@ def create_app(
         log.exception("unhandled error", exc_info=error)
         return _json_error(500, 13, "internal error")
 
-    app.asgi_app = TranscodingASGI(holder, app.asgi_app)  # type: ignore[method-assign]
+    app.asgi_app = TranscodingASGI(holder, app.asgi_app)  # type: ignore[method-assign, assignment, arg-type]
     return app

@@ -67,7 +67,7 @@ async def serve_in_process(config: Config, extra: list[object] | None = None) ->
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await serve(app, _hypercorn_config(config), shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+        await serve(app, _hypercorn_config(config), shutdown_trigger=stop.wait)
     finally:
         for server in extra or ():
             await server.stop(grace=1.0)  # type: ignore[attr-defined]
@@ -109,7 +109,8 @@ def _check(args: argparse.Namespace) -> int:
     routes = load_routes(config)
     width = max((len(r.http_method) for r in routes.routes), default=4)
     for route in sorted(routes.routes, key=lambda r: (r.template, r.http_method)):
-        print(f"{route.http_method:<{width}} {route.template}  ->  {route.method.full_name} @ {route.upstream}")
+        target = f"{route.method.full_name} @ {route.upstream}"
+        print(f"{route.http_method:<{width}} {route.template}  ->  {target}")
     for service in routes.unrouted:
         print(f"unrouted: {service} (no entry under services, and no '*')")
     for problem in routes.problems:
@@ -130,7 +131,9 @@ def _demo(args: argparse.Namespace) -> int:
         if args.protos:
             data["descriptors"] = {"proto_paths": [args.protos]}
         config = parse_config(data, base=Path.cwd())
-        print(f"demo upstream (gRPC) on 127.0.0.1:{port}; gateway on http://{args.bind}", flush=True)
+        print(
+            f"demo upstream (gRPC) on 127.0.0.1:{port}; gateway on http://{args.bind}", flush=True
+        )
         await serve_in_process(config, extra=[upstream])
 
     asyncio.run(main())
@@ -151,7 +154,9 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--upstream-port", type=int, default=50051)
     demo.add_argument("--protos", help="proto folder (default: ./protos)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     handlers = {"serve": _serve, "check": _check, "demo": _demo}
     try:
         return handlers[args.command](args)

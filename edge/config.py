@@ -29,7 +29,13 @@ from edge.errors import ConfigError
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
-    "b": 1, "kb": 1000, "kib": 1024, "mb": 1000**2, "mib": 1024**2, "gb": 1000**3, "gib": 1024**3,
+    "b": 1,
+    "kb": 1000,
+    "kib": 1024,
+    "mb": 1000**2,
+    "mib": 1024**2,
+    "gb": 1000**3,
+    "gib": 1024**3,
 }
 
 
@@ -186,7 +192,9 @@ def _interpolate(value: Any, env: Mapping[str, str], where: str) -> Any:
 
         return _ENV_REF.sub(replace, value)
     if isinstance(value, dict):
-        return {k: _interpolate(v, env, f"{where}.{k}" if where else str(k)) for k, v in value.items()}
+        return {
+            k: _interpolate(v, env, f"{where}.{k}" if where else str(k)) for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_interpolate(v, env, f"{where}[{i}]") for i, v in enumerate(value)]
     return value
@@ -224,7 +232,7 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 def _resolve_paths(config: Config, base: Path) -> Config:
     def fix(path: Path | None) -> Path | None:
-        return None if path is None or path.is_absolute() else base / path
+        return path if path is None or path.is_absolute() else base / path
 
     descriptors = config.descriptors.model_copy(
         update={
@@ -234,15 +242,13 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         }
     )
     server = config.server.model_copy(
-        update={k: fix(getattr(config.server, k)) or getattr(config.server, k)
-                for k in ("certfile", "keyfile", "ca_certs")}
+        update={k: fix(getattr(config.server, k)) for k in ("certfile", "keyfile", "ca_certs")}
     )
     upstreams = {}
     for name, upstream in config.upstreams.items():
         if upstream.tls is not None:
             tls = upstream.tls.model_copy(
-                update={k: fix(getattr(upstream.tls, k)) or getattr(upstream.tls, k)
-                        for k in ("ca", "cert", "key")}
+                update={k: fix(getattr(upstream.tls, k)) for k in ("ca", "cert", "key")}
             )
             upstream = upstream.model_copy(update={"tls": tls})
         upstreams[name] = upstream

@@ -44,7 +44,9 @@ class Routes:
     unrouted: list[str] = field(default_factory=list)  # services with no upstream
 
     def upstream_methods(self) -> list[tuple[str, MethodInfo]]:
-        return list({(r.upstream, r.method.full_name): (r.upstream, r.method) for r in self.routes}.values())
+        return list(
+            {(r.upstream, r.method.full_name): (r.upstream, r.method) for r in self.routes}.values()
+        )
 
 
 def upstream_settings(config: Config) -> dict[str, UpstreamSettings]:

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import itertools
 import time
+from typing import Any
 
 import grpc
 import grpc.aio
-from edgedemo.library.v1 import library_pb2 as pb
-from edgedemo.library.v1 import library_pb2_grpc as pb_grpc
 from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
+from edgedemo.library.v1 import library_pb2 as pb
+from edgedemo.library.v1 import library_pb2_grpc as pb_grpc
+
 _ABORT_DETAILS_KEY = "grpc-status-details-bin"
+Context = grpc.aio.ServicerContext[Any, Any]
 
 
 def _now() -> timestamp_pb2.Timestamp:
@@ -25,7 +28,7 @@ def _now() -> timestamp_pb2.Timestamp:
     return stamp
 
 
-async def _invalid(context: grpc.aio.ServicerContext, field: str, problem: str) -> None:
+async def _invalid(context: Context, field: str, problem: str) -> None:
     """Abort with INVALID_ARGUMENT and a google.rpc.BadRequest detail, as Google APIs do."""
     detail = any_pb2.Any()
     detail.Pack(
@@ -56,17 +59,22 @@ class Library(pb_grpc.LibraryServiceServicer):
         ):
             name = f"shelves/1/books/{next(self._ids)}"
             self.books[name] = pb.Book(
-                name=name, title=title, author=author, genre=genre, page_count=pages,
+                name=name,
+                title=title,
+                author=author,
+                genre=genre,
+                page_count=pages,
                 create_time=_now(),
             )
 
     async def ListBooks(  # noqa: N802 - gRPC method names
-        self, request: pb.ListBooksRequest, context: grpc.aio.ServicerContext
+        self, request: pb.ListBooksRequest, context: Context
     ) -> pb.ListBooksResponse:
         if request.page_size < 0:
             await _invalid(context, "page_size", "must not be negative")
         books = [
-            b for name, b in sorted(self.books.items())
+            b
+            for name, b in sorted(self.books.items())
             if name.startswith(request.parent + "/")
             and (request.genre == pb.GENRE_UNSPECIFIED or b.genre == request.genre)
         ]
@@ -77,7 +85,7 @@ class Library(pb_grpc.LibraryServiceServicer):
         return pb.ListBooksResponse(books=page, next_page_token=token)
 
     async def GetBook(  # noqa: N802
-        self, request: pb.GetBookRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetBookRequest, context: Context
     ) -> pb.Book:
         book = self.books.get(request.name)
         if book is None:
@@ -85,7 +93,7 @@ class Library(pb_grpc.LibraryServiceServicer):
         return book
 
     async def CreateBook(  # noqa: N802
-        self, request: pb.CreateBookRequest, context: grpc.aio.ServicerContext
+        self, request: pb.CreateBookRequest, context: Context
     ) -> pb.Book:
         if not request.book.title:
             await _invalid(context, "book.title", "is required")
@@ -100,7 +108,7 @@ class Library(pb_grpc.LibraryServiceServicer):
         return book
 
     async def UpdateBook(  # noqa: N802
-        self, request: pb.UpdateBookRequest, context: grpc.aio.ServicerContext
+        self, request: pb.UpdateBookRequest, context: Context
     ) -> pb.Book:
         book = self.books.get(request.book.name)
         if book is None:
@@ -124,14 +132,14 @@ class Library(pb_grpc.LibraryServiceServicer):
         return book
 
     async def DeleteBook(  # noqa: N802
-        self, request: pb.DeleteBookRequest, context: grpc.aio.ServicerContext
+        self, request: pb.DeleteBookRequest, context: Context
     ) -> empty_pb2.Empty:
         if self.books.pop(request.name, None) is None:
             await context.abort(grpc.StatusCode.NOT_FOUND, f"{request.name} does not exist")
         return empty_pb2.Empty()
 
     async def PublishBook(  # noqa: N802
-        self, request: pb.PublishBookRequest, context: grpc.aio.ServicerContext
+        self, request: pb.PublishBookRequest, context: Context
     ) -> pb.PublishBookResponse:
         book = self.books.get(request.name)
         if book is None:
@@ -143,7 +151,7 @@ class Library(pb_grpc.LibraryServiceServicer):
         return pb.PublishBookResponse(book=book, publish_time=when)
 
     async def GetShelfStats(  # noqa: N802
-        self, request: pb.GetShelfStatsRequest, context: grpc.aio.ServicerContext
+        self, request: pb.GetShelfStatsRequest, context: Context
     ) -> pb.ShelfStats:
         prefix = f"shelves/{request.shelf}/books/"
         books = [b for name, b in self.books.items() if name.startswith(prefix)]

@@ -70,7 +70,8 @@ def _check_one(name: str, import_roots: list[bytes]) -> list[CompileProblem]:
                 os.fsdecode(err.filename) if err.filename else name,
                 int(err.line) + 1 if err.line >= 0 else 0,
                 int(err.column) + 1 if err.column >= 0 else 0,
-                err.message.decode(errors="replace") if isinstance(err.message, bytes)
+                err.message.decode(errors="replace")
+                if isinstance(err.message, bytes)
                 else str(err.message),
             )
             for err in exc.errors()
@@ -86,9 +87,11 @@ def compile_protos(
     Never raises for a bad proto: problems come back in the result, good files still compile.
     """
     import_roots = _import_roots(roots, include)
-    names = list(files) if files is not None else [
-        name for root in roots for name in find_proto_files(root)
-    ]
+    names = (
+        list(files)
+        if files is not None
+        else [name for root in roots for name in find_proto_files(root)]
+    )
     problems: list[CompileProblem] = []
     good: list[str] = []
     for name in dict.fromkeys(names):

@@ -131,7 +131,8 @@ def _add_in_dependency_order(
 
 
 def build_registry(
-    sets: Sequence[descriptor_pb2.FileDescriptorSet], earlier_problems: Sequence[CompileProblem] = ()
+    sets: Sequence[descriptor_pb2.FileDescriptorSet],
+    earlier_problems: Sequence[CompileProblem] = (),
 ) -> Registry:
     """Load descriptor sets into a fresh pool and index every service method."""
     problems = list(earlier_problems)

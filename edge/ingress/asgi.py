@@ -69,7 +69,9 @@ def error_response(
 ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
     """Status, google.rpc.Status body and headers for any gateway or upstream error."""
     headers = list(JSON_HEADERS)
-    headers.extend((k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items())
+    headers.extend(
+        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()
+    )
     details = error.details
     if isinstance(error, UpstreamStatus):
         raw = error.status_details_bin()

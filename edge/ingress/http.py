@@ -14,12 +14,25 @@ from dataclasses import dataclass
 
 from edge.call import Call
 from edge.errors import EdgeError, MethodNotAllowed
-from edge.ingress.asgi import ASGIApp, Receive, Scope, Send, error_response, read_body, send_response
+from edge.ingress.asgi import (
+    ASGIApp,
+    Receive,
+    Scope,
+    Send,
+    error_response,
+    read_body,
+    send_response,
+)
 from edge.pipeline.chain import Next
 from edge.routes import Routes, TranscodeRoute
 from edge.routing.table import NoRoute, RouteMatch, WrongMethod
 from edge.transcode.response import status_body
-from edge.upstream.headers import HeaderPolicy, parse_grpc_timeout, request_metadata, response_headers
+from edge.upstream.headers import (
+    HeaderPolicy,
+    parse_grpc_timeout,
+    request_metadata,
+    response_headers,
+)
 
 log = logging.getLogger("edge.http")
 
@@ -116,7 +129,10 @@ class TranscodingASGI:
             await send_response(send, 500, status_body(13, "internal error"))
             return
         if reply.initial_metadata or reply.trailing_metadata:
-            out = [_JSON, *response_headers(reply.initial_metadata, reply.trailing_metadata, state.policy)]
+            out = [
+                _JSON,
+                *response_headers(reply.initial_metadata, reply.trailing_metadata, state.policy),
+            ]
             await send_response(send, 200, payload, out)
         else:
             await send_response(send, 200, payload)

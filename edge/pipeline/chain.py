@@ -9,6 +9,7 @@ an empty pipeline costs nothing per request: it *is* the terminal.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+
 from edge.call import Call, Reply
 
 Next = Callable[[Call], Awaitable[Reply]]

@@ -7,11 +7,14 @@ which wins over ``**`` (the most specific route matches, as in grpc-gateway). A 
 
 Paths are split on ``/`` *before* percent-decoding, so ``%2F`` inside a segment never
 acts as a separator; single-segment variables are then fully decoded, while multi-segment
-variables keep ``%2F`` encoded (the "reserved expansion" of RFC 6570 that the spec asks for).
+variables decode everything except ``%2F`` and ``%2f``, which are left exactly as sent
+(google.api.http's custom rule for multi-segment variables, which is not RFC 6570's
+reserved expansion).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -66,12 +69,18 @@ def _decode_single(raw: str) -> str:
     return unquote(raw) if "%" in raw else raw
 
 
+# the capturing group makes re.split keep each encoded slash, in its original case
+_ENCODED_SLASH = re.compile(r"(%2[Ff])")
+
+
 def _decode_multi(raw_segments: Sequence[str]) -> str:
     parts = []
     for raw in raw_segments:
         if "%" in raw:
-            # keep an encoded slash encoded: it is data, not structure
-            raw = "%2F".join(unquote(piece) for piece in raw.replace("%2f", "%2F").split("%2F"))
+            # keep an encoded slash exactly as sent (spec: "%2F" and "%2f" are left unchanged):
+            # it is data, not structure; odd indices of the split are the slashes themselves
+            pieces = _ENCODED_SLASH.split(raw)
+            raw = "".join(p if i % 2 else unquote(p) for i, p in enumerate(pieces))
         parts.append(raw)
     return "/".join(parts)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qsl
 
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -69,9 +69,9 @@ def _to_enum(text: str) -> str | int:
 
 def _to_bytes(text: str) -> str:
     # validate now so the error names the parameter; json_format takes either alphabet
-    padded = text + "=" * (-len(text) % 4)
+    standard = text.replace("-", "+").replace("_", "/")
     try:
-        base64.urlsafe_b64decode(padded.replace("+", "-").replace("/", "_"))
+        base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ValueError(f"{text!r} is not base64") from exc
     return text
@@ -89,15 +89,20 @@ def _scalar_converter(field: FieldDescriptor) -> Converter | None:
         return _to_enum
     if kind == FD.TYPE_BYTES:
         return _to_bytes
-    if kind == FD.TYPE_MESSAGE:
-        name = field.message_type.full_name
-        if name in _STRING_FORM_TYPES:
+    message = field.message_type
+    if message is not None:
+        if message.full_name in _STRING_FORM_TYPES:
             return str
-        if name in _WRAPPER_TYPES:
-            return _scalar_converter(field.message_type.fields_by_name["value"])
+        if message.full_name in _WRAPPER_TYPES:
+            return _scalar_converter(message.fields_by_name["value"])
         return None
     # integer kinds: json_format accepts decimal strings and range-checks them
     return str
+
+
+def message_descriptor(message_type: type[Message]) -> Descriptor:
+    """The descriptor of a message class (the stubs type it as a union of two impls)."""
+    return cast(Descriptor, message_type.DESCRIPTOR)
 
 
 def _field_named(descriptor: Descriptor, name: str) -> FieldDescriptor | None:
@@ -151,7 +156,9 @@ class _PathBinding:
         leaf = fields[-1]
         convert = _scalar_converter(leaf)
         if convert is None or _is_repeated(leaf):
-            raise BindingError(f"path variable {'.'.join(path)!r} must name a singular scalar field")
+            raise BindingError(
+                f"path variable {'.'.join(path)!r} must name a singular scalar field"
+            )
         self.names = tuple(f.name for f in fields)
         self.convert = convert
         self.shown = ".".join(path)
@@ -181,7 +188,7 @@ class RequestBinder:
         reject_unknown_query: bool = True,
         ignored_query: Sequence[str] = (),
     ) -> None:
-        descriptor: Descriptor = input_type.DESCRIPTOR
+        descriptor = message_descriptor(input_type)
         self._input = input_type
         self._codec = codec
         self._reject_unknown_query = reject_unknown_query
@@ -273,7 +280,7 @@ class RequestBinder:
         if cached is not None:
             return cached
         try:
-            fields = resolve_field_path(self._input.DESCRIPTOR, key.split("."))
+            fields = resolve_field_path(message_descriptor(self._input), key.split("."))
         except BindingError as exc:
             if self._reject_unknown_query:
                 raise BadRequest(f"unknown query parameter {key!r}: {exc}") from exc

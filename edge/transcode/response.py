@@ -11,7 +11,7 @@ from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2
 
-from edge.transcode.binding import BindingError, resolve_field_path
+from edge.transcode.binding import BindingError, message_descriptor, resolve_field_path
 from edge.transcode.json_codec import JsonCodec
 
 
@@ -27,7 +27,7 @@ class ResponseRenderer:
         self._key: str | None = None
         self._default: Any = None
         if response_body is not None:
-            fields = resolve_field_path(output_type.DESCRIPTOR, response_body.split("."))
+            fields = resolve_field_path(message_descriptor(output_type), response_body.split("."))
             if len(fields) != 1:
                 raise BindingError(f"response_body {response_body!r} must name a top-level field")
             field = fields[0]
@@ -48,13 +48,13 @@ def _json_default(field: FieldDescriptor) -> Any:
             return {}
         return []
     kind = field.type
-    if kind == FieldDescriptor.TYPE_MESSAGE:
+    if field.message_type is not None:
         return None if field.message_type.full_name.startswith("google.protobuf.") else {}
     if kind == FieldDescriptor.TYPE_STRING or kind == FieldDescriptor.TYPE_BYTES:
         return ""
     if kind == FieldDescriptor.TYPE_BOOL:
         return False
-    if kind == FieldDescriptor.TYPE_ENUM:
+    if field.enum_type is not None:
         return field.enum_type.values[0].name
     if kind in (
         FieldDescriptor.TYPE_INT64,

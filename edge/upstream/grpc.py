@@ -81,7 +81,7 @@ class GrpcTerminal:
     def __init__(self, upstreams: Mapping[str, UpstreamSettings]) -> None:
         self._settings = dict(upstreams)
         self._channels: dict[str, grpc.aio.Channel] = {}
-        self._unary: dict[tuple[str, str], grpc.aio.UnaryUnaryMultiCallable] = {}
+        self._unary: dict[tuple[str, str], grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
 
     def open(self, routes: Iterable[tuple[str, MethodInfo]]) -> None:
         """Create channels and multicallables; call from inside the running loop."""
@@ -115,7 +115,11 @@ class GrpcTerminal:
             raise UpstreamStatus(
                 code_number(exc.code()),
                 exc.details() or exc.code().name,
-                initial_metadata=tuple(exc.initial_metadata() or ()),
-                trailing_metadata=tuple(exc.trailing_metadata() or ()),
+                initial_metadata=_pairs(exc.initial_metadata()),
+                trailing_metadata=_pairs(exc.trailing_metadata()),
             ) from exc
-        return Reply(message, tuple(initial or ()), tuple(trailing or ()))
+        return Reply(message, _pairs(initial), _pairs(trailing))
+
+
+def _pairs(metadata: Any) -> tuple[tuple[str, str | bytes], ...]:
+    return tuple((str(key), value) for key, value in metadata or ())

@@ -68,9 +68,7 @@ class HeaderPolicy:
 
     @classmethod
     def of(cls, request: Iterable[str], response: Iterable[str]) -> HeaderPolicy:
-        return cls(
-            frozenset(h.lower() for h in request), frozenset(h.lower() for h in response)
-        )
+        return cls(frozenset(h.lower() for h in request), frozenset(h.lower() for h in response))
 
 
 def request_metadata(

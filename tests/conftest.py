@@ -1,0 +1,179 @@
+"""Shared fixtures: real servers on ephemeral loopback ports, never a fixed port."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
+from kitchen_upstream import Kitchen, start_kitchen
+
+from edge.app import create_app
+from edge.config import Config, parse_config
+
+ROOT = Path(__file__).resolve().parent.parent
+TEST_PROTOS = ROOT / "tests" / "protos"
+DEMO_PROTOS = ROOT / "protos"
+
+
+@dataclass
+class Gateway:
+    base_url: str
+    port: int
+    config: Config
+    app: Any
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        return httpx.AsyncClient(base_url=self.base_url, timeout=10, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def run_gateway(
+    config: Config, *, certfile: Path | None = None, keyfile: Path | None = None
+) -> AsyncIterator[Gateway]:
+    """Serve the gateway with real Hypercorn on a socket bound to port 0."""
+    app = create_app(config)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    hc = HypercornConfig()
+    hc.bind = [f"fd://{sock.detach()}"]  # Hypercorn owns (and closes) the fd from here
+    hc.graceful_timeout = 1
+    hc.errorlog = None
+    hc.accesslog = None
+    scheme = "http"
+    if certfile is not None:
+        hc.certfile = str(certfile)
+        hc.keyfile = str(keyfile)
+        scheme = "https"
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(app, hc, shutdown_trigger=stop.wait))
+    try:
+        await _wait_listening(port, task)
+        yield Gateway(f"{scheme}://127.0.0.1:{port}", port, config, app)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+
+async def _wait_listening(port: int, task: asyncio.Task[None]) -> None:
+    for _ in range(200):
+        if task.done():
+            task.result()
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.01)
+            continue
+        writer.close()
+        await writer.wait_closed()
+        return
+    raise TimeoutError("gateway did not start listening")
+
+
+def make_config(
+    upstream_port: int,
+    *,
+    protos: Path = TEST_PROTOS,
+    extra: Mapping[str, Any] | None = None,
+) -> Config:
+    data: dict[str, Any] = {
+        "descriptors": {"proto_paths": [str(protos)]},
+        "upstreams": {"kitchen": {"address": f"127.0.0.1:{upstream_port}", "timeout": "5s"}},
+        "services": {"*": {"upstream": "kitchen"}},
+    }
+    for key, value in (extra or {}).items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return parse_config(data, base=ROOT, env={})
+
+
+@dataclass
+class Stack:
+    gateway: Gateway
+    kitchen: Kitchen
+    upstream_port: int
+
+    def client(self, **kwargs: Any) -> httpx.AsyncClient:
+        return self.gateway.client(**kwargs)
+
+
+@pytest.fixture
+async def kitchen_upstream() -> AsyncIterator[tuple[int, Kitchen]]:
+    server, port, kitchen = await start_kitchen()
+    try:
+        yield port, kitchen
+    finally:
+        await server.stop(grace=None)
+
+
+@pytest.fixture
+def stack_factory(
+    kitchen_upstream: tuple[int, Kitchen],
+) -> Callable[..., contextlib.AbstractAsyncContextManager[Stack]]:
+    port, kitchen = kitchen_upstream
+
+    @contextlib.asynccontextmanager
+    async def factory(**extra: Any) -> AsyncIterator[Stack]:
+        async with run_gateway(make_config(port, extra=extra)) as gateway:
+            yield Stack(gateway, kitchen, port)
+
+    return factory
+
+
+@pytest.fixture
+async def stack(
+    stack_factory: Callable[..., contextlib.AbstractAsyncContextManager[Stack]],
+) -> AsyncIterator[Stack]:
+    async with stack_factory() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1, made with the openssl CLI."""
+    import subprocess
+
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+def client_ssl_context(cert: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(cert))
+    context.set_alpn_protocols(["h2", "http/1.1"])
+    return context

@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from edge.config import load_config, parse_config
+from edge.errors import ConfigError
+
+BASE = {"upstreams": {"lib": {"address": "127.0.0.1:5000"}}, "services": {"*": {"upstream": "lib"}}}
+
+
+def test_defaults_and_relative_paths() -> None:
+    config = parse_config(BASE, base=Path("/srv/edge"), env={})
+    assert config.descriptors.proto_paths == [Path("/srv/edge/protos")]
+    assert config.server.bind == ["127.0.0.1:8080"]
+    assert config.upstreams["lib"].timeout == 30.0
+    assert config.transcoding.max_body_bytes == 4 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (
+            {"upstreams": {"lib": {"adress": "x"}}},
+            "upstreams.lib.adress: Extra inputs are not permitted",
+        ),
+        (
+            {"upstreams": {"lib": {}}},
+            "upstreams.lib: Value error, give exactly one of address or addresses",
+        ),
+        ({**BASE, "services": {"*": {"upstream": "nope"}}}, "services.*.upstream names 'nope'"),
+        ({**BASE, "transcoding": {"max_body_bytes": "lots"}}, "transcoding.max_body_bytes"),
+        ({**BASE, "transcoding": {"unknown_fields": "maybe"}}, "transcoding.unknown_fields"),
+        (
+            {**BASE, "upstreams": {"lib": {"address": "a", "timeout": "soon"}}},
+            "upstreams.lib.timeout",
+        ),
+        (
+            {**BASE, "upstreams": {"lib": {"address": "a", "tls": {"cert": "c.pem"}}}},
+            "cert and key",
+        ),
+        ({**BASE, "server": {"workers": 0}}, "server.workers"),
+    ],
+)
+def test_invalid_config_names_the_key(data: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(data, base=Path("/"), env={})
+    assert message in str(caught.value)
+
+
+def test_units() -> None:
+    data = {
+        **BASE,
+        "upstreams": {"lib": {"address": "a", "timeout": "250ms", "max_request_bytes": "2MiB"}},
+        "transcoding": {"max_body_bytes": "512KB"},
+    }
+    config = parse_config(data, base=Path("/"), env={})
+    assert config.upstreams["lib"].timeout == 0.25
+    assert config.upstreams["lib"].max_request_bytes == 2 * 1024 * 1024
+    assert config.transcoding.max_body_bytes == 512_000
+
+
+def test_environment_interpolation_and_overrides() -> None:
+    data = {
+        "upstreams": {"lib": {"address": "${LIB_ADDR:-127.0.0.1:1}"}},
+        "services": {"*": {"upstream": "lib"}},
+    }
+    env = {
+        "LIB_ADDR": "10.1.2.3:50051",
+        "EDGE__UPSTREAMS__LIB__TIMEOUT": "2s",
+        "EDGE__TRANSCODING__EMIT_DEFAULTS": "true",
+        "EDGE__SERVER__WORKERS": "3",
+    }
+    config = parse_config(data, base=Path("/"), env=env)
+    assert config.upstreams["lib"].address == "10.1.2.3:50051"
+    assert config.upstreams["lib"].timeout == 2.0
+    assert config.transcoding.emit_defaults is True
+    assert config.server.workers == 3
+    assert parse_config(data, base=Path("/"), env={}).upstreams["lib"].address == "127.0.0.1:1"
+
+
+def test_missing_environment_variable_is_named() -> None:
+    data = {"upstreams": {"lib": {"address": "${NOPE}"}}}
+    with pytest.raises(ConfigError, match=r"upstreams\.lib\.address: environment variable NOPE"):
+        parse_config(data, base=Path("/"), env={})
+
+
+def test_load_config_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml", env={})
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("upstreams: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad, env={})
+    good = tmp_path / "good.yaml"
+    good.write_text("upstreams:\n  lib:\n    address: a:1\ndescriptors:\n  proto_paths: [p]\n")
+    assert load_config(good, env={}).descriptors.proto_paths == [tmp_path / "p"]
