@@ -25,7 +25,7 @@ from edge.routes import load_routes
 _CONFIG_ENV = "EDGE_CONFIG"
 
 
-def _hypercorn_config(config: Config) -> HypercornConfig:
+def hypercorn_config(config: Config) -> HypercornConfig:
     server = config.server
     hc = HypercornConfig()
     hc.bind = list(server.bind)
@@ -67,7 +67,7 @@ async def serve_in_process(config: Config, extra: list[object] | None = None) ->
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await serve(app, _hypercorn_config(config), shutdown_trigger=stop.wait)
+        await serve(app, hypercorn_config(config), shutdown_trigger=stop.wait)
     finally:
         for server in extra or ():
             await server.stop(grace=1.0)  # type: ignore[attr-defined]
@@ -90,7 +90,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     if path is not None:
         os.environ[_CONFIG_ENV] = str(path.resolve())
-    hc = _hypercorn_config(config)
+    hc = hypercorn_config(config)
     hc.application_path = "edge.cli:worker_app()"
     return int(run(hc) or 0)
 

@@ -1,0 +1,118 @@
+"""The figures of one benchmark run: a table for people, JSON for machines and history.
+
+CPU is reported per request in microseconds, split by process, because on a shared
+two-core machine requests per second depends on who else holds a core (the load
+generator always does) while CPU per request barely moves.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+# gateway CPU/request ÷ bare Hypercorn CPU/request for the transcoded POST (the issue's goal)
+POST_TARGET = 2.0
+
+
+@dataclass(frozen=True)
+class Figures:
+    """One scenario. CPU figures are microseconds per request; None where not measured."""
+
+    scenario: str
+    driver: str
+    requests: int
+    seconds: float
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    server_cpu_us: float | None  # the HTTP server under test (gateway or bare Hypercorn)
+    server_cores: float | None  # its CPU seconds per wall second: 1.0 means one core saturated
+    upstream_cpu_us: float | None  # the demo gRPC upstream process
+    client_cpu_us: float | None  # the Python gRPC client (wrk's own CPU is not charged)
+
+
+@dataclass(frozen=True)
+class Ratio:
+    name: str
+    gateway_cpu_us: float
+    bare_cpu_us: float
+    target: float | None
+
+    @property
+    def value(self) -> float:
+        return self.gateway_cpu_us / self.bare_cpu_us
+
+    @property
+    def verdict(self) -> str:
+        if self.target is None:
+            return ""
+        return "PASS" if self.value <= self.target else "MISS"
+
+
+def _cell(value: float | None, digits: int = 0) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+_COLUMNS = (
+    ("scenario", 30, "<"),
+    ("driver", 16, "<"),
+    ("req/s", 8, ">"),
+    ("p50 ms", 7, ">"),
+    ("p99 ms", 7, ">"),
+    ("errors", 6, ">"),
+    ("server us/req", 13, ">"),
+    ("server cores", 12, ">"),
+    ("upstream us/req", 15, ">"),
+    ("client us/req", 13, ">"),
+)
+
+
+def format_table(figures: list[Figures], ratios: list[Ratio]) -> str:
+    """A fixed-width table of every figure, then one line per gateway/bare ratio."""
+
+    def row(cells: list[str]) -> str:
+        pairs = zip(cells, _COLUMNS, strict=True)
+        return "  ".join(f"{cell:{align}{width}}" for cell, (_, width, align) in pairs)
+
+    lines = [row([name for name, _, _ in _COLUMNS])]
+    lines.append("  ".join("-" * width for _, width, _ in _COLUMNS))
+    for f in figures:
+        lines.append(
+            row(
+                [
+                    f.scenario,
+                    f.driver,
+                    _cell(f.rps),
+                    _cell(f.p50_ms, 2),
+                    _cell(f.p99_ms, 2),
+                    str(f.errors),
+                    _cell(f.server_cpu_us),
+                    _cell(f.server_cores, 2),
+                    _cell(f.upstream_cpu_us),
+                    _cell(f.client_cpu_us),
+                ]
+            )
+        )
+    lines.append("")
+    for r in ratios:
+        target = f"  (target <= {r.target:.1f}x: {r.verdict})" if r.target is not None else ""
+        lines.append(
+            f"{r.name}: gateway {r.gateway_cpu_us:,.0f} us/req / bare Hypercorn "
+            f"{r.bare_cpu_us:,.0f} us/req = {r.value:.2f}x{target}"
+        )
+    return "\n".join(lines)
+
+
+def write_json(
+    path: Path, meta: dict[str, Any], figures: list[Figures], ratios: list[Ratio]
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    document = {
+        "meta": meta,
+        "scenarios": [asdict(f) for f in figures],
+        "ratios": [{**asdict(r), "value": r.value, "verdict": r.verdict or None} for r in ratios],
+    }
+    path.write_text(json.dumps(document, indent=2) + "\n")

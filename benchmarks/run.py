@@ -1,0 +1,287 @@
+"""The benchmark orchestrator: start every server, drive each in turn, print one side-by-side table.
+
+Three things are measured in one run on one machine, so their ratios mean something:
+direct grpc.aio calls to the demo upstream (the floor), the gateway's transcoded POST and
+GET driven by wrk, and a bare Hypercorn app driven the same way (the ceiling of our HTTP
+server). Every server is a separate process on a free loopback port; all are stopped in a
+``finally``, on error and on SIGTERM alike. Run with ``scripts/bench`` (``--help`` for flags).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from benchmarks.processes import Child, free_port, spawn, stop, wait_for_file, wait_for_http
+from benchmarks.procstat import cpu_snapshot
+from benchmarks.report import POST_TARGET, Figures, Ratio, format_table, write_json
+from benchmarks.wrk import run_wrk, wrk_path
+
+REPO = Path(__file__).resolve().parents[1]
+POST_SCRIPT = Path(__file__).resolve().parent / "wrk_post.lua"
+GET_PATH = "/v1/shelves/1/books/1"
+# A unary GetBook through the generic POST route: transcoded like any POST, but it only
+# reads, so the upstream does the same work on every request (CreateBook would grow it).
+POST_PATH = "/edgedemo.library.v1.LibraryService/GetBook"
+POST_BODY = b'{"name":"shelves/1/books/1"}'
+
+
+@dataclass(frozen=True)
+class Settings:
+    seconds: int
+    warmup: int
+    connections: int
+    threads: int
+    output: Path
+
+
+@dataclass(frozen=True)
+class Servers:
+    upstream: Child
+    upstream_address: str
+    gateway: Child
+    gateway_url: str
+    bare: Child
+    bare_url: str
+
+
+def parse_settings(argv: list[str] | None) -> Settings:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="measured seconds per run")
+    parser.add_argument("--warmup", type=int, default=2, help="discarded seconds before each")
+    parser.add_argument(
+        "--connections", type=int, default=32, help="wrk connections and gRPC calls in flight"
+    )
+    parser.add_argument("--threads", type=int, default=2, help="wrk threads")
+    parser.add_argument(
+        "--quick", action="store_true", help="2s runs after 1s warm-ups (smoke test)"
+    )
+    parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/latest.json")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.duration, args.warmup = 2, 1
+    if min(args.duration, args.warmup, args.connections, args.threads) < 1:
+        parser.error("--duration, --warmup, --connections and --threads must be at least 1")
+    if args.threads > args.connections:
+        parser.error("wrk needs at least one connection per thread")
+    return Settings(args.duration, args.warmup, args.connections, args.threads, args.output)
+
+
+def _gateway_config(bind: str, upstream: str) -> dict[str, Any]:
+    return {
+        "server": {"bind": [bind], "graceful_timeout": "1s"},
+        "descriptors": {"proto_paths": [str(REPO / "protos")]},
+        "upstreams": {"demo": {"address": upstream, "timeout": "10s"}},
+        "services": {"*": {"upstream": "demo"}},
+        # Annotated methods get generic POST routes too, so POST_PATH exists.
+        "transcoding": {"generic_routes": "all"},
+    }
+
+
+def start_servers(children: list[Child], workdir: Path) -> Servers:
+    """Start upstream, gateway and bare Hypercorn, appending each to ``children`` at once.
+
+    Appending as soon as a process exists (not once it is ready) is what lets the caller's
+    ``finally`` stop a server whose start-up failed half way.
+    """
+    python = sys.executable
+    port_file = workdir / "upstream.port"
+    upstream = spawn(
+        "upstream", [python, "-m", "benchmarks.upstream", str(port_file)], workdir, REPO
+    )
+    children.append(upstream)
+    upstream_address = f"127.0.0.1:{wait_for_file(upstream, port_file)}"
+
+    config = workdir / "gateway.yaml"  # JSON is YAML
+    gateway_bind = f"127.0.0.1:{free_port()}"
+    config.write_text(json.dumps(_gateway_config(gateway_bind, upstream_address)))
+    gateway = spawn(
+        "gateway", [python, "-m", "edge.cli", "serve", "--config", str(config)], workdir, REPO
+    )
+    children.append(gateway)
+
+    bare_bind = f"127.0.0.1:{free_port()}"
+    bare = spawn("bare", [python, "-m", "benchmarks.bare_app", bare_bind], workdir, REPO)
+    children.append(bare)
+
+    gateway_url, bare_url = f"http://{gateway_bind}", f"http://{bare_bind}"
+    for child, url in ((gateway, gateway_url), (bare, bare_url)):
+        for path, body in ((GET_PATH, None), (POST_PATH, POST_BODY)):
+            reply = wait_for_http(child, url + path, body)
+            if b"shelves/1/books/1" not in reply:
+                raise RuntimeError(f"{child.name}: {path} answered {reply!r}")
+    return Servers(upstream, upstream_address, gateway, gateway_url, bare, bare_url)
+
+
+def _per_request_us(cpu_seconds: float, requests: int) -> float:
+    return cpu_seconds / requests * 1e6 if requests else float("nan")
+
+
+def measure_grpc(settings: Settings, servers: Servers) -> Figures:
+    """Direct calls from a separate client process, which measures its window itself."""
+    argv = [
+        sys.executable, "-m", "benchmarks.grpc_direct", servers.upstream_address,
+        f"--concurrency={settings.connections}", f"--warmup={settings.warmup}",
+        f"--duration={settings.seconds}", f"--watch=upstream={servers.upstream.pid}",
+    ]  # fmt: skip
+    timeout = settings.warmup + settings.seconds + 60
+    done = subprocess.run(
+        argv, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"grpc_direct failed ({done.returncode}):\n{done.stderr}")
+    servers.upstream.check_alive()
+    result = json.loads(done.stdout)
+    cpu, requests = result["cpu_seconds"], result["requests"]
+    return Figures(
+        scenario="grpc direct GetBook",
+        driver=f"grpc.aio x{settings.connections}",
+        requests=requests,
+        seconds=result["seconds"],
+        rps=result["rps"],
+        p50_ms=result["p50_ms"],
+        p99_ms=result["p99_ms"],
+        errors=result["errors"],
+        server_cpu_us=None,
+        server_cores=None,
+        upstream_cpu_us=_per_request_us(cpu["upstream"], requests),
+        client_cpu_us=_per_request_us(cpu["client"], requests),
+    )
+
+
+def measure_wrk(
+    scenario: str, url: str, post: bool, server: Child, upstream: Child | None, settings: Settings
+) -> Figures:
+    """A discarded warm-up, then a measured wrk run bracketed by CPU snapshots."""
+    script = POST_SCRIPT if post else None
+    connections, threads = settings.connections, settings.threads
+    run_wrk(url, seconds=settings.warmup, connections=connections, threads=threads, script=script)
+    pids = {"server": server.pid} | ({"upstream": upstream.pid} if upstream else {})
+    before = cpu_snapshot(pids)
+    report = run_wrk(
+        url, seconds=settings.seconds, connections=connections, threads=threads, script=script
+    )
+    after = cpu_snapshot(pids)
+    server.check_alive()
+    used = {name: after[name] - before[name] for name in pids}
+    return Figures(
+        scenario=scenario,
+        driver=f"wrk {settings.threads}t/{settings.connections}c",
+        requests=report.requests,
+        seconds=report.seconds,
+        rps=report.rps,
+        p50_ms=report.p50_ms,
+        p99_ms=report.p99_ms,
+        errors=report.errors,
+        server_cpu_us=_per_request_us(used["server"], report.requests),
+        server_cores=used["server"] / report.seconds,
+        upstream_cpu_us=_per_request_us(used["upstream"], report.requests) if upstream else None,
+        client_cpu_us=None,
+    )
+
+
+def run_all(settings: Settings, workdir: Path) -> list[Figures]:
+    """Every scenario in turn; whatever happens, every server started is stopped."""
+    children: list[Child] = []
+    try:
+        servers = start_servers(children, workdir)
+        gateway, bare, upstream = servers.gateway, servers.bare, servers.upstream
+        _progress(f"grpc direct GetBook: {settings.warmup}s warm-up + {settings.seconds}s")
+        figures = [measure_grpc(settings, servers)]
+        # Gateway and bare alternate, so a slow drift in the machine hits both alike.
+        wrk_runs = [
+            ("gateway POST (transcoded)", servers.gateway_url + POST_PATH, True, gateway, upstream),
+            ("bare Hypercorn POST", servers.bare_url + POST_PATH, True, bare, None),
+            ("gateway GET (transcoded)", servers.gateway_url + GET_PATH, False, gateway, upstream),
+            ("bare Hypercorn GET", servers.bare_url + GET_PATH, False, bare, None),
+        ]
+        for scenario, url, post, server, behind in wrk_runs:
+            _progress(f"{scenario}: {settings.warmup}s warm-up + {settings.seconds}s")
+            figures.append(measure_wrk(scenario, url, post, server, behind, settings))
+        return figures
+    finally:
+        for child in reversed(children):
+            stop(child)
+
+
+def _progress(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def _meta(settings: Settings) -> dict[str, Any]:
+    def command(*argv: str) -> str:
+        """The first line the command prints (wrk -v writes to stderr), "" if it cannot run."""
+        try:
+            done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False)
+        except OSError:
+            return ""
+        lines = (done.stdout + done.stderr).strip().splitlines()
+        return lines[0] if lines else ""
+
+    return {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "commit": command("git", "rev-parse", "HEAD"),
+        "dirty": bool(command("git", "status", "--porcelain")),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "loadavg_before": os.getloadavg(),
+        "python": platform.python_version(),
+        "hypercorn": version("hypercorn"),
+        "grpcio": version("grpcio"),
+        "wrk": command(wrk_path(), "-v"),
+        "duration_s": settings.seconds,
+        "warmup_s": settings.warmup,
+        "connections": settings.connections,
+        "wrk_threads": settings.threads,
+    }
+
+
+def _ratios(figures: list[Figures]) -> list[Ratio]:
+    by_name = {f.scenario: f for f in figures}
+    ratios = []
+    for method, target in (("POST", POST_TARGET), ("GET", None)):
+        gateway = by_name[f"gateway {method} (transcoded)"].server_cpu_us
+        bare = by_name[f"bare Hypercorn {method}"].server_cpu_us
+        assert gateway is not None and bare is not None
+        ratios.append(Ratio(f"{method} CPU/request", gateway, bare, target))
+    return ratios
+
+
+def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)  # unwinds through run_all's finally, stopping every server
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings = parse_settings(argv)
+    signal.signal(signal.SIGTERM, _raise_on_sigterm)
+    wrk_path()  # fail before starting anything when wrk is missing
+    meta = _meta(settings)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="edge-bench-") as workdir:
+        figures = run_all(settings, Path(workdir))
+    ratios = _ratios(figures)
+    meta["elapsed_s"] = round(time.monotonic() - started, 1)
+    write_json(settings.output, meta, figures, ratios)
+    print(format_table(figures, ratios))
+    print(
+        f"\n{meta['cpus']} CPUs, load average before {meta['loadavg_before'][0]:.2f}; "
+        f"took {meta['elapsed_s']}s; results in {settings.output}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

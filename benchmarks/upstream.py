@@ -1,0 +1,46 @@
+"""The demo LibraryService in a process of its own, so its CPU is never charged to the gateway.
+
+Run as ``python -m benchmarks.upstream PORT_FILE``. It binds an ephemeral port (port 0,
+so no other process can take it between choosing and binding), writes the port to
+``PORT_FILE`` once serving, and stops on SIGTERM or SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+from pathlib import Path
+
+from edge.demo.library import start_library
+
+
+def write_atomically(path: Path, text: str) -> None:
+    """Write then rename, so a reader polling ``path`` never sees half a port number."""
+    partial = path.with_suffix(".partial")
+    partial.write_text(text)
+    os.replace(partial, path)
+
+
+async def serve(port_file: Path) -> None:
+    server, port = await start_library("127.0.0.1:0")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    write_atomically(port_file, str(port))
+    try:
+        await stop.wait()
+    finally:
+        await server.stop(grace=0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("port_file", type=Path)
+    asyncio.run(serve(parser.parse_args().port_file))
+
+
+if __name__ == "__main__":
+    main()
