@@ -19,7 +19,7 @@ from typing import Any, cast
 from hypercorn.asyncio import serve
 from hypercorn.typing import ASGIFramework
 
-from edge.cli import hypercorn_config
+from edge.cli import hypercorn_config, run_with_loop
 from edge.config import Config, ServerConfig
 
 Message = MutableMapping[str, Any]
@@ -76,7 +76,8 @@ async def run(bind: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("bind", help="host:port to listen on")
-    asyncio.run(run(parser.parse_args().bind))
+    # the same event loop the gateway picks (uvloop where installed), or the ratio lies
+    run_with_loop(run(parser.parse_args().bind), ServerConfig().event_loop)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,8 @@ class Servers:
     gateway_url: str
     bare: Child
     bare_url: str
+    canned: Child
+    canned_url: str
 
 
 def parse_settings(argv: list[str] | None) -> Settings:
@@ -117,13 +119,24 @@ def start_servers(children: list[Child], workdir: Path) -> Servers:
     bare = spawn("bare", [python, "-m", "benchmarks.bare_app", bare_bind], workdir, REPO)
     children.append(bare)
 
+    canned_config = workdir / "canned.yaml"
+    canned_bind = f"127.0.0.1:{free_port()}"
+    canned_config.write_text(json.dumps(_gateway_config(canned_bind, upstream_address)))
+    canned = spawn(
+        "canned", [python, "-m", "benchmarks.canned_gateway", str(canned_config)], workdir, REPO
+    )
+    children.append(canned)
+
     gateway_url, bare_url = f"http://{gateway_bind}", f"http://{bare_bind}"
-    for child, url in ((gateway, gateway_url), (bare, bare_url)):
+    canned_url = f"http://{canned_bind}"
+    for child, url in ((gateway, gateway_url), (bare, bare_url), (canned, canned_url)):
         for path, body in ((GET_PATH, None), (POST_PATH, POST_BODY)):
             reply = wait_for_http(child, url + path, body)
             if b"shelves/1/books/1" not in reply:
                 raise RuntimeError(f"{child.name}: {path} answered {reply!r}")
-    return Servers(upstream, upstream_address, gateway, gateway_url, bare, bare_url)
+    return Servers(
+        upstream, upstream_address, gateway, gateway_url, bare, bare_url, canned, canned_url
+    )
 
 
 def _per_request_us(cpu_seconds: float, requests: int) -> float:
@@ -205,6 +218,13 @@ def run_all(settings: Settings, workdir: Path) -> list[Figures]:
         wrk_runs = [
             ("gateway POST (transcoded)", servers.gateway_url + POST_PATH, True, gateway, upstream),
             ("bare Hypercorn POST", servers.bare_url + POST_PATH, True, bare, None),
+            (
+                "gateway POST, canned upstream",
+                servers.canned_url + POST_PATH,
+                True,
+                servers.canned,
+                None,
+            ),
             ("gateway GET (transcoded)", servers.gateway_url + GET_PATH, False, gateway, upstream),
             ("bare Hypercorn GET", servers.bare_url + GET_PATH, False, bare, None),
         ]
@@ -257,6 +277,11 @@ def _ratios(figures: list[Figures]) -> list[Ratio]:
         bare = by_name[f"bare Hypercorn {method}"].server_cpu_us
         assert gateway is not None and bare is not None
         ratios.append(Ratio(f"{method} CPU/request", gateway, bare, target))
+    canned = by_name["gateway POST, canned upstream"].server_cpu_us
+    bare_post = by_name["bare Hypercorn POST"].server_cpu_us
+    assert canned is not None and bare_post is not None
+    # edge's own share: routing, binding, JSON, pipeline; the rest is the gRPC client
+    ratios.append(Ratio("POST CPU/request, canned upstream", canned, bare_post, None))
     return ratios
 
 

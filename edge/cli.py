@@ -14,11 +14,13 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from hypercorn.config import Config as HypercornConfig
 
-from edge.config import Config, load_config
+from edge.config import Config, ServerConfig, load_config
 from edge.errors import ConfigError
 from edge.routes import load_routes
 
@@ -35,7 +37,7 @@ def hypercorn_config(config: Config) -> HypercornConfig:
         hc.certfile = str(server.certfile)
         hc.keyfile = str(server.keyfile) if server.keyfile else None
         hc.ca_certs = str(server.ca_certs) if server.ca_certs else None
-    hc.worker_class = server.loop
+    hc.worker_class = server.event_loop
     hc.accesslog = "-" if server.access_log else None
     hc.errorlog = "-"
     return hc
@@ -84,7 +86,7 @@ def _serve(args: argparse.Namespace) -> int:
     if overrides:
         config = config.model_copy(update={"server": config.server.model_copy(update=overrides)})
     if config.server.workers == 1:
-        _run(serve_in_process(config), config.server.loop)
+        run_with_loop(serve_in_process(config), config.server.event_loop)
         return 0
     from hypercorn.run import run
 
@@ -95,13 +97,14 @@ def _serve(args: argparse.Namespace) -> int:
     return int(run(hc) or 0)
 
 
-def _run(coro: object, loop: str) -> None:
+def run_with_loop(coro: Coroutine[Any, Any, None], loop: str) -> None:
+    """Run on the event loop the server section chose (the benchmarks use it too)."""
     if loop == "uvloop":
         import uvloop
 
-        uvloop.run(coro)  # type: ignore[arg-type]
+        uvloop.run(coro)
     else:
-        asyncio.run(coro)  # type: ignore[arg-type]
+        asyncio.run(coro)
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -136,7 +139,7 @@ def _demo(args: argparse.Namespace) -> int:
         )
         await serve_in_process(config, extra=[upstream])
 
-    asyncio.run(main())
+    run_with_loop(main(), ServerConfig().event_loop)
     return 0
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 import grpc.aio
@@ -73,6 +73,16 @@ def open_channel(settings: UpstreamSettings) -> grpc.aio.Channel:
         certificate_chain=_read(settings.cert_file),
     )
     return grpc.aio.secure_channel(settings.target, credentials, options=options)
+
+
+class Terminal(Protocol):
+    """The last step of the pipeline: owns upstream connections for the app's lifetime."""
+
+    def open(self, routes: Iterable[tuple[str, MethodInfo]]) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def __call__(self, call: Call) -> Reply: ...
 
 
 class GrpcTerminal:

@@ -1,0 +1,81 @@
+"""`edge serve` as a user runs it: a real process, one worker and several, stopped by SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from conftest import TEST_PROTOS
+
+pytestmark = pytest.mark.e2e
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_answering(url: str, process: subprocess.Popen[bytes]) -> httpx.Response:
+    async with httpx.AsyncClient(timeout=2) as client:
+        for _ in range(300):
+            if process.poll() is not None:
+                raise AssertionError(f"edge serve exited with {process.returncode}")
+            try:
+                return await client.get(url)
+            except httpx.TransportError:
+                await asyncio.sleep(0.05)
+    raise AssertionError("edge serve never answered")
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_edge_serve(kitchen_upstream: Any, tmp_path: Path, workers: int) -> None:
+    upstream_port, _ = kitchen_upstream
+    port = free_port()
+    config_file = tmp_path / "edge.yaml"
+    config_file.write_text(
+        yaml.safe_dump(
+            {
+                "server": {"bind": [f"127.0.0.1:{port}"], "workers": workers},
+                "descriptors": {"proto_paths": [str(TEST_PROTOS)]},
+                "upstreams": {"kitchen": {"address": f"127.0.0.1:{upstream_port}"}},
+                "services": {"*": {"upstream": "kitchen"}},
+            }
+        )
+    )
+    env = {**os.environ, "EDGE__SERVER__GRACEFUL_TIMEOUT": "1s"}
+    log = tmp_path / "stderr.log"
+    with log.open("wb") as stderr_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "edge.cli", "serve", "--config", str(config_file)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr_file,
+            start_new_session=True,
+        )
+    try:
+        response = await wait_answering(f"http://127.0.0.1:{port}/v1/kitchen/served", process)
+        assert response.status_code == 200
+        assert response.json() == {"stringValue": "served"}
+        async with httpx.AsyncClient() as client:
+            health = await client.get(f"http://127.0.0.1:{port}/healthz")
+        assert health.json() == {"status": "ok"}
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            code = await asyncio.to_thread(process.wait, 20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+    stderr = log.read_text()
+    assert code == 0, stderr
+    assert "Traceback" not in stderr
