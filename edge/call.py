@@ -1,13 +1,17 @@
 """The protocol-neutral values that flow through the pipeline.
 
-Every ingress (HTTP view, WebSocket handler) turns its request into a ``Call``; every
-terminal step answers with a ``Reply`` or raises an ``EdgeError``. Policy layers see only
-these two types, which is why no policy is ever written twice for two protocols.
+Every ingress (HTTP view, WebSocket handler, proxy) turns its request into a ``Call``;
+every terminal step answers with a ``Reply`` or raises an ``EdgeError``. Policy layers
+see only these two types, which is why no policy is ever written twice for two protocols.
+
+Streams are values too: a client stream is an async iterator in ``Call.request``, a server
+stream an async iterator in ``Reply.stream``. A layer that must see how a stream ended
+(a breaker, a metric) wraps the iterator; nothing is buffered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,14 +20,18 @@ from google.protobuf.message import Message
 from edge.descriptors.registry import MethodInfo
 from edge.upstream.headers import Metadata
 
+MetadataPairs = Sequence[tuple[str, str | bytes]]
+
 
 @dataclass(slots=True)
 class Call:
-    method: MethodInfo
     upstream: str
-    request: Message
+    route: str  # stable name for limits, breakers and logs (the gRPC method's full name)
     metadata: Metadata
     timeout: float | None  # seconds; None means no deadline
+    method: MethodInfo | None = None  # the gRPC method, for transcoded calls
+    # a Message, or an AsyncIterator[Message] for client-streaming methods
+    request: Any = None
     protocol: str = "http"  # "http" or "websocket"
     client: str | None = None  # peer address, for limits and logs
     state: dict[str, Any] = field(default_factory=dict)  # scratch space for layers
@@ -31,6 +39,9 @@ class Call:
 
 @dataclass(slots=True)
 class Reply:
-    message: Message
-    initial_metadata: Sequence[tuple[str, str | bytes]] = ()
-    trailing_metadata: Sequence[tuple[str, str | bytes]] = ()
+    message: Message | None = None  # unary and client-streaming methods
+    stream: AsyncIterator[Message] | None = None  # server and bidi streaming methods
+    initial_metadata: MetadataPairs = ()
+    # for streams, filled in by the terminal once the stream has ended
+    trailing_metadata: MetadataPairs = ()
+    cancel: Callable[[], object] | None = None  # stops the upstream call at once

@@ -67,6 +67,12 @@ class UnsupportedMediaType(EdgeError):
     http_status = 415
 
 
+class ClientDisconnected(EdgeError):
+    """The client went away mid-request; nobody reads the answer (499, as nginx logs it)."""
+
+    grpc_code = 1  # CANCELLED
+
+
 class UpstreamUnavailable(EdgeError):
     """The upstream cannot be reached (connection refused, DNS, TLS handshake)."""
 

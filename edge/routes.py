@@ -88,11 +88,6 @@ def build_routes(config: Config, registry: Registry) -> Routes:
             routes.unrouted.append(service)
             continue
         for method in methods:
-            if method.client_streaming or method.server_streaming:
-                routes.problems.append(
-                    f"{method.full_name}: streaming methods are not served over HTTP yet"
-                )
-                continue
             method_config = config.methods.get(method.full_name)
             timeout = (
                 (method_config.timeout if method_config else None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import grpc
 import grpc.aio
@@ -14,6 +15,8 @@ from edgetest.v1 import kitchen_pb2_grpc as pb_grpc
 
 
 class Kitchen(pb_grpc.KitchenServiceServicer):
+    streams: Streams
+
     def __init__(self) -> None:
         self.seen: list[pb.Kitchen] = []
         self.cancelled = 0
@@ -56,8 +59,7 @@ class Kitchen(pb_grpc.KitchenServiceServicer):
             )
             status = status_pb2.Status(code=request.code, message=request.message, details=[detail])
             trailers.append(("grpc-status-details-bin", status.SerializeToString()))
-        code = next(c for c in grpc.StatusCode if c.value[0] == request.code)
-        await context.abort(code, request.message, trailing_metadata=tuple(trailers))
+        await context.abort(_code(request.code), request.message, trailing_metadata=tuple(trailers))
         raise AssertionError("abort returned")
 
     async def Sleep(  # noqa: N802
@@ -71,10 +73,65 @@ class Kitchen(pb_grpc.KitchenServiceServicer):
         return empty_pb2.Empty()
 
 
+class Streams(pb_grpc.StreamServiceServicer):
+    """All four streaming kinds; records what it saw so tests can check cancellation."""
+
+    def __init__(self) -> None:
+        self.cancelled = asyncio.Event()
+        self.sent = 0
+        self.received: list[int] = []
+
+    async def Count(  # noqa: N802
+        self, request: pb.CountRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Tick]:
+        try:
+            for index in range(request.count):
+                if request.fail_code and index == request.fail_after:
+                    await context.abort(_code(request.fail_code), f"failed after {index} ticks")
+                yield pb.Tick(index=index, padding="x" * request.padding)
+                self.sent += 1
+                if request.interval_seconds:
+                    await asyncio.sleep(request.interval_seconds)
+            if request.fail_code and request.fail_after >= request.count:
+                await context.abort(_code(request.fail_code), "failed at the end")
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+    async def Sum(  # noqa: N802
+        self, request_iterator: AsyncIterator[pb.Number], context: grpc.aio.ServicerContext
+    ) -> pb.Total:
+        total = pb.Total()
+        async for number in request_iterator:
+            self.received.append(number.value)
+            total.sum += number.value
+            total.count += 1
+        return total
+
+    async def Shout(  # noqa: N802
+        self, request_iterator: AsyncIterator[pb.Line], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Line]:
+        try:
+            async for line in request_iterator:
+                if line.text == "fail":
+                    await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "asked to fail")
+                yield pb.Line(text=line.text.upper())
+            yield pb.Line(text="bye")
+        except asyncio.CancelledError:
+            self.cancelled.set()
+            raise
+
+
+def _code(number: int) -> grpc.StatusCode:
+    return next(c for c in grpc.StatusCode if c.value[0] == number)
+
+
 async def start_kitchen() -> tuple[grpc.aio.Server, int, Kitchen]:
     server = grpc.aio.server()
     kitchen = Kitchen()
+    kitchen.streams = Streams()
     pb_grpc.add_KitchenServiceServicer_to_server(kitchen, server)
+    pb_grpc.add_StreamServiceServicer_to_server(kitchen.streams, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     return server, port, kitchen

@@ -5,16 +5,28 @@ response objects, context locals, signals), which measured as much CPU as Hyperc
 itself; everything else (health, admin, unknown paths) falls through to Quart. This is
 the hot path: per request it does one trie lookup, one bind, one pipeline call and one
 render, and reads nothing else from config or descriptors.
+
+Streaming: a client-streaming method reads its request body as NDJSON, one message per
+line, sent upstream as each line arrives; a server-streaming method writes each upstream
+message as it arrives, framed as the ``Accept`` header asks (see ``stream_format``). The
+first message is awaited before the response starts, so an early failure still gets its
+own HTTP status; once the client disconnects the upstream call is cancelled at once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from edge.call import Call
-from edge.errors import EdgeError, MethodNotAllowed
+from google.protobuf.message import Message
+
+from edge.call import Call, Reply
+from edge.errors import BodyTooLarge, ClientDisconnected, EdgeError, MethodNotAllowed
 from edge.ingress.asgi import (
+    JSON_HEADERS,
     ASGIApp,
     Receive,
     Scope,
@@ -27,6 +39,7 @@ from edge.pipeline.chain import Next
 from edge.routes import Routes, TranscodeRoute
 from edge.routing.table import NoRoute, RouteMatch, WrongMethod
 from edge.transcode.response import status_body
+from edge.transcode.stream_format import StreamFormat, choose_format
 from edge.upstream.headers import (
     HeaderPolicy,
     parse_grpc_timeout,
@@ -35,8 +48,6 @@ from edge.upstream.headers import (
 )
 
 log = logging.getLogger("edge.http")
-
-_JSON = (b"content-type", b"application/json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,15 +104,16 @@ class TranscodingASGI:
         send: Send,
     ) -> None:
         route = found.target
+        method = route.method
         try:
-            body = (
-                await read_body(scope, receive, state.max_body_bytes)
-                if route.binder.takes_body
-                else b""
-            )
-            request = route.binder.bind(
-                found.bindings, scope["query_string"].decode("latin-1"), body
-            )
+            request: Message | AsyncIterator[Message]
+            if method.client_streaming:
+                request = _ndjson_requests(route, found, scope, receive, state.max_body_bytes)
+            elif route.binder.takes_body:
+                body = await read_body(scope, receive, state.max_body_bytes)
+                request = route.binder.bind(found.bindings, scope["query_string"].decode(), body)
+            else:
+                request = route.binder.bind(found.bindings, scope["query_string"].decode(), b"")
             client = scope.get("client")
             headers = scope["headers"]
             timeout = route.timeout
@@ -109,15 +121,21 @@ class TranscodingASGI:
                 if name == b"grpc-timeout":
                     asked = parse_grpc_timeout(value.decode("latin-1"))
                     timeout = asked if timeout is None else min(asked, timeout)
+            address = client[0] if client else None
             call = Call(
-                method=route.method,
                 upstream=route.upstream,
-                request=request,
-                metadata=request_metadata(headers, state.policy, client[0] if client else None),
+                route=method.full_name,
+                metadata=request_metadata(headers, state.policy, address),
                 timeout=timeout,
-                client=client[0] if client else None,
+                method=method,
+                request=request,
+                client=address,
             )
             reply = await state.chain(call)
+            if reply.stream is not None:
+                await _stream_reply(route, reply, scope, receive, send, state.policy)
+                return
+            assert reply.message is not None
             payload = route.renderer.render(reply.message)
         except EdgeError as error:
             status, payload, error_headers = error_response(error, route.codec, state.policy)
@@ -130,9 +148,108 @@ class TranscodingASGI:
             return
         if reply.initial_metadata or reply.trailing_metadata:
             out = [
-                _JSON,
+                *JSON_HEADERS,
                 *response_headers(reply.initial_metadata, reply.trailing_metadata, state.policy),
             ]
             await send_response(send, 200, payload, out)
         else:
             await send_response(send, 200, payload)
+
+
+async def _ndjson_requests(
+    route: TranscodeRoute,
+    found: RouteMatch[TranscodeRoute],
+    scope: Scope,
+    receive: Receive,
+    max_line_bytes: int,
+) -> AsyncIterator[Message]:
+    """Request messages from an NDJSON body, each bound as it arrives (a client stream)."""
+    query = scope["query_string"].decode()
+    pending = b""
+    while True:
+        event = await receive()
+        if event["type"] == "http.disconnect":
+            raise ClientDisconnected("the client went away while sending its stream")
+        pending += event.get("body", b"")
+        while True:
+            line, newline, rest = pending.partition(b"\n")
+            if not newline:
+                break
+            pending = rest
+            if line.strip():
+                yield route.binder.bind(found.bindings, query, line)
+        if len(pending) > max_line_bytes:
+            raise BodyTooLarge(f"a request message exceeds the limit of {max_line_bytes} bytes")
+        if not event.get("more_body", False):
+            break
+    if pending.strip():
+        yield route.binder.bind(found.bindings, query, pending)
+
+
+async def _stream_reply(
+    route: TranscodeRoute,
+    reply: Reply,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    policy: HeaderPolicy,
+) -> None:
+    """Write a server stream; raises EdgeError only before the response has started."""
+    assert reply.stream is not None
+    stream = reply.stream
+    accept = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"accept"), None)
+    framing = choose_format(accept)
+    try:
+        first: Message | None = await anext(stream)
+    except StopAsyncIteration:
+        first = None
+    headers = [
+        (b"content-type", framing.content_type),
+        (b"cache-control", b"no-cache"),
+        (b"x-accel-buffering", b"no"),  # tell nginx not to buffer the stream
+        *response_headers(reply.initial_metadata, (), policy),
+    ]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    watcher = None
+    if not route.method.client_streaming:  # the body is read; the next event is a disconnect
+        watcher = asyncio.create_task(_cancel_on_disconnect(receive, reply))
+    try:
+        await _write_items(route, framing, stream, first, send)
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+
+
+async def _write_items(
+    route: TranscodeRoute,
+    framing: StreamFormat,
+    stream: AsyncIterator[Message],
+    first: Message | None,
+    send: Send,
+) -> None:
+    chunk = framing.opening
+    count = 0
+    try:
+        if first is not None:
+            chunk += framing.item(route.renderer.render(first), first=True)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            chunk, count = b"", 1
+            async for message in stream:
+                body = framing.item(route.renderer.render(message), first=False)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+                count += 1
+    except EdgeError as error:
+        _, payload, _ = error_response(error, route.codec, None)
+        chunk += framing.error(payload, first=count == 0)
+    await send({"type": "http.response.body", "body": chunk + framing.closing, "more_body": False})
+
+
+async def _cancel_on_disconnect(receive: Receive, reply: Reply) -> None:
+    while True:
+        event = await receive()
+        if event["type"] == "http.disconnect":
+            if reply.cancel is not None:
+                reply.cancel()
+            return

@@ -1,25 +1,38 @@
-"""gRPC upstreams: one long-lived grpc.aio channel per upstream, one multicallable per method.
+"""gRPC upstreams: one long-lived grpc.aio channel per upstream, one invoker per method.
 
 Channels and multicallables are made once when the app starts serving (grpc.aio objects
-belong to the running event loop) and reused by every request. The terminal step turns
-``grpc.aio.AioRpcError`` into ``UpstreamStatus`` here, at the boundary, so nothing past
-this module knows grpc's exception types.
+belong to the running event loop) and reused by every request. Each method gets an
+invoker for its kind (unary, server, client or bidi streaming), chosen once, so a request
+pays one dict lookup. ``grpc.aio.AioRpcError`` becomes ``UpstreamStatus`` here, at the
+boundary, so nothing past this module knows grpc's exception types.
+
+Client streams are written with ``write``/``done_writing`` from our own pump task rather
+than handed to grpc as an iterator: grpc swallows an iterator's exception and reports a
+bare CANCELLED, while the pump lets a bad message surface as the 400 it is. Writes wait
+for HTTP/2 flow control, so a slow upstream slows the client down instead of filling a
+buffer.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
 import grpc.aio
+from google.protobuf.message import Message
 
 from edge.call import Call, Reply
 from edge.descriptors.registry import MethodInfo
-from edge.errors import ConfigError, UpstreamStatus
+from edge.errors import ConfigError, EdgeError, UpstreamStatus
 from edge.transcode.status import code_number
+
+Invoker = Callable[[Call], Awaitable[Reply]]
+_EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,51 +98,181 @@ class Terminal(Protocol):
     async def __call__(self, call: Call) -> Reply: ...
 
 
+def _pairs(metadata: Any) -> tuple[tuple[str, str | bytes], ...]:
+    return tuple((str(key), value) for key, value in metadata or ())
+
+
+def _status(exc: grpc.aio.AioRpcError) -> UpstreamStatus:
+    return UpstreamStatus(
+        code_number(exc.code()),
+        exc.details() or exc.code().name,
+        initial_metadata=_pairs(exc.initial_metadata()),
+        trailing_metadata=_pairs(exc.trailing_metadata()),
+    )
+
+
+async def _pump(requests: AsyncIterator[Message], grpc_call: Any) -> None:
+    """Write a client stream to the upstream; on any failure cancel the call and re-raise."""
+    try:
+        async for message in requests:
+            await grpc_call.write(message)
+        await grpc_call.done_writing()
+    except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
+        return  # the call already ended; its status tells the story
+    except BaseException:
+        grpc_call.cancel()
+        raise
+
+
+async def _settle(pump: asyncio.Task[None]) -> None:
+    """Raise the pump's own error (a bad client message) in preference to CANCELLED."""
+    if not pump.done():
+        pump.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await pump  # a pump that failed re-raises its error here
+
+
+def _cancelled(pump: asyncio.Task[None] | None) -> BaseException:
+    """What to raise when grpc reports a cancelled call with ``CancelledError``.
+
+    grpc.aio raises CancelledError both when *our* task is cancelled and when the call was
+    cancelled (by the pump after a bad client message, or by a client disconnect). Only the
+    first must stay a CancelledError; the others become the error that caused them.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        return asyncio.CancelledError()
+    if pump is not None and pump.done() and not pump.cancelled():
+        failure = pump.exception()
+        if failure is not None:
+            return failure
+    return UpstreamStatus(1, "the call was cancelled")
+
+
+async def _read_stream(
+    grpc_call: Any, reply: Reply, pump: asyncio.Task[None] | None
+) -> AsyncIterator[Message]:
+    try:
+        while True:
+            message = await grpc_call.read()
+            if message is _EOF:
+                break
+            yield message
+        reply.trailing_metadata = _pairs(await grpc_call.trailing_metadata())
+    except grpc.aio.AioRpcError as exc:
+        if pump is not None:
+            await _settle(pump)
+        raise _status(exc) from exc
+    except asyncio.CancelledError:
+        raise _cancelled(pump) from None
+    finally:
+        if not grpc_call.done():
+            grpc_call.cancel()
+        if pump is not None and not pump.done():
+            pump.cancel()
+
+
+def _unary_unary(rpc: Any) -> Invoker:
+    async def invoke(call: Call) -> Reply:
+        grpc_call = rpc(call.request, timeout=call.timeout, metadata=call.metadata)
+        try:
+            message = await grpc_call
+            initial = await grpc_call.initial_metadata()
+            trailing = await grpc_call.trailing_metadata()
+        except grpc.aio.AioRpcError as exc:
+            raise _status(exc) from exc
+        return Reply(message, initial_metadata=_pairs(initial), trailing_metadata=_pairs(trailing))
+
+    return invoke
+
+
+def _unary_stream(rpc: Any) -> Invoker:
+    async def invoke(call: Call) -> Reply:
+        grpc_call = rpc(call.request, timeout=call.timeout, metadata=call.metadata)
+        reply = Reply(cancel=grpc_call.cancel)
+        reply.initial_metadata = _pairs(await grpc_call.initial_metadata())
+        reply.stream = _read_stream(grpc_call, reply, None)
+        return reply
+
+    return invoke
+
+
+def _stream_unary(rpc: Any) -> Invoker:
+    async def invoke(call: Call) -> Reply:
+        grpc_call = rpc(timeout=call.timeout, metadata=call.metadata)
+        pump = asyncio.create_task(_pump(call.request, grpc_call))
+        try:
+            message = await grpc_call
+            initial = await grpc_call.initial_metadata()
+            trailing = await grpc_call.trailing_metadata()
+        except grpc.aio.AioRpcError as exc:
+            await _settle(pump)
+            raise _status(exc) from exc
+        except asyncio.CancelledError:
+            grpc_call.cancel()
+            error = _cancelled(pump)
+            pump.cancel()
+            raise error from None
+        return Reply(message, initial_metadata=_pairs(initial), trailing_metadata=_pairs(trailing))
+
+    return invoke
+
+
+def _stream_stream(rpc: Any) -> Invoker:
+    async def invoke(call: Call) -> Reply:
+        grpc_call = rpc(timeout=call.timeout, metadata=call.metadata)
+        pump = asyncio.create_task(_pump(call.request, grpc_call))
+
+        def cancel() -> None:
+            grpc_call.cancel()
+            pump.cancel()
+
+        reply = Reply(cancel=cancel)
+        reply.stream = _read_stream(grpc_call, reply, pump)
+        return reply
+
+    return invoke
+
+
 class GrpcTerminal:
     """The terminal step for transcoded calls: sends ``call.request`` to the upstream."""
 
     def __init__(self, upstreams: Mapping[str, UpstreamSettings]) -> None:
         self._settings = dict(upstreams)
         self._channels: dict[str, grpc.aio.Channel] = {}
-        self._unary: dict[tuple[str, str], grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
+        self._invokers: dict[tuple[str, str], Invoker] = {}
 
     def open(self, routes: Iterable[tuple[str, MethodInfo]]) -> None:
-        """Create channels and multicallables; call from inside the running loop."""
+        """Create channels and invokers; call from inside the running loop."""
         for upstream, method in routes:
             channel = self._channels.get(upstream)
             if channel is None:
                 channel = open_channel(self._settings[upstream])
                 self._channels[upstream] = channel
             key = (upstream, method.full_name)
-            if key not in self._unary:
-                self._unary[key] = channel.unary_unary(
-                    method.grpc_path,
-                    request_serializer=method.input_type.SerializeToString,
-                    response_deserializer=method.output_type.FromString,
-                )
+            if key in self._invokers:
+                continue
+            serialize = method.input_type.SerializeToString
+            deserialize = method.output_type.FromString
+            path = method.grpc_path
+            if method.client_streaming and method.server_streaming:
+                invoker = _stream_stream(channel.stream_stream(path, serialize, deserialize))
+            elif method.client_streaming:
+                invoker = _stream_unary(channel.stream_unary(path, serialize, deserialize))
+            elif method.server_streaming:
+                invoker = _unary_stream(channel.unary_stream(path, serialize, deserialize))
+            else:
+                invoker = _unary_unary(channel.unary_unary(path, serialize, deserialize))
+            self._invokers[key] = invoker
 
     async def close(self) -> None:
         channels, self._channels = self._channels, {}
-        self._unary.clear()
+        self._invokers.clear()
         for channel in channels.values():
             await channel.close(grace=None)
 
     async def __call__(self, call: Call) -> Reply:
-        rpc = self._unary[(call.upstream, call.method.full_name)]
-        response_call = rpc(call.request, timeout=call.timeout, metadata=call.metadata)
-        try:
-            message = await response_call
-            initial = await response_call.initial_metadata()
-            trailing = await response_call.trailing_metadata()
-        except grpc.aio.AioRpcError as exc:
-            raise UpstreamStatus(
-                code_number(exc.code()),
-                exc.details() or exc.code().name,
-                initial_metadata=_pairs(exc.initial_metadata()),
-                trailing_metadata=_pairs(exc.trailing_metadata()),
-            ) from exc
-        return Reply(message, _pairs(initial), _pairs(trailing))
-
-
-def _pairs(metadata: Any) -> tuple[tuple[str, str | bytes], ...]:
-    return tuple((str(key), value) for key, value in metadata or ())
+        invoker = self._invokers.get((call.upstream, call.route))
+        if invoker is None:
+            raise EdgeError(f"no upstream invoker for {call.route} at {call.upstream}")
+        return await invoker(call)

@@ -32,7 +32,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.protobuf import wrappers_pb2 as google_dot_protobuf_dot_wrappers__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65\x64getest/v1/kitchen.proto\x12\x0b\x65\x64getest.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/wrappers.proto\"%\n\x05Inner\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"]\n\x06Nested\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x05inner\x18\x02 \x01(\x0b\x32\x12.edgetest.v1.Inner\x12\"\n\x06inners\x18\x03 \x03(\x0b\x32\x12.edgetest.v1.Inner\"\xae\n\n\x07Kitchen\x12\x14\n\x0cstring_value\x18\x01 \x01(\t\x12\x13\n\x0bint32_value\x18\x02 \x01(\x05\x12\x13\n\x0bint64_value\x18\x03 \x01(\x03\x12\x14\n\x0cuint32_value\x18\x04 \x01(\r\x12\x14\n\x0cuint64_value\x18\x05 \x01(\x04\x12\x14\n\x0csint64_value\x18\x06 \x01(\x12\x12\x15\n\rfixed64_value\x18\x07 \x01(\x06\x12\x13\n\x0b\x66loat_value\x18\x08 \x01(\x02\x12\x14\n\x0c\x64ouble_value\x18\t \x01(\x01\x12\x12\n\nbool_value\x18\n \x01(\x08\x12\x13\n\x0b\x62ytes_value\x18\x0b \x01(\x0c\x12(\n\nenum_value\x18\x0c \x01(\x0e\x32\x14.edgetest.v1.Flavour\x12#\n\x06nested\x18\r \x01(\x0b\x32\x13.edgetest.v1.Nested\x12\x17\n\x0frepeated_string\x18\x0e \x03(\t\x12\x16\n\x0erepeated_int64\x18\x0f \x03(\x03\x12+\n\rrepeated_enum\x18\x10 \x03(\x0e\x32\x14.edgetest.v1.Flavour\x12\x30\n\x06labels\x18\x11 \x03(\x0b\x32 .edgetest.v1.Kitchen.LabelsEntry\x12\x38\n\x0binner_by_id\x18\x12 \x03(\x0b\x32#.edgetest.v1.Kitchen.InnerByIdEntry\x12\x15\n\x0b\x63hoice_text\x18\x13 \x01(\tH\x00\x12\x17\n\rchoice_number\x18\x14 \x01(\x05H\x00\x12\x1b\n\x0eoptional_int32\x18\x15 \x01(\x05H\x01\x88\x01\x01\x12-\n\ttimestamp\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x17 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\nfield_mask\x18\x18 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x32\n\rint64_wrapper\x18\x19 \x01(\x0b\x32\x1b.google.protobuf.Int64Value\x12\x34\n\x0estring_wrapper\x18\x1a \x01(\x0b\x32\x1c.google.protobuf.StringValue\x12\x30\n\x0c\x62ool_wrapper\x18\x1b \x01(\x0b\x32\x1a.google.protobuf.BoolValue\x12-\n\x0cstruct_value\x18\x1c \x01(\x0b\x32\x17.google.protobuf.Struct\x12%\n\x05value\x18\x1d \x01(\x0b\x32\x16.google.protobuf.Value\x12.\n\nlist_value\x18\x1e \x01(\x0b\x32\x1a.google.protobuf.ListValue\x12!\n\x03\x61ny\x18\x1f \x01(\x0b\x32\x14.google.protobuf.Any\x12%\n\x05\x65mpty\x18  \x01(\x0b\x32\x16.google.protobuf.Empty\x12\x10\n\x08resource\x18! \x01(\t\x12\x34\n\x0e\x64ouble_wrapper\x18\" \x01(\x0b\x32\x1c.google.protobuf.DoubleValue\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x44\n\x0eInnerByIdEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.edgetest.v1.Inner:\x02\x38\x01\x42\x08\n\x06\x63hoiceB\x11\n\x0f_optional_int32\"\xb7\x01\n\nInspection\x12\x37\n\x08metadata\x18\x01 \x03(\x0b\x32%.edgetest.v1.Inspection.MetadataEntry\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x02 \x01(\x01\x12%\n\x07request\x18\x03 \x01(\x0b\x32\x14.edgetest.v1.Kitchen\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x92\x02\n\x0b\x46\x61ilRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tbad_field\x18\x03 \x01(\t\x12\x38\n\x08trailers\x18\x04 \x03(\x0b\x32&.edgetest.v1.FailRequest.TrailersEntry\x12\x36\n\x07headers\x18\x05 \x03(\x0b\x32%.edgetest.v1.FailRequest.HeadersEntry\x1a/\n\rTrailersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1f\n\x0cSleepRequest\x12\x0f\n\x07seconds\x18\x01 \x01(\x01*G\n\x07\x46lavour\x12\x17\n\x13\x46LAVOUR_UNSPECIFIED\x10\x00\x12\x11\n\rFLAVOUR_SWEET\x10\x01\x12\x10\n\x0c\x46LAVOUR_SOUR\x10\x02\x32\xf6\x07\n\x0eKitchenService\x12\xbb\x05\n\x04\x45\x63ho\x12\x14.edgetest.v1.Kitchen\x1a\x14.edgetest.v1.Kitchen\"\x86\x05\x82\xd3\xe4\x93\x02\xff\x04\x12\x1a/v1/kitchen/{string_value}Z\x10\"\x0b/v1/kitchen:\x01*Z\x1f\x1a\x1a/v1/kitchen/{string_value}:\x01*Z+2!/v1/kitchen/{string_value}/nested:\x06nestedZ\x1c*\x1a/v1/kitchen/{string_value}Z$\"\x1f/v1/kitchen/{string_value}:wash:\x01*Z!\x12\x1f/v1/kitchen/{string_value}:washZ-\x12+/v1/deep/{nested.inner.label}/{nested.name}Z$\x12\"/v1/{resource=projects/*/items/**}Z\x1e\x12\x1c/v1/files/{resource=**}:statZ\x13\x12\x11/v1/literal/itemsZ\x1c\x12\x1a/v1/literal/{string_value}Z%B#\n\x05PURGE\x12\x1a/v1/kitchen/{string_value}ZB\x12@/v1/typed/{int64_value}/{bool_value}/{enum_value}/{double_value}Z(\x12\x1e/v1/nested-only/{string_value}b\x06nestedZ/\x12\x1c/v1/tags-only/{string_value}b\x0frepeated_stringZ,\x12\x1d/v1/count-only/{string_value}b\x0bint64_value\x12P\n\x07Inspect\x12\x14.edgetest.v1.Kitchen\x1a\x17.edgetest.v1.Inspection\"\x16\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/inspect:\x01*\x12M\n\x04\x46\x61il\x12\x18.edgetest.v1.FailRequest\x1a\x16.google.protobuf.Empty\"\x13\x82\xd3\xe4\x93\x02\r\"\x08/v1/fail:\x01*\x12P\n\x05Sleep\x12\x19.edgetest.v1.SleepRequest\x1a\x16.google.protobuf.Empty\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/sleep:\x01*\x12\x33\n\x05Plain\x12\x14.edgetest.v1.Kitchen\x1a\x14.edgetest.v1.Kitchenb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x65\x64getest/v1/kitchen.proto\x12\x0b\x65\x64getest.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/protobuf/any.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1egoogle/protobuf/wrappers.proto\"o\n\x0c\x43ountRequest\x12\r\n\x05\x63ount\x18\x01 \x01(\x05\x12\x18\n\x10interval_seconds\x18\x02 \x01(\x01\x12\x12\n\nfail_after\x18\x03 \x01(\x05\x12\x11\n\tfail_code\x18\x04 \x01(\x05\x12\x0f\n\x07padding\x18\x05 \x01(\x05\"&\n\x04Tick\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0f\n\x07padding\x18\x02 \x01(\t\"\x17\n\x06Number\x12\r\n\x05value\x18\x01 \x01(\x03\"#\n\x05Total\x12\x0b\n\x03sum\x18\x01 \x01(\x03\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"\x14\n\x04Line\x12\x0c\n\x04text\x18\x01 \x01(\t\"%\n\x05Inner\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x05\"]\n\x06Nested\x12\x0c\n\x04name\x18\x01 \x01(\t\x12!\n\x05inner\x18\x02 \x01(\x0b\x32\x12.edgetest.v1.Inner\x12\"\n\x06inners\x18\x03 \x03(\x0b\x32\x12.edgetest.v1.Inner\"\xae\n\n\x07Kitchen\x12\x14\n\x0cstring_value\x18\x01 \x01(\t\x12\x13\n\x0bint32_value\x18\x02 \x01(\x05\x12\x13\n\x0bint64_value\x18\x03 \x01(\x03\x12\x14\n\x0cuint32_value\x18\x04 \x01(\r\x12\x14\n\x0cuint64_value\x18\x05 \x01(\x04\x12\x14\n\x0csint64_value\x18\x06 \x01(\x12\x12\x15\n\rfixed64_value\x18\x07 \x01(\x06\x12\x13\n\x0b\x66loat_value\x18\x08 \x01(\x02\x12\x14\n\x0c\x64ouble_value\x18\t \x01(\x01\x12\x12\n\nbool_value\x18\n \x01(\x08\x12\x13\n\x0b\x62ytes_value\x18\x0b \x01(\x0c\x12(\n\nenum_value\x18\x0c \x01(\x0e\x32\x14.edgetest.v1.Flavour\x12#\n\x06nested\x18\r \x01(\x0b\x32\x13.edgetest.v1.Nested\x12\x17\n\x0frepeated_string\x18\x0e \x03(\t\x12\x16\n\x0erepeated_int64\x18\x0f \x03(\x03\x12+\n\rrepeated_enum\x18\x10 \x03(\x0e\x32\x14.edgetest.v1.Flavour\x12\x30\n\x06labels\x18\x11 \x03(\x0b\x32 .edgetest.v1.Kitchen.LabelsEntry\x12\x38\n\x0binner_by_id\x18\x12 \x03(\x0b\x32#.edgetest.v1.Kitchen.InnerByIdEntry\x12\x15\n\x0b\x63hoice_text\x18\x13 \x01(\tH\x00\x12\x17\n\rchoice_number\x18\x14 \x01(\x05H\x00\x12\x1b\n\x0eoptional_int32\x18\x15 \x01(\x05H\x01\x88\x01\x01\x12-\n\ttimestamp\x18\x16 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12+\n\x08\x64uration\x18\x17 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\nfield_mask\x18\x18 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\x12\x32\n\rint64_wrapper\x18\x19 \x01(\x0b\x32\x1b.google.protobuf.Int64Value\x12\x34\n\x0estring_wrapper\x18\x1a \x01(\x0b\x32\x1c.google.protobuf.StringValue\x12\x30\n\x0c\x62ool_wrapper\x18\x1b \x01(\x0b\x32\x1a.google.protobuf.BoolValue\x12-\n\x0cstruct_value\x18\x1c \x01(\x0b\x32\x17.google.protobuf.Struct\x12%\n\x05value\x18\x1d \x01(\x0b\x32\x16.google.protobuf.Value\x12.\n\nlist_value\x18\x1e \x01(\x0b\x32\x1a.google.protobuf.ListValue\x12!\n\x03\x61ny\x18\x1f \x01(\x0b\x32\x14.google.protobuf.Any\x12%\n\x05\x65mpty\x18  \x01(\x0b\x32\x16.google.protobuf.Empty\x12\x10\n\x08resource\x18! \x01(\t\x12\x34\n\x0e\x64ouble_wrapper\x18\" \x01(\x0b\x32\x1c.google.protobuf.DoubleValue\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a\x44\n\x0eInnerByIdEntry\x12\x0b\n\x03key\x18\x01 \x01(\x05\x12!\n\x05value\x18\x02 \x01(\x0b\x32\x12.edgetest.v1.Inner:\x02\x38\x01\x42\x08\n\x06\x63hoiceB\x11\n\x0f_optional_int32\"\xb7\x01\n\nInspection\x12\x37\n\x08metadata\x18\x01 \x03(\x0b\x32%.edgetest.v1.Inspection.MetadataEntry\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x02 \x01(\x01\x12%\n\x07request\x18\x03 \x01(\x0b\x32\x14.edgetest.v1.Kitchen\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x92\x02\n\x0b\x46\x61ilRequest\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x11\n\tbad_field\x18\x03 \x01(\t\x12\x38\n\x08trailers\x18\x04 \x03(\x0b\x32&.edgetest.v1.FailRequest.TrailersEntry\x12\x36\n\x07headers\x18\x05 \x03(\x0b\x32%.edgetest.v1.FailRequest.HeadersEntry\x1a/\n\rTrailersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x1f\n\x0cSleepRequest\x12\x0f\n\x07seconds\x18\x01 \x01(\x01*G\n\x07\x46lavour\x12\x17\n\x13\x46LAVOUR_UNSPECIFIED\x10\x00\x12\x11\n\rFLAVOUR_SWEET\x10\x01\x12\x10\n\x0c\x46LAVOUR_SOUR\x10\x02\x32\xf6\x07\n\x0eKitchenService\x12\xbb\x05\n\x04\x45\x63ho\x12\x14.edgetest.v1.Kitchen\x1a\x14.edgetest.v1.Kitchen\"\x86\x05\x82\xd3\xe4\x93\x02\xff\x04\x12\x1a/v1/kitchen/{string_value}Z\x10\"\x0b/v1/kitchen:\x01*Z\x1f\x1a\x1a/v1/kitchen/{string_value}:\x01*Z+2!/v1/kitchen/{string_value}/nested:\x06nestedZ\x1c*\x1a/v1/kitchen/{string_value}Z$\"\x1f/v1/kitchen/{string_value}:wash:\x01*Z!\x12\x1f/v1/kitchen/{string_value}:washZ-\x12+/v1/deep/{nested.inner.label}/{nested.name}Z$\x12\"/v1/{resource=projects/*/items/**}Z\x1e\x12\x1c/v1/files/{resource=**}:statZ\x13\x12\x11/v1/literal/itemsZ\x1c\x12\x1a/v1/literal/{string_value}Z%B#\n\x05PURGE\x12\x1a/v1/kitchen/{string_value}ZB\x12@/v1/typed/{int64_value}/{bool_value}/{enum_value}/{double_value}Z(\x12\x1e/v1/nested-only/{string_value}b\x06nestedZ/\x12\x1c/v1/tags-only/{string_value}b\x0frepeated_stringZ,\x12\x1d/v1/count-only/{string_value}b\x0bint64_value\x12P\n\x07Inspect\x12\x14.edgetest.v1.Kitchen\x1a\x17.edgetest.v1.Inspection\"\x16\x82\xd3\xe4\x93\x02\x10\"\x0b/v1/inspect:\x01*\x12M\n\x04\x46\x61il\x12\x18.edgetest.v1.FailRequest\x1a\x16.google.protobuf.Empty\"\x13\x82\xd3\xe4\x93\x02\r\"\x08/v1/fail:\x01*\x12P\n\x05Sleep\x12\x19.edgetest.v1.SleepRequest\x1a\x16.google.protobuf.Empty\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/sleep:\x01*\x12\x33\n\x05Plain\x12\x14.edgetest.v1.Kitchen\x1a\x14.edgetest.v1.Kitchen2\xf2\x01\n\rStreamService\x12R\n\x05\x43ount\x12\x19.edgetest.v1.CountRequest\x1a\x11.edgetest.v1.Tick\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/v1/count/{count}0\x01\x12\x44\n\x03Sum\x12\x13.edgetest.v1.Number\x1a\x12.edgetest.v1.Total\"\x12\x82\xd3\xe4\x93\x02\x0c\"\x07/v1/sum:\x01*(\x01\x12G\n\x05Shout\x12\x11.edgetest.v1.Line\x1a\x11.edgetest.v1.Line\"\x14\x82\xd3\xe4\x93\x02\x0e\"\t/v1/shout:\x01*(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -57,30 +57,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_KITCHENSERVICE'].methods_by_name['Fail']._serialized_options = b'\202\323\344\223\002\r\"\010/v1/fail:\001*'
   _globals['_KITCHENSERVICE'].methods_by_name['Sleep']._loaded_options = None
   _globals['_KITCHENSERVICE'].methods_by_name['Sleep']._serialized_options = b'\202\323\344\223\002\016\"\t/v1/sleep:\001*'
-  _globals['_FLAVOUR']._serialized_start=2248
-  _globals['_FLAVOUR']._serialized_end=2319
-  _globals['_INNER']._serialized_start=289
-  _globals['_INNER']._serialized_end=326
-  _globals['_NESTED']._serialized_start=328
-  _globals['_NESTED']._serialized_end=421
-  _globals['_KITCHEN']._serialized_start=424
-  _globals['_KITCHEN']._serialized_end=1750
-  _globals['_KITCHEN_LABELSENTRY']._serialized_start=1606
-  _globals['_KITCHEN_LABELSENTRY']._serialized_end=1651
-  _globals['_KITCHEN_INNERBYIDENTRY']._serialized_start=1653
-  _globals['_KITCHEN_INNERBYIDENTRY']._serialized_end=1721
-  _globals['_INSPECTION']._serialized_start=1753
-  _globals['_INSPECTION']._serialized_end=1936
-  _globals['_INSPECTION_METADATAENTRY']._serialized_start=1889
-  _globals['_INSPECTION_METADATAENTRY']._serialized_end=1936
-  _globals['_FAILREQUEST']._serialized_start=1939
-  _globals['_FAILREQUEST']._serialized_end=2213
-  _globals['_FAILREQUEST_TRAILERSENTRY']._serialized_start=2118
-  _globals['_FAILREQUEST_TRAILERSENTRY']._serialized_end=2165
-  _globals['_FAILREQUEST_HEADERSENTRY']._serialized_start=2167
-  _globals['_FAILREQUEST_HEADERSENTRY']._serialized_end=2213
-  _globals['_SLEEPREQUEST']._serialized_start=2215
-  _globals['_SLEEPREQUEST']._serialized_end=2246
-  _globals['_KITCHENSERVICE']._serialized_start=2322
-  _globals['_KITCHENSERVICE']._serialized_end=3336
+  _globals['_STREAMSERVICE'].methods_by_name['Count']._loaded_options = None
+  _globals['_STREAMSERVICE'].methods_by_name['Count']._serialized_options = b'\202\323\344\223\002\023\022\021/v1/count/{count}'
+  _globals['_STREAMSERVICE'].methods_by_name['Sum']._loaded_options = None
+  _globals['_STREAMSERVICE'].methods_by_name['Sum']._serialized_options = b'\202\323\344\223\002\014\"\007/v1/sum:\001*'
+  _globals['_STREAMSERVICE'].methods_by_name['Shout']._loaded_options = None
+  _globals['_STREAMSERVICE'].methods_by_name['Shout']._serialized_options = b'\202\323\344\223\002\016\"\t/v1/shout:\001*'
+  _globals['_FLAVOUR']._serialized_start=2485
+  _globals['_FLAVOUR']._serialized_end=2556
+  _globals['_COUNTREQUEST']._serialized_start=289
+  _globals['_COUNTREQUEST']._serialized_end=400
+  _globals['_TICK']._serialized_start=402
+  _globals['_TICK']._serialized_end=440
+  _globals['_NUMBER']._serialized_start=442
+  _globals['_NUMBER']._serialized_end=465
+  _globals['_TOTAL']._serialized_start=467
+  _globals['_TOTAL']._serialized_end=502
+  _globals['_LINE']._serialized_start=504
+  _globals['_LINE']._serialized_end=524
+  _globals['_INNER']._serialized_start=526
+  _globals['_INNER']._serialized_end=563
+  _globals['_NESTED']._serialized_start=565
+  _globals['_NESTED']._serialized_end=658
+  _globals['_KITCHEN']._serialized_start=661
+  _globals['_KITCHEN']._serialized_end=1987
+  _globals['_KITCHEN_LABELSENTRY']._serialized_start=1843
+  _globals['_KITCHEN_LABELSENTRY']._serialized_end=1888
+  _globals['_KITCHEN_INNERBYIDENTRY']._serialized_start=1890
+  _globals['_KITCHEN_INNERBYIDENTRY']._serialized_end=1958
+  _globals['_INSPECTION']._serialized_start=1990
+  _globals['_INSPECTION']._serialized_end=2173
+  _globals['_INSPECTION_METADATAENTRY']._serialized_start=2126
+  _globals['_INSPECTION_METADATAENTRY']._serialized_end=2173
+  _globals['_FAILREQUEST']._serialized_start=2176
+  _globals['_FAILREQUEST']._serialized_end=2450
+  _globals['_FAILREQUEST_TRAILERSENTRY']._serialized_start=2355
+  _globals['_FAILREQUEST_TRAILERSENTRY']._serialized_end=2402
+  _globals['_FAILREQUEST_HEADERSENTRY']._serialized_start=2404
+  _globals['_FAILREQUEST_HEADERSENTRY']._serialized_end=2450
+  _globals['_SLEEPREQUEST']._serialized_start=2452
+  _globals['_SLEEPREQUEST']._serialized_end=2483
+  _globals['_KITCHENSERVICE']._serialized_start=2559
+  _globals['_KITCHENSERVICE']._serialized_end=3573
+  _globals['_STREAMSERVICE']._serialized_start=3576
+  _globals['_STREAMSERVICE']._serialized_end=3818
 # @@protoc_insertion_point(module_scope)

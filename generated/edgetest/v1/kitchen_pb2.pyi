@@ -26,6 +26,48 @@ FLAVOUR_UNSPECIFIED: Flavour
 FLAVOUR_SWEET: Flavour
 FLAVOUR_SOUR: Flavour
 
+class CountRequest(_message.Message):
+    __slots__ = ("count", "interval_seconds", "fail_after", "fail_code", "padding")
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    FAIL_AFTER_FIELD_NUMBER: _ClassVar[int]
+    FAIL_CODE_FIELD_NUMBER: _ClassVar[int]
+    PADDING_FIELD_NUMBER: _ClassVar[int]
+    count: int
+    interval_seconds: float
+    fail_after: int
+    fail_code: int
+    padding: int
+    def __init__(self, count: _Optional[int] = ..., interval_seconds: _Optional[float] = ..., fail_after: _Optional[int] = ..., fail_code: _Optional[int] = ..., padding: _Optional[int] = ...) -> None: ...
+
+class Tick(_message.Message):
+    __slots__ = ("index", "padding")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    PADDING_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    padding: str
+    def __init__(self, index: _Optional[int] = ..., padding: _Optional[str] = ...) -> None: ...
+
+class Number(_message.Message):
+    __slots__ = ("value",)
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    value: int
+    def __init__(self, value: _Optional[int] = ...) -> None: ...
+
+class Total(_message.Message):
+    __slots__ = ("sum", "count")
+    SUM_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    sum: int
+    count: int
+    def __init__(self, sum: _Optional[int] = ..., count: _Optional[int] = ...) -> None: ...
+
+class Line(_message.Message):
+    __slots__ = ("text",)
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    def __init__(self, text: _Optional[str] = ...) -> None: ...
+
 class Inner(_message.Message):
     __slots__ = ("label", "count")
     LABEL_FIELD_NUMBER: _ClassVar[int]

@@ -272,3 +272,169 @@ class KitchenService:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class StreamServiceStub:
+    """Streaming test service: all four kinds.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Count = channel.unary_stream(
+                '/edgetest.v1.StreamService/Count',
+                request_serializer=edgetest_dot_v1_dot_kitchen__pb2.CountRequest.SerializeToString,
+                response_deserializer=edgetest_dot_v1_dot_kitchen__pb2.Tick.FromString,
+                _registered_method=True)
+        self.Sum = channel.stream_unary(
+                '/edgetest.v1.StreamService/Sum',
+                request_serializer=edgetest_dot_v1_dot_kitchen__pb2.Number.SerializeToString,
+                response_deserializer=edgetest_dot_v1_dot_kitchen__pb2.Total.FromString,
+                _registered_method=True)
+        self.Shout = channel.stream_stream(
+                '/edgetest.v1.StreamService/Shout',
+                request_serializer=edgetest_dot_v1_dot_kitchen__pb2.Line.SerializeToString,
+                response_deserializer=edgetest_dot_v1_dot_kitchen__pb2.Line.FromString,
+                _registered_method=True)
+
+
+class StreamServiceServicer:
+    """Streaming test service: all four kinds.
+    """
+
+    def Count(self, request, context):
+        """Server streaming: `count` ticks, `interval_seconds` apart; fails after `fail_after`
+        ticks with `fail_code` when fail_code is set.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Sum(self, request_iterator, context):
+        """Client streaming: sums the numbers it is sent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Shout(self, request_iterator, context):
+        """Bidi streaming: answers every line with its upper-case form, then a final "bye"
+        line after the client half-closes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_StreamServiceServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Count': grpc.unary_stream_rpc_method_handler(
+                    servicer.Count,
+                    request_deserializer=edgetest_dot_v1_dot_kitchen__pb2.CountRequest.FromString,
+                    response_serializer=edgetest_dot_v1_dot_kitchen__pb2.Tick.SerializeToString,
+            ),
+            'Sum': grpc.stream_unary_rpc_method_handler(
+                    servicer.Sum,
+                    request_deserializer=edgetest_dot_v1_dot_kitchen__pb2.Number.FromString,
+                    response_serializer=edgetest_dot_v1_dot_kitchen__pb2.Total.SerializeToString,
+            ),
+            'Shout': grpc.stream_stream_rpc_method_handler(
+                    servicer.Shout,
+                    request_deserializer=edgetest_dot_v1_dot_kitchen__pb2.Line.FromString,
+                    response_serializer=edgetest_dot_v1_dot_kitchen__pb2.Line.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'edgetest.v1.StreamService', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('edgetest.v1.StreamService', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class StreamService:
+    """Streaming test service: all four kinds.
+    """
+
+    @staticmethod
+    def Count(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/edgetest.v1.StreamService/Count',
+            edgetest_dot_v1_dot_kitchen__pb2.CountRequest.SerializeToString,
+            edgetest_dot_v1_dot_kitchen__pb2.Tick.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Sum(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/edgetest.v1.StreamService/Sum',
+            edgetest_dot_v1_dot_kitchen__pb2.Number.SerializeToString,
+            edgetest_dot_v1_dot_kitchen__pb2.Total.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Shout(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/edgetest.v1.StreamService/Shout',
+            edgetest_dot_v1_dot_kitchen__pb2.Line.SerializeToString,
+            edgetest_dot_v1_dot_kitchen__pb2.Line.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
