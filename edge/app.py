@@ -15,6 +15,7 @@ from werkzeug.exceptions import HTTPException
 
 from edge.config import Config
 from edge.ingress.http import GatewayState, StateHolder, TranscodingASGI
+from edge.ingress.websocket import WebSocketPolicy
 from edge.pipeline.chain import Layer, build_chain
 from edge.routes import Routes, load_routes, upstream_settings
 from edge.transcode.response import status_body
@@ -54,6 +55,7 @@ def create_app(
             chain=build_chain(layers, terminal),
             policy=HeaderPolicy.of(config.headers.forward_request, config.headers.forward_response),
             max_body_bytes=config.transcoding.max_body_bytes,
+            websocket=WebSocketPolicy.of(config.websocket),
         )
     )
     app = Quart("edge")

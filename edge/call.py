@@ -24,13 +24,34 @@ MetadataPairs = Sequence[tuple[str, str | bytes]]
 
 
 @dataclass(slots=True)
+class HttpRequest:
+    """A proxied request: the body is streamed, never buffered."""
+
+    method: str
+    path: str  # the path to send upstream (after prefix stripping / rewriting), still encoded
+    query: bytes
+    headers: list[tuple[bytes, bytes]]  # already cleaned of hop-by-hop headers
+    body: AsyncIterator[bytes]
+
+
+@dataclass(slots=True)
+class HttpResponse:
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: AsyncIterator[bytes]
+    # a relayed WebSocket upgrade (status 101): the open upstream socket, an
+    # edge.upstream.http_proxy.UpstreamSocket, which the ingress relays frames to and from
+    upgrade: Any = None
+
+
+@dataclass(slots=True)
 class Call:
     upstream: str
     route: str  # stable name for limits, breakers and logs (the gRPC method's full name)
     metadata: Metadata
     timeout: float | None  # seconds; None means no deadline
     method: MethodInfo | None = None  # the gRPC method, for transcoded calls
-    # a Message, or an AsyncIterator[Message] for client-streaming methods
+    # a Message, an AsyncIterator[Message] for client-streaming methods, or an HttpRequest
     request: Any = None
     protocol: str = "http"  # "http" or "websocket"
     client: str | None = None  # peer address, for limits and logs
@@ -45,3 +66,4 @@ class Reply:
     # for streams, filled in by the terminal once the stream has ended
     trailing_metadata: MetadataPairs = ()
     cancel: Callable[[], object] | None = None  # stops the upstream call at once
+    http: HttpResponse | None = None  # proxied calls

@@ -38,6 +38,8 @@ def hypercorn_config(config: Config) -> HypercornConfig:
         hc.keyfile = str(server.keyfile) if server.keyfile else None
         hc.ca_certs = str(server.ca_certs) if server.ca_certs else None
     hc.worker_class = server.event_loop
+    hc.websocket_max_message_size = config.websocket.max_message_bytes
+    hc.websocket_ping_interval = config.websocket.ping_interval
     hc.accesslog = "-" if server.access_log else None
     hc.errorlog = "-"
     return hc
@@ -116,6 +118,8 @@ def _check(args: argparse.Namespace) -> int:
         print(f"{route.http_method:<{width}} {route.template}  ->  {target}")
     for service in routes.unrouted:
         print(f"unrouted: {service} (no entry under services, and no '*')")
+    for note in routes.notes:
+        print(f"note: {note}")
     for problem in routes.problems:
         print(f"problem: {problem}", file=sys.stderr)
     print(f"{len(routes.routes)} routes, {len(routes.problems)} problems", file=sys.stderr)

@@ -131,6 +131,72 @@ class HeadersConfig(_Model):
     forward_response: list[str] = Field(default_factory=list)
 
 
+class WebSocketConfig(_Model):
+    """The gRPC-over-WebSocket bridge (see the README's WebSocket protocol)."""
+
+    enabled: bool = True
+    # Origins allowed to open a socket: "same-origin" (the default, Origin's host equals
+    # Host), exact origins like "https://app.example.com", or "*" for any.
+    allowed_origins: list[str] = Field(default_factory=lambda: ["same-origin"])
+    max_message_bytes: Bytes = 4 * 1024 * 1024
+    queue_messages: int = Field(default=16, ge=1)  # per direction, then backpressure
+    ping_interval: Seconds | None = 20.0
+    idle_timeout: Seconds | None = 300.0
+    # Seconds a socket may stay silent before its first frame starts the call.
+    first_frame_timeout: Seconds = 10.0
+    # Where a browser may put its token besides the first frame's metadata and the
+    # "edge.bearer.<token>" subprotocol; null turns a form off.
+    token_query_parameter: str | None = "access_token"
+    token_cookie: str | None = None
+
+
+# --- plain HTTP proxying (owned by the proxy work; keep edits inside this block) ---
+
+
+class HttpUpstreamConfig(_Model):
+    """An HTTP upstream for proxied routes: one pooled client per upstream."""
+
+    url: str  # e.g. http://10.0.0.7:9000 (scheme, host, port; a path here is a prefix)
+    # the longest the upstream may stay silent: before its response headers, and between
+    # two chunks of its body (nginx's proxy_read_timeout); a route's timeout overrides it
+    timeout: Seconds | None = 30.0
+    connect_timeout: Seconds = 5.0
+    max_connections: int = Field(default=100, ge=1)  # the pool's size; more requests wait
+
+    @model_validator(mode="after")
+    def _http_url(self) -> HttpUpstreamConfig:
+        scheme, sep, rest = self.url.partition("://")
+        if not sep or scheme.lower() not in ("http", "https") or not rest.split("/")[0]:
+            raise ValueError(f"url {self.url!r} must be http://host[:port][/path] or https://...")
+        if "?" in rest or "#" in rest:
+            raise ValueError(f"url {self.url!r} must not have a query or fragment")
+        return self
+
+
+class ProxyRouteConfig(_Model):
+    """Requests under ``prefix`` (optionally only for ``host`` and ``methods``) go to ``upstream``."""
+
+    prefix: str  # whole segments: /api matches /api and /api/x, never /apix
+    upstream: str
+    host: str | None = None  # matched against Host without its port, unless a port is given
+    methods: list[str] | None = None
+    strip_prefix: bool = False
+    rewrite_prefix: str | None = None  # replaces the matched prefix (after stripping)
+    timeout: Seconds | None = None
+    websocket: bool = True  # relay WebSocket upgrades on this route
+
+    @model_validator(mode="after")
+    def _paths(self) -> ProxyRouteConfig:
+        if not self.prefix.startswith("/"):
+            raise ValueError(f"prefix {self.prefix!r} must start with /")
+        if self.rewrite_prefix is not None and not self.rewrite_prefix.startswith("/"):
+            raise ValueError(f"rewrite_prefix {self.rewrite_prefix!r} must start with /")
+        return self
+
+
+# --- end of the proxy block ---
+
+
 class DescriptorsConfig(_Model):
     proto_paths: list[Path] = Field(default_factory=lambda: [Path("protos")])
     include_paths: list[Path] = Field(default_factory=list)
@@ -167,6 +233,9 @@ class Config(_Model):
     methods: dict[str, MethodConfig] = Field(default_factory=dict)
     transcoding: TranscodingConfig = Field(default_factory=TranscodingConfig)
     headers: HeadersConfig = Field(default_factory=HeadersConfig)
+    websocket: WebSocketConfig = Field(default_factory=WebSocketConfig)
+    http_upstreams: dict[str, HttpUpstreamConfig] = Field(default_factory=dict)
+    proxy_routes: list[ProxyRouteConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _services_name_upstreams(self) -> Config:
@@ -175,6 +244,12 @@ class Config(_Model):
                 raise ValueError(
                     f"services.{service}.upstream names {settings.upstream!r}, "
                     f"which is not under upstreams"
+                )
+        for index, route in enumerate(self.proxy_routes):
+            if route.upstream not in self.http_upstreams:
+                raise ValueError(
+                    f"proxy_routes[{index}].upstream names {route.upstream!r}, "
+                    f"which is not under http_upstreams"
                 )
         return self
 

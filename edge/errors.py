@@ -110,3 +110,20 @@ class DescriptorError(EdgeError):
     """A .proto file or descriptor set could not be loaded; names file, line and problem."""
 
     grpc_code = 9
+
+
+class BadGateway(EdgeError):
+    """An HTTP upstream refused the connection, dropped it, or did not answer in HTTP.
+
+    502, as nginx and Envoy answer; the gRPC code is UNAVAILABLE, like any unreachable
+    upstream, so clients that retry on code 14 retry this too.
+    """
+
+    grpc_code = 14  # UNAVAILABLE
+    http_status = 502
+
+
+class UpstreamTimeout(EdgeError):
+    """An HTTP upstream did not connect, or stayed silent, for longer than the route allows."""
+
+    grpc_code = 4  # DEADLINE_EXCEEDED -> 504

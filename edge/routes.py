@@ -8,12 +8,12 @@ crash, and never takes other routes with it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from edge.config import Config
 from edge.descriptors.http_rules import HttpRule
 from edge.descriptors.registry import MethodInfo, Registry
-from edge.routing.table import RouteConflict, RouteTable
+from edge.routing.table import RouteConflict, RouteMatch, RouteTable
 from edge.routing.template import parse_template
 from edge.transcode.binding import BindingError, RequestBinder
 from edge.transcode.json_codec import JsonCodec, JsonOptions
@@ -39,8 +39,12 @@ class Routes:
 
     registry: Registry
     table: RouteTable[TranscodeRoute]
+    # WebSocket routes: /ws/package.Service/Method for every routed method, and each
+    # HTTP rule's path (whatever its HTTP method) where that path is unambiguous
+    ws_table: RouteTable[TranscodeRoute] = field(default_factory=RouteTable)
     routes: list[TranscodeRoute] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # worth knowing, not wrong
     unrouted: list[str] = field(default_factory=list)  # services with no upstream
 
     def upstream_methods(self) -> list[tuple[str, MethodInfo]]:
@@ -99,7 +103,55 @@ def build_routes(config: Config, registry: Registry) -> Routes:
                 rules.append(None)
             for rule in rules:
                 _add_route(routes, codec, config, method, rule, service_config.upstream, timeout)
+            if config.websocket.enabled:
+                upstream = service_config.upstream
+                for ws_rule in [None, *method.http_rules]:
+                    _add_ws_route(routes, codec, config, method, ws_rule, upstream, timeout)
     return routes
+
+
+def _add_ws_route(
+    routes: Routes,
+    codec: JsonCodec,
+    config: Config,
+    method: MethodInfo,
+    rule: HttpRule | None,
+    upstream: str,
+    timeout: float | None,
+) -> None:
+    """A WebSocket route: frames carry whole request messages; path variables override."""
+    template = rule.template if rule is not None else parse_template("/ws" + method.grpc_path)
+    try:
+        route = TranscodeRoute(
+            method=method,
+            http_method="GET",
+            template=template.source,
+            upstream=upstream,
+            timeout=timeout,
+            binder=RequestBinder(
+                method.input_type,
+                replace(rule, body="*") if rule is not None else None,
+                codec,
+                reject_unknown_query=False,
+            ),
+            renderer=ResponseRenderer(
+                method.output_type, rule.response_body if rule else None, codec
+            ),
+            codec=codec,
+        )
+        routes.ws_table.add("GET", template, route)
+    except BindingError as exc:
+        routes.problems.append(f"{method.full_name} (WebSocket {template.source}): {exc}")
+    except RouteConflict:
+        found = routes.ws_table.match("GET", template.shape)
+        if isinstance(found, RouteMatch) and found.target.method is method:
+            return  # the same method twice (an additional binding): nothing to say
+        note = (
+            f"WebSocket: {template.source} is bound by several methods; "
+            f"{method.full_name} is reachable at /ws{method.grpc_path}"
+        )
+        if note not in routes.notes:
+            routes.notes.append(note)
 
 
 def _add_route(

@@ -35,6 +35,7 @@ from edge.ingress.asgi import (
     read_body,
     send_response,
 )
+from edge.ingress.websocket import WebSocketPolicy, serve_websocket
 from edge.pipeline.chain import Next
 from edge.routes import Routes, TranscodeRoute
 from edge.routing.table import NoRoute, RouteMatch, WrongMethod
@@ -58,6 +59,7 @@ class GatewayState:
     chain: Next
     policy: HeaderPolicy
     max_body_bytes: int
+    websocket: WebSocketPolicy
 
 
 class StateHolder:
@@ -76,7 +78,10 @@ class TranscodingASGI:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await self.fallback(scope, receive, send)
+            if scope["type"] == "websocket":
+                await self._websocket(scope, receive, send)
+            else:
+                await self.fallback(scope, receive, send)
             return
         state = self.holder.current
         raw_path = scope.get("raw_path")
@@ -94,6 +99,18 @@ class TranscodingASGI:
         else:
             assert type(found) is NoRoute
             await self.fallback(scope, receive, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = self.holder.current
+        raw_path = scope.get("raw_path")
+        path = raw_path.decode("latin-1") if raw_path else scope["path"]
+        found = state.routes.ws_table.match("GET", path)
+        if type(found) is not RouteMatch:
+            await self.fallback(scope, receive, send)
+            return
+        await serve_websocket(
+            found.target, found, scope, receive, send, state.chain, state.policy, state.websocket
+        )
 
     async def _transcode(
         self,

@@ -1,0 +1,473 @@
+"""gRPC over WebSocket: one socket per call, all four RPC kinds (protocol ``edge.grpc-ws.v1``).
+
+The wire protocol is documented in the README ("WebSocket protocol"). In short: the
+client's first frame starts the call (optionally a ``{"metadata": {...}}`` frame, since
+browsers cannot set headers); ``{"message": ...}`` frames (or binary protobuf frames)
+carry request messages; ``{"end": true}`` half-closes the client stream while the socket
+stays open for the replies; the server sends ``{"headers": ...}``, ``{"message": ...}``
+frames and one final ``{"status": ..., "trailers": ...}`` frame, then closes with 1000 on
+OK or ``4000 + gRPC code`` otherwise.
+
+Flow control is bounded in both directions: client messages wait in a small queue (when
+it is full we stop reading the socket, and TCP pushes back on the browser), and server
+messages are read from the upstream only as fast as the socket takes them (so HTTP/2 flow
+control pushes back on the upstream). Closing the socket cancels the upstream call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import orjson
+from google.protobuf.message import DecodeError, Message
+
+from edge.call import Call
+from edge.config import WebSocketConfig
+from edge.errors import BadRequest, ClientDisconnected, EdgeError, UpstreamStatus
+from edge.ingress.asgi import Receive, Scope, Send
+from edge.pipeline.chain import Next
+from edge.routes import TranscodeRoute
+from edge.routing.table import RouteMatch
+from edge.transcode.response import decode_details, status_body
+from edge.upstream.headers import HeaderPolicy, Metadata, request_metadata
+
+log = logging.getLogger("edge.websocket")
+
+SUBPROTOCOL = "edge.grpc-ws.v1"
+BINARY_SUBPROTOCOL = "edge.grpc-ws.v1.binary"
+BEARER_PREFIX = "edge.bearer."
+CLOSE_OK = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_BIG = 1009
+CLOSE_STATUS_BASE = 4000  # 4000 + gRPC status code
+
+_RESERVED_METADATA = frozenset(
+    {"connection", "te", "upgrade", "host", "content-type", "content-length", "user-agent"}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketPolicy:
+    """What the bridge needs from config, resolved once at start-up."""
+
+    allowed_origins: frozenset[str]
+    same_origin: bool
+    any_origin: bool
+    max_message_bytes: int
+    queue_messages: int
+    idle_timeout: float | None
+    first_frame_timeout: float
+    token_query_parameter: str | None
+    token_cookie: str | None
+
+    @classmethod
+    def of(cls, config: WebSocketConfig) -> WebSocketPolicy:
+        origins = {origin.rstrip("/").lower() for origin in config.allowed_origins}
+        return cls(
+            allowed_origins=frozenset(o for o in origins if o not in ("same-origin", "*")),
+            same_origin="same-origin" in origins,
+            any_origin="*" in origins,
+            max_message_bytes=config.max_message_bytes,
+            queue_messages=config.queue_messages,
+            idle_timeout=config.idle_timeout,
+            first_frame_timeout=config.first_frame_timeout,
+            token_query_parameter=config.token_query_parameter,
+            token_cookie=config.token_cookie,
+        )
+
+
+def origin_allowed(headers: Sequence[tuple[bytes, bytes]], policy: WebSocketPolicy) -> bool:
+    """Browsers always send Origin; a client without one is not a browser and may connect."""
+    origin = host = None
+    for name, value in headers:
+        if name == b"origin":
+            origin = value.decode("latin-1").rstrip("/").lower()
+        elif name == b"host":
+            host = value.decode("latin-1").lower()
+    if origin is None or policy.any_origin or origin in policy.allowed_origins:
+        return True
+    if policy.same_origin and host is not None:
+        return urlsplit(origin).netloc == host
+    return False
+
+
+def _token_metadata(scope: Scope, policy: WebSocketPolicy, subprotocols: list[str]) -> Metadata:
+    """An ``authorization`` entry from the subprotocol, query or cookie token forms."""
+    token = next(
+        (p[len(BEARER_PREFIX) :] for p in subprotocols if p.startswith(BEARER_PREFIX)), None
+    )
+    if token is None and policy.token_query_parameter:
+        for key, value in parse_qsl(scope["query_string"].decode("latin-1")):
+            if key == policy.token_query_parameter:
+                token = value
+    if token is None and policy.token_cookie:
+        for name, value in scope["headers"]:
+            if name == b"cookie":
+                for part in value.decode("latin-1").split(";"):
+                    key, _, cookie_value = part.strip().partition("=")
+                    if key == policy.token_cookie:
+                        token = cookie_value
+    return [("authorization", f"Bearer {token}")] if token else []
+
+
+def _close_reason(message: str) -> str:
+    """Close reasons are limited to 123 bytes of UTF-8."""
+    encoded = message.encode()[:123]
+    return encoded.decode(errors="ignore")
+
+
+class _Closed(Exception):
+    """The socket is gone (client closed it, or we did)."""
+
+
+class WebSocketSession:
+    """One socket, one call."""
+
+    def __init__(
+        self,
+        route: TranscodeRoute,
+        found: RouteMatch[TranscodeRoute],
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        chain: Next,
+        header_policy: HeaderPolicy,
+        policy: WebSocketPolicy,
+        binary: bool,
+        metadata: Metadata,
+    ) -> None:
+        self.route = route
+        self.found = found
+        self.scope = scope
+        self.receive = receive
+        self.send_event = send
+        self.chain = chain
+        self.header_policy = header_policy
+        self.policy = policy
+        self.binary = binary
+        self.metadata = metadata
+        self.loop = asyncio.get_running_loop()
+        self.last_activity = self.loop.time()
+        self.requests: asyncio.Queue[Message | None] = asyncio.Queue(policy.queue_messages)
+        self.started = asyncio.Event()
+        self.first_request: Message | None = None
+        self.half_closed = False
+        self.closed = False
+
+    # -- frames in ----------------------------------------------------------------------
+
+    async def read_frames(self) -> None:
+        """Read client frames until the socket closes; raises the reason the call must end."""
+        first = True
+        while True:
+            event = await self.receive()
+            if event["type"] == "websocket.disconnect":
+                raise ClientDisconnected("the client closed the socket")
+            if event["type"] != "websocket.receive":
+                continue
+            self.last_activity = self.loop.time()
+            data: bytes | None = event.get("bytes")
+            text: str | None = event.get("text")
+            size = len(data) if data is not None else len(text.encode()) if text else 0
+            if size > self.policy.max_message_bytes:
+                raise _TooBig(f"a frame of {size} bytes exceeds {self.policy.max_message_bytes}")
+            if data is not None:
+                await self._accept_message(self._decode_binary(data))
+            else:
+                await self._accept_envelope(text or "", first=first)
+            first = False
+
+    def _decode_binary(self, data: bytes) -> Message:
+        message = self.route.method.input_type()
+        try:
+            message.ParseFromString(data)
+        except DecodeError as exc:
+            raise BadRequest(f"binary frame is not a valid {message.DESCRIPTOR.full_name}") from exc
+        return message
+
+    async def _accept_envelope(self, text: str, *, first: bool) -> None:
+        try:
+            frame = orjson.loads(text)
+        except orjson.JSONDecodeError as exc:
+            raise BadRequest(f"malformed JSON frame: {exc}") from exc
+        if not isinstance(frame, dict) or len(frame) != 1:
+            raise BadRequest('a frame is one of {"metadata": ...}, {"message": ...}, {"end": true}')
+        ((kind, value),) = frame.items()
+        if kind == "metadata":
+            if not first:
+                raise BadRequest("metadata may only come in the first frame")
+            self._add_metadata(value)
+            self.started.set()
+        elif kind == "message":
+            body = orjson.dumps(value)
+            await self._accept_message(self.route.binder.bind(self.found.bindings, "", body))
+        elif kind == "end":
+            if value is not True:
+                raise BadRequest('the half-close frame is {"end": true}')
+            self.half_closed = True
+            self.started.set()
+            await self.requests.put(None)
+        else:
+            raise BadRequest(f"unknown frame kind {kind!r}")
+
+    def _add_metadata(self, value: Any) -> None:
+        if not isinstance(value, dict):
+            raise BadRequest("metadata must be an object of string values")
+        for key, item in value.items():
+            name = str(key).lower()
+            if not isinstance(item, str):
+                raise BadRequest(f"metadata value for {name!r} must be a string")
+            if name in _RESERVED_METADATA or name.startswith(("grpc-", ":")):
+                raise BadRequest(f"metadata key {name!r} is reserved")
+            if name.endswith("-bin"):
+                raise BadRequest("binary (-bin) metadata is not accepted over WebSocket")
+            self.metadata.append((name, item))
+
+    async def _accept_message(self, message: Message) -> None:
+        if self.half_closed:
+            raise BadRequest("message after the client half-closed")
+        method = self.route.method
+        if not method.client_streaming:
+            if self.first_request is not None:
+                raise BadRequest(f"{method.full_name} takes exactly one request message")
+            self.first_request = message
+            self.started.set()
+            return
+        self.started.set()
+        await self.requests.put(message)  # waits while the queue is full: backpressure
+
+    async def request_stream(self) -> AsyncIterator[Message]:
+        while True:
+            message = await self.requests.get()
+            if message is None:
+                return
+            yield message
+
+    # -- frames out ---------------------------------------------------------------------
+
+    async def send_json(self, frame: dict[str, Any] | bytes) -> None:
+        text = frame if isinstance(frame, bytes) else orjson.dumps(frame)
+        await self.send_event({"type": "websocket.send", "text": text.decode()})
+        self.last_activity = self.loop.time()
+
+    async def send_message(self, message: Message) -> None:
+        if self.binary:
+            await self.send_event({"type": "websocket.send", "bytes": message.SerializeToString()})
+        else:
+            payload = self.route.renderer.render(message)
+            await self.send_event(
+                {"type": "websocket.send", "text": '{"message":' + payload.decode() + "}"}
+            )
+        self.last_activity = self.loop.time()
+
+    async def close(self, code: int, reason: str = "") -> None:
+        if not self.closed:
+            self.closed = True
+            with contextlib.suppress(Exception):
+                await self.send_event(
+                    {"type": "websocket.close", "code": code, "reason": _close_reason(reason)}
+                )
+
+    # -- the call -----------------------------------------------------------------------
+
+    async def run_call(self) -> None:
+        """Wait for the first frame, make the call, stream the replies out."""
+        await asyncio.wait_for(self.started.wait(), self.policy.first_frame_timeout)
+        method = self.route.method
+        if not method.client_streaming:
+            while self.first_request is None:
+                if self.half_closed:
+                    raise BadRequest(f"{method.full_name} needs a request message before the end")
+                self.started.clear()
+                await self.started.wait()
+        call = Call(
+            upstream=self.route.upstream,
+            route=method.full_name,
+            metadata=self.metadata,
+            timeout=self.route.timeout,
+            method=method,
+            request=self.request_stream() if method.client_streaming else self.first_request,
+            protocol="websocket",
+            client=self.metadata_client(),
+        )
+        reply = await self.chain(call)
+        if reply.initial_metadata:
+            await self.send_json({"headers": _metadata_json(reply.initial_metadata)})
+        if reply.stream is not None:
+            async for message in reply.stream:
+                await self.send_message(message)
+        else:
+            assert reply.message is not None
+            await self.send_message(reply.message)
+        await self.send_json(
+            {
+                "status": {"code": 0, "message": "", "details": []},
+                "trailers": _metadata_json(reply.trailing_metadata),
+            }
+        )
+        await self.close(CLOSE_OK)
+
+    def metadata_client(self) -> str | None:
+        client = self.scope.get("client")
+        return client[0] if client else None
+
+    async def fail(self, error: EdgeError) -> None:
+        details = error.details
+        trailers: dict[str, str] = {}
+        if isinstance(error, UpstreamStatus):
+            raw = error.status_details_bin()
+            if raw is not None:
+                details = decode_details(raw, self.route.codec)
+            trailers = _metadata_json(error.trailing_metadata)
+        body = status_body(error.grpc_code, error.message, details)
+        with contextlib.suppress(Exception):
+            await self.send_json(
+                b'{"status":' + body + b',"trailers":' + orjson.dumps(trailers) + b"}"
+            )
+        await self.close(CLOSE_STATUS_BASE + error.grpc_code, error.message)
+
+    async def watch_idle(self) -> None:
+        timeout = self.policy.idle_timeout
+        if timeout is None:
+            return
+        while True:
+            remaining = self.last_activity + timeout - self.loop.time()
+            if remaining <= 0:
+                raise _Idle(f"no frames for {timeout:g}s")
+            await asyncio.sleep(remaining)
+
+
+class _TooBig(Exception):
+    pass
+
+
+class _Idle(Exception):
+    pass
+
+
+def _metadata_json(pairs: Sequence[tuple[str, str | bytes]]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in pairs:
+        if key.startswith("grpc-") or key.startswith(":"):
+            continue
+        text = base64.b64encode(value).decode() if isinstance(value, bytes) else value
+        out[key] = f"{out[key]},{text}" if key in out else text
+    return out
+
+
+async def serve_websocket(
+    route: TranscodeRoute,
+    found: RouteMatch[TranscodeRoute],
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    chain: Next,
+    header_policy: HeaderPolicy,
+    policy: WebSocketPolicy,
+) -> None:
+    """Handshake, then run one call over the socket until it ends one way or another."""
+    event = await receive()
+    if event["type"] != "websocket.connect":
+        return
+    headers = scope["headers"]
+    if not origin_allowed(headers, policy):
+        await _refuse(scope, send, 403, 7, "origin not allowed")
+        return
+    offered = [p.strip() for p in scope.get("subprotocols", [])]
+    if BINARY_SUBPROTOCOL in offered:
+        chosen, binary = BINARY_SUBPROTOCOL, True
+    elif SUBPROTOCOL in offered:
+        chosen, binary = SUBPROTOCOL, False
+    else:
+        await _refuse(
+            scope,
+            send,
+            400,
+            3,
+            f"offer the WebSocket subprotocol {SUBPROTOCOL} (or {BINARY_SUBPROTOCOL})",
+        )
+        return
+    client = scope.get("client")
+    metadata = request_metadata(headers, header_policy, client[0] if client else None)
+    token = _token_metadata(scope, policy, offered)
+    if token:  # a token given in the socket's own forms wins over an Authorization header
+        metadata = [(k, v) for k, v in metadata if k != "authorization"] + token
+    await send({"type": "websocket.accept", "subprotocol": chosen})
+    session = WebSocketSession(
+        route, found, scope, receive, send, chain, header_policy, policy, binary, metadata
+    )
+    tasks = {
+        asyncio.create_task(session.run_call(), name="call"),
+        asyncio.create_task(session.read_frames(), name="reader"),
+        asyncio.create_task(session.watch_idle(), name="idle"),
+    }
+    try:
+        while tasks:
+            done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            outcome = await _settle(done, session)
+            if outcome == "finished":
+                break
+    finally:
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(BaseException):
+                await task
+
+
+async def _settle(done: set[asyncio.Task[None]], session: WebSocketSession) -> str:
+    """React to finished tasks; "finished" when the session is over."""
+    outcomes = [(task, None if task.cancelled() else task.exception()) for task in done]
+    for task, error in outcomes:
+        if task.cancelled():
+            continue
+        if error is None:
+            if task.get_name() == "call":
+                return "finished"
+            continue  # the reader and idle watcher only end by raising
+        if isinstance(error, ClientDisconnected):
+            session.closed = True
+            return "finished"
+        if isinstance(error, _TooBig):
+            await session.send_json({"status": {"code": 8, "message": str(error), "details": []}})
+            await session.close(CLOSE_TOO_BIG, str(error))
+            return "finished"
+        if isinstance(error, _Idle):
+            await session.close(CLOSE_GOING_AWAY, f"idle timeout: {error}")
+            return "finished"
+        if isinstance(error, TimeoutError):
+            await session.fail(BadRequest("no frame arrived to start the call"))
+            return "finished"
+        if isinstance(error, EdgeError):
+            await session.fail(error)
+            return "finished"
+        log.error("unhandled error on WebSocket %s", session.scope["path"], exc_info=error)
+        await session.fail(EdgeError("internal error"))
+        return "finished"
+    return "continue"
+
+
+async def _refuse(scope: Scope, send: Send, status: int, code: int, message: str) -> None:
+    """Refuse the handshake with an HTTP status and a Status body where the server can."""
+    if "websocket.http.response" in scope.get("extensions", {}):
+        body = status_body(code, message)
+        await send(
+            {
+                "type": "websocket.http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": 1008})
