@@ -1,0 +1,171 @@
+"""Streaming benchmark: server-streamed messages/s through the gateway vs direct gRPC.
+
+One run, side by side: N messages of one server stream read (1) directly with grpc.aio,
+(2) through the gateway over HTTP as NDJSON (read by curl, so the reader is never the
+bottleneck), and (3) through the gateway's WebSocket bridge (read by the websockets
+client). For each: messages/s and the gateway's and upstream's CPU per message, from
+/proc. Run with ``python -m benchmarks.streaming`` (``scripts/bench`` runs it too).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc.aio
+from websockets.asyncio.client import connect
+
+from benchmarks.processes import Child, free_port, spawn, stop, wait_for_file, wait_for_http
+from benchmarks.procstat import cpu_seconds
+from edgetest.v1 import kitchen_pb2 as pb
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class StreamFigures:
+    scenario: str
+    messages: int
+    seconds: float
+    gateway_cpu_s: float | None
+    upstream_cpu_s: float
+
+    @property
+    def rate(self) -> float:
+        return self.messages / self.seconds
+
+    def per_message_us(self, cpu: float | None) -> str:
+        return "-" if cpu is None else f"{cpu / self.messages * 1e6:,.1f}"
+
+
+async def _direct(address: str, count: int, padding: int) -> int:
+    async with grpc.aio.insecure_channel(address) as channel:
+        rpc = channel.unary_stream(
+            "/edgetest.v1.StreamService/Count",
+            request_serializer=pb.CountRequest.SerializeToString,
+            response_deserializer=pb.Tick.FromString,
+        )
+        received = 0
+        async for _ in rpc(pb.CountRequest(count=count, padding=padding)):
+            received += 1
+        return received
+
+
+async def _websocket(url: str, padding: int) -> int:
+    received = 0
+    async with connect(url, subprotocols=["edge.grpc-ws.v1"], max_size=None) as ws:
+        await ws.send(json.dumps({"message": {"padding": padding}}))
+        async for frame in ws:
+            if isinstance(frame, str) and frame.startswith('{"message"'):
+                received += 1
+    return received
+
+
+def _http(url: str) -> int:
+    done = subprocess.run(["curl", "-sS", "-N", url], capture_output=True, check=True, timeout=600)
+    return done.stdout.count(b"\n")
+
+
+def measure(scenario: str, run: object, gateway: Child | None, upstream: Child) -> StreamFigures:
+    gateway_before = cpu_seconds(gateway.pid) if gateway else None
+    upstream_before = cpu_seconds(upstream.pid)
+    started = time.perf_counter()
+    messages = asyncio.run(run) if asyncio.iscoroutine(run) else run()  # type: ignore[operator]
+    seconds = time.perf_counter() - started
+    gateway_cpu = (
+        cpu_seconds(gateway.pid) - gateway_before
+        if gateway is not None and gateway_before is not None
+        else None
+    )
+    return StreamFigures(
+        scenario, messages, seconds, gateway_cpu, cpu_seconds(upstream.pid) - upstream_before
+    )
+
+
+def run_all(count: int, padding: int, workdir: Path) -> list[StreamFigures]:
+    children: list[Child] = []
+    try:
+        port_file = workdir / "stream-upstream.port"
+        upstream = spawn(
+            "stream-upstream",
+            [sys.executable, "-m", "benchmarks.stream_upstream", str(port_file)],
+            workdir,
+            REPO,
+        )
+        children.append(upstream)
+        address = f"127.0.0.1:{wait_for_file(upstream, port_file)}"
+        bind = f"127.0.0.1:{free_port()}"
+        config = workdir / "stream-gateway.yaml"
+        config.write_text(
+            json.dumps(
+                {
+                    "server": {"bind": [bind], "graceful_timeout": "1s"},
+                    "descriptors": {"proto_paths": [str(REPO / "tests" / "protos")]},
+                    "upstreams": {"streams": {"address": address, "timeout": "600s"}},
+                    "services": {"*": {"upstream": "streams"}},
+                    "websocket": {"allowed_origins": ["*"]},
+                }
+            )
+        )
+        gateway = spawn(
+            "stream-gateway",
+            [sys.executable, "-m", "edge.cli", "serve", "--config", str(config)],
+            workdir,
+            REPO,
+        )
+        children.append(gateway)
+        wait_for_http(gateway, f"http://{bind}/v1/count/1")
+        http_url = f"http://{bind}/v1/count/{count}?padding={padding}"
+        ws_url = f"ws://{bind}/v1/count/{count}"
+        figures = [
+            measure("direct grpc.aio stream", _direct(address, count, padding), None, upstream),
+            measure("gateway HTTP NDJSON stream", lambda: _http(http_url), gateway, upstream),
+            measure("gateway WebSocket stream", _websocket(ws_url, padding), gateway, upstream),
+        ]
+        for figure in figures:
+            if figure.messages != count:
+                raise RuntimeError(f"{figure.scenario}: {figure.messages} of {count} messages")
+        return figures
+    finally:
+        for child in reversed(children):
+            stop(child)
+
+
+def format_table(figures: list[StreamFigures]) -> str:
+    lines = [
+        f"{'scenario':<28}  {'messages':>9}  {'msgs/s':>9}  {'gateway us/msg':>14}  "
+        f"{'upstream us/msg':>15}"
+    ]
+    for f in figures:
+        lines.append(
+            f"{f.scenario:<28}  {f.messages:>9,}  {f.rate:>9,.0f}  "
+            f"{f.per_message_us(f.gateway_cpu_s):>14}  {f.per_message_us(f.upstream_cpu_s):>15}"
+        )
+    direct = figures[0].rate
+    for f in figures[1:]:
+        lines.append(f"{f.scenario}: {f.rate / direct:.2f}x the direct gRPC rate")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=100_000)
+    parser.add_argument("--padding", type=int, default=100, help="bytes of payload per message")
+    parser.add_argument("--quick", action="store_true", help="20,000 messages")
+    args = parser.parse_args(argv)
+    count = 20_000 if args.quick else args.messages
+    with tempfile.TemporaryDirectory(prefix="edge-stream-bench-") as tmp:
+        figures = run_all(count, args.padding, Path(tmp))
+    print(format_table(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
