@@ -37,6 +37,8 @@ GET_PATH = "/v1/shelves/1/books/1"
 # reads, so the upstream does the same work on every request (CreateBook would grow it).
 POST_PATH = "/edgedemo.library.v1.LibraryService/GetBook"
 POST_BODY = b'{"name":"shelves/1/books/1"}'
+# The plain HTTP proxy scenario: the gateway proxies this prefix (stripped) to bare Hypercorn.
+PROXY_PREFIX = "/bare"
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,8 @@ class Servers:
     bare_url: str
     canned: Child
     canned_url: str
+    proxy: Child
+    proxy_url: str
 
 
 def parse_settings(argv: list[str] | None) -> Settings:
@@ -129,13 +133,39 @@ def start_servers(children: list[Child], workdir: Path) -> Servers:
 
     gateway_url, bare_url = f"http://{gateway_bind}", f"http://{bare_bind}"
     canned_url = f"http://{canned_bind}"
-    for child, url in ((gateway, gateway_url), (bare, bare_url), (canned, canned_url)):
+
+    # The same gateway, proxying PROXY_PREFIX to bare Hypercorn (the upstream of these rows).
+    proxy_config = workdir / "proxy.yaml"
+    proxy_bind = f"127.0.0.1:{free_port()}"
+    proxy_settings = _gateway_config(proxy_bind, upstream_address)
+    proxy_settings["http_upstreams"] = {"bare": {"url": bare_url}}
+    proxy_settings["proxy_routes"] = [
+        {"prefix": PROXY_PREFIX, "upstream": "bare", "strip_prefix": True}
+    ]
+    proxy_config.write_text(json.dumps(proxy_settings))
+    proxy = spawn(
+        "proxy", [python, "-m", "edge.cli", "serve", "--config", str(proxy_config)], workdir, REPO
+    )
+    children.append(proxy)
+    proxy_url = f"http://{proxy_bind}{PROXY_PREFIX}"
+
+    targets = ((gateway, gateway_url), (bare, bare_url), (canned, canned_url), (proxy, proxy_url))
+    for child, url in targets:
         for path, body in ((GET_PATH, None), (POST_PATH, POST_BODY)):
             reply = wait_for_http(child, url + path, body)
             if b"shelves/1/books/1" not in reply:
                 raise RuntimeError(f"{child.name}: {path} answered {reply!r}")
     return Servers(
-        upstream, upstream_address, gateway, gateway_url, bare, bare_url, canned, canned_url
+        upstream,
+        upstream_address,
+        gateway,
+        gateway_url,
+        bare,
+        bare_url,
+        canned,
+        canned_url,
+        proxy,
+        proxy_url,
     )
 
 
@@ -227,6 +257,10 @@ def run_all(settings: Settings, workdir: Path) -> list[Figures]:
             ),
             ("gateway GET (transcoded)", servers.gateway_url + GET_PATH, False, gateway, upstream),
             ("bare Hypercorn GET", servers.bare_url + GET_PATH, False, bare, None),
+            # plain HTTP proxy: the same requests through the gateway to bare Hypercorn,
+            # compared with the bare rows above (hitting it directly)
+            ("proxy POST (plain HTTP)", servers.proxy_url + POST_PATH, True, servers.proxy, bare),
+            ("proxy GET (plain HTTP)", servers.proxy_url + GET_PATH, False, servers.proxy, bare),
         ]
         for scenario, url, post, server, behind in wrk_runs:
             _progress(f"{scenario}: {settings.warmup}s warm-up + {settings.seconds}s")
@@ -282,6 +316,12 @@ def _ratios(figures: list[Figures]) -> list[Ratio]:
     assert canned is not None and bare_post is not None
     # edge's own share: routing, binding, JSON, pipeline; the rest is the gRPC client
     ratios.append(Ratio("POST CPU/request, canned upstream", canned, bare_post, None))
+    for method in ("POST", "GET"):
+        proxied = by_name[f"proxy {method} (plain HTTP)"].server_cpu_us
+        bare = by_name[f"bare Hypercorn {method}"].server_cpu_us
+        assert proxied is not None and bare is not None
+        # what the proxy hop costs the gateway, per request, against serving it directly
+        ratios.append(Ratio(f"proxy {method} CPU/request", proxied, bare, None))
     return ratios
 
 

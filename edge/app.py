@@ -15,12 +15,14 @@ from werkzeug.exceptions import HTTPException
 
 from edge.config import Config
 from edge.ingress.http import GatewayState, StateHolder, TranscodingASGI
+from edge.ingress.proxy import ProxyASGI, compile_proxy_routes
 from edge.ingress.websocket import WebSocketPolicy
 from edge.pipeline.chain import Layer, build_chain
 from edge.routes import Routes, load_routes, upstream_settings
 from edge.transcode.response import status_body
 from edge.upstream.grpc import GrpcTerminal, Terminal
 from edge.upstream.headers import HeaderPolicy
+from edge.upstream.http_proxy import HttpProxyTerminal
 
 log = logging.getLogger("edge")
 
@@ -58,6 +60,7 @@ def create_app(
             websocket=WebSocketPolicy.of(config.websocket),
         )
     )
+    proxy = HttpProxyTerminal(config.http_upstreams) if config.proxy_routes else None
     app = Quart("edge")
     app.config["MAX_CONTENT_LENGTH"] = config.transcoding.max_body_bytes
     app.extensions["edge.state"] = holder
@@ -65,10 +68,14 @@ def create_app(
     @app.before_serving
     async def open_upstreams() -> None:
         terminal.open(holder.current.routes.upstream_methods())
+        if proxy is not None:
+            await proxy.open()
 
     @app.after_serving
     async def close_upstreams() -> None:
         await terminal.close()
+        if proxy is not None:
+            await proxy.close()
 
     @app.get("/healthz")
     async def healthz() -> Response:
@@ -86,5 +93,9 @@ def create_app(
         log.exception("unhandled error", exc_info=error)
         return _json_error(500, 13, "internal error")
 
-    app.asgi_app = TranscodingASGI(holder, app.asgi_app)  # type: ignore[method-assign, assignment, arg-type]
+    fallback = app.asgi_app
+    if proxy is not None:  # plain HTTP proxy routes, through the same layers as gRPC calls
+        table = compile_proxy_routes(config.proxy_routes, config.http_upstreams)
+        fallback = ProxyASGI(table, build_chain(layers, proxy), fallback)  # type: ignore[assignment, arg-type]
+    app.asgi_app = TranscodingASGI(holder, fallback)  # type: ignore[method-assign, assignment, arg-type]
     return app

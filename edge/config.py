@@ -174,7 +174,7 @@ class HttpUpstreamConfig(_Model):
 
 
 class ProxyRouteConfig(_Model):
-    """Requests under ``prefix`` (optionally only for ``host`` and ``methods``) go to ``upstream``."""
+    """Requests under ``prefix`` (optionally only for ``host``, ``methods``) go to ``upstream``."""
 
     prefix: str  # whole segments: /api matches /api and /api/x, never /apix
     upstream: str

@@ -1,0 +1,270 @@
+"""The terminal step for proxied routes: one pooled aiohttp session per HTTP upstream.
+
+Each upstream gets one ``aiohttp.ClientSession`` made in ``open()`` and shared by every
+request until ``close()``; nothing is made per request. Bodies are streamed both ways:
+the request body is an async iterator handed to aiohttp as it arrives, the response body
+an async iterator over aiohttp's flow-controlled stream, so the gateway holds a chunk or
+two per request whatever the body's size. The session is set up as a proxy needs it:
+no cookie jar (one client's cookies must never reach another), no redirects followed,
+no decompression, no headers of its own (``User-Agent``, ``Accept*``, ``Content-Type``).
+
+aiohttp was chosen over httpx on measured CPU per request; see the README's "Plain HTTP
+proxy" section and ``benchmarks/proxy_clients.py``.
+
+Failures become ``EdgeError``s here, at the boundary: a refused or dropped connection or
+a reply that is not HTTP is a 502 (``BadGateway``), silence beyond the timeout is a 504
+(``UpstreamTimeout``), a call after ``close()`` or to an upstream that was never opened
+is a 503 (``UpstreamUnavailable``). A failure after the response has started can only be
+shown by cutting the response short, which the ingress does.
+
+WebSocket upgrades (``call.protocol == "websocket"``) are opened here too, with the
+``websockets`` client, and handed back as an ``UpstreamSocket`` in ``HttpResponse.upgrade``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+
+import aiohttp
+import websockets
+from multidict import CIMultiDict
+from websockets.asyncio.client import ClientConnection
+from websockets.typing import Subprotocol
+from yarl import URL
+
+from edge.call import Call, HttpRequest, HttpResponse, Reply
+from edge.config import HttpUpstreamConfig
+from edge.errors import BadGateway, UpstreamTimeout, UpstreamUnavailable
+from edge.upstream.headers import HOP_BY_HOP
+
+# aiohttp would otherwise add these to every request on its own.
+_SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
+# A frame from the upstream socket larger than this closes it (1009); Hypercorn's own
+# default limit for frames from clients is the same.
+_MAX_FRAME_BYTES = 16 * 1024 * 1024
+
+
+def clean_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Headers without the hop-by-hop ones and without any named in ``Connection``.
+
+    Names are lower-cased (ASGI and aiohttp's raw headers may differ in case), values
+    untouched; the order and repeats of the rest are kept.
+    """
+    pairs = [(name.lower(), value) for name, value in headers]
+    drop = set(HOP_BY_HOP)
+    for name, value in pairs:
+        if name == b"connection":
+            drop.update(t.strip().lower() for t in value.decode("latin-1").split(",") if t)
+    if len(drop) == len(HOP_BY_HOP):
+        return [(n, v) for n, v in pairs if n.decode("latin-1") not in HOP_BY_HOP]
+    return [(n, v) for n, v in pairs if n.decode("latin-1") not in drop]
+
+
+@dataclass(frozen=True, slots=True)
+class _Upstream:
+    base: str  # scheme://host[:port][/path], no trailing slash
+    ws_base: str  # the same with ws:// or wss://
+    connect_timeout: float
+    session: aiohttp.ClientSession
+
+
+class UpstreamSocket:
+    """An open WebSocket to the upstream, as the ingress relays it.
+
+    ``recv`` returns a text (``str``) or binary (``bytes``) frame, or raises
+    ``ConnectionClosed`` (``websockets.exceptions``), after which ``close_code`` and
+    ``close_reason`` say how the upstream closed.
+    """
+
+    __slots__ = ("_connection",)
+
+    def __init__(self, connection: ClientConnection) -> None:
+        self._connection = connection
+
+    @property
+    def subprotocol(self) -> str | None:
+        return self._connection.subprotocol
+
+    async def recv(self) -> str | bytes:
+        return await self._connection.recv()
+
+    async def send(self, frame: str | bytes) -> None:
+        await self._connection.send(frame)
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        await self._connection.close(code, reason)
+
+    @property
+    def close_code(self) -> int | None:
+        received = self._connection.protocol.close_rcvd
+        return received.code if received is not None else None
+
+    @property
+    def close_reason(self) -> str:
+        received = self._connection.protocol.close_rcvd
+        return received.reason if received is not None else ""
+
+
+class HttpProxyTerminal:
+    """Sends a proxied ``Call`` to its HTTP upstream and answers with ``Reply(http=...)``."""
+
+    def __init__(self, upstreams: Mapping[str, HttpUpstreamConfig]) -> None:
+        self._configs = dict(upstreams)
+        self._upstreams: dict[str, _Upstream] = {}
+
+    async def open(self) -> None:
+        """Make one session (connection pool) per upstream; call inside the event loop."""
+        for name, config in self._configs.items():
+            base = config.url.rstrip("/")
+            scheme, rest = base.split("://", 1)
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=config.max_connections, limit_per_host=0),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                skip_auto_headers=_SKIP_AUTO_HEADERS,
+                trust_env=False,
+            )
+            ws_scheme = "wss" if scheme.lower() == "https" else "ws"
+            self._upstreams[name] = _Upstream(
+                base, f"{ws_scheme}://{rest}", config.connect_timeout, session
+            )
+
+    async def close(self) -> None:
+        upstreams, self._upstreams = self._upstreams, {}
+        for upstream in upstreams.values():
+            await upstream.session.close()
+
+    async def __call__(self, call: Call) -> Reply:
+        upstream = self._upstreams.get(call.upstream)
+        if upstream is None:
+            raise UpstreamUnavailable(f"HTTP upstream {call.upstream!r} is not open")
+        request = call.request
+        assert isinstance(request, HttpRequest)
+        if call.protocol == "websocket":
+            return await self._open_socket(upstream, call, request)
+        return await self._send(upstream, call, request)
+
+    async def _send(self, upstream: _Upstream, call: Call, request: HttpRequest) -> Reply:
+        url = upstream.base + request.path
+        if request.query:
+            url += "?" + request.query.decode("latin-1")
+        headers = CIMultiDict(
+            (name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers
+        )
+        data = await _request_data(request)
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=upstream.connect_timeout, sock_read=call.timeout
+        )
+        try:
+            response = await upstream.session.request(
+                request.method,
+                URL(url, encoded=True),
+                headers=headers,
+                data=data,
+                allow_redirects=False,
+                timeout=timeout,
+            )
+        except aiohttp.ConnectionTimeoutError as exc:
+            raise UpstreamTimeout(f"HTTP upstream {call.upstream!r}: connect timed out") from exc
+        except aiohttp.ServerTimeoutError as exc:
+            raise UpstreamTimeout(
+                f"HTTP upstream {call.upstream!r} did not answer within {call.timeout}s"
+            ) from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise BadGateway(f"HTTP upstream {call.upstream!r}: {_describe(exc)}") from exc
+        reply_headers = clean_headers(response.raw_headers)
+        return Reply(
+            http=HttpResponse(response.status, reply_headers, _response_body(response, call)),
+            cancel=response.close,
+        )
+
+    async def _open_socket(self, upstream: _Upstream, call: Call, request: HttpRequest) -> Reply:
+        url = upstream.ws_base + request.path
+        if request.query:
+            url += "?" + request.query.decode("latin-1")
+        subprotocols: list[Subprotocol] = []
+        headers: list[tuple[str, str]] = []
+        for name, value in request.headers:
+            if name == b"sec-websocket-protocol":
+                subprotocols.extend(
+                    Subprotocol(p.strip()) for p in value.decode("latin-1").split(",") if p.strip()
+                )
+            elif not name.startswith(b"sec-websocket-") and name != b"host":
+                headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        try:
+            connection = await websockets.connect(
+                url,
+                additional_headers=headers,
+                subprotocols=subprotocols or None,
+                user_agent_header=None,
+                compression=None,
+                open_timeout=call.timeout or upstream.connect_timeout,
+                max_size=_MAX_FRAME_BYTES,
+            )
+        except TimeoutError as exc:
+            raise UpstreamTimeout(
+                f"HTTP upstream {call.upstream!r}: WebSocket handshake timed out"
+            ) from exc
+        except (OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+            raise BadGateway(
+                f"HTTP upstream {call.upstream!r}: WebSocket handshake failed: {_describe(exc)}"
+            ) from exc
+        socket = UpstreamSocket(connection)
+        return Reply(http=HttpResponse(101, [], _no_body(), upgrade=socket))
+
+
+async def _request_data(request: HttpRequest) -> AsyncIterator[bytes] | None:
+    """What aiohttp sends as the body: None when there is none, else the stream itself.
+
+    With a ``Content-Length`` aiohttp sends the stream under that length; without one it
+    is sent chunked, but only once a first chunk exists, so a bodyless GET stays bodyless
+    (waiting for the first chunk only, never the second, keeps interactive streams going).
+    """
+    for name, value in request.headers:
+        if name == b"content-length":
+            return None if value.strip() == b"0" else request.body
+    first = await anext(request.body, None)
+    if first is None:
+        return None
+    return _prepend(first, request.body)
+
+
+async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    yield first
+    async for chunk in rest:
+        yield chunk
+
+
+async def _response_body(response: aiohttp.ClientResponse, call: Call) -> AsyncIterator[bytes]:
+    """The upstream's body chunk by chunk; the connection goes back to the pool at the end.
+
+    Closed early (the client went away), the connection is closed rather than reused,
+    since the rest of the body is still on it.
+    """
+    finished = False
+    try:
+        async for chunk in response.content.iter_any():
+            yield chunk
+        finished = True
+    except aiohttp.ServerTimeoutError as exc:
+        raise UpstreamTimeout(
+            f"HTTP upstream {call.upstream!r} went silent for {call.timeout}s mid-body"
+        ) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise BadGateway(f"HTTP upstream {call.upstream!r}: {_describe(exc)}") from exc
+    finally:
+        if finished:
+            response.release()
+        else:
+            response.close()
+
+
+async def _no_body() -> AsyncIterator[bytes]:
+    return
+    yield  # pragma: no cover - makes this an async generator
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
