@@ -25,12 +25,15 @@ MetadataPairs = Sequence[tuple[str, str | bytes]]
 
 @dataclass(slots=True)
 class HttpRequest:
-    """A proxied request: the body is streamed, never buffered."""
+    """A proxied request: the body is streamed, never buffered.
+
+    Its headers are the call's ``metadata`` (cleaned of hop-by-hop headers by the ingress),
+    so what the policy layers strip or add is exactly what reaches the upstream.
+    """
 
     method: str
     path: str  # the path to send upstream (after prefix stripping / rewriting), still encoded
     query: bytes
-    headers: list[tuple[bytes, bytes]]  # already cleaned of hop-by-hop headers
     body: AsyncIterator[bytes]
 
 

@@ -172,7 +172,6 @@ class ProxyASGI:
                 scope["method"],
                 route.upstream_path(path),
                 scope["query_string"],
-                headers,
                 _request_body(receive, body_done),
             ),
             client=client,
@@ -219,7 +218,7 @@ class ProxyASGI:
             metadata=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers],
             timeout=route.timeout,
             request=HttpRequest(
-                "GET", route.upstream_path(path), scope["query_string"], headers, _no_body()
+                "GET", route.upstream_path(path), scope["query_string"], _no_body()
             ),
             protocol="websocket",
             client=client,

@@ -149,10 +149,12 @@ class HttpProxyTerminal:
         url = upstream.base + request.path
         if request.query:
             url += "?" + request.query.decode("latin-1")
+        # call.metadata, not the client's raw headers: what the layers left is what goes up
         headers = CIMultiDict(
-            (name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers
+            (name, value if isinstance(value, str) else value.decode("latin-1"))
+            for name, value in call.metadata
         )
-        data = await _request_data(request)
+        data = await _request_data(request, headers)
         timeout = aiohttp.ClientTimeout(
             total=None, sock_connect=upstream.connect_timeout, sock_read=call.timeout
         )
@@ -185,13 +187,12 @@ class HttpProxyTerminal:
             url += "?" + request.query.decode("latin-1")
         subprotocols: list[Subprotocol] = []
         headers: list[tuple[str, str]] = []
-        for name, value in request.headers:
-            if name == b"sec-websocket-protocol":
-                subprotocols.extend(
-                    Subprotocol(p.strip()) for p in value.decode("latin-1").split(",") if p.strip()
-                )
-            elif not name.startswith(b"sec-websocket-") and name != b"host":
-                headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        for name, raw in call.metadata:
+            value = raw if isinstance(raw, str) else raw.decode("latin-1")
+            if name == "sec-websocket-protocol":
+                subprotocols.extend(Subprotocol(p.strip()) for p in value.split(",") if p.strip())
+            elif not name.startswith("sec-websocket-") and name != "host":
+                headers.append((name, value))
         try:
             connection = await websockets.connect(
                 url,
@@ -214,16 +215,18 @@ class HttpProxyTerminal:
         return Reply(http=HttpResponse(101, [], _no_body(), upgrade=socket))
 
 
-async def _request_data(request: HttpRequest) -> AsyncIterator[bytes] | None:
+async def _request_data(
+    request: HttpRequest, headers: CIMultiDict[str]
+) -> AsyncIterator[bytes] | None:
     """What aiohttp sends as the body: None when there is none, else the stream itself.
 
     With a ``Content-Length`` aiohttp sends the stream under that length; without one it
     is sent chunked, but only once a first chunk exists, so a bodyless GET stays bodyless
     (waiting for the first chunk only, never the second, keeps interactive streams going).
     """
-    for name, value in request.headers:
-        if name == b"content-length":
-            return None if value.strip() == b"0" else request.body
+    length = headers.get("content-length")
+    if length is not None:
+        return None if length.strip() == "0" else request.body
     first = await anext(request.body, None)
     if first is None:
         return None
