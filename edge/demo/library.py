@@ -6,8 +6,11 @@ front of it does not (it reads ``protos/`` at run time).
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import re
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -19,6 +22,8 @@ from edgedemo.library.v1 import library_pb2 as pb
 from edgedemo.library.v1 import library_pb2_grpc as pb_grpc
 
 _ABORT_DETAILS_KEY = "grpc-status-details-bin"
+_MAX_INTERVAL_SECONDS = 10.0
+LIBRARIAN = "librarian"
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
@@ -159,6 +164,89 @@ class Library(pb_grpc.LibraryServiceServicer):
         for book in books:
             stats.books_by_genre[pb.Genre.Name(book.genre)] += 1
         return stats
+
+    async def StreamBooks(  # noqa: N802
+        self, request: pb.StreamBooksRequest, context: Context
+    ) -> AsyncIterator[pb.Book]:
+        if not 0 <= request.interval_seconds <= _MAX_INTERVAL_SECONDS:
+            await _invalid(
+                context, "interval_seconds", f"must be between 0 and {_MAX_INTERVAL_SECONDS:g}"
+            )
+        books = [
+            b
+            for b in self._shelf(request.parent)
+            if request.genre == pb.GENRE_UNSPECIFIED or b.genre == request.genre
+        ]
+        for index, book in enumerate(books):
+            if index and request.interval_seconds:
+                await asyncio.sleep(request.interval_seconds)
+            yield book
+
+    async def ImportBooks(  # noqa: N802
+        self, request_iterator: AsyncIterator[pb.CreateBookRequest], context: Context
+    ) -> pb.ImportBooksResponse:
+        """All or none: every request is checked before any book is added."""
+        staged: dict[str, pb.Book] = {}
+        index = 0
+        async for request in request_iterator:
+            where = f"requests[{index}]"
+            if not request.parent:
+                await _invalid(context, f"{where}.parent", "is required")
+            if not request.book.title:
+                await _invalid(context, f"{where}.book.title", "is required")
+            name = f"{request.parent}/books/{request.book_id or next(self._ids)}"
+            if name in self.books or name in staged:
+                await context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{name} already exists")
+            book = pb.Book()
+            book.CopyFrom(request.book)
+            book.name = name
+            book.create_time.CopyFrom(_now())
+            staged[name] = book
+            index += 1
+        self.books.update(staged)
+        return pb.ImportBooksResponse(books=staged.values())
+
+    async def Discuss(  # noqa: N802
+        self, request_iterator: AsyncIterator[pb.Remark], context: Context
+    ) -> AsyncIterator[pb.Remark]:
+        """Answer each remark as it comes; a last word once the client half-closes."""
+        heard = 0
+        shelf = ""
+        async for remark in request_iterator:
+            if not remark.text.strip():
+                await _invalid(context, "text", "is required")
+            shelf = remark.shelf or shelf
+            yield pb.Remark(shelf=shelf, speaker=LIBRARIAN, text=self._answer(shelf, remark, heard))
+            heard += 1
+        plural = "" if heard == 1 else "s"
+        yield pb.Remark(
+            shelf=shelf,
+            speaker=LIBRARIAN,
+            text=f"Closing time: {heard} remark{plural} heard. Good night.",
+        )
+
+    def _shelf(self, shelf: str) -> list[pb.Book]:
+        return [b for name, b in sorted(self.books.items()) if name.startswith(shelf + "/")]
+
+    def _answer(self, shelf: str, remark: pb.Remark, heard: int) -> str:
+        """A book the remark mentions (by title or author's surname), else a suggestion."""
+        books = self._shelf(shelf)
+        if not books:
+            return f"{shelf or 'This shelf'} is empty; nothing to talk about yet."
+        text = remark.text.lower()
+        words = set(re.findall(r"[\w']+", text))
+        for book in books:
+            surname = book.author.split()[-1].lower() if book.author else ""
+            if (book.title and book.title.lower() in text) or surname in words:
+                about = []
+                if book.genre != pb.GENRE_UNSPECIFIED:
+                    about.append(pb.Genre.Name(book.genre).removeprefix("GENRE_").lower())
+                if book.page_count:
+                    about.append(f"{book.page_count} pages")
+                aside = f" ({', '.join(about)})" if about else ""
+                return f"{book.title}, by {book.author}{aside}, is on {shelf}."
+        book = books[heard % len(books)]
+        return f"Nothing on {shelf} by that name; try {book.title}, by {book.author}."
 
 
 async def start_library(address: str = "127.0.0.1:0") -> tuple[grpc.aio.Server, int]:

@@ -47,6 +47,7 @@ CLOSE_OK = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_BIG = 1009
 CLOSE_STATUS_BASE = 4000  # 4000 + gRPC status code
+CLOSE_HANDSHAKE_SECONDS = 2.0  # how long we wait for the client's Close after ours
 
 _RESERVED_METADATA = frozenset(
     {"connection", "te", "upgrade", "host", "content-type", "content-length", "user-agent"}
@@ -170,8 +171,8 @@ class WebSocketSession:
             event = await self.receive()
             if event["type"] == "websocket.disconnect":
                 raise ClientDisconnected("the client closed the socket")
-            if event["type"] != "websocket.receive":
-                continue
+            if event["type"] != "websocket.receive" or self.closed:
+                continue  # after our Close, frames in flight are read and dropped
             self.last_activity = self.loop.time()
             data: bytes | None = event.get("bytes")
             text: str | None = event.get("text")
@@ -408,12 +409,20 @@ async def serve_websocket(
         asyncio.create_task(session.read_frames(), name="reader"),
         asyncio.create_task(session.watch_idle(), name="idle"),
     }
+    reader = next(task for task in tasks if task.get_name() == "reader")
     try:
         while tasks:
             done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             outcome = await _settle(done, session)
             if outcome == "finished":
                 break
+        if reader in tasks and session.closed:
+            # Wait for the client's own Close before returning: if we returned at once the
+            # server would shut the TCP connection with the client's frames still unread,
+            # the kernel would answer with a reset, and the browser would lose our close
+            # frame and report 1006 instead of the status.
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(reader, CLOSE_HANDSHAKE_SECONDS)
     finally:
         for task in tasks:
             task.cancel()

@@ -134,3 +134,29 @@ class ShelfStats(_message.Message):
     book_count: int
     books_by_genre: _containers.ScalarMap[str, int]
     def __init__(self, shelf: _Optional[str] = ..., book_count: _Optional[int] = ..., books_by_genre: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class StreamBooksRequest(_message.Message):
+    __slots__ = ("parent", "genre", "interval_seconds")
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    GENRE_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    genre: Genre
+    interval_seconds: float
+    def __init__(self, parent: _Optional[str] = ..., genre: _Optional[_Union[Genre, str]] = ..., interval_seconds: _Optional[float] = ...) -> None: ...
+
+class ImportBooksResponse(_message.Message):
+    __slots__ = ("books",)
+    BOOKS_FIELD_NUMBER: _ClassVar[int]
+    books: _containers.RepeatedCompositeFieldContainer[Book]
+    def __init__(self, books: _Optional[_Iterable[_Union[Book, _Mapping]]] = ...) -> None: ...
+
+class Remark(_message.Message):
+    __slots__ = ("shelf", "speaker", "text")
+    SHELF_FIELD_NUMBER: _ClassVar[int]
+    SPEAKER_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    shelf: str
+    speaker: str
+    text: str
+    def __init__(self, shelf: _Optional[str] = ..., speaker: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...

@@ -70,6 +70,21 @@ class LibraryServiceStub:
                 request_serializer=edgedemo_dot_library_dot_v1_dot_library__pb2.GetShelfStatsRequest.SerializeToString,
                 response_deserializer=edgedemo_dot_library_dot_v1_dot_library__pb2.ShelfStats.FromString,
                 _registered_method=True)
+        self.StreamBooks = channel.unary_stream(
+                '/edgedemo.library.v1.LibraryService/StreamBooks',
+                request_serializer=edgedemo_dot_library_dot_v1_dot_library__pb2.StreamBooksRequest.SerializeToString,
+                response_deserializer=edgedemo_dot_library_dot_v1_dot_library__pb2.Book.FromString,
+                _registered_method=True)
+        self.ImportBooks = channel.stream_unary(
+                '/edgedemo.library.v1.LibraryService/ImportBooks',
+                request_serializer=edgedemo_dot_library_dot_v1_dot_library__pb2.CreateBookRequest.SerializeToString,
+                response_deserializer=edgedemo_dot_library_dot_v1_dot_library__pb2.ImportBooksResponse.FromString,
+                _registered_method=True)
+        self.Discuss = channel.stream_stream(
+                '/edgedemo.library.v1.LibraryService/Discuss',
+                request_serializer=edgedemo_dot_library_dot_v1_dot_library__pb2.Remark.SerializeToString,
+                response_deserializer=edgedemo_dot_library_dot_v1_dot_library__pb2.Remark.FromString,
+                _registered_method=True)
 
 
 class LibraryServiceServicer:
@@ -124,6 +139,32 @@ class LibraryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamBooks(self, request, context):
+        """Server streaming: the shelf's books one message at a time, `interval_seconds` apart
+        so the stream is visible. Over HTTP: NDJSON, SSE or a JSON array, by `Accept`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportBooks(self, request_iterator, context):
+        """Client streaming: adds many books at once, all or none (a book without a title fails
+        the whole import). Over HTTP the body is NDJSON, one CreateBookRequest per line; the
+        path's shelf applies to every line.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Discuss(self, request_iterator, context):
+        """Bidi streaming: a reading room. The librarian answers each remark as it arrives
+        (about a book on the shelf whose title or author it mentions, else with a
+        suggestion), and says a last line after the client half-closes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LibraryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +202,21 @@ def add_LibraryServiceServicer_to_server(servicer, server):
                     servicer.GetShelfStats,
                     request_deserializer=edgedemo_dot_library_dot_v1_dot_library__pb2.GetShelfStatsRequest.FromString,
                     response_serializer=edgedemo_dot_library_dot_v1_dot_library__pb2.ShelfStats.SerializeToString,
+            ),
+            'StreamBooks': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamBooks,
+                    request_deserializer=edgedemo_dot_library_dot_v1_dot_library__pb2.StreamBooksRequest.FromString,
+                    response_serializer=edgedemo_dot_library_dot_v1_dot_library__pb2.Book.SerializeToString,
+            ),
+            'ImportBooks': grpc.stream_unary_rpc_method_handler(
+                    servicer.ImportBooks,
+                    request_deserializer=edgedemo_dot_library_dot_v1_dot_library__pb2.CreateBookRequest.FromString,
+                    response_serializer=edgedemo_dot_library_dot_v1_dot_library__pb2.ImportBooksResponse.SerializeToString,
+            ),
+            'Discuss': grpc.stream_stream_rpc_method_handler(
+                    servicer.Discuss,
+                    request_deserializer=edgedemo_dot_library_dot_v1_dot_library__pb2.Remark.FromString,
+                    response_serializer=edgedemo_dot_library_dot_v1_dot_library__pb2.Remark.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -352,6 +408,87 @@ class LibraryService:
             '/edgedemo.library.v1.LibraryService/GetShelfStats',
             edgedemo_dot_library_dot_v1_dot_library__pb2.GetShelfStatsRequest.SerializeToString,
             edgedemo_dot_library_dot_v1_dot_library__pb2.ShelfStats.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamBooks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/edgedemo.library.v1.LibraryService/StreamBooks',
+            edgedemo_dot_library_dot_v1_dot_library__pb2.StreamBooksRequest.SerializeToString,
+            edgedemo_dot_library_dot_v1_dot_library__pb2.Book.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportBooks(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/edgedemo.library.v1.LibraryService/ImportBooks',
+            edgedemo_dot_library_dot_v1_dot_library__pb2.CreateBookRequest.SerializeToString,
+            edgedemo_dot_library_dot_v1_dot_library__pb2.ImportBooksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Discuss(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/edgedemo.library.v1.LibraryService/Discuss',
+            edgedemo_dot_library_dot_v1_dot_library__pb2.Remark.SerializeToString,
+            edgedemo_dot_library_dot_v1_dot_library__pb2.Remark.FromString,
             options,
             channel_credentials,
             insecure,

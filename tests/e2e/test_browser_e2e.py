@@ -1,0 +1,275 @@
+"""The README's browser example, run exactly as written in headless Chromium.
+
+The ```js edge-ws-example block of README.md is extracted and evaluated in a real browser
+page, driven through the Chrome DevTools protocol over a WebSocket (the ``websockets``
+library, no browser-automation dependency), against the demo upstream
+(``edge.demo.library``) behind a real gateway serving the demo protos.
+
+The page is ``about:blank``. Its origin is opaque, so Chromium sends ``Origin: null`` on
+the handshake; the gateway under test therefore lists ``"null"`` in
+``websocket.allowed_origins`` (a test-only setting: sandboxed iframes and ``file:`` pages
+send ``null`` too, so never allow it in production). A second gateway with the default
+``[same-origin]`` shows the handshake refused and the example's Promise rejected.
+
+Chromium is required: when the ``chromium`` binary is missing the test fails with a
+clear message (``scripts/test`` installs Debian's package), unless ``EDGE_SKIP_BROWSER=1``
+is set, in which case it is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import DEMO_PROTOS, ROOT, Gateway, make_config, run_gateway
+from websockets.asyncio.client import ClientConnection, connect
+
+from edge.demo.library import start_library
+
+pytestmark = pytest.mark.e2e
+
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--remote-debugging-port=0",
+)
+_DEVTOOLS_LINE = re.compile(r"DevTools listening on (ws://127\.0\.0\.1:(\d+)/\S+)")
+_EXAMPLE_BLOCK = re.compile(r"^```js edge-ws-example\n(.*?)^```$", re.M | re.S)
+
+
+def readme_example() -> str:
+    """The one ```js edge-ws-example block of README.md, unchanged."""
+    blocks = _EXAMPLE_BLOCK.findall((ROOT / "README.md").read_text())
+    assert len(blocks) == 1, f"README.md needs exactly one js edge-ws-example block: {blocks}"
+    return str(blocks[0])
+
+
+def _chromium_binary() -> str:
+    binary = shutil.which("chromium")
+    if binary is not None:
+        return binary
+    if os.environ.get("EDGE_SKIP_BROWSER") == "1":
+        pytest.skip("chromium is not installed and EDGE_SKIP_BROWSER=1")
+    pytest.fail(
+        "the browser test needs the `chromium` binary on PATH: run scripts/test (it "
+        "installs Debian's chromium) or `apt-get install chromium`; set EDGE_SKIP_BROWSER=1 "
+        "to skip this test instead",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def devtools_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """Headless Chromium on about:blank; yields its DevTools HTTP port.
+
+    Chromium runs in its own session (process group), killed as a whole at the end, so no
+    renderer or zygote outlives the test. Its stderr goes to a file (a pipe nobody drains
+    could fill and stall the browser), read for the "DevTools listening" line.
+    """
+    binary = _chromium_binary()
+    folder = tmp_path_factory.mktemp("chromium")
+    log_path = folder / "stderr.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [binary, *CHROMIUM_FLAGS, f"--user-data-dir={folder / 'profile'}", "about:blank"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            start_new_session=True,
+        )
+    try:
+        yield _wait_for_devtools(process, log_path)
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=10)
+
+
+def _wait_for_devtools(process: subprocess.Popen[bytes], log_path: Path) -> int:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        text = log_path.read_text(errors="replace")
+        found = _DEVTOOLS_LINE.search(text)
+        if found:
+            return int(found.group(2))
+        if process.poll() is not None:
+            pytest.fail(f"chromium exited with {process.returncode}:\n{text[-3000:]}")
+        time.sleep(0.05)
+    pytest.fail(f"chromium printed no DevTools line in 30s:\n{text[-3000:]}")
+
+
+class Page:
+    """One browser page, spoken to over its DevTools WebSocket."""
+
+    def __init__(self, socket: ClientConnection) -> None:
+        self.socket = socket
+        self.ids = 0
+
+    async def evaluate(self, expression: str) -> Any:
+        """Evaluate a script, await the Promise it ends with, and return its value."""
+        self.ids += 1
+        request = {
+            "id": self.ids,
+            "method": "Runtime.evaluate",
+            "params": {"expression": expression, "awaitPromise": True, "returnByValue": True},
+        }
+        await self.socket.send(json.dumps(request))
+        while True:  # skip events; answers carry the request's id
+            answer = json.loads(await self.socket.recv())
+            if answer.get("id") == self.ids:
+                break
+        assert "error" not in answer, answer["error"]
+        result = answer["result"]
+        assert "exceptionDetails" not in result, json.dumps(result["exceptionDetails"], indent=1)
+        return result["result"].get("value")
+
+
+@pytest.fixture
+async def page(devtools_port: int) -> AsyncIterator[Page]:
+    async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
+        targets = (await http.get(f"http://127.0.0.1:{devtools_port}/json")).json()
+    pages = [t for t in targets if t["type"] == "page"]
+    assert pages, f"no page target among {targets}"
+    async with connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=10) as cdp:
+        yield Page(cdp)
+
+
+@pytest.fixture
+async def upstream_port() -> AsyncIterator[int]:
+    server, port = await start_library()
+    try:
+        yield port
+    finally:
+        await server.stop(grace=None)
+
+
+def ws_base(gateway: Gateway) -> str:
+    return gateway.base_url.replace("http://", "ws://")
+
+
+async def test_readme_example_runs_in_chromium(page: Page, upstream_port: int) -> None:
+    """The README's usage: bidi Discuss via /ws/, unary GetBook, and a missing book."""
+    config = make_config(
+        upstream_port, protos=DEMO_PROTOS, extra={"websocket": {"allowed_origins": ["null"]}}
+    )
+    async with run_gateway(config) as gateway:
+        call = f"\n;tryTheLibrary({json.dumps(ws_base(gateway))});"
+        outcome = await page.evaluate(readme_example() + call)
+
+    discussion = outcome["discussion"]
+    assert [m["text"] for m in discussion["messages"]] == [
+        "The Guns of August, by Barbara W. Tuchman (history, 511 pages), is on shelves/1.",
+        "Nothing on shelves/1 by that name; try The Guns of August, by Barbara W. Tuchman.",
+        "Closing time: 2 remarks heard. Good night.",
+    ]
+    assert {m["speaker"] for m in discussion["messages"]} == {"librarian"}
+    assert discussion["status"] == {"code": 0, "message": "", "details": []}
+    assert discussion["closeCode"] == 1000
+
+    book = outcome["book"]
+    assert book["messages"][0]["name"] == "shelves/1/books/2"
+    assert book["messages"][0]["title"] == "The Guns of August"
+    assert book["status"]["code"] == 0
+    assert book["closeCode"] == 1000
+
+    missing = outcome["missing"]
+    assert missing["messages"] == []
+    assert missing["status"] == {
+        "code": 5,
+        "message": "shelves/1/books/99 does not exist",
+        "details": [],
+    }
+    assert missing["closeCode"] == 4005
+    assert missing["closeReason"] == "shelves/1/books/99 does not exist"
+
+
+async def test_client_and_server_streaming_from_the_browser(page: Page, upstream_port: int) -> None:
+    """The same function drives ImportBooks (client streaming) and StreamBooks."""
+    config = make_config(
+        upstream_port, protos=DEMO_PROTOS, extra={"websocket": {"allowed_origins": ["null"]}}
+    )
+    async with run_gateway(config) as gateway:
+        base = json.dumps(ws_base(gateway))
+        script = readme_example() + (
+            "\n;(async (gateway) => {"
+            "  const imported = await callOverWebSocket(`${gateway}/v1/shelves/2/books:import`, {"
+            "    messages: [{ bookId: 'odyssey', book: { title: 'The Odyssey' } },"
+            "               { book: { title: 'Beowulf', genre: 'GENRE_POETRY' } }],"
+            "  });"
+            "  const seen = [];"
+            "  const streamed = await callOverWebSocket(`${gateway}/v1/shelves/2/books:stream`, {"
+            "    messages: [{ intervalSeconds: 0.01 }], halfClose: false,"
+            "    onMessage: (book) => seen.push(book.title),"
+            "  });"
+            "  const bad = await callOverWebSocket(`${gateway}/v1/shelves/2/books:import`, {"
+            "    messages: [{ book: { author: 'nobody' } }], halfClose: false,"
+            "  });"
+            "  return { imported, streamed, seen, bad };"
+            f"}})({base});"
+        )
+        outcome = await page.evaluate(script)
+
+    imported = outcome["imported"]
+    names = [book["name"] for book in imported["messages"][0]["books"]]
+    assert names[0] == "shelves/2/books/odyssey"
+    assert names[1].startswith("shelves/2/books/")
+    assert imported["closeCode"] == 1000
+    assert outcome["seen"] == ["Beowulf", "The Odyssey"]  # sorted by name: 4 < odyssey
+    assert outcome["streamed"]["status"]["code"] == 0
+    bad = outcome["bad"]
+    assert bad["status"]["code"] == 3
+    assert bad["status"]["details"][0]["fieldViolations"][0]["field"] == "requests[0].book.title"
+    assert bad["closeCode"] == 4003
+
+
+async def test_a_refused_origin_rejects_the_promise(page: Page, upstream_port: int) -> None:
+    """With the default allowed_origins ([same-origin]) the handshake from the page fails."""
+    config = make_config(upstream_port, protos=DEMO_PROTOS)
+    async with run_gateway(config) as gateway:
+        url = json.dumps(f"{ws_base(gateway)}/v1/shelves/1/books/2")
+        script = readme_example() + (
+            f"\n;callOverWebSocket({url}, {{ messages: [{{}}] }})"
+            ".then(() => 'resolved', (error) => error.message);"
+        )
+        outcome = await page.evaluate(script)
+    assert outcome.startswith("WebSocket to ws://")
+    assert outcome.endswith("never opened (close code 1006)")
+
+
+async def test_close_code_survives_a_frame_in_flight(page: Page, upstream_port: int) -> None:
+    """A half-close sent after a unary message must not cost the browser the close code."""
+    config = make_config(
+        upstream_port, protos=DEMO_PROTOS, extra={"websocket": {"allowed_origins": ["null"]}}
+    )
+    async with run_gateway(config) as gateway:
+        url = json.dumps(f"{ws_base(gateway)}/v1/shelves/1/books/99")
+        script = readme_example() + (
+            "\n;(async () => {"
+            "  const codes = [];"
+            "  for (let i = 0; i < 40; i++) {"
+            f"    const r = await callOverWebSocket({url}, {{ messages: [{{}}] }});"
+            "    codes.push(r.closeCode);"
+            "  }"
+            "  return codes;"
+            "})();"
+        )
+        codes = await page.evaluate(script)
+    assert codes == [4005] * 40
