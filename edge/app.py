@@ -10,14 +10,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from quart import Quart, Response
+import orjson
+from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
 from edge.config import Config
 from edge.ingress.http import GatewayState, StateHolder, TranscodingASGI
 from edge.ingress.proxy import ProxyASGI, compile_proxy_routes
 from edge.ingress.websocket import WebSocketPolicy
+from edge.pipeline.build import Pipeline, build_pipeline
 from edge.pipeline.chain import Layer, build_chain
+from edge.pipeline.jwt_core import same_secret
 from edge.routes import Routes, load_routes, upstream_settings
 from edge.transcode.response import status_body
 from edge.upstream.grpc import GrpcTerminal, Terminal
@@ -34,16 +37,24 @@ def _json_error(status: int, code: int, message: str) -> Response:
     return Response(status_body(code, message), status=status, content_type="application/json")
 
 
+def _admin_allowed(config: Config, authorization: str | None, remote: str | None) -> bool:
+    token = config.admin.token
+    if token is not None:
+        return authorization is not None and same_secret(authorization, f"Bearer {token}")
+    return remote in ("127.0.0.1", "::1")
+
+
 def create_app(
     config: Config,
     routes: Routes | None = None,
-    layers: Sequence[Layer] = (),
+    layers: Sequence[Layer] | None = None,
     terminal: Terminal | None = None,
 ) -> Quart:
     """The gateway application; ``routes`` defaults to loading what the config names.
 
-    ``terminal`` replaces the gRPC terminal step (the benchmarks use a canned one to
-    separate the gateway's own cost from the gRPC client's).
+    ``layers`` defaults to the pipeline the config describes (auth, limits, breakers);
+    tests pass their own. ``terminal`` replaces the gRPC terminal step (the benchmarks use
+    a canned one to separate the gateway's own cost from the gRPC client's).
     """
     if routes is None:
         routes = load_routes(config)
@@ -51,6 +62,8 @@ def create_app(
         log.warning("route problem: %s", problem)
     if terminal is None:
         terminal = GrpcTerminal(upstream_settings(config))
+    pipeline = build_pipeline(config) if layers is None else Pipeline(layers=list(layers))
+    layers = pipeline.layers
     holder = StateHolder(
         GatewayState(
             routes=routes,
@@ -58,12 +71,16 @@ def create_app(
             policy=HeaderPolicy.of(config.headers.forward_request, config.headers.forward_response),
             max_body_bytes=config.transcoding.max_body_bytes,
             websocket=WebSocketPolicy.of(config.websocket),
+            pipeline=pipeline,
+            token_query=config.auth.token_query_parameter,
+            token_cookie=config.auth.token_cookie,
         )
     )
     proxy = HttpProxyTerminal(config.http_upstreams) if config.proxy_routes else None
     app = Quart("edge")
     app.config["MAX_CONTENT_LENGTH"] = config.transcoding.max_body_bytes
     app.extensions["edge.state"] = holder
+    app.extensions["edge.pipeline"] = pipeline
 
     @app.before_serving
     async def open_upstreams() -> None:
@@ -76,10 +93,18 @@ def create_app(
         await terminal.close()
         if proxy is not None:
             await proxy.close()
+        await pipeline.close()
 
     @app.get("/healthz")
     async def healthz() -> Response:
         return Response(b'{"status":"ok"}', content_type="application/json")
+
+    @app.get("/admin/pipeline")
+    async def admin_pipeline() -> Response:
+        """Breaker and limiter state; loopback only, or with the admin token."""
+        if not _admin_allowed(config, request.headers.get("authorization"), request.remote_addr):
+            return _json_error(403, 7, "the admin endpoints need the admin token")
+        return Response(orjson.dumps(pipeline.snapshot()), content_type="application/json")
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:

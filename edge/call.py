@@ -58,6 +58,11 @@ class Call:
     request: Any = None
     protocol: str = "http"  # "http" or "websocket"
     client: str | None = None  # peer address, for limits and logs
+    # the client's own request (WebSocket: handshake) headers, for layers that need more
+    # than the forwarded metadata (API keys, limits keyed on a header, X-Forwarded-For)
+    headers: Sequence[tuple[bytes, bytes]] = ()
+    query: bytes = b""
+    token: str | None = None  # the bearer token, wherever this protocol carries it
     state: dict[str, Any] = field(default_factory=dict)  # scratch space for layers
 
 
@@ -69,4 +74,6 @@ class Reply:
     # for streams, filled in by the terminal once the stream has ended
     trailing_metadata: MetadataPairs = ()
     cancel: Callable[[], object] | None = None  # stops the upstream call at once
+    # extra response headers from the layers (RateLimit-*), added by every HTTP ingress
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     http: HttpResponse | None = None  # proxied calls

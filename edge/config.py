@@ -25,6 +25,12 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from edge.errors import ConfigError
+from edge.policy_config import (
+    AuthConfig,
+    BreakersConfig,
+    PolicyConfig,
+    RateLimitingConfig,
+)
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
@@ -225,6 +231,12 @@ class ServerConfig(_Model):
         return "uvloop"
 
 
+class AdminConfig(_Model):
+    """The admin endpoints (/admin/...): loopback clients only, unless a token is set."""
+
+    token: str | None = None  # use ${ENV_VAR}; then any client presenting it is admitted
+
+
 class Config(_Model):
     server: ServerConfig = Field(default_factory=ServerConfig)
     descriptors: DescriptorsConfig = Field(default_factory=DescriptorsConfig)
@@ -236,6 +248,13 @@ class Config(_Model):
     websocket: WebSocketConfig = Field(default_factory=WebSocketConfig)
     http_upstreams: dict[str, HttpUpstreamConfig] = Field(default_factory=dict)
     proxy_routes: list[ProxyRouteConfig] = Field(default_factory=list)
+    # the policy pipeline (edge/policy_config.py)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    rate_limiting: RateLimitingConfig = Field(default_factory=RateLimitingConfig)
+    breakers: BreakersConfig = Field(default_factory=BreakersConfig)
+    policies: list[PolicyConfig] = Field(default_factory=list)
+    default_policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    admin: AdminConfig = Field(default_factory=AdminConfig)
 
     @model_validator(mode="after")
     def _services_name_upstreams(self) -> Config:
@@ -330,6 +349,21 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     server = config.server.model_copy(
         update={k: fix(getattr(config.server, k)) for k in ("certfile", "keyfile", "ca_certs")}
     )
+    auth = config.auth.model_copy(
+        update={
+            "issuers": [
+                issuer.model_copy(
+                    update={
+                        "keys": [
+                            key.model_copy(update={"pem_file": fix(key.pem_file)})
+                            for key in issuer.keys
+                        ]
+                    }
+                )
+                for issuer in config.auth.issuers
+            ]
+        }
+    )
     upstreams = {}
     for name, upstream in config.upstreams.items():
         if upstream.tls is not None:
@@ -339,7 +373,12 @@ def _resolve_paths(config: Config, base: Path) -> Config:
             upstream = upstream.model_copy(update={"tls": tls})
         upstreams[name] = upstream
     return config.model_copy(
-        update={"descriptors": descriptors, "server": server, "upstreams": upstreams}
+        update={
+            "descriptors": descriptors,
+            "server": server,
+            "upstreams": upstreams,
+            "auth": auth,
+        }
     )
 
 

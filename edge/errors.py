@@ -127,3 +127,33 @@ class UpstreamTimeout(EdgeError):
     """An HTTP upstream did not connect, or stayed silent, for longer than the route allows."""
 
     grpc_code = 4  # DEADLINE_EXCEEDED -> 504
+
+
+class Unauthenticated(EdgeError):
+    """No credentials, or credentials that do not verify (401 with WWW-Authenticate)."""
+
+    grpc_code = 16  # UNAUTHENTICATED
+
+
+class PermissionDenied(EdgeError):
+    """Valid credentials that do not grant this route (403)."""
+
+    grpc_code = 7  # PERMISSION_DENIED
+
+
+class RateLimited(EdgeError):
+    """Over a rate limit (429 with Retry-After and RateLimit-* headers)."""
+
+    grpc_code = 8  # RESOURCE_EXHAUSTED
+
+
+class CircuitOpen(EdgeError):
+    """The upstream's breaker is open: refused at once, without calling it (503)."""
+
+    grpc_code = 14  # UNAVAILABLE
+
+
+class Overloaded(EdgeError):
+    """Too many calls in flight to this upstream (503), as Envoy's circuit breakers."""
+
+    grpc_code = 14  # UNAVAILABLE

@@ -36,7 +36,9 @@ from edge.ingress.asgi import (
     send_response,
 )
 from edge.ingress.websocket import WebSocketPolicy, serve_websocket
+from edge.pipeline.build import Pipeline
 from edge.pipeline.chain import Next
+from edge.pipeline.credentials import find_token
 from edge.routes import Routes, TranscodeRoute
 from edge.routing.table import NoRoute, RouteMatch, WrongMethod
 from edge.transcode.response import status_body
@@ -60,6 +62,9 @@ class GatewayState:
     policy: HeaderPolicy
     max_body_bytes: int
     websocket: WebSocketPolicy
+    pipeline: Pipeline
+    token_query: str | None = None  # auth.token_query_parameter
+    token_cookie: str | None = None  # auth.token_cookie
 
 
 class StateHolder:
@@ -109,7 +114,15 @@ class TranscodingASGI:
             await self.fallback(scope, receive, send)
             return
         await serve_websocket(
-            found.target, found, scope, receive, send, state.chain, state.policy, state.websocket
+            found.target,
+            found,
+            scope,
+            receive,
+            send,
+            state.chain,
+            state.policy,
+            state.websocket,
+            state.pipeline,
         )
 
     async def _transcode(
@@ -139,6 +152,7 @@ class TranscodingASGI:
                     asked = parse_grpc_timeout(value.decode("latin-1"))
                     timeout = asked if timeout is None else min(asked, timeout)
             address = client[0] if client else None
+            query = scope["query_string"]
             call = Call(
                 upstream=route.upstream,
                 route=method.full_name,
@@ -147,6 +161,9 @@ class TranscodingASGI:
                 method=method,
                 request=request,
                 client=address,
+                headers=headers,
+                query=query,
+                token=find_token(headers, query, state.token_query, state.token_cookie),
             )
             reply = await state.chain(call)
             if reply.stream is not None:
@@ -163,10 +180,11 @@ class TranscodingASGI:
             log.exception("unhandled error serving %s %s", scope["method"], scope["path"])
             await send_response(send, 500, status_body(13, "internal error"))
             return
-        if reply.initial_metadata or reply.trailing_metadata:
+        if reply.initial_metadata or reply.trailing_metadata or reply.headers:
             out = [
                 *JSON_HEADERS,
                 *response_headers(reply.initial_metadata, reply.trailing_metadata, state.policy),
+                *reply.headers,
             ]
             await send_response(send, 200, payload, out)
         else:
@@ -225,6 +243,7 @@ async def _stream_reply(
         (b"cache-control", b"no-cache"),
         (b"x-accel-buffering", b"no"),  # tell nginx not to buffer the stream
         *response_headers(reply.initial_metadata, (), policy),
+        *reply.headers,
     ]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     watcher = None

@@ -23,7 +23,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import orjson
 from google.protobuf.message import DecodeError, Message
@@ -32,7 +32,9 @@ from edge.call import Call
 from edge.config import WebSocketConfig
 from edge.errors import BadRequest, ClientDisconnected, EdgeError, UpstreamStatus
 from edge.ingress.asgi import Receive, Scope, Send
+from edge.pipeline.build import Pipeline
 from edge.pipeline.chain import Next
+from edge.pipeline.credentials import bearer_token, cookie_value, find_token
 from edge.routes import TranscodeRoute
 from edge.routing.table import RouteMatch
 from edge.transcode.response import decode_details, status_body
@@ -99,23 +101,18 @@ def origin_allowed(headers: Sequence[tuple[bytes, bytes]], policy: WebSocketPoli
     return False
 
 
-def _token_metadata(scope: Scope, policy: WebSocketPolicy, subprotocols: list[str]) -> Metadata:
-    """An ``authorization`` entry from the subprotocol, query or cookie token forms."""
+def _socket_token(scope: Scope, policy: WebSocketPolicy, subprotocols: list[str]) -> str | None:
+    """A token from the socket's own forms: the subprotocol, the query or a cookie."""
     token = next(
         (p[len(BEARER_PREFIX) :] for p in subprotocols if p.startswith(BEARER_PREFIX)), None
     )
-    if token is None and policy.token_query_parameter:
-        for key, value in parse_qsl(scope["query_string"].decode("latin-1")):
-            if key == policy.token_query_parameter:
-                token = value
-    if token is None and policy.token_cookie:
-        for name, value in scope["headers"]:
-            if name == b"cookie":
-                for part in value.decode("latin-1").split(";"):
-                    key, _, cookie_value = part.strip().partition("=")
-                    if key == policy.token_cookie:
-                        token = cookie_value
-    return [("authorization", f"Bearer {token}")] if token else []
+    if token is None:
+        token = find_token(
+            (), scope["query_string"], policy.token_query_parameter, policy.token_cookie
+        )
+        if token is None and policy.token_cookie:
+            token = cookie_value(scope["headers"], policy.token_cookie)
+    return token
 
 
 def _close_reason(message: str) -> str:
@@ -142,7 +139,7 @@ class WebSocketSession:
         header_policy: HeaderPolicy,
         policy: WebSocketPolicy,
         binary: bool,
-        metadata: Metadata,
+        call: Call,
     ) -> None:
         self.route = route
         self.found = found
@@ -153,7 +150,8 @@ class WebSocketSession:
         self.header_policy = header_policy
         self.policy = policy
         self.binary = binary
-        self.metadata = metadata
+        self.call = call  # made at the handshake; the first frame completes it
+        self.metadata: Metadata = []  # from the first frame
         self.loop = asyncio.get_running_loop()
         self.last_activity = self.loop.time()
         self.requests: asyncio.Queue[Message | None] = asyncio.Queue(policy.queue_messages)
@@ -288,16 +286,15 @@ class WebSocketSession:
                     raise BadRequest(f"{method.full_name} needs a request message before the end")
                 self.started.clear()
                 await self.started.wait()
-        call = Call(
-            upstream=self.route.upstream,
-            route=method.full_name,
-            metadata=self.metadata,
-            timeout=self.route.timeout,
-            method=method,
-            request=self.request_stream() if method.client_streaming else self.first_request,
-            protocol="websocket",
-            client=self.metadata_client(),
-        )
+        call = self.call
+        call.request = self.request_stream() if method.client_streaming else self.first_request
+        if self.metadata:
+            in_band = dict(self.metadata)
+            authorization = in_band.get("authorization")
+            if call.token is None and isinstance(authorization, str):
+                call.token = bearer_token([(b"authorization", authorization.encode())])
+            call.metadata = [*call.metadata, *self.metadata]
+            call.state.pop("auth.done", None)  # check again, stripping forged claim headers
         reply = await self.chain(call)
         if reply.initial_metadata:
             await self.send_json({"headers": _metadata_json(reply.initial_metadata)})
@@ -314,10 +311,6 @@ class WebSocketSession:
             }
         )
         await self.close(CLOSE_OK)
-
-    def metadata_client(self) -> str | None:
-        client = self.scope.get("client")
-        return client[0] if client else None
 
     async def fail(self, error: EdgeError) -> None:
         details = error.details
@@ -372,8 +365,14 @@ async def serve_websocket(
     chain: Next,
     header_policy: HeaderPolicy,
     policy: WebSocketPolicy,
+    pipeline: Pipeline | None = None,
 ) -> None:
-    """Handshake, then run one call over the socket until it ends one way or another."""
+    """Handshake, then run one call over the socket until it ends one way or another.
+
+    Credentials and limits that can be checked at the handshake are checked there, so a
+    refused socket is a refused handshake (401, 403, 429) rather than an opened socket
+    closed at once; a token that only comes in the first frame is checked with the call.
+    """
     event = await receive()
     if event["type"] != "websocket.connect":
         return
@@ -396,13 +395,35 @@ async def serve_websocket(
         )
         return
     client = scope.get("client")
-    metadata = request_metadata(headers, header_policy, client[0] if client else None)
-    token = _token_metadata(scope, policy, offered)
+    address = client[0] if client else None
+    metadata = request_metadata(headers, header_policy, address)
+    token = _socket_token(scope, policy, offered)
     if token:  # a token given in the socket's own forms wins over an Authorization header
-        metadata = [(k, v) for k, v in metadata if k != "authorization"] + token
+        metadata = [(k, v) for k, v in metadata if k != "authorization"]
+        metadata.append(("authorization", f"Bearer {token}"))
+    else:
+        token = bearer_token(headers)
+    call = Call(
+        upstream=route.upstream,
+        route=route.method.full_name,
+        metadata=metadata,
+        timeout=route.timeout,
+        method=route.method,
+        protocol="websocket",
+        client=address,
+        headers=headers,
+        query=scope["query_string"],
+        token=token,
+    )
+    if pipeline is not None:
+        try:
+            await pipeline.precheck(call)
+        except EdgeError as error:
+            await _refuse(scope, send, error.status, error.grpc_code, error.message, error.headers)
+            return
     await send({"type": "websocket.accept", "subprotocol": chosen})
     session = WebSocketSession(
-        route, found, scope, receive, send, chain, header_policy, policy, binary, metadata
+        route, found, scope, receive, send, chain, header_policy, policy, binary, call
     )
     tasks = {
         asyncio.create_task(session.run_call(), name="call"),
@@ -463,10 +484,18 @@ async def _settle(done: set[asyncio.Task[None]], session: WebSocketSession) -> s
     return "continue"
 
 
-async def _refuse(scope: Scope, send: Send, status: int, code: int, message: str) -> None:
+async def _refuse(
+    scope: Scope,
+    send: Send,
+    status: int,
+    code: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+) -> None:
     """Refuse the handshake with an HTTP status and a Status body where the server can."""
     if "websocket.http.response" in scope.get("extensions", {}):
         body = status_body(code, message)
+        extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
         await send(
             {
                 "type": "websocket.http.response.start",
@@ -474,6 +503,7 @@ async def _refuse(scope: Scope, send: Send, status: int, code: int, message: str
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
+                    *extra,
                 ],
             }
         )

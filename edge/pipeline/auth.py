@@ -1,0 +1,301 @@
+"""The authentication layer: JWT (static keys and JWKS) and API keys, per-route requirements.
+
+The I/O shell around ``jwt_core``: it finds keys (configured PEM files and secrets, and
+each issuer's JWKS fetched, cached within ``jwks_max_age`` and the response's
+Cache-Control, refetched on an unknown ``kid`` at most once per ``jwks_min_refresh``),
+applies the route's requirement, and shapes what goes upstream. Claim headers a client
+sent itself are always stripped before the verified ones are added, so they cannot be
+forged; the raw ``Authorization`` header (and the API-key header) go upstream only when
+``forward_authorization`` says so. Tokens are never logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from edge.call import Call, Reply
+from edge.errors import ConfigError, PermissionDenied, Unauthenticated
+from edge.pipeline.chain import Next
+from edge.pipeline.credentials import header_value, query_value
+from edge.pipeline.jwt_core import (
+    InsufficientScope,
+    IssuerPolicy,
+    TokenRejected,
+    UnknownKey,
+    VerificationKey,
+    require_scopes,
+    same_secret,
+    verify_token,
+)
+from edge.pipeline.policy import PolicyIndex, RoutePolicy
+from edge.policy_config import AuthConfig, IssuerConfig
+
+log = logging.getLogger("edge.auth")
+
+_MAX_AGE = re.compile(r"max-age=(\d+)")
+
+
+def _family(key: Any) -> str:
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RSA"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "EC"
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return "OKP"
+    raise ConfigError(f"unsupported public key type {type(key).__name__}")
+
+
+def load_static_keys(issuer: IssuerConfig) -> list[VerificationKey]:
+    keys = []
+    for config in issuer.keys:
+        if config.secret is not None:
+            keys.append(VerificationKey(config.kid, "oct", config.secret.encode()))
+            continue
+        assert config.pem_file is not None
+        try:
+            public = load_pem_public_key(config.pem_file.read_bytes())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"auth: cannot load public key {config.pem_file}: {exc}") from exc
+        keys.append(VerificationKey(config.kid, _family(public), public))
+    return keys
+
+
+def parse_jwks(document: bytes) -> list[VerificationKey]:
+    """Signing keys of a JWKS document; keys we cannot use are skipped, not fatal."""
+    import jwt
+
+    keys = []
+    for entry in orjson.loads(document).get("keys", []):
+        if not isinstance(entry, dict) or entry.get("use", "sig") != "sig":
+            continue
+        try:
+            jwk = jwt.PyJWK(entry)
+        except jwt.PyJWKError as exc:
+            log.warning("skipping a JWKS key: %s", exc)
+            continue
+        family = {"RSA": "RSA", "EC": "EC", "OKP": "OKP", "oct": "oct"}.get(jwk.key_type or "")
+        if family is not None:
+            keys.append(VerificationKey(entry.get("kid"), family, jwk.key))
+    return keys
+
+
+@dataclass(slots=True)
+class _IssuerKeys:
+    config: IssuerConfig
+    static: list[VerificationKey]
+    fetched: list[VerificationKey] = field(default_factory=list)
+    expires: float = 0.0
+    last_fetch: float = float("-inf")
+    lock: asyncio.Lock | None = None
+
+
+class KeyRing:
+    """Verification keys per issuer: static ones, plus the issuer's JWKS when it has one."""
+
+    def __init__(
+        self,
+        issuers: Sequence[IssuerConfig],
+        fetch: Callable[[str], Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._issuers = {i.issuer: _IssuerKeys(i, load_static_keys(i)) for i in issuers}
+        self._fetch = fetch or _fetch_with_aiohttp
+        self._clock = clock
+
+    def keys(self, issuer: str, kid: str | None) -> list[VerificationKey]:
+        entry = self._issuers.get(issuer)
+        if entry is None:
+            return []
+        candidates = entry.static + entry.fetched
+        if kid is None:
+            return candidates
+        return [key for key in candidates if key.kid == kid]
+
+    def stale(self, issuer: str) -> bool:
+        entry = self._issuers.get(issuer)
+        return bool(entry and entry.config.jwks_url and self._clock() >= entry.expires)
+
+    async def refresh(self, issuer: str, *, unknown_kid: bool) -> bool:
+        """Fetch the issuer's JWKS if it is due; True when new keys were loaded."""
+        entry = self._issuers.get(issuer)
+        if entry is None or entry.config.jwks_url is None:
+            return False
+        if entry.lock is None:
+            entry.lock = asyncio.Lock()
+        async with entry.lock:
+            now = self._clock()
+            if now - entry.last_fetch < entry.config.jwks_min_refresh:
+                return False  # fetched moments ago (maybe by a concurrent request)
+            if not unknown_kid and now < entry.expires:
+                return False
+            entry.last_fetch = now
+            try:
+                document, cache_control = await self._fetch(entry.config.jwks_url)
+                keys = parse_jwks(document)
+            except Exception as exc:  # a JWKS outage must not take the old keys with it
+                log.warning("JWKS fetch from %s failed: %s", entry.config.jwks_url, exc)
+                return False
+            max_age = entry.config.jwks_max_age
+            match = _MAX_AGE.search(cache_control or "")
+            if match:
+                max_age = min(max_age, float(match.group(1)))
+            entry.fetched = keys
+            entry.expires = now + max_age
+            log.info("loaded %d keys from %s", len(keys), entry.config.jwks_url)
+            return True
+
+
+async def _fetch_with_aiohttp(url: str) -> tuple[bytes, str | None]:
+    import aiohttp
+
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(timeout=timeout) as session, session.get(url) as response:
+        response.raise_for_status()
+        return await response.read(), response.headers.get("cache-control")
+
+
+def _challenge(error: str | None, description: str | None = None, scope: str | None = None) -> str:
+    parts = ['Bearer realm="edge"']
+    if error:
+        parts.append(f'error="{error}"')
+    if description:
+        parts.append('error_description="' + description.replace('"', "'") + '"')
+    if scope:
+        parts.append(f'scope="{scope}"')
+    return ", ".join(parts)
+
+
+class AuthLayer:
+    def __init__(
+        self,
+        config: AuthConfig,
+        index: PolicyIndex,
+        ring: KeyRing,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.index = index
+        self.ring = ring
+        self.clock = clock
+        self.issuers = {
+            i.issuer: IssuerPolicy(
+                issuer=i.issuer,
+                algorithms=frozenset(i.algorithms),
+                audiences=frozenset(i.audiences),
+                leeway=i.leeway,
+                required_claims=tuple(i.required_claims),
+            )
+            for i in config.issuers
+        }
+        stripped = {name.lower() for name in config.claims_to_metadata}
+        if not config.forward_authorization:
+            stripped.add("authorization")
+            if config.api_keys.header:
+                stripped.add(config.api_keys.header.lower())
+        self._stripped = frozenset(stripped)
+        self._api_header = (
+            config.api_keys.header.lower().encode() if config.api_keys.header else None
+        )
+
+    async def __call__(self, call: Call, next_: Next) -> Reply:
+        policy = self.index.for_route(call.route)
+        await self.authenticate(call, policy)
+        return await next_(call)
+
+    async def authenticate(self, call: Call, policy: RoutePolicy | None = None) -> None:
+        """Check the call's credentials against its route; shape its metadata. Idempotent."""
+        if "auth.done" in call.state:
+            return
+        policy = policy or self.index.for_route(call.route)
+        claims: dict[str, Any] | None = None
+        if call.token:
+            claims = await self._verify(call.token)
+        api_key = None if claims is not None else self._api_key(call)
+        if policy.require != "public":
+            if claims is None and not (api_key and policy.api_keys):
+                raise Unauthenticated(
+                    "a bearer token is required",
+                    headers={"www-authenticate": _challenge(None)},
+                )
+            if policy.require == "scopes":
+                if claims is None:
+                    raise PermissionDenied(
+                        "this route needs a token with scopes, not an API key",
+                        headers={"www-authenticate": _challenge("insufficient_scope")},
+                    )
+                try:
+                    require_scopes(claims, policy.scopes, self.config.scope_claim)
+                except InsufficientScope as exc:
+                    scope = " ".join(sorted(policy.scopes))
+                    raise PermissionDenied(
+                        exc.description,
+                        headers={
+                            "www-authenticate": _challenge(
+                                "insufficient_scope", exc.description, scope
+                            )
+                        },
+                    ) from exc
+        metadata = [(k, v) for k, v in call.metadata if k.lower() not in self._stripped]
+        if claims is not None:
+            for name, claim in self.config.claims_to_metadata.items():
+                value = claims.get(claim)
+                if value is not None:
+                    text = value if isinstance(value, str) else orjson.dumps(value).decode()
+                    metadata.append((name.lower(), text))
+            call.state["claims"] = claims
+        if api_key is not None:
+            call.state["api_key"] = api_key
+        call.metadata = metadata
+        call.state["auth.done"] = True
+
+    async def _verify(self, token: str) -> dict[str, Any]:
+        try:
+            try:
+                return verify_token(token, self.issuers, self.ring.keys, self.clock())
+            except UnknownKey as unknown:
+                if not await self.ring.refresh(unknown.issuer, unknown_kid=True):
+                    raise
+                return verify_token(token, self.issuers, self.ring.keys, self.clock())
+        except TokenRejected as exc:
+            raise Unauthenticated(
+                exc.description,
+                headers={"www-authenticate": _challenge("invalid_token", exc.description)},
+            ) from exc
+
+    def has_api_key(self, call: Call) -> bool:
+        keys = self.config.api_keys
+        if not keys.keys:
+            return False
+        if self._api_header and header_value(call.headers, self._api_header) is not None:
+            return True
+        return bool(keys.query_parameter and query_value(call.query, keys.query_parameter))
+
+    def _api_key(self, call: Call) -> str | None:
+        keys = self.config.api_keys
+        if not keys.keys:
+            return None
+        given = header_value(call.headers, self._api_header) if self._api_header else None
+        if given is None and keys.query_parameter:
+            given = query_value(call.query, keys.query_parameter)
+        if given is None:
+            return None
+        matched = None
+        for name, expected in keys.keys.items():  # compare with every key: constant time
+            if same_secret(given, expected):
+                matched = name
+        if matched is None:
+            raise Unauthenticated(
+                "the API key is not valid",
+                headers={"www-authenticate": _challenge("invalid_token", "unknown API key")},
+            )
+        return matched

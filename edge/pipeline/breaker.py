@@ -1,0 +1,169 @@
+"""The breaker layer: one breaker and one in-flight budget per upstream, next to it.
+
+It sits innermost (after auth and limits) so that 401s and 429s never count against an
+upstream. An open breaker answers 503 at once with ``Retry-After``, without calling the
+upstream; past ``max_requests`` (or ``max_streams``) calls in flight the call is refused
+with 503 as Envoy's circuit breakers do. A stream's outcome is recorded when the stream
+ends, not when it starts. State changes are logged and kept for the admin endpoint.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+
+from edge.call import Call, Reply
+from edge.errors import (
+    BadGateway,
+    CircuitOpen,
+    Overloaded,
+    UpstreamStatus,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from edge.pipeline.breaker_core import Breaker, BreakerSpec
+from edge.pipeline.chain import Next
+from edge.policy_config import BreakerConfig
+from edge.transcode.status import GRPC_CODE_BY_NUMBER
+
+log = logging.getLogger("edge.breaker")
+
+
+@dataclass(slots=True)
+class UpstreamGuard:
+    name: str
+    breaker: Breaker | None
+    max_requests: int | None
+    max_streams: int | None
+    in_flight: int = 0
+    streams: int = 0
+
+    def snapshot(self) -> dict[str, object]:
+        breaker = self.breaker
+        return {
+            "upstream": self.name,
+            "state": breaker.state.value if breaker else "disabled",
+            "in_flight": self.in_flight,
+            "streams": self.streams,
+            "transitions": [
+                {"at": at, "from": old.value, "to": new.value}
+                for at, old, new in (breaker.transitions if breaker else [])
+            ],
+        }
+
+
+def guard_for(name: str, config: BreakerConfig) -> UpstreamGuard:
+    breaker = None
+    if config.enabled:
+        breaker = Breaker(
+            BreakerSpec(
+                consecutive_failures=config.consecutive_failures,
+                failure_rate=config.failure_rate,
+                minimum_calls=config.minimum_calls,
+                window=config.window,
+                cooldown=config.cooldown,
+                probes=config.probes,
+            )
+        )
+    return UpstreamGuard(name, breaker, config.max_requests, config.max_streams)
+
+
+class BreakerLayer:
+    def __init__(
+        self,
+        guards: Mapping[str, UpstreamGuard],
+        failure_codes: frozenset[int],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.guards = dict(guards)
+        self.failure_codes = failure_codes
+        self.clock = clock
+
+    def is_failure(self, error: BaseException) -> bool | None:
+        """True: the upstream failed; False: it answered (a client error); None: no outcome."""
+        if isinstance(error, UpstreamStatus):
+            if error.grpc_code == 1:  # CANCELLED: the client went away
+                return None
+            return error.grpc_code in self.failure_codes
+        if isinstance(error, BadGateway | UpstreamTimeout | UpstreamUnavailable):
+            return True
+        return None  # our own errors (a bad client message mid-stream) say nothing
+
+    async def __call__(self, call: Call, next_: Next) -> Reply:
+        guard = self.guards.get(call.upstream)
+        if guard is None:
+            return await next_(call)
+        streaming = call.method is not None and (
+            call.method.server_streaming or call.method.client_streaming
+        )
+        breaker = guard.breaker
+        now = self.clock()
+        if breaker is not None and not breaker.allow(now):
+            wait = max(1, round(breaker.retry_after(now)))
+            raise CircuitOpen(
+                f"upstream {guard.name!r} is failing; its circuit breaker is open",
+                headers={"retry-after": str(wait)},
+            )
+        if (guard.max_requests is not None and guard.in_flight >= guard.max_requests) or (
+            streaming and guard.max_streams is not None and guard.streams >= guard.max_streams
+        ):
+            if breaker is not None:
+                breaker.release()
+            raise Overloaded(f"too many calls in flight to upstream {guard.name!r}")
+        guard.in_flight += 1
+        guard.streams += streaming
+        before = breaker.state if breaker else None
+        try:
+            reply = await next_(call)
+        except BaseException as error:
+            self._finish(guard, streaming, self.is_failure(error), before)
+            raise
+        if reply.stream is not None:
+            reply.stream = self._watch(reply.stream, guard, streaming, before)
+            return reply
+        failed = reply.http is not None and reply.http.status >= 500
+        self._finish(guard, streaming, failed, before)
+        return reply
+
+    async def _watch(
+        self, stream: AsyncIterator[Message], guard: UpstreamGuard, streaming: bool, before: object
+    ) -> AsyncIterator[Message]:
+        outcome: bool | None = None
+        try:
+            async for message in stream:
+                yield message
+            outcome = False
+        except BaseException as error:
+            outcome = self.is_failure(error)
+            raise
+        finally:
+            self._finish(guard, streaming, outcome, before)
+
+    def _finish(
+        self, guard: UpstreamGuard, streaming: bool, failed: bool | None, before: object
+    ) -> None:
+        guard.in_flight -= 1
+        guard.streams -= streaming
+        breaker = guard.breaker
+        if breaker is None:
+            return
+        if failed is None:
+            breaker.release()
+        else:
+            breaker.record(self.clock(), failed=failed)
+        if breaker.state is not before:
+            log.warning(
+                "circuit breaker for upstream %r: %s -> %s",
+                guard.name,
+                getattr(before, "value", before),
+                breaker.state.value,
+            )
+
+
+def failure_code_numbers(names: list[str]) -> frozenset[int]:
+    by_name = {code.name: number for number, code in GRPC_CODE_BY_NUMBER.items()}
+    return frozenset(by_name[name] for name in names)

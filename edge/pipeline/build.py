@@ -1,0 +1,105 @@
+"""Assembling the policy pipeline from config, once, at start-up.
+
+Order, outermost first: auth -> rate limit -> breaker -> terminal. Auth comes first so
+limits can key on the verified subject; the breaker sits next to the upstream so that
+401s and 429s never count as upstream failures. A layer with nothing to do for any route
+is left out entirely, so an unconfigured gateway pays nothing for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+
+from edge.call import Call
+from edge.config import Config
+from edge.errors import ConfigError
+from edge.pipeline.auth import AuthLayer, KeyRing
+from edge.pipeline.breaker import BreakerLayer, UpstreamGuard, failure_code_numbers, guard_for
+from edge.pipeline.chain import Layer
+from edge.pipeline.credentials import parse_networks
+from edge.pipeline.limiter_store import LimiterStore, MemoryLimiterStore, RedisLimiterStore
+from edge.pipeline.policy import PolicyIndex
+from edge.pipeline.ratelimit import RateLimitLayer
+
+
+@dataclass(slots=True)
+class Pipeline:
+    layers: list[Layer] = field(default_factory=list)
+    auth: AuthLayer | None = None
+    ratelimit: RateLimitLayer | None = None
+    breakers: BreakerLayer | None = None
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def precheck(self, call: Call) -> None:
+        """Auth and limits only, for a WebSocket handshake that can still be refused.
+
+        Without credentials at the handshake nothing is checked yet: the token may come in
+        the first frame, and limits keyed on the user need the user.
+        """
+        if self.auth is not None:
+            if call.token is None and not self.auth.has_api_key(call):
+                return
+            await self.auth.authenticate(call)
+        if self.ratelimit is not None:
+            await self.ratelimit.precheck(call)
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "breakers": [g.snapshot() for g in self.breakers.guards.values()]
+            if self.breakers
+            else [],
+            "rate_limiting": self.ratelimit.snapshot() if self.ratelimit else None,
+        }
+
+    async def close(self) -> None:
+        for close in self.closers:
+            await close()
+
+
+def build_pipeline(config: Config, upstreams: Iterable[str] | None = None) -> Pipeline:
+    index = PolicyIndex(config.policies, config.default_policy)
+    pipeline = Pipeline()
+    auth_config = config.auth
+    has_credentials = bool(auth_config.issuers or auth_config.api_keys.keys)
+    if index.any_auth and not has_credentials:
+        raise ConfigError("a policy requires auth, but auth has no issuers and no api_keys")
+    if has_credentials or auth_config.claims_to_metadata:
+        pipeline.auth = AuthLayer(auth_config, index, KeyRing(auth_config.issuers))
+        pipeline.layers.append(pipeline.auth)
+    if index.any_limits:
+        limiting = config.rate_limiting
+        store: LimiterStore
+        if limiting.backend == "redis":
+            redis_store = RedisLimiterStore.from_url(
+                limiting.redis_url, timeout=limiting.redis_timeout, prefix=limiting.redis_prefix
+            )
+            store = redis_store
+            pipeline.closers.append(redis_store.close)
+        else:
+            store = MemoryLimiterStore(limiting.max_keys)
+        pipeline.ratelimit = RateLimitLayer(
+            index,
+            store,
+            parse_networks(limiting.trusted_proxies),
+            fail_open=limiting.on_backend_error == "allow",
+            policy_header=limiting.policy_header,
+            backend=limiting.backend,
+        )
+        pipeline.layers.append(pipeline.ratelimit)
+    names = (
+        list(upstreams) if upstreams is not None else [*config.upstreams, *config.http_upstreams]
+    )
+    unknown = set(config.breakers.upstreams) - set(names)
+    if unknown:
+        raise ConfigError(f"breakers.upstreams names unknown upstreams {sorted(unknown)}")
+    guards: dict[str, UpstreamGuard] = {
+        name: guard_for(name, config.breakers.upstreams.get(name, config.breakers.default))
+        for name in names
+    }
+    if any(g.breaker is not None or g.max_requests or g.max_streams for g in guards.values()):
+        pipeline.breakers = BreakerLayer(
+            guards, failure_code_numbers(config.breakers.failure_codes)
+        )
+        pipeline.layers.append(pipeline.breakers)
+    return pipeline

@@ -1,0 +1,91 @@
+"""Per-route policies, resolved once per route name and then looked up in one dict probe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+
+from edge.pipeline.limiter_core import LimitSpec
+from edge.policy_config import LimitConfig, PolicyConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    spec: LimitSpec
+    key_parts: tuple[str, ...]
+    key_prefix: str  # which policy and limit, so two policies never share counters
+    label: str  # for RateLimit-Policy and logs
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    name: str  # the first matching pattern, or "default"
+    require: str  # "public", "token" or "scopes"
+    scopes: frozenset[str]
+    api_keys: bool
+    limits: tuple[Limit, ...]
+    message_limits: tuple[Limit, ...]
+
+
+def _limits(policy_index: int, configs: list[LimitConfig], kind: str) -> tuple[Limit, ...]:
+    limits = []
+    for index, config in enumerate(configs):
+        spec = LimitSpec(
+            algorithm=config.algorithm,
+            limit=config.limit,
+            period=config.period,
+            burst=config.burst,
+            mode=config.mode,
+            max_delay=config.max_delay,
+        )
+        label = config.name or f"{config.limit};w={config.period:g}"
+        limits.append(Limit(spec, tuple(config.key), f"{kind}{policy_index}.{index}", label))
+    return tuple(limits)
+
+
+def _compile(index: int, name: str, config: PolicyConfig) -> RoutePolicy:
+    return RoutePolicy(
+        name=name,
+        require=config.auth.require,
+        scopes=frozenset(config.auth.scopes),
+        api_keys=config.auth.api_keys,
+        limits=_limits(index, config.rate_limits, "p"),
+        message_limits=_limits(index, config.limit_messages, "m"),
+    )
+
+
+class PolicyIndex:
+    """Route name -> policy: the first policy whose ``match`` globs accept the name."""
+
+    def __init__(self, policies: list[PolicyConfig], default: PolicyConfig) -> None:
+        self._policies = [
+            (tuple(p.match), _compile(i, ",".join(p.match), p)) for i, p in enumerate(policies)
+        ]
+        self._default = _compile(len(policies), "default", default)
+        self._cache: dict[str, RoutePolicy] = {}
+
+    def for_route(self, route: str) -> RoutePolicy:
+        found = self._cache.get(route)
+        if found is None:
+            found = next(
+                (
+                    policy
+                    for patterns, policy in self._policies
+                    if any(fnmatchcase(route, pattern) for pattern in patterns)
+                ),
+                self._default,
+            )
+            self._cache[route] = found  # route names are finite: methods and proxy prefixes
+        return found
+
+    @property
+    def any_auth(self) -> bool:
+        return any(p.require != "public" for _, p in self._policies) or (
+            self._default.require != "public"
+        )
+
+    @property
+    def any_limits(self) -> bool:
+        return any(p.limits or p.message_limits for _, p in self._policies) or bool(
+            self._default.limits or self._default.message_limits
+        )

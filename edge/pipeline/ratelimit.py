@@ -1,0 +1,147 @@
+"""The rate-limit layer: every limit of the route decided in one store round trip.
+
+Keys are built from the call (client address behind trusted proxies, JWT subject or any
+claim, API key name, route, a header), so the same policy limits a REST client, a
+WebSocket and a proxied request alike. Allowed calls carry ``RateLimit-Limit``,
+``RateLimit-Remaining`` and ``RateLimit-Reset`` (IETF draft fields) for the most
+constrained limit, and ``RateLimit-Policy`` listing them all; refused calls are 429 with
+``Retry-After``. When the shared store (Redis) cannot answer, ``on_backend_error``
+decides: ``allow`` (fail open) or ``deny`` (fail closed, 503); either way it is logged and
+counted, and the next call simply tries the store again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Sequence
+
+from edge.call import Call, Reply
+from edge.errors import EdgeError, RateLimited
+from edge.pipeline.chain import Next
+from edge.pipeline.credentials import Network, client_address, header_value
+from edge.pipeline.limiter_core import Decision
+from edge.pipeline.limiter_store import LimiterStore, RedisUnavailable
+from edge.pipeline.policy import Limit, PolicyIndex
+
+log = logging.getLogger("edge.ratelimit")
+
+
+class LimiterUnavailable(EdgeError):
+    """The shared limiter store is down and the policy is to fail closed."""
+
+    grpc_code = 14
+
+
+def limit_key(limit: Limit, call: Call, trusted: Sequence[Network]) -> str:
+    parts = [limit.key_prefix]
+    claims = call.state.get("claims") or {}
+    for part in limit.key_parts:
+        if part == "ip":
+            value = client_address(call.client, call.headers, trusted) or "-"
+        elif part == "route":
+            value = call.route
+        elif part == "sub":
+            value = str(claims.get("sub", "-"))
+        elif part == "api_key":
+            value = str(call.state.get("api_key", "-"))
+        elif part.startswith("claim:"):
+            value = str(claims.get(part[6:], "-"))
+        else:  # header:<name>
+            value = header_value(call.headers, part[7:].lower().encode()) or "-"
+        parts.append(value)
+    return "|".join(parts)
+
+
+def rate_limit_headers(
+    decisions: Sequence[Decision], limits: Sequence[Limit], policy: bool
+) -> list[tuple[bytes, bytes]]:
+    tightest = min(decisions, key=lambda d: (d.remaining, -d.reset))
+    headers = [
+        (b"ratelimit-limit", str(tightest.limit).encode()),
+        (b"ratelimit-remaining", str(tightest.remaining).encode()),
+        (b"ratelimit-reset", str(math.ceil(tightest.reset)).encode()),
+    ]
+    if policy:
+        headers.append((b"ratelimit-policy", ", ".join(limit.label for limit in limits).encode()))
+    return headers
+
+
+class RateLimitLayer:
+    def __init__(
+        self,
+        index: PolicyIndex,
+        store: LimiterStore,
+        trusted: Sequence[Network],
+        *,
+        fail_open: bool,
+        policy_header: bool = True,
+        backend: str = "memory",
+    ) -> None:
+        self.index = index
+        self.store = store
+        self.trusted = tuple(trusted)
+        self.fail_open = fail_open
+        self.policy_header = policy_header
+        self.backend = backend
+        self.backend_errors = 0
+        self.refused = 0
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "backend": self.backend,
+            "on_backend_error": "allow" if self.fail_open else "deny",
+            "backend_errors": self.backend_errors,
+            "refused": self.refused,
+        }
+
+    async def precheck(self, call: Call) -> None:
+        """Decide now (a WebSocket handshake); the chain then does not count the call again."""
+        limits = self.index.for_route(call.route).limits
+        if limits:
+            call.state["ratelimit.decisions"] = await self.decide(call, limits)
+
+    async def __call__(self, call: Call, next_: Next) -> Reply:
+        limits = self.index.for_route(call.route).limits
+        if not limits:
+            return await next_(call)
+        if "ratelimit.decisions" in call.state:
+            decisions = call.state["ratelimit.decisions"]
+        else:
+            decisions = await self.decide(call, limits)
+        if decisions is None:  # the store is down and we fail open
+            return await next_(call)
+        delay = max(d.delay for d in decisions)
+        if delay > 0:
+            await asyncio.sleep(delay)  # leaky bucket, queue mode: shape instead of refuse
+        reply = await next_(call)
+        reply.headers.extend(rate_limit_headers(decisions, limits, self.policy_header))
+        return reply
+
+    async def decide(self, call: Call, limits: Sequence[Limit]) -> list[Decision] | None:
+        """Decisions for every limit, or None (fail open); raises RateLimited when refused."""
+        checks = [(limit.spec, limit_key(limit, call, self.trusted)) for limit in limits]
+        try:
+            decisions = await self.store.decide(checks)
+        except RedisUnavailable as exc:
+            self.backend_errors += 1
+            log.warning(
+                "rate limit store unavailable (%s): failing %s",
+                exc,
+                "open" if self.fail_open else "closed",
+            )
+            if self.fail_open:
+                return None
+            raise LimiterUnavailable("the rate limiter is unavailable") from exc
+        refused = [d for d in decisions if not d.allowed]
+        if refused:
+            self.refused += 1
+            wait = max(d.retry_after for d in refused)
+            headers = dict(
+                (k.decode(), v.decode())
+                for k, v in rate_limit_headers(refused, limits, self.policy_header)
+            )
+            headers["retry-after"] = str(max(1, math.ceil(wait)))
+            raise RateLimited("rate limit exceeded", headers=headers)
+        return decisions

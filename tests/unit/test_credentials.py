@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import pytest
+
+from edge.pipeline.credentials import (
+    bearer_token,
+    client_address,
+    cookie_value,
+    parse_networks,
+    query_value,
+)
+
+
+@pytest.mark.parametrize(
+    ("value", "token"),
+    [(b"Bearer abc", "abc"), (b"bearer  abc ", "abc"), (b"Basic abc", None), (b"Bearer", None)],
+)
+def test_bearer(value: bytes, token: str | None) -> None:
+    assert bearer_token([(b"authorization", value)]) == token
+
+
+def test_cookie_and_query() -> None:
+    headers = [(b"cookie", b"a=1; edge_token=tok; b=2")]
+    assert cookie_value(headers, "edge_token") == "tok"
+    assert cookie_value(headers, "missing") is None
+    assert query_value(b"x=1&access_token=t%2B", "access_token") == "t+"
+
+
+TRUSTED = parse_networks(["10.0.0.0/8", "127.0.0.1/32"])
+
+
+@pytest.mark.parametrize(
+    ("peer", "forwarded", "expected"),
+    [
+        ("203.0.113.5", "1.2.3.4", "203.0.113.5"),  # untrusted peer: its header is ignored
+        ("10.0.0.2", "198.51.100.7", "198.51.100.7"),
+        ("10.0.0.2", "6.6.6.6, 198.51.100.7, 10.0.0.9", "198.51.100.7"),  # forged left part
+        ("10.0.0.2", "", "10.0.0.2"),
+        ("10.0.0.2", "10.0.0.3, 10.0.0.4", "10.0.0.3"),  # all trusted: the farthest
+    ],
+)
+def test_client_address(peer: str, forwarded: str, expected: str) -> None:
+    headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
+    assert client_address(peer, headers, TRUSTED) == expected
+    assert client_address(peer, headers, ()) == peer
