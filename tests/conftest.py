@@ -179,28 +179,20 @@ def client_ssl_context(cert: Path) -> ssl.SSLContext:
     return context
 
 
-@pytest.fixture(scope="session")
-def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """REDIS_URL when set; otherwise a redis-server of our own on a free port.
-
-    Tests never assume 127.0.0.1:6379 exists or is empty: they use their own server or
-    their own key prefix.
-    """
-    import os
+@contextlib.contextmanager
+def redis_server(folder: Path, port: int | None = None) -> Any:
+    """A redis-server of our own on a free (or the given) port; yields its URL."""
     import shutil
     import subprocess
     import time
 
-    if os.environ.get("REDIS_URL"):
-        yield os.environ["REDIS_URL"]
-        return
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.fail("redis-server is not installed and REDIS_URL is not set")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    folder = tmp_path_factory.mktemp("redis")
+    if port is None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
     process = subprocess.Popen(
         [
             binary,
@@ -219,7 +211,7 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
         stderr=subprocess.DEVNULL,
     )
     try:
-        for _ in range(200):
+        for _ in range(250):
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.1):
                     break
@@ -229,3 +221,19 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
     finally:
         process.terminate()
         process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """REDIS_URL when set; otherwise a redis-server of our own on a free port.
+
+    Tests never assume 127.0.0.1:6379 exists or is empty: they use their own server or
+    their own key prefix.
+    """
+    import os
+
+    if os.environ.get("REDIS_URL"):
+        yield os.environ["REDIS_URL"]
+        return
+    with redis_server(tmp_path_factory.mktemp("redis")) as url:
+        yield url

@@ -84,3 +84,70 @@ async def test_unreachable_redis_raises_for_the_policy_to_decide(unused_tcp_port
             await store.decide([(LimitSpec("token_bucket", limit=1, period=1.0), "k")])
     finally:
         await store.close()
+
+
+def limited(redis: str, prefix: str, on_error: str = "allow") -> dict[str, Any]:
+    return {
+        "rate_limiting": {
+            "backend": "redis",
+            "redis_url": redis,
+            "redis_prefix": prefix,
+            "redis_timeout": "200ms",
+            "on_backend_error": on_error,
+        },
+        "policies": [
+            {
+                "match": ["edgetest.v1.KitchenService.Echo"],
+                "rate_limits": [
+                    {"algorithm": "sliding_window", "limit": 10, "period": "60s", "key": ["route"]}
+                ],
+            }
+        ],
+    }
+
+
+async def test_two_gateways_enforce_one_global_limit(redis_url: str, kitchen_upstream: Any) -> None:
+    from conftest import make_config, run_gateway
+
+    port, _ = kitchen_upstream
+    extra = limited(redis_url, prefix())
+    async with (
+        run_gateway(make_config(port, extra=extra)) as first,
+        run_gateway(make_config(port, extra=extra)) as second,
+        first.client() as a,
+        second.client() as b,
+    ):
+        statuses = []
+        for index in range(16):
+            client = a if index % 2 == 0 else b
+            statuses.append((await client.get("/v1/kitchen/x")).status_code)
+    assert statuses.count(200) == 10  # together, not 10 each
+    assert statuses.count(429) == 6
+
+
+@pytest.mark.parametrize(("policy", "expected"), [("allow", 200), ("deny", 503)])
+async def test_redis_down_mid_run_then_back(
+    tmp_path: Any, kitchen_upstream: Any, unused_tcp_port: int, policy: str, expected: int
+) -> None:
+    """One gateway: Redis up, then stopped, then started again on the same port."""
+    from conftest import make_config, redis_server, run_gateway
+
+    port, _ = kitchen_upstream
+    url = f"redis://127.0.0.1:{unused_tcp_port}/0"
+    extra = limited(url, prefix(), policy)
+    async with run_gateway(make_config(port, extra=extra)) as gateway, gateway.client() as client:
+        with redis_server(tmp_path, unused_tcp_port):
+            before = await client.get("/v1/kitchen/x")
+        assert before.status_code == 200 and before.headers["ratelimit-remaining"] == "9"
+        down = await client.get("/v1/kitchen/x")  # Redis is gone now
+        assert down.status_code == expected
+        if expected == 200:
+            assert "ratelimit-remaining" not in down.headers  # fail open: no decision made
+        else:
+            assert down.json()["code"] == 14  # fail closed: 503
+        snapshot = gateway.app.extensions["edge.pipeline"].snapshot()
+        assert snapshot["rate_limiting"]["backend_errors"] >= 1
+        with redis_server(tmp_path, unused_tcp_port):  # an empty Redis comes back
+            back = await client.get("/v1/kitchen/x")
+        assert back.status_code == 200  # recovered by itself, no restart
+        assert back.headers["ratelimit-remaining"] == "9"
