@@ -20,6 +20,7 @@ import asyncio
 import base64
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -140,6 +141,7 @@ class WebSocketSession:
         policy: WebSocketPolicy,
         binary: bool,
         call: Call,
+        pipeline: Pipeline | None = None,
     ) -> None:
         self.route = route
         self.found = found
@@ -151,6 +153,8 @@ class WebSocketSession:
         self.policy = policy
         self.binary = binary
         self.call = call  # made at the handshake; the first frame completes it
+        self.pipeline = pipeline
+        self.connection = uuid.uuid4().hex  # keys per-connection message limits
         self.metadata: Metadata = []  # from the first frame
         self.loop = asyncio.get_running_loop()
         self.last_activity = self.loop.time()
@@ -232,6 +236,9 @@ class WebSocketSession:
     async def _accept_message(self, message: Message) -> None:
         if self.half_closed:
             raise BadRequest("message after the client half-closed")
+        limiter = self.pipeline.ratelimit if self.pipeline is not None else None
+        if limiter is not None:
+            await limiter.check_message(self.call, self.connection)
         method = self.route.method
         if not method.client_streaming:
             if self.first_request is not None:
@@ -423,7 +430,7 @@ async def serve_websocket(
             return
     await send({"type": "websocket.accept", "subprotocol": chosen})
     session = WebSocketSession(
-        route, found, scope, receive, send, chain, header_policy, policy, binary, call
+        route, found, scope, receive, send, chain, header_policy, policy, binary, call, pipeline
     )
     tasks = {
         asyncio.create_task(session.run_call(), name="call"),

@@ -21,7 +21,7 @@ from edge.call import Call, Reply
 from edge.errors import EdgeError, RateLimited
 from edge.pipeline.chain import Next
 from edge.pipeline.credentials import Network, client_address, header_value
-from edge.pipeline.limiter_core import Decision
+from edge.pipeline.limiter_core import Decision, LimitSpec
 from edge.pipeline.limiter_store import LimiterStore, RedisUnavailable
 from edge.pipeline.policy import Limit, PolicyIndex
 
@@ -96,6 +96,17 @@ class RateLimitLayer:
             "refused": self.refused,
         }
 
+    async def check_message(self, call: Call, connection: str) -> None:
+        """A WebSocket client message against the route's per-connection message limits."""
+        limits = self.index.for_route(call.route).message_limits
+        if not limits:
+            return
+        checks = [
+            (limit.spec, f"{limit_key(limit, call, self.trusted)}|conn={connection}")
+            for limit in limits
+        ]
+        await self._decide_checks(checks, limits)
+
     async def precheck(self, call: Call) -> None:
         """Decide now (a WebSocket handshake); the chain then does not count the call again."""
         limits = self.index.for_route(call.route).limits
@@ -122,6 +133,11 @@ class RateLimitLayer:
     async def decide(self, call: Call, limits: Sequence[Limit]) -> list[Decision] | None:
         """Decisions for every limit, or None (fail open); raises RateLimited when refused."""
         checks = [(limit.spec, limit_key(limit, call, self.trusted)) for limit in limits]
+        return await self._decide_checks(checks, limits)
+
+    async def _decide_checks(
+        self, checks: list[tuple[LimitSpec, str]], limits: Sequence[Limit]
+    ) -> list[Decision] | None:
         try:
             decisions = await self.store.decide(checks)
         except RedisUnavailable as exc:

@@ -427,3 +427,27 @@ async def test_jwks_rotation(kitchen_upstream: Any) -> None:
     assert first.status_code == 200
     assert rotated.status_code == 200
     assert stale.status_code == 401  # k1 was rotated out with the refetch
+
+
+async def test_websocket_message_limits_are_per_connection(stack_factory: Any) -> None:
+    extra = {
+        "policies": [
+            {
+                "match": ["edgetest.v1.StreamService.Shout"],
+                "limit_messages": [{"algorithm": "sliding_log", "limit": 3, "period": "60s"}],
+            }
+        ]
+    }
+    async with stack_factory(**extra) as stack:
+        url = stack.gateway.base_url.replace("http", "ws") + "/ws/edgetest.v1.StreamService/Shout"
+        for _ in range(2):  # a second connection starts with its own allowance
+            async with connect(url, subprotocols=["edge.grpc-ws.v1"]) as ws:
+                for text in "abc":
+                    await ws.send(json.dumps({"message": {"text": text}}))
+                    assert json.loads(await ws.recv()) == {"message": {"text": text.upper()}}
+                await ws.send(json.dumps({"message": {"text": "d"}}))
+                final = json.loads(await ws.recv())
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.recv()
+            assert final["status"]["code"] == 8
+            assert ws.close_code == 4008
