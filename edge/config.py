@@ -30,6 +30,7 @@ from edge.policy_config import (
     BreakersConfig,
     PolicyConfig,
     RateLimitingConfig,
+    RetryBudgetConfig,
 )
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
@@ -254,6 +255,7 @@ class Config(_Model):
     breakers: BreakersConfig = Field(default_factory=BreakersConfig)
     policies: list[PolicyConfig] = Field(default_factory=list)
     default_policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    retry_budget: RetryBudgetConfig = Field(default_factory=RetryBudgetConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
 
     @model_validator(mode="after")

@@ -167,11 +167,36 @@ class AuthRequirement(_Model):
     api_keys: bool = True  # whether an API key satisfies ``token``
 
 
+class RetryConfig(_Model):
+    """Retries of unary calls, only where safe (see the README)."""
+
+    attempts: int = Field(default=1, ge=1, le=10)  # 1: no retries
+    codes: list[str] = Field(default_factory=lambda: ["UNAVAILABLE"])
+    safe: bool = False  # treat the route as idempotent even if its proto does not say so
+    backoff: Seconds = 0.025  # base of the exponential backoff (full jitter)
+    max_backoff: Seconds = 1.0
+
+    @model_validator(mode="after")
+    def _codes(self) -> RetryConfig:
+        unknown = set(self.codes) - set(GRPC_CODE_NAMES)
+        if unknown:
+            raise ValueError(f"unknown gRPC codes {sorted(unknown)}")
+        return self
+
+
+class RetryBudgetConfig(_Model):
+    """Gateway-wide: retries <= ratio x calls over 10 s, plus a floor for quiet times."""
+
+    ratio: float = Field(default=0.2, ge=0, le=1)
+    min_retries_per_second: float = Field(default=10.0, ge=0)
+
+
 class PolicyConfig(_Model):
     match: list[str] = Field(default_factory=lambda: ["*"])
     auth: AuthRequirement = Field(default_factory=AuthRequirement)
     rate_limits: list[LimitConfig] = Field(default_factory=list)
     limit_messages: list[LimitConfig] = Field(default_factory=list)  # per WebSocket message
+    retry: RetryConfig = Field(default_factory=RetryConfig)
 
 
 class PipelineConfig(_Model):

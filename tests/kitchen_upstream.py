@@ -20,6 +20,7 @@ class Kitchen(pb_grpc.KitchenServiceServicer):
     def __init__(self) -> None:
         self.seen: list[pb.Kitchen] = []
         self.cancelled = 0
+        self.fail_calls: dict[str, int] = {}
 
     async def Echo(self, request: pb.Kitchen, context: grpc.aio.ServicerContext) -> pb.Kitchen:  # noqa: N802
         self.seen.append(request)
@@ -43,6 +44,9 @@ class Kitchen(pb_grpc.KitchenServiceServicer):
     async def Fail(  # noqa: N802
         self, request: pb.FailRequest, context: grpc.aio.ServicerContext
     ) -> empty_pb2.Empty:
+        calls = self.fail_calls[request.message] = self.fail_calls.get(request.message, 0) + 1
+        if request.times and calls > request.times:
+            return empty_pb2.Empty()
         if request.headers:
             await context.send_initial_metadata(tuple(request.headers.items()))
         trailers: list[tuple[str, str | bytes]] = list(request.trailers.items())

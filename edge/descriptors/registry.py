@@ -34,6 +34,8 @@ class MethodInfo:
     server_streaming: bool
     http_rules: tuple[HttpRule, ...]
     source_file: str
+    # declared idempotent (idempotency_level IDEMPOTENT or NO_SIDE_EFFECTS): safe to retry
+    idempotent: bool = False
 
     @property
     def full_name(self) -> str:
@@ -159,6 +161,11 @@ def build_registry(
                     server_streaming=method.server_streaming,
                     http_rules=tuple(rules),
                     source_file=name,
+                    idempotent=method.options.idempotency_level
+                    in (
+                        descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
+                        descriptor_pb2.MethodOptions.IDEMPOTENT,
+                    ),
                 )
     return registry
 

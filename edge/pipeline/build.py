@@ -1,6 +1,6 @@
 """Assembling the policy pipeline from config, once, at start-up.
 
-Order, outermost first: auth -> rate limit -> breaker -> terminal. Auth comes first so
+Order, outermost first: auth -> rate limit -> retry -> breaker -> terminal. Auth comes first so
 limits can key on the verified subject; the breaker sits next to the upstream so that
 401s and 429s never count as upstream failures. A layer with nothing to do for any route
 is left out entirely, so an unconfigured gateway pays nothing for it.
@@ -21,6 +21,7 @@ from edge.pipeline.credentials import parse_networks
 from edge.pipeline.limiter_store import LimiterStore, MemoryLimiterStore, RedisLimiterStore
 from edge.pipeline.policy import PolicyIndex
 from edge.pipeline.ratelimit import RateLimitLayer
+from edge.pipeline.retry import RetryBudget, RetryLayer
 
 
 @dataclass(slots=True)
@@ -29,6 +30,7 @@ class Pipeline:
     auth: AuthLayer | None = None
     ratelimit: RateLimitLayer | None = None
     breakers: BreakerLayer | None = None
+    retry: RetryLayer | None = None
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def precheck(self, call: Call) -> None:
@@ -50,6 +52,12 @@ class Pipeline:
             if self.breakers
             else [],
             "rate_limiting": self.ratelimit.snapshot() if self.ratelimit else None,
+            "retries": {
+                "retried": self.retry.retried,
+                "refused_by_budget": self.retry.budget_refusals,
+            }
+            if self.retry
+            else None,
         }
 
     async def close(self) -> None:
@@ -90,6 +98,11 @@ def build_pipeline(config: Config, upstreams: Iterable[str] | None = None) -> Pi
     names = (
         list(upstreams) if upstreams is not None else [*config.upstreams, *config.http_upstreams]
     )
+    if index.any_retries:
+        # outside the breaker: every attempt is seen by it, and an open one ends the retries
+        budget = config.retry_budget
+        pipeline.retry = RetryLayer(index, RetryBudget(budget.ratio, budget.min_retries_per_second))
+        pipeline.layers.append(pipeline.retry)
     unknown = set(config.breakers.upstreams) - set(names)
     if unknown:
         raise ConfigError(f"breakers.upstreams names unknown upstreams {sorted(unknown)}")

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from edge.pipeline.limiter_core import LimitSpec
-from edge.policy_config import LimitConfig, PolicyConfig
+from edge.policy_config import LimitConfig, PolicyConfig, RetryConfig
+from edge.transcode.status import GRPC_CODE_BY_NUMBER
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,7 @@ class RoutePolicy:
     api_keys: bool
     limits: tuple[Limit, ...]
     message_limits: tuple[Limit, ...]
+    retry: RetryPolicy | None
 
 
 def _limits(policy_index: int, configs: list[LimitConfig], kind: str) -> tuple[Limit, ...]:
@@ -51,7 +53,30 @@ def _compile(index: int, name: str, config: PolicyConfig) -> RoutePolicy:
         api_keys=config.auth.api_keys,
         limits=_limits(index, config.rate_limits, "p"),
         message_limits=_limits(index, config.limit_messages, "m"),
+        retry=_retry(config.retry),
     )
+
+
+def _retry(config: RetryConfig) -> RetryPolicy | None:
+    if config.attempts <= 1:
+        return None
+    by_name = {code.name: number for number, code in GRPC_CODE_BY_NUMBER.items()}
+    return RetryPolicy(
+        attempts=config.attempts,
+        codes=frozenset(by_name[name] for name in config.codes),
+        safe=config.safe,
+        backoff=config.backoff,
+        max_backoff=config.max_backoff,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    attempts: int
+    codes: frozenset[int]
+    safe: bool
+    backoff: float
+    max_backoff: float
 
 
 class PolicyIndex:
@@ -83,6 +108,10 @@ class PolicyIndex:
         return any(p.require != "public" for _, p in self._policies) or (
             self._default.require != "public"
         )
+
+    @property
+    def any_retries(self) -> bool:
+        return any(p.retry for _, p in self._policies) or self._default.retry is not None
 
     @property
     def any_limits(self) -> bool:

@@ -451,3 +451,55 @@ async def test_websocket_message_limits_are_per_connection(stack_factory: Any) -
                     await ws.recv()
             assert final["status"]["code"] == 8
             assert ws.close_code == 4008
+
+
+def retry_policy(**retry: Any) -> dict[str, Any]:
+    return {
+        "policies": [{"match": ["edgetest.v1.KitchenService.Fail"], "retry": retry}],
+        "breakers": {"default": {"enabled": False}},
+    }
+
+
+async def test_safe_routes_are_retried_on_unavailable(stack_factory: Any) -> None:
+    async with stack_factory(**retry_policy(attempts=3, safe=True, backoff="10ms")) as stack:
+        async with stack.client() as client:
+            recovered = await client.post(
+                "/v1/fail", json={"code": 14, "message": "flaky", "times": 2}
+            )
+            hopeless = await client.post("/v1/fail", json={"code": 14, "message": "down"})
+            not_retried = await client.post(
+                "/v1/fail", json={"code": 13, "message": "internal", "times": 1}
+            )
+        assert recovered.status_code == 200  # third attempt succeeded
+        assert stack.kitchen.fail_calls["flaky"] == 3
+        assert hopeless.status_code == 503
+        assert stack.kitchen.fail_calls["down"] == 3  # attempts is the ceiling
+        assert not_retried.status_code == 500  # INTERNAL is not a retry code
+        assert stack.kitchen.fail_calls["internal"] == 1
+        retries = stack.gateway.app.extensions["edge.pipeline"].snapshot()["retries"]
+        assert retries["retried"] == 4
+
+
+async def test_unsafe_routes_and_started_answers_are_not_retried(stack_factory: Any) -> None:
+    async with stack_factory(**retry_policy(attempts=3, backoff="10ms")) as stack:
+        async with stack.client() as client:  # Fail is not declared idempotent
+            unsafe = await client.post("/v1/fail", json={"code": 14, "message": "u", "times": 1})
+    assert unsafe.status_code == 503
+    assert stack.kitchen.fail_calls["u"] == 1
+    async with stack_factory(**retry_policy(attempts=3, safe=True, backoff="10ms")) as stack:
+        async with stack.client() as client:  # metadata sent: the upstream had answered
+            started = await client.post(
+                "/v1/fail",
+                json={"code": 14, "message": "s", "times": 1, "headers": {"x-a": "1"}},
+            )
+    assert started.status_code == 503
+    assert stack.kitchen.fail_calls["s"] == 1
+
+
+async def test_the_retry_budget_stops_retries(stack_factory: Any) -> None:
+    extra = retry_policy(attempts=3, safe=True, backoff="10ms")
+    extra["retry_budget"] = {"ratio": 0.0, "min_retries_per_second": 0.0}
+    async with stack_factory(**extra) as stack, stack.client() as client:
+        response = await client.post("/v1/fail", json={"code": 14, "message": "b", "times": 1})
+    assert response.status_code == 503
+    assert stack.kitchen.fail_calls["b"] == 1

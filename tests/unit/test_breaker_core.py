@@ -92,3 +92,16 @@ def test_late_outcomes_while_open_are_ignored_and_release_frees_a_probe() -> Non
 def test_transition_table_is_the_whole_machine() -> None:
     assert set(TRANSITIONS.values()) == {OPEN, HALF, CLOSED}
     assert len(TRANSITIONS) == 4
+
+
+def test_retry_budget() -> None:
+    from edge.pipeline.retry import RetryBudget
+
+    budget = RetryBudget(ratio=0.2, min_per_second=0.0)
+    for _ in range(10):
+        budget.record_call(100.0)
+    assert budget.try_retry(100.0) and budget.try_retry(100.5)  # 20% of 10 calls
+    assert not budget.try_retry(100.9)
+    assert budget.try_retry(111.0) is False  # the calls left the window too
+    floor = RetryBudget(ratio=0.0, min_per_second=0.1)  # one retry per 10 s window
+    assert floor.try_retry(5.0) and not floor.try_retry(6.0)

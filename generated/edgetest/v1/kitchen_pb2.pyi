@@ -190,7 +190,7 @@ class Inspection(_message.Message):
     def __init__(self, metadata: _Optional[_Mapping[str, str]] = ..., deadline_seconds: _Optional[float] = ..., request: _Optional[_Union[Kitchen, _Mapping]] = ...) -> None: ...
 
 class FailRequest(_message.Message):
-    __slots__ = ("code", "message", "bad_field", "trailers", "headers")
+    __slots__ = ("code", "message", "bad_field", "trailers", "headers", "times")
     class TrailersEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -210,12 +210,14 @@ class FailRequest(_message.Message):
     BAD_FIELD_FIELD_NUMBER: _ClassVar[int]
     TRAILERS_FIELD_NUMBER: _ClassVar[int]
     HEADERS_FIELD_NUMBER: _ClassVar[int]
+    TIMES_FIELD_NUMBER: _ClassVar[int]
     code: int
     message: str
     bad_field: str
     trailers: _containers.ScalarMap[str, str]
     headers: _containers.ScalarMap[str, str]
-    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., bad_field: _Optional[str] = ..., trailers: _Optional[_Mapping[str, str]] = ..., headers: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    times: int
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ..., bad_field: _Optional[str] = ..., trailers: _Optional[_Mapping[str, str]] = ..., headers: _Optional[_Mapping[str, str]] = ..., times: _Optional[int] = ...) -> None: ...
 
 class SleepRequest(_message.Message):
     __slots__ = ("seconds",)
