@@ -1,0 +1,1 @@
+"""Prototype single-threaded asyncio gRPC unary clients, measured against grpc.aio (see README)."""
