@@ -90,9 +90,22 @@ class TlsClientConfig(_Model):
         return self
 
 
+class OutlierDetectionConfig(_Model):
+    """Eject an endpoint whose share of failed calls is too high (gRPC's outlier detection)."""
+
+    interval: Seconds = 10.0  # how often endpoints are judged
+    base_ejection_time: Seconds = 30.0  # doubled each time the same endpoint is ejected again
+    max_ejection_percent: int = Field(default=50, ge=0, le=100)
+    failure_percentage: int = Field(default=50, ge=1, le=100)  # eject at this failure share
+    minimum_hosts: int = Field(default=2, ge=1)
+    request_volume: int = Field(default=20, ge=1)  # calls an endpoint needs to be judged
+
+
 class UpstreamConfig(_Model):
     address: str | None = None
     addresses: list[str] = Field(default_factory=list)
+    load_balancing: Literal["round_robin", "pick_first"] = "round_robin"
+    outlier_detection: OutlierDetectionConfig | None = None
     tls: TlsClientConfig | None = None
     timeout: Seconds | None = 30.0
     max_request_bytes: Bytes = 4 * 1024 * 1024

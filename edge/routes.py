@@ -18,7 +18,7 @@ from edge.routing.template import parse_template
 from edge.transcode.binding import BindingError, RequestBinder
 from edge.transcode.json_codec import JsonCodec, JsonOptions
 from edge.transcode.response import ResponseRenderer
-from edge.upstream.grpc import UpstreamSettings, grpc_target
+from edge.upstream.grpc import UpstreamSettings, grpc_target, service_config
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,10 @@ def upstream_settings(config: Config) -> dict[str, UpstreamSettings]:
             server_name=tls.server_name if tls else None,
             max_send_bytes=upstream.max_request_bytes,
             max_receive_bytes=upstream.max_response_bytes,
+            service_config=service_config(
+                upstream.load_balancing,
+                upstream.outlier_detection.model_dump() if upstream.outlier_detection else None,
+            ),
         )
     return settings
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,8 @@ class UpstreamSettings:
     server_name: str | None = None
     max_send_bytes: int = 4 * 1024 * 1024
     max_receive_bytes: int = 4 * 1024 * 1024
+    # the channel's gRPC service config (load balancing, outlier detection), as JSON
+    service_config: str | None = None
 
 
 def grpc_target(addresses: Sequence[str]) -> str:
@@ -55,6 +58,27 @@ def grpc_target(addresses: Sequence[str]) -> str:
     if len(addresses) == 1:
         return addresses[0]
     return "ipv4:" + ",".join(addresses)
+
+
+def service_config(policy: str, outlier: Mapping[str, Any] | None) -> str:
+    """gRPC service config JSON: the load-balancing policy, wrapped in outlier detection."""
+    balancing: dict[str, Any] = {policy: {}}
+    if outlier is not None:
+        balancing = {
+            "outlier_detection_experimental": {
+                "interval": f"{outlier['interval']}s",
+                "baseEjectionTime": f"{outlier['base_ejection_time']}s",
+                "maxEjectionPercent": outlier["max_ejection_percent"],
+                "failurePercentageEjection": {
+                    "threshold": outlier["failure_percentage"],
+                    "enforcementPercentage": 100,
+                    "minimumHosts": outlier["minimum_hosts"],
+                    "requestVolume": outlier["request_volume"],
+                },
+                "childPolicy": [balancing],
+            }
+        }
+    return json.dumps({"loadBalancingConfig": [balancing]})
 
 
 def _read(path: Path | None) -> bytes | None:
@@ -74,8 +98,9 @@ def open_channel(settings: UpstreamSettings) -> grpc.aio.Channel:
         ("grpc.enable_retries", 0),  # retries are the pipeline's job, under its budget
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.lb_policy_name", "round_robin"),
     ]
+    if settings.service_config is not None:
+        options.append(("grpc.service_config", settings.service_config))
     if settings.server_name:
         options.append(("grpc.ssl_target_name_override", settings.server_name))
     if not settings.tls:

@@ -119,3 +119,37 @@ async def test_descriptor_set_file_as_source(kitchen_upstream: Any, tmp_path: Pa
     async with run_gateway(config) as gateway, gateway.client() as client:
         response = await client.get("/v1/kitchen/from-set")
     assert response.json() == {"stringValue": "from-set"}
+
+
+class FailingKitchen(Kitchen):
+    """An endpoint that accepts connections but fails every call: only ejection helps."""
+
+    async def Echo(self, request: Any, context: Any) -> Any:  # noqa: N802
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "this endpoint is broken")
+
+
+async def test_outlier_detection_ejects_a_failing_endpoint(kitchen_upstream: Any) -> None:
+    import asyncio
+
+    good_port, good = kitchen_upstream
+    bad = grpc.aio.server()
+    pb_grpc.add_KitchenServiceServicer_to_server(FailingKitchen(), bad)
+    bad_port = bad.add_insecure_port("127.0.0.1:0")
+    await bad.start()
+    upstream = {
+        "addresses": [f"127.0.0.1:{bad_port}", f"127.0.0.1:{good_port}"],
+        "outlier_detection": {"interval": "300ms", "request_volume": 4, "minimum_hosts": 2},
+    }
+    extra = {"upstreams": {"kitchen": upstream}, "breakers": {"default": {"enabled": False}}}
+    statuses = []
+    try:
+        async with run_gateway(make_config(good_port, extra=extra)) as gateway:
+            async with gateway.client() as client:
+                for _ in range(40):
+                    statuses.append((await client.get("/v1/kitchen/lb")).status_code)
+                    await asyncio.sleep(0.03)
+    finally:
+        await bad.stop(grace=None)
+    assert 503 in statuses[:10]  # round-robin reached the broken endpoint at first...
+    assert statuses[-15:] == [200] * 15  # ...until it was ejected
+    assert len(good.seen) >= 15
