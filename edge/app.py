@@ -121,6 +121,12 @@ def create_app(
     fallback = app.asgi_app
     if proxy is not None:  # plain HTTP proxy routes, through the same layers as gRPC calls
         table = compile_proxy_routes(config.proxy_routes, config.http_upstreams)
-        fallback = ProxyASGI(table, build_chain(layers, proxy), fallback)  # type: ignore[assignment, arg-type]
+        fallback = ProxyASGI(  # type: ignore[assignment]
+            table,
+            build_chain(layers, proxy),
+            fallback,  # type: ignore[arg-type]
+            token_query=config.auth.token_query_parameter,
+            token_cookie=config.auth.token_cookie,
+        )
     app.asgi_app = TranscodingASGI(holder, fallback)  # type: ignore[method-assign, assignment, arg-type]
     return app

@@ -24,6 +24,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
@@ -32,6 +33,7 @@ from edge.config import HttpUpstreamConfig, ProxyRouteConfig
 from edge.errors import ClientDisconnected, EdgeError
 from edge.ingress.asgi import ASGIApp, Receive, Scope, Send, error_response, send_response
 from edge.pipeline.chain import Next
+from edge.pipeline.credentials import find_token
 from edge.transcode.response import status_body
 from edge.upstream.http_proxy import UpstreamSocket, clean_headers
 
@@ -134,10 +136,29 @@ def compile_proxy_routes(
 class ProxyASGI:
     """Serves http and websocket scopes that match a proxy route; the rest go to ``fallback``."""
 
-    def __init__(self, routes: ProxyTable, chain: Next, fallback: ASGIApp) -> None:
+    def __init__(
+        self,
+        routes: ProxyTable,
+        chain: Next,
+        fallback: ASGIApp,
+        *,
+        token_query: str | None = None,
+        token_cookie: str | None = None,
+    ) -> None:
         self.routes = routes
         self.chain = chain
         self.fallback = fallback
+        self.token_query = token_query
+        self.token_cookie = token_cookie
+
+    def _identity(self, scope: Scope) -> dict[str, Any]:
+        """What the policy layers read: the client's raw headers, query and token."""
+        headers, query = scope["headers"], scope["query_string"]
+        return {
+            "headers": headers,
+            "query": query,
+            "token": find_token(headers, query, self.token_query, self.token_cookie),
+        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -175,6 +196,7 @@ class ProxyASGI:
                 _request_body(receive, body_done),
             ),
             client=client,
+            **self._identity(scope),
         )
         try:
             reply = await self.chain(call)
@@ -189,7 +211,8 @@ class ProxyASGI:
             await send_response(send, 500, status_body(13, "internal error"))
             return
         http = reply.http
-        await send({"type": "http.response.start", "status": http.status, "headers": http.headers})
+        headers = [*http.headers, *reply.headers] if reply.headers else http.headers
+        await send({"type": "http.response.start", "status": http.status, "headers": headers})
         watcher = asyncio.create_task(_watch_disconnect(receive, body_done, reply.cancel))
         try:
             async for chunk in http.body:
@@ -222,6 +245,7 @@ class ProxyASGI:
             ),
             protocol="websocket",
             client=client,
+            **self._identity(scope),
         )
         try:
             reply = await self.chain(call)

@@ -292,3 +292,34 @@ async def test_proxied_calls_go_through_the_pipeline_layers(upstream_port: int) 
     assert seen[0].request.query == b"q=1"
     assert seen[0].client == "127.0.0.1"
     assert seen[2].protocol == "websocket"
+
+
+async def test_policies_apply_to_proxied_routes(upstream_port: int) -> None:
+    """Auth and limits from config, not a test layer: the same policies as gRPC routes."""
+    config = make_config(
+        closed_port(),
+        extra={
+            "http_upstreams": {"web": {"url": f"http://127.0.0.1:{upstream_port}"}},
+            "proxy_routes": [{"prefix": "/api", "upstream": "web"}],
+            "auth": {"api_keys": {"keys": {"ci": "secret-key"}}},
+            "policies": [
+                {
+                    "match": ["proxy:/api"],
+                    "auth": {"require": "token"},
+                    "rate_limits": [{"algorithm": "token_bucket", "limit": 2, "period": "60s"}],
+                }
+            ],
+        },
+    )
+    async with run_gateway(config) as gateway, gateway.client() as client:
+        anonymous = await client.get("/api/x")
+        first = await client.get("/api/x", headers={"x-api-key": "secret-key"})
+        second = await client.get("/api/x", headers={"x-api-key": "secret-key"})
+        third = await client.get("/api/x", headers={"x-api-key": "secret-key"})
+    assert anonymous.status_code == 401
+    assert anonymous.json()["code"] == 16
+    assert first.status_code == 200
+    assert first.headers["ratelimit-remaining"] == "1"
+    assert header(first.json(), "x-api-key") == []  # the key is not forwarded
+    assert second.status_code == 200
+    assert third.status_code == 429
