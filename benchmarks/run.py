@@ -3,8 +3,11 @@
 Three things are measured in one run on one machine, so their ratios mean something:
 direct grpc.aio calls to the demo upstream (the floor), the gateway's transcoded POST and
 GET driven by wrk, and a bare Hypercorn app driven the same way (the ceiling of our HTTP
-server). Every server is a separate process on a free loopback port; all are stopped in a
-``finally``, on error and on SIGTERM alike. Run with ``scripts/bench`` (``--help`` for flags).
+server). The same POST also goes through gateways with the policy pipeline on (JWT auth
+and a rate limit on every request, limiter state in memory and in Redis; see
+``pipeline.py``), compared with the plain gateway. Every server is a separate process
+on a free loopback port; all are stopped in a ``finally``, on error and on SIGTERM alike.
+Run with ``scripts/bench`` (``--help`` for flags).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -25,9 +29,18 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from benchmarks import pipeline
+from benchmarks.pipeline import PipelineGateway
 from benchmarks.processes import Child, free_port, spawn, stop, wait_for_file, wait_for_http
 from benchmarks.procstat import cpu_snapshot
-from benchmarks.report import POST_TARGET, Figures, Ratio, format_table, write_json
+from benchmarks.report import (
+    PIPELINE_TARGET,
+    POST_TARGET,
+    Figures,
+    Ratio,
+    format_table,
+    write_json,
+)
 from benchmarks.wrk import run_wrk, wrk_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,6 +75,8 @@ class Servers:
     canned_url: str
     proxy: Child
     proxy_url: str
+    pipeline_memory: PipelineGateway
+    pipeline_redis: PipelineGateway
 
 
 def parse_settings(argv: list[str] | None) -> Settings:
@@ -155,6 +170,24 @@ def start_servers(children: list[Child], workdir: Path) -> Servers:
             reply = wait_for_http(child, url + path, body)
             if b"shelves/1/books/1" not in reply:
                 raise RuntimeError(f"{child.name}: {path} answered {reply!r}")
+
+    # The same gateway with the policy pipeline on: auth + a never-refusing rate limit.
+    redis_url = pipeline.start_redis(children, workdir, REPO)
+    token = pipeline.mint_token()
+    pipeline_gateways = []
+    for backend, limiting in (
+        ("memory", {"backend": "memory"}),
+        ("redis", pipeline.redis_limiting(redis_url)),
+    ):
+        base = _gateway_config(f"127.0.0.1:{free_port()}", upstream_address)
+        settings = pipeline.pipeline_config(base, limiting)
+        started = pipeline.start_gateway(
+            backend, settings, token, POST_BODY, workdir, REPO, children
+        )
+        pipeline_gateways.append(started)
+    for started in pipeline_gateways:
+        pipeline.check_auth(started, POST_PATH, POST_BODY, token, b"shelves/1/books/1")
+    pipeline_memory, pipeline_redis = pipeline_gateways
     return Servers(
         upstream,
         upstream_address,
@@ -166,6 +199,8 @@ def start_servers(children: list[Child], workdir: Path) -> Servers:
         canned_url,
         proxy,
         proxy_url,
+        pipeline_memory,
+        pipeline_redis,
     )
 
 
@@ -206,12 +241,23 @@ def measure_grpc(settings: Settings, servers: Servers) -> Figures:
 
 
 def measure_wrk(
-    scenario: str, url: str, post: bool, server: Child, upstream: Child | None, settings: Settings
+    scenario: str,
+    url: str,
+    script: Path | None,
+    server: Child,
+    upstream: Child | None,
+    settings: Settings,
+    check: Callable[[], None] | None = None,
 ) -> Figures:
-    """A discarded warm-up, then a measured wrk run bracketed by CPU snapshots."""
-    script = POST_SCRIPT if post else None
+    """A discarded warm-up, then a measured wrk run bracketed by CPU snapshots.
+
+    ``script`` is wrk's Lua script (None: a plain GET); ``check``, when given, runs after
+    each of the two wrk runs and raises if the run's figures cannot be trusted.
+    """
     connections, threads = settings.connections, settings.threads
     run_wrk(url, seconds=settings.warmup, connections=connections, threads=threads, script=script)
+    if check is not None:
+        check()
     pids = {"server": server.pid} | ({"upstream": upstream.pid} if upstream else {})
     before = cpu_snapshot(pids)
     report = run_wrk(
@@ -219,6 +265,8 @@ def measure_wrk(
     )
     after = cpu_snapshot(pids)
     server.check_alive()
+    if check is not None:
+        check()
     used = {name: after[name] - before[name] for name in pids}
     return Figures(
         scenario=scenario,
@@ -244,27 +292,44 @@ def run_all(settings: Settings, workdir: Path) -> list[Figures]:
         gateway, bare, upstream = servers.gateway, servers.bare, servers.upstream
         _progress(f"grpc direct GetBook: {settings.warmup}s warm-up + {settings.seconds}s")
         figures = [measure_grpc(settings, servers)]
-        # Gateway and bare alternate, so a slow drift in the machine hits both alike.
-        wrk_runs = [
-            ("gateway POST (transcoded)", servers.gateway_url + POST_PATH, True, gateway, upstream),
-            ("bare Hypercorn POST", servers.bare_url + POST_PATH, True, bare, None),
+        post, get = POST_SCRIPT, None
+        # Gateway and bare alternate, so a slow drift in the machine hits both alike; the
+        # pipeline rows follow the plain gateway's POST straight away, for the same reason.
+        wrk_runs: list[tuple[str, str, Path | None, Child, Child | None]] = [
+            ("gateway POST (transcoded)", servers.gateway_url + POST_PATH, post, gateway, upstream),
+            *(
+                (
+                    f"gateway POST + pipeline ({p.backend})",
+                    p.url + POST_PATH,
+                    p.script,
+                    p.child,
+                    upstream,
+                )
+                for p in (servers.pipeline_memory, servers.pipeline_redis)
+            ),
+            ("bare Hypercorn POST", servers.bare_url + POST_PATH, post, bare, None),
             (
                 "gateway POST, canned upstream",
                 servers.canned_url + POST_PATH,
-                True,
+                post,
                 servers.canned,
                 None,
             ),
-            ("gateway GET (transcoded)", servers.gateway_url + GET_PATH, False, gateway, upstream),
-            ("bare Hypercorn GET", servers.bare_url + GET_PATH, False, bare, None),
+            ("gateway GET (transcoded)", servers.gateway_url + GET_PATH, get, gateway, upstream),
+            ("bare Hypercorn GET", servers.bare_url + GET_PATH, get, bare, None),
             # plain HTTP proxy: the same requests through the gateway to bare Hypercorn,
             # compared with the bare rows above (hitting it directly)
-            ("proxy POST (plain HTTP)", servers.proxy_url + POST_PATH, True, servers.proxy, bare),
-            ("proxy GET (plain HTTP)", servers.proxy_url + GET_PATH, False, servers.proxy, bare),
+            ("proxy POST (plain HTTP)", servers.proxy_url + POST_PATH, post, servers.proxy, bare),
+            ("proxy GET (plain HTTP)", servers.proxy_url + GET_PATH, get, servers.proxy, bare),
         ]
-        for scenario, url, post, server, behind in wrk_runs:
+        # every reply 2xx and nothing refused or failed open, or the run fails
+        checks = {
+            p.child.pid: p.check_run for p in (servers.pipeline_memory, servers.pipeline_redis)
+        }
+        for scenario, url, script, server, behind in wrk_runs:
             _progress(f"{scenario}: {settings.warmup}s warm-up + {settings.seconds}s")
-            figures.append(measure_wrk(scenario, url, post, server, behind, settings))
+            check = checks.get(server.pid)
+            figures.append(measure_wrk(scenario, url, script, server, behind, settings, check))
         return figures
     finally:
         for child in reversed(children):
@@ -322,6 +387,24 @@ def _ratios(figures: list[Figures]) -> list[Ratio]:
         assert proxied is not None and bare is not None
         # what the proxy hop costs the gateway, per request, against serving it directly
         ratios.append(Ratio(f"proxy {method} CPU/request", proxied, bare, None))
+    plain_post = by_name["gateway POST (transcoded)"].server_cpu_us
+    assert plain_post is not None
+    # what auth + a rate-limit decision add to each request; breakers are on in both
+    for backend, target in (("memory", PIPELINE_TARGET), ("redis", None)):
+        scenario = f"gateway POST + pipeline ({backend})"
+        with_pipeline = by_name[scenario].server_cpu_us
+        assert with_pipeline is not None
+        ratios.append(
+            Ratio(
+                f"pipeline ({backend}) POST CPU/request vs plain gateway POST",
+                with_pipeline,
+                plain_post,
+                target,
+                numerator=f"pipeline ({backend})",
+                denominator="gateway",
+                show_added=True,
+            )
+        )
     return ratios
 
 
@@ -333,6 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = parse_settings(argv)
     signal.signal(signal.SIGTERM, _raise_on_sigterm)
     wrk_path()  # fail before starting anything when wrk is missing
+    pipeline.redis_binary()  # and when neither REDIS_URL nor redis-server is there
     meta = _meta(settings)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as workdir:
