@@ -15,6 +15,7 @@ import asyncio
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,8 @@ from edge.pipeline.jwt_core import (
     TokenRejected,
     UnknownKey,
     VerificationKey,
+    check_claims,
+    issuer_of,
     require_scopes,
     same_secret,
     verify_token,
@@ -43,6 +46,7 @@ from edge.policy_config import AuthConfig, IssuerConfig
 log = logging.getLogger("edge.auth")
 
 _MAX_AGE = re.compile(r"max-age=(\d+)")
+VERIFIED_CACHE_SIZE = 10_000  # verified tokens remembered (LRU)
 
 
 def _family(key: Any) -> str:
@@ -111,6 +115,7 @@ class KeyRing:
         self._issuers = {i.issuer: _IssuerKeys(i, load_static_keys(i)) for i in issuers}
         self._fetch = fetch or _fetch_with_aiohttp
         self._clock = clock
+        self.generation = 0  # bumped whenever keys change; invalidates verified tokens
 
     def keys(self, issuer: str, kid: str | None) -> list[VerificationKey]:
         entry = self._issuers.get(issuer)
@@ -151,6 +156,7 @@ class KeyRing:
                 max_age = min(max_age, float(match.group(1)))
             entry.fetched = keys
             entry.expires = now + max_age
+            self.generation += 1
             log.info("loaded %d keys from %s", len(keys), entry.config.jwks_url)
             return True
 
@@ -203,6 +209,7 @@ class AuthLayer:
             if config.api_keys.header:
                 stripped.add(config.api_keys.header.lower())
         self._stripped = frozenset(stripped)
+        self._verified: OrderedDict[str, tuple[dict[str, Any], int]] = OrderedDict()
         self._api_header = (
             config.api_keys.header.lower().encode() if config.api_keys.header else None
         )
@@ -259,18 +266,35 @@ class AuthLayer:
         call.state["auth.done"] = True
 
     async def _verify(self, token: str) -> dict[str, Any]:
+        """Verified claims, from the cache when this exact token verified before.
+
+        Signature checks are the costly part (PyJWT spends ~100 us on a small HS256 token);
+        a client sends the same token again and again. The cache is keyed by the token's
+        exact text and the key ring's generation (a JWKS refresh invalidates it), and the
+        time claims are checked again on every use, so an expired token never passes.
+        """
+        now = self.clock()
+        cached = self._verified.get(token)
         try:
+            if cached is not None and cached[1] == self.ring.generation:
+                self._verified.move_to_end(token)
+                check_claims(cached[0], self.issuers[issuer_of(cached[0])], now)
+                return cached[0]
             try:
-                return verify_token(token, self.issuers, self.ring.keys, self.clock())
+                claims = verify_token(token, self.issuers, self.ring.keys, now)
             except UnknownKey as unknown:
                 if not await self.ring.refresh(unknown.issuer, unknown_kid=True):
                     raise
-                return verify_token(token, self.issuers, self.ring.keys, self.clock())
+                claims = verify_token(token, self.issuers, self.ring.keys, self.clock())
         except TokenRejected as exc:
             raise Unauthenticated(
                 exc.description,
                 headers={"www-authenticate": _challenge("invalid_token", exc.description)},
             ) from exc
+        self._verified[token] = (claims, self.ring.generation)
+        if len(self._verified) > VERIFIED_CACHE_SIZE:
+            self._verified.popitem(last=False)
+        return claims
 
     def has_api_key(self, call: Call) -> bool:
         keys = self.config.api_keys

@@ -155,8 +155,12 @@ def verify_token(
             raise TokenRejected(f"invalid token: {exc}") from exc
     if claims is None:
         raise TokenRejected("the token's signature does not verify")
-    _check_claims(claims, policy, now)
+    check_claims(claims, policy, now)
     return claims
+
+
+def issuer_of(claims: Mapping[str, Any]) -> str:
+    return str(claims.get("iss", ""))
 
 
 def _number(claims: Mapping[str, Any], name: str) -> float | None:
@@ -168,7 +172,8 @@ def _number(claims: Mapping[str, Any], name: str) -> float | None:
     return float(value)
 
 
-def _check_claims(claims: Mapping[str, Any], policy: IssuerPolicy, now: float) -> None:
+def check_claims(claims: Mapping[str, Any], policy: IssuerPolicy, now: float) -> None:
+    """The claims checks that depend on time (and presence): run again on every use."""
     for name in policy.required_claims:
         if name not in claims:
             raise TokenRejected(f"the token has no {name} claim")
