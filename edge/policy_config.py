@@ -60,7 +60,7 @@ class IssuerConfig(_Model):
     issuer: str
     algorithms: list[str]
     audiences: list[str] = Field(default_factory=list)
-    leeway: Seconds = 30.0
+    leeway: Annotated[float, BeforeValidator(_duration), Field(ge=0)] = 30.0
     required_claims: list[str] = Field(default_factory=lambda: ["exp"])
     keys: list[KeyConfig] = Field(default_factory=list)
     jwks_url: str | None = None
