@@ -57,6 +57,17 @@ async def upstream_app(scope: Message, receive: Receive, send: Send) -> None:
         size += len(chunk)
         if not message.get("more_body", False):
             break
+    if "break_after" in query:  # start a chunked body, then die mid-way
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send(
+            {
+                "type": "http.response.body",
+                "body": b"x" * int(query["break_after"][0]),
+                "more_body": True,
+            }
+        )
+        await asyncio.sleep(0.05)
+        raise RuntimeError("the upstream broke mid-body (on purpose)")
     if "download" in query:
         total = int(query["download"][0])
         await send({"type": "http.response.start", "status": 200, "headers": []})

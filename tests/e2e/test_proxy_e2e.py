@@ -323,3 +323,20 @@ async def test_policies_apply_to_proxied_routes(upstream_port: int) -> None:
     assert header(first.json(), "x-api-key") == []  # the key is not forwarded
     assert second.status_code == 200
     assert third.status_code == 429
+
+
+async def test_upstream_failing_mid_body_is_not_a_complete_response(upstream_port: int) -> None:
+    """The client must see a broken response at once, never a short one that looks whole."""
+    import time
+
+    import httpx
+
+    async with proxy(upstream_port, [{"prefix": "/api", "upstream": "web"}]) as gateway:
+        async with gateway.client() as client:
+            started = time.perf_counter()
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.get("/api/x?break_after=1000")
+            elapsed = time.perf_counter() - started
+            after = await client.get("/api/x")  # the gateway is fine
+    assert elapsed < 3
+    assert after.status_code == 200
