@@ -147,6 +147,8 @@ class BreakerConfig(_Model):
 class BreakersConfig(_Model):
     default: BreakerConfig = Field(default_factory=BreakerConfig)
     upstreams: dict[str, BreakerConfig] = Field(default_factory=dict)
+    # per-route breakers instead of the upstream's: route-name glob -> settings
+    routes: dict[str, BreakerConfig] = Field(default_factory=dict)
     failure_codes: list[str] = Field(
         default_factory=lambda: ["UNAVAILABLE", "DEADLINE_EXCEEDED", "INTERNAL", "UNKNOWN"]
     )

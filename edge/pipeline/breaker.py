@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 from google.protobuf.message import Message
 
@@ -31,6 +32,7 @@ from edge.policy_config import BreakerConfig
 from edge.transcode.status import GRPC_CODE_BY_NUMBER
 
 log = logging.getLogger("edge.breaker")
+_UNSET: object = object()
 
 
 @dataclass(slots=True)
@@ -45,7 +47,7 @@ class UpstreamGuard:
     def snapshot(self) -> dict[str, object]:
         breaker = self.breaker
         return {
-            "upstream": self.name,
+            "upstream": self.name,  # or the route, for a per-route breaker
             "state": breaker.state.value if breaker else "disabled",
             "in_flight": self.in_flight,
             "streams": self.streams,
@@ -78,8 +80,12 @@ class BreakerLayer:
         guards: Mapping[str, UpstreamGuard],
         failure_codes: frozenset[int],
         clock: Callable[[], float] = time.monotonic,
+        route_configs: Sequence[tuple[str, BreakerConfig]] = (),
     ) -> None:
         self.guards = dict(guards)
+        # per-route breakers: glob -> config; one guard per matching route, made on first use
+        self.route_configs = tuple(route_configs)
+        self.route_guards: dict[str, UpstreamGuard | None] = {}
         self.failure_codes = failure_codes
         self.clock = clock
 
@@ -93,8 +99,22 @@ class BreakerLayer:
             return True
         return None  # our own errors (a bad client message mid-stream) say nothing
 
+    def _guard(self, call: Call) -> UpstreamGuard | None:
+        if self.route_configs:
+            route_guard = self.route_guards.get(call.route, _UNSET)
+            if route_guard is _UNSET:
+                config = next(
+                    (c for pattern, c in self.route_configs if fnmatchcase(call.route, pattern)),
+                    None,
+                )
+                route_guard = guard_for(call.route, config) if config else None
+                self.route_guards[call.route] = route_guard  # route names are finite
+            if route_guard is not None:
+                return route_guard  # type: ignore[return-value]
+        return self.guards.get(call.upstream)
+
     async def __call__(self, call: Call, next_: Next) -> Reply:
-        guard = self.guards.get(call.upstream)
+        guard = self._guard(call)
         if guard is None:
             return await next_(call)
         streaming = call.method is not None and (

@@ -48,7 +48,11 @@ class Pipeline:
 
     def snapshot(self) -> dict[str, object]:
         return {
-            "breakers": [g.snapshot() for g in self.breakers.guards.values()]
+            "breakers": [
+                g.snapshot()
+                for g in [*self.breakers.guards.values(), *self.breakers.route_guards.values()]
+                if g is not None
+            ]
             if self.breakers
             else [],
             "rate_limiting": self.ratelimit.snapshot() if self.ratelimit else None,
@@ -110,9 +114,12 @@ def build_pipeline(config: Config, upstreams: Iterable[str] | None = None) -> Pi
         name: guard_for(name, config.breakers.upstreams.get(name, config.breakers.default))
         for name in names
     }
-    if any(g.breaker is not None or g.max_requests or g.max_streams for g in guards.values()):
+    routes = list(config.breakers.routes.items())
+    if routes or any(
+        g.breaker is not None or g.max_requests or g.max_streams for g in guards.values()
+    ):
         pipeline.breakers = BreakerLayer(
-            guards, failure_code_numbers(config.breakers.failure_codes)
+            guards, failure_code_numbers(config.breakers.failure_codes), route_configs=routes
         )
         pipeline.layers.append(pipeline.breakers)
     return pipeline

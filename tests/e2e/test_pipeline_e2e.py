@@ -503,3 +503,20 @@ async def test_the_retry_budget_stops_retries(stack_factory: Any) -> None:
         response = await client.post("/v1/fail", json={"code": 14, "message": "b", "times": 1})
     assert response.status_code == 503
     assert stack.kitchen.fail_calls["b"] == 1
+
+
+async def test_a_per_route_breaker_leaves_other_routes_alone(stack_factory: Any) -> None:
+    extra = {
+        "breakers": {
+            "default": {"enabled": False},
+            "routes": {"edgetest.v1.KitchenService.Fail": {"consecutive_failures": 2}},
+        }
+    }
+    async with stack_factory(**extra) as stack, stack.client() as client:
+        for _ in range(2):
+            await client.post("/v1/fail", json={"code": 14, "message": "down"})
+        opened = await client.post("/v1/fail", json={"code": 14, "message": "down"})
+        other = await client.get("/v1/kitchen/fine")
+    assert "circuit breaker is open" in opened.json()["message"]
+    assert stack.kitchen.fail_calls["down"] == 2
+    assert other.status_code == 200
