@@ -7,20 +7,23 @@ gateway routes skip Quart's per-request machinery. The pipeline is built here, o
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import signal
 from collections.abc import Sequence
 
-import orjson
-from quart import Quart, Response, request
+from quart import Quart, Response
 from werkzeug.exceptions import HTTPException
 
+from edge.admin import admin
 from edge.config import Config
 from edge.ingress.http import GatewayState, StateHolder, TranscodingASGI
 from edge.ingress.proxy import ProxyASGI, compile_proxy_routes
 from edge.ingress.websocket import WebSocketPolicy
 from edge.pipeline.build import Pipeline, build_pipeline
 from edge.pipeline.chain import Layer, build_chain
-from edge.pipeline.jwt_core import same_secret
+from edge.reload import Reloader
 from edge.routes import Routes, load_routes, upstream_settings
 from edge.transcode.response import status_body
 from edge.upstream.grpc import GrpcTerminal, Terminal
@@ -35,13 +38,6 @@ _GRPC_CODE_BY_HTTP_STATUS = {404: 5, 405: 12, 413: 8, 400: 3, 401: 16, 403: 7, 4
 
 def _json_error(status: int, code: int, message: str) -> Response:
     return Response(status_body(code, message), status=status, content_type="application/json")
-
-
-def _admin_allowed(config: Config, authorization: str | None, remote: str | None) -> bool:
-    token = config.admin.token
-    if token is not None:
-        return authorization is not None and same_secret(authorization, f"Bearer {token}")
-    return remote in ("127.0.0.1", "::1")
 
 
 def create_app(
@@ -81,15 +77,29 @@ def create_app(
     app.config["MAX_CONTENT_LENGTH"] = config.transcoding.max_body_bytes
     app.extensions["edge.state"] = holder
     app.extensions["edge.pipeline"] = pipeline
+    app.extensions["edge.config"] = config
+    reloader = Reloader(config, holder, terminal if isinstance(terminal, GrpcTerminal) else None)
+    app.extensions["edge.reloader"] = reloader
+    app.register_blueprint(admin)
 
     @app.before_serving
     async def open_upstreams() -> None:
         terminal.open(holder.current.routes.upstream_methods())
         if proxy is not None:
             await proxy.open()
+        if config.descriptors.watch:
+            reloader.start_watching(config.descriptors.watch_interval)
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            # SIGHUP reloads the descriptors (not where signals cannot be handled here)
+            asyncio.get_running_loop().add_signal_handler(
+                signal.SIGHUP, lambda: asyncio.ensure_future(reloader.reload("SIGHUP"))
+            )
 
     @app.after_serving
     async def close_upstreams() -> None:
+        await reloader.stop()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
         await terminal.close()
         if proxy is not None:
             await proxy.close()
@@ -98,13 +108,6 @@ def create_app(
     @app.get("/healthz")
     async def healthz() -> Response:
         return Response(b'{"status":"ok"}', content_type="application/json")
-
-    @app.get("/admin/pipeline")
-    async def admin_pipeline() -> Response:
-        """Breaker and limiter state; loopback only, or with the admin token."""
-        if not _admin_allowed(config, request.headers.get("authorization"), request.remote_addr):
-            return _json_error(403, 7, "the admin endpoints need the admin token")
-        return Response(orjson.dumps(pipeline.snapshot()), content_type="application/json")
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:

@@ -221,6 +221,8 @@ class DescriptorsConfig(_Model):
     proto_paths: list[Path] = Field(default_factory=lambda: [Path("protos")])
     include_paths: list[Path] = Field(default_factory=list)
     descriptor_sets: list[Path] = Field(default_factory=list)
+    watch: bool = True  # reload when the files change (polling)
+    watch_interval: Seconds = 2.0
 
 
 class ServerConfig(_Model):
@@ -251,6 +253,16 @@ class AdminConfig(_Model):
     token: str | None = None  # use ${ENV_VAR}; then any client presenting it is admitted
 
 
+class OpenApiConfig(_Model):
+    """The generated API documentation: /openapi.json, /docs and ``edge openapi``."""
+
+    enabled: bool = True  # serve /openapi.json and /docs
+    title: str = "edge gateway"
+    version: str = "1.0.0"  # the API's version, as the document's info.version
+    description: str | None = None
+    servers: list[str] = Field(default_factory=list)  # base URLs; empty: the page's origin
+
+
 class Config(_Model):
     server: ServerConfig = Field(default_factory=ServerConfig)
     descriptors: DescriptorsConfig = Field(default_factory=DescriptorsConfig)
@@ -270,6 +282,7 @@ class Config(_Model):
     default_policy: PolicyConfig = Field(default_factory=PolicyConfig)
     retry_budget: RetryBudgetConfig = Field(default_factory=RetryBudgetConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    openapi: OpenApiConfig = Field(default_factory=OpenApiConfig)
 
     @model_validator(mode="after")
     def _services_name_upstreams(self) -> Config:

@@ -22,11 +22,13 @@ from edge.pipeline.limiter_store import LimiterStore, MemoryLimiterStore, RedisL
 from edge.pipeline.policy import PolicyIndex
 from edge.pipeline.ratelimit import RateLimitLayer
 from edge.pipeline.retry import RetryBudget, RetryLayer
+from edge.policy_config import PolicyConfig
 
 
 @dataclass(slots=True)
 class Pipeline:
     layers: list[Layer] = field(default_factory=list)
+    index: PolicyIndex = field(default_factory=lambda: PolicyIndex([], PolicyConfig()))
     auth: AuthLayer | None = None
     ratelimit: RateLimitLayer | None = None
     breakers: BreakerLayer | None = None
@@ -71,7 +73,7 @@ class Pipeline:
 
 def build_pipeline(config: Config, upstreams: Iterable[str] | None = None) -> Pipeline:
     index = PolicyIndex(config.policies, config.default_policy)
-    pipeline = Pipeline()
+    pipeline = Pipeline(index=index)
     auth_config = config.auth
     has_credentials = bool(auth_config.issuers or auth_config.api_keys.keys)
     if index.any_auth and not has_credentials:

@@ -216,6 +216,29 @@ class RequestBinder:
     def takes_body(self) -> bool:
         return self._body_whole or self._body_field is not None
 
+    @property
+    def body_description(self) -> str:
+        """Where the body goes, in words (for ``/admin/explain``)."""
+        if self._body_whole:
+            return "the whole request message (query parameters are not read)"
+        if self._body_field is not None:
+            return f"the field {self._body_field}"
+        return "no body"
+
+    def query_fields(self, query: str) -> dict[str, str]:
+        """Each query parameter and the field it sets, or why it cannot (for explaining)."""
+        if self._body_whole:
+            return {key: "ignored: the body is the whole message" for key, _ in parse_qsl(query)}
+        out: dict[str, str] = {}
+        for key, _ in parse_qsl(query, keep_blank_values=True):
+            try:
+                target = self._query_target(key)
+            except BadRequest as exc:
+                out[key] = f"error: {exc.message}"
+                continue
+            out[key] = ".".join(target[0]) if target is not None else "ignored"
+        return out
+
     def bind(
         self,
         bindings: Sequence[tuple[tuple[str, ...], str]],

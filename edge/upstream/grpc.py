@@ -260,12 +260,18 @@ def _stream_stream(rpc: Any) -> Invoker:
 
 
 class GrpcTerminal:
-    """The terminal step for transcoded calls: sends ``call.request`` to the upstream."""
+    """The terminal step for transcoded calls: sends ``call.request`` to the upstream.
+
+    Invokers are keyed by the *identity* of the method's descriptor info: after a reload a
+    method of the same name may have new message classes, and a request bound with the old
+    classes must be sent with the old serializers. Channels outlive reloads.
+    """
 
     def __init__(self, upstreams: Mapping[str, UpstreamSettings]) -> None:
         self._settings = dict(upstreams)
         self._channels: dict[str, grpc.aio.Channel] = {}
-        self._invokers: dict[tuple[str, str], Invoker] = {}
+        # (upstream, id(method)) -> (method, invoker); the method is kept so its id is unique
+        self._invokers: dict[tuple[str, int], tuple[MethodInfo, Invoker]] = {}
 
     def open(self, routes: Iterable[tuple[str, MethodInfo]]) -> None:
         """Create channels and invokers; call from inside the running loop."""
@@ -274,7 +280,7 @@ class GrpcTerminal:
             if channel is None:
                 channel = open_channel(self._settings[upstream])
                 self._channels[upstream] = channel
-            key = (upstream, method.full_name)
+            key = (upstream, id(method))
             if key in self._invokers:
                 continue
             serialize = method.input_type.SerializeToString
@@ -288,7 +294,16 @@ class GrpcTerminal:
                 invoker = _unary_stream(channel.unary_stream(path, serialize, deserialize))
             else:
                 invoker = _unary_unary(channel.unary_unary(path, serialize, deserialize))
-            self._invokers[key] = invoker
+            self._invokers[key] = (method, invoker)
+
+    def retain(self, routes: Iterable[tuple[str, MethodInfo]]) -> None:
+        """Forget invokers of methods no longer loaded (calls in flight keep theirs)."""
+        keep = {(upstream, id(method)) for upstream, method in routes}
+        for key in [key for key in self._invokers if key not in keep]:
+            del self._invokers[key]
+
+    def channel(self, upstream: str) -> grpc.aio.Channel | None:
+        return self._channels.get(upstream)
 
     async def close(self) -> None:
         channels, self._channels = self._channels, {}
@@ -297,7 +312,7 @@ class GrpcTerminal:
             await channel.close(grace=None)
 
     async def __call__(self, call: Call) -> Reply:
-        invoker = self._invokers.get((call.upstream, call.route))
-        if invoker is None:
+        entry = self._invokers.get((call.upstream, id(call.method)))
+        if entry is None:
             raise EdgeError(f"no upstream invoker for {call.route} at {call.upstream}")
-        return await invoker(call)
+        return await entry[1](call)

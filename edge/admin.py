@@ -1,0 +1,184 @@
+"""Admin endpoints: what the gateway serves, why, and with what state.
+
+Loopback clients only, unless ``admin.token`` is set (then any client presenting it).
+``explain`` is the debugging tool other gateways lack: for a method, path, query and body
+it shows which route matches, which fields come from the path, the query and the body,
+the request message that would be sent, and the policy that would apply, without calling
+anything.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+from quart import Blueprint, Response, current_app, request
+
+from edge.config import Config
+from edge.errors import EdgeError
+from edge.ingress.http import StateHolder
+from edge.pipeline.build import Pipeline
+from edge.pipeline.jwt_core import same_secret
+from edge.reload import Reloader
+from edge.routing.table import NoRoute, RouteMatch, WrongMethod
+from edge.transcode.response import status_body
+
+admin = Blueprint("edge_admin", __name__, url_prefix="/admin")
+
+_SECRET_KEYS = frozenset({"secret", "token", "password"})
+_URL_PASSWORD = re.compile(r"(//[^:/@]*:)[^@]*@")
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status=status, content_type="application/json")
+
+
+def _config() -> Config:
+    config: Config = current_app.extensions["edge.config"]
+    return config
+
+
+def _allowed() -> bool:
+    token = _config().admin.token
+    if token is not None:
+        given = request.headers.get("authorization")
+        return given is not None and same_secret(given, f"Bearer {token}")
+    return request.remote_addr in ("127.0.0.1", "::1")
+
+
+@admin.before_request
+async def _guard() -> Response | None:
+    if not _allowed():
+        return Response(
+            status_body(7, "the admin endpoints need the admin token"),
+            status=403,
+            content_type="application/json",
+        )
+    return None
+
+
+def _holder() -> StateHolder:
+    holder: StateHolder = current_app.extensions["edge.state"]
+    return holder
+
+
+@admin.get("/pipeline")
+async def pipeline_state() -> Response:
+    pipeline: Pipeline = current_app.extensions["edge.pipeline"]
+    return _json(pipeline.snapshot())
+
+
+@admin.get("/routes")
+async def routes() -> Response:
+    current = _holder().current.routes
+    return _json(
+        [
+            {
+                "method": route.http_method,
+                "path": route.template,
+                "rpc": route.method.full_name,
+                "upstream": route.upstream,
+                "timeout": route.timeout,
+                "client_streaming": route.method.client_streaming,
+                "server_streaming": route.method.server_streaming,
+            }
+            for route in sorted(current.routes, key=lambda r: (r.template, r.http_method))
+        ]
+    )
+
+
+@admin.get("/descriptors")
+async def descriptors() -> Response:
+    current = _holder().current.routes
+    reloader: Reloader = current_app.extensions["edge.reloader"]
+    return _json(
+        {
+            "files": current.registry.files,
+            "services": sorted(current.registry.services()),
+            "unrouted": current.unrouted,
+            "problems": current.problems,
+            "notes": current.notes,
+            "reload": reloader.status.snapshot(),
+        }
+    )
+
+
+@admin.post("/reload")
+async def reload() -> Response:
+    reloader: Reloader = current_app.extensions["edge.reloader"]
+    result = await reloader.reload("admin request")
+    return _json(
+        {"applied": result.applied, "problems": list(result.problems), "routes": result.routes},
+        200 if result.applied else 409,
+    )
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """The config with secrets replaced: keys, tokens, passwords, API keys, URL passwords."""
+    if isinstance(value, dict):
+        if key == "keys" and all(isinstance(v, str) for v in value.values()):
+            return {k: "***" for k in value}  # api_keys.keys: name -> key
+        return {k: redact(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact(item, key) for item in value]
+    if isinstance(value, str):
+        if key in _SECRET_KEYS:
+            return "***"
+        return _URL_PASSWORD.sub(r"\1***@", value)
+    return value
+
+
+@admin.get("/config")
+async def config() -> Response:
+    return _json(redact(_config().model_dump(mode="json")))
+
+
+@admin.route("/explain", methods=["GET", "POST"])
+async def explain() -> Response:
+    """``?method=GET&path=/v1/...&query=a=1`` (and a POST body to explain a body)."""
+    method = request.args.get("method", "GET").upper()
+    path = request.args.get("path", "")
+    query = request.args.get("query", "")
+    raw = await request.get_data() if request.method == "POST" else b""
+    body = raw if isinstance(raw, bytes) else raw.encode()
+    state = _holder().current
+    found = state.routes.table.match(method, path)
+    if isinstance(found, NoRoute):
+        return _json({"matched": False, "status": 404, "reason": "no route for this path"})
+    if isinstance(found, WrongMethod):
+        return _json(
+            {"matched": False, "status": 405, "reason": "wrong method", "allow": found.allowed}
+        )
+    assert isinstance(found, RouteMatch)
+    route = found.target
+    answer: dict[str, Any] = {
+        "matched": True,
+        "route": {"method": route.http_method, "path": route.template},
+        "rpc": route.method.full_name,
+        "upstream": route.upstream,
+        "timeout": route.timeout,
+        "path_fields": {".".join(path_): value for path_, value in found.bindings},
+        "body": route.binder.body_description,
+        "query_fields": route.binder.query_fields(query),
+    }
+    pipeline: Pipeline = current_app.extensions["edge.pipeline"]
+    if pipeline.auth is not None or pipeline.ratelimit is not None:
+        policy = pipeline.index.for_route(route.method.full_name)
+        answer["policy"] = {
+            "name": policy.name,
+            "auth": policy.require,
+            "scopes": sorted(policy.scopes),
+            "rate_limits": [limit.label for limit in policy.limits],
+        }
+    try:
+        if route.method.client_streaming:
+            answer["request"] = "a stream of messages (NDJSON lines), each bound like this body"
+        else:
+            message = route.binder.bind(found.bindings, query, body)
+            answer["request"] = route.codec.to_dict(message)
+        answer["status"] = 200
+    except EdgeError as error:
+        answer["status"] = error.status
+        answer["error"] = {"code": error.grpc_code, "message": error.message}
+    return _json(answer)
