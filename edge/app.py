@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from edge.admin import admin
 from edge.config import Config
+from edge.health import health
 from edge.ingress.http import GatewayState, StateHolder, TranscodingASGI
 from edge.ingress.proxy import ProxyASGI, compile_proxy_routes
 from edge.ingress.websocket import WebSocketPolicy
@@ -80,7 +81,9 @@ def create_app(
     app.extensions["edge.config"] = config
     reloader = Reloader(config, holder, terminal if isinstance(terminal, GrpcTerminal) else None)
     app.extensions["edge.reloader"] = reloader
+    app.extensions["edge.terminal"] = terminal
     app.register_blueprint(admin)
+    app.register_blueprint(health)
 
     @app.before_serving
     async def open_upstreams() -> None:
@@ -104,10 +107,6 @@ def create_app(
         if proxy is not None:
             await proxy.close()
         await pipeline.close()
-
-    @app.get("/healthz")
-    async def healthz() -> Response:
-        return Response(b'{"status":"ok"}', content_type="application/json")
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:

@@ -180,6 +180,15 @@ class RedisLimiterStore:
             )
         return decisions
 
+    async def ping(self) -> bool:
+        """Whether Redis answers now (for /readyz)."""
+        from redis.exceptions import RedisError
+
+        try:
+            return bool(await self.client.ping())
+        except (RedisError, OSError, TimeoutError):
+            return False
+
     async def close(self) -> None:
         await self.client.aclose()
 

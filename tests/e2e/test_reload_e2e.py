@@ -211,3 +211,55 @@ async def test_admin_config_is_redacted(stack_factory: Any) -> None:
     assert "s3cr3t" not in text and "k3y" not in text and "pa55" not in text
     assert '"secret":"***"' in text
     assert any(r["rpc"] == "edgetest.v1.KitchenService.Echo" for r in routes)
+
+
+async def test_readiness(stack: Any, redis_url: str, kitchen_upstream: Any) -> None:
+    from test_errors_e2e import closed_port
+
+    async with stack.client() as client:
+        ready = await client.get("/readyz")
+        alive = await client.get("/healthz")
+    assert ready.status_code == 200
+    assert ready.json()["checks"]["upstream:kitchen"] == "reachable (no health service)"
+    assert alive.json() == {"status": "ok"}
+    async with run_gateway(make_config(closed_port())) as gateway, gateway.client() as client:
+        down = await client.get("/readyz")
+    assert down.status_code == 503
+    assert down.json()["checks"]["upstream:kitchen"].startswith("UNAVAILABLE")
+    port, _ = kitchen_upstream
+    extra = {
+        "rate_limiting": {"backend": "redis", "redis_url": redis_url},
+        "policies": [{"match": ["*"], "rate_limits": [{"algorithm": "token_bucket", "limit": 9}]}],
+    }
+    async with run_gateway(make_config(port, extra=extra)) as gateway, gateway.client() as client:
+        with_redis = await client.get("/readyz")
+    assert with_redis.json()["checks"]["redis"] == "reachable"
+
+
+async def test_grpc_health_protocol_is_used(tmp_path: Path) -> None:
+    """An upstream that says NOT_SERVING makes the gateway not ready."""
+    status = {"value": b"\x08\x02"}  # NOT_SERVING
+
+    async def check(request: bytes, context: Any) -> bytes:
+        return status["value"]
+
+    handler = grpc.method_handlers_generic_handler(
+        "grpc.health.v1.Health",
+        {"Check": grpc.unary_unary_rpc_method_handler(check)},
+    )
+    server = grpc.aio.server()
+    pb_grpc.add_KitchenServiceServicer_to_server(Kitchen(), server)
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with run_gateway(make_config(port)) as gateway, gateway.client() as client:
+            not_serving = await client.get("/readyz")
+            gateway.app.extensions["edge.readiness"].clear()
+            status["value"] = b"\x08\x01"
+            serving = await client.get("/readyz")
+    finally:
+        await server.stop(grace=None)
+    assert not_serving.status_code == 503
+    assert not_serving.json()["checks"]["upstream:kitchen"] == "not serving"
+    assert serving.status_code == 200
