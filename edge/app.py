@@ -22,6 +22,9 @@ from edge.health import health
 from edge.ingress.http import GatewayState, StateHolder, TranscodingASGI
 from edge.ingress.proxy import ProxyASGI, compile_proxy_routes
 from edge.ingress.websocket import WebSocketPolicy
+from edge.observability.endpoints import metrics_blueprint
+from edge.observability.middleware import ObserveASGI
+from edge.openapi.views import docs
 from edge.pipeline.build import Pipeline, build_pipeline
 from edge.pipeline.chain import Layer, build_chain
 from edge.reload import Reloader
@@ -84,6 +87,10 @@ def create_app(
     app.extensions["edge.terminal"] = terminal
     app.register_blueprint(admin)
     app.register_blueprint(health)
+    if config.observability.metrics:
+        app.register_blueprint(metrics_blueprint)
+    if config.openapi.enabled:
+        app.register_blueprint(docs)  # /openapi.json and /docs
 
     @app.before_serving
     async def open_upstreams() -> None:
@@ -131,4 +138,11 @@ def create_app(
             token_cookie=config.auth.token_cookie,
         )
     app.asgi_app = TranscodingASGI(holder, fallback)  # type: ignore[method-assign, assignment, arg-type]
+    observed = config.observability
+    if observed.metrics or observed.access_log:  # outermost: sees 404s and handshakes too
+        app.asgi_app = ObserveASGI(  # type: ignore[method-assign, assignment]
+            app.asgi_app,  # type: ignore[arg-type]
+            access_log_on=observed.access_log,
+            metrics_on=observed.metrics,
+        )
     return app

@@ -1,7 +1,12 @@
 """The ``edge`` command: serve, check, demo.
 
-``serve`` runs Hypercorn with the app (in-process for one worker; Hypercorn's own
-multi-process runner for several, each worker building its app from the same config).
+``serve`` runs Hypercorn with the app: in this process for one worker; for several, a
+small supervisor binds the sockets once and starts N worker processes, each building its
+app from the same config. SIGTERM or SIGINT drains (see ``Drain``): listeners close at
+once, requests and streams in flight get ``server.graceful_timeout`` to finish and are
+cancelled after it (their upstream calls too), WebSockets are closed with 1001 and an
+UNAVAILABLE status frame; a second signal cuts the drain short. Exit status 0 after a
+drain.
 ``check`` loads config and descriptors exactly as ``serve`` would and prints the route
 table or the problems, exiting 1 on any problem, so CI can gate a proto change on it.
 """
@@ -10,21 +15,40 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import json
 import logging
+import multiprocessing
 import os
+import shutil
 import signal
 import sys
+import tempfile
+import time
 from collections.abc import Coroutine
+from multiprocessing.connection import wait as wait_for_sentinels
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.config import Sockets
 
 from edge.config import Config, ServerConfig, load_config
 from edge.errors import ConfigError
+from edge.ingress.asgi import ASGIApp, Receive, Scope, Send
+from edge.ingress.websocket import SHUTDOWN_STATE_KEY
 from edge.routes import load_routes
 
 _CONFIG_ENV = "EDGE_CONFIG"
+SHUTDOWN_EXTENSION = "edge.shutdown"  # app.extensions: the drain's asyncio.Event
+# Hypercorn's own drain wait runs this much longer than ours, so ours always cuts first.
+_HYPERCORN_MARGIN_SECONDS = 1.0
+# A worker can get one stop twice: from its process group (Ctrl-C, systemd) and forwarded
+# by the supervisor. Only a signal later than this after the first cuts the drain short.
+_SAME_SIGNAL_SECONDS = 1.0
+
+log = logging.getLogger("edge.serve")
 
 
 def hypercorn_config(config: Config) -> HypercornConfig:
@@ -52,29 +76,227 @@ def _config_path(value: str | None) -> Path | None:
     return Path(env) if env else None
 
 
-def worker_app() -> object:
-    """App factory for Hypercorn's multi-process runner (``edge.cli:worker_app()``)."""
+class Drain:
+    """One process's graceful shutdown: a signal the app can see, and a deadline.
+
+    Hypercorn's own shutdown (on its ``shutdown_trigger``) closes the listeners, closes
+    idle keep-alive connections, lets requests in flight finish and cancels what is left
+    after ``graceful_timeout``. It does not tell WebSocket sessions (they would run on and
+    then be dropped without a close frame), and on Python 3.12+ its wait for the listeners
+    (``Server.wait_closed``) waits for every connection, so its timeout is never reached
+    (pgjones/hypercorn#308). So this wrapper tracks the app's request tasks itself: when
+    the drain begins it sets ``started`` (in the lifespan state, where the WebSocket bridge
+    finds it, and in ``app.extensions``), and at ``grace`` seconds it cancels the requests
+    still running, which cancels their upstream calls and lets Hypercorn's wait end.
+
+    One more thing holds Hypercorn's wait open: the ping loop of each WebSocket
+    (``websocket_ping_interval``) only sees its socket closed when it next wakes, up to
+    the interval (20 s) later. Once no request is left, those loops are cancelled (found
+    by name: Hypercorn 0.18's ``WSStream._send_pings``; were it renamed, the drain would
+    still end, at Hypercorn's own timeout).
+    """
+
+    def __init__(self, app: ASGIApp, grace: float) -> None:
+        self.app = app
+        self.grace = grace
+        self.started = asyncio.Event()
+        self.running: set[asyncio.Task[Any]] = set()
+        self.began_at: float | None = None
+        self._deadline: asyncio.TimerHandle | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            state = scope.get("state")
+            if state is not None:  # copied into every request's scope["state"] by Hypercorn
+                state[SHUTDOWN_STATE_KEY] = self.started
+            await self.app(scope, receive, send)
+            return
+        task = asyncio.current_task()
+        assert task is not None
+        self.running.add(task)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.running.discard(task)
+            if not self.running and self.began_at is not None:
+                _stop_ping_loops()
+
+    def begin(self) -> None:
+        """Start draining (idempotent): WebSockets close now, the rest get ``grace``."""
+        if self.started.is_set():
+            return
+        self.began_at = time.monotonic()
+        self.started.set()
+        log.info(
+            "draining: %d requests/streams in flight, up to %gs", len(self.running), self.grace
+        )
+        self._deadline = asyncio.get_running_loop().call_later(self.grace, self.cut)
+        if not self.running:
+            _stop_ping_loops()
+
+    def cut(self) -> None:
+        """Cancel every request still running (the deadline, or a second signal)."""
+        if self._deadline is not None:
+            self._deadline.cancel()
+        if self.running:
+            log.warning("drain: cancelling %d requests/streams still running", len(self.running))
+        for task in self.running:
+            task.cancel()
+
+
+def _stop_ping_loops() -> None:
+    """Cancel Hypercorn's WebSocket ping loops (see ``Drain``); only while draining."""
+    for task in asyncio.all_tasks():
+        if getattr(task.get_coro(), "__qualname__", "") == "WSStream._send_pings":
+            task.cancel()
+
+
+async def serve_in_process(
+    config: Config, extra: list[object] | None = None, sockets: Sockets | None = None
+) -> None:
+    """Serve until SIGINT/SIGTERM, then drain; ``extra`` servers (grpc.aio) stop after.
+
+    ``sockets`` are the listeners a supervisor bound for its workers; without them the
+    binds in the config are opened here.
+    """
+    from hypercorn.app_wrappers import ASGIWrapper
+    from hypercorn.asyncio.run import worker_serve
+
     from edge.app import create_app
 
-    return create_app(load_config(_config_path(None)))
-
-
-async def serve_in_process(config: Config, extra: list[object] | None = None) -> None:
-    """Serve until SIGINT/SIGTERM; ``extra`` servers (grpc.aio) are stopped alongside."""
-    from hypercorn.asyncio import serve
-
-    from edge.app import create_app
-
-    app = create_app(config)
     stop = asyncio.Event()
+    drain: Drain | None = None
     loop = asyncio.get_running_loop()
+    first_signal_at = 0.0
+
+    def on_signal() -> None:
+        nonlocal first_signal_at
+        if not stop.is_set():
+            first_signal_at = loop.time()
+            stop.set()
+        elif drain is not None and loop.time() - first_signal_at > _SAME_SIGNAL_SECONDS:
+            log.warning("second signal: cutting the drain short")
+            drain.cut()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
+    app = create_app(config)
+    drain = Drain(app, config.server.graceful_timeout)  # type: ignore[arg-type]
+    app.extensions[SHUTDOWN_EXTENSION] = drain.started
+
+    async def shutdown_trigger() -> None:
+        await stop.wait()
+        drain.begin()  # before Hypercorn closes anything: sessions are told first
+
+    hc = hypercorn_config(config)
+    hc.graceful_timeout = config.server.graceful_timeout + _HYPERCORN_MARGIN_SECONDS
     try:
-        await serve(app, hypercorn_config(config), shutdown_trigger=stop.wait)
+        await worker_serve(
+            ASGIWrapper(drain),  # type: ignore[arg-type]
+            hc,
+            sockets=sockets,
+            shutdown_trigger=shutdown_trigger,
+        )
     finally:
         for server in extra or ():
             await server.stop(grace=1.0)  # type: ignore[attr-defined]
+        if drain.began_at is not None:
+            log.info("stopped %.2fs after the signal", time.monotonic() - drain.began_at)
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": record.created,
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def configure_logging(config: Config) -> None:
+    """Level and format from ``observability``; access lines are JSON either way."""
+    handler = logging.StreamHandler()
+    if config.observability.log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=config.observability.log_level, handlers=[handler], force=True)
+
+
+def _worker(config: Config, sockets: Sockets) -> None:
+    """One worker process of ``serve_workers`` (started with the spawn method)."""
+    signal.signal(signal.SIGTERM, _exit_before_serving)  # until the loop's handler is in
+    configure_logging(config)
+    run_with_loop(serve_in_process(config, sockets=sockets), config.server.event_loop)
+
+
+def _exit_before_serving(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+def serve_workers(config: Config) -> int:
+    """Bind once, run ``server.workers`` worker processes, drain them all on a signal.
+
+    Why not Hypercorn's ``run``: it keeps its copy of the listening sockets open until
+    every worker has drained, so the kernel keeps completing handshakes nobody will
+    accept; and its workers only poll for the shutdown. Here a signal closes this
+    process's listeners at once and is forwarded to every worker, each of which drains as
+    a single-worker ``edge serve`` does. A worker that dies on its own stops the rest and
+    the exit status is 1, so the supervisor above (systemd, Kubernetes) restarts us whole.
+    """
+    sockets = hypercorn_config(config).create_sockets()
+    shared_metrics = None
+    if config.observability.metrics and "PROMETHEUS_MULTIPROC_DIR" not in os.environ:
+        # before any worker imports prometheus_client: their counts then add up
+        shared_metrics = tempfile.mkdtemp(prefix="edge-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = shared_metrics
+    from edge.observability import metrics
+
+    context = multiprocessing.get_context("spawn")
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited; workers install their own
+    workers = [
+        context.Process(target=_worker, args=(config, sockets), name=f"edge-worker-{index}")
+        for index in range(config.server.workers)
+    ]
+    for worker in workers:
+        worker.start()
+    stopping = False
+
+    def stop(signum: int = signal.SIGTERM, frame: FrameType | None = None) -> None:
+        nonlocal stopping
+        if not stopping:
+            log.info("stopping: closing the listeners, draining %d workers", len(workers))
+        stopping = True
+        for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
+            sock.close()  # our copies; each worker closes its own as its drain begins
+        for worker in workers:
+            if worker.pid is not None and worker.exitcode is None:
+                with contextlib.suppress(ProcessLookupError):  # exited since the check
+                    os.kill(worker.pid, signal.SIGTERM)  # a later one cuts their drain short
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    status = 0
+    running = list(workers)
+    while running:
+        wait_for_sentinels([worker.sentinel for worker in running])
+        for worker in [w for w in running if w.exitcode is not None]:
+            worker.join()
+            running.remove(worker)
+            if worker.pid is not None:
+                metrics.mark_process_dead(worker.pid)
+            if worker.exitcode != 0 or not stopping:
+                log.error("%s exited with %s", worker.name, worker.exitcode)
+                status = 1
+                if not stopping:
+                    stop()
+    if shared_metrics is not None:
+        shutil.rmtree(shared_metrics, ignore_errors=True)
+    return status
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -87,16 +309,11 @@ def _serve(args: argparse.Namespace) -> int:
         overrides["workers"] = args.workers
     if overrides:
         config = config.model_copy(update={"server": config.server.model_copy(update=overrides)})
+    configure_logging(config)
     if config.server.workers == 1:
         run_with_loop(serve_in_process(config), config.server.event_loop)
         return 0
-    from hypercorn.run import run
-
-    if path is not None:
-        os.environ[_CONFIG_ENV] = str(path.resolve())
-    hc = hypercorn_config(config)
-    hc.application_path = "edge.cli:worker_app()"
-    return int(run(hc) or 0)
+    return serve_workers(config)
 
 
 def run_with_loop(coro: Coroutine[Any, Any, None], loop: str) -> None:
@@ -124,6 +341,24 @@ def _check(args: argparse.Namespace) -> int:
         print(f"problem: {problem}", file=sys.stderr)
     print(f"{len(routes.routes)} routes, {len(routes.problems)} problems", file=sys.stderr)
     return 1 if routes.problems else 0
+
+
+def _openapi(args: argparse.Namespace) -> int:
+    """The OpenAPI document /openapi.json would serve, to a file or stdout."""
+    import orjson
+
+    from edge.openapi import build_openapi
+
+    config = load_config(_config_path(args.config))
+    routes = load_routes(config)
+    for problem in routes.problems:
+        print(f"problem: {problem}", file=sys.stderr)
+    text = orjson.dumps(build_openapi(routes, config), option=orjson.OPT_INDENT_2) + b"\n"
+    if args.output in (None, "-"):
+        sys.stdout.buffer.write(text)
+    else:
+        Path(args.output).write_bytes(text)
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -156,6 +391,9 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, help="Hypercorn worker processes")
     check = sub.add_parser("check", help="load config and descriptors, print routes or problems")
     check.add_argument("--config")
+    openapi = sub.add_parser("openapi", help="write the OpenAPI document for the routes")
+    openapi.add_argument("--config")
+    openapi.add_argument("-o", "--output", help="file to write (default: stdout)")
     demo = sub.add_parser("demo", help="the demo upstream and the gateway, in the foreground")
     demo.add_argument("--bind", default="127.0.0.1:8080")
     demo.add_argument("--upstream-port", type=int, default=50051)
@@ -164,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    handlers = {"serve": _serve, "check": _check, "demo": _demo}
+    handlers = {"serve": _serve, "check": _check, "openapi": _openapi, "demo": _demo}
     try:
         return handlers[args.command](args)
     except ConfigError as exc:

@@ -247,6 +247,13 @@ class ServerConfig(_Model):
         return "uvloop"
 
 
+class ObservabilityConfig(_Model):
+    metrics: bool = True  # /metrics (Prometheus)
+    access_log: bool = False  # one JSON line per request on the edge.access logger
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["json", "text"] = "text"
+
+
 class AdminConfig(_Model):
     """The admin endpoints (/admin/...): loopback clients only, unless a token is set."""
 
@@ -282,6 +289,7 @@ class Config(_Model):
     default_policy: PolicyConfig = Field(default_factory=PolicyConfig)
     retry_budget: RetryBudgetConfig = Field(default_factory=RetryBudgetConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     openapi: OpenApiConfig = Field(default_factory=OpenApiConfig)
 
     @model_validator(mode="after")

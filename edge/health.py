@@ -57,6 +57,10 @@ async def readiness() -> tuple[bool, dict[str, Any]]:
     routes = holder.current.routes
     checks: dict[str, Any] = {"routes": len(routes.routes)}
     ready = bool(routes.routes) or bool(current_app.extensions["edge.config"].proxy_routes)
+    shutdown = current_app.extensions.get("edge.shutdown")
+    if shutdown is not None and shutdown.is_set():
+        checks["draining"] = True  # take this instance out of the load balancer first
+        return False, checks
     if isinstance(terminal, GrpcTerminal):
         names = sorted({upstream for upstream, _ in routes.upstream_methods()})
         channels = [(name, terminal.channel(name)) for name in names]
@@ -86,7 +90,8 @@ async def healthz() -> Response:
 async def readyz() -> Response:
     cache = current_app.extensions.setdefault("edge.readiness", {})
     now = time.monotonic()
-    if cache.get("until", 0.0) < now:
+    shutdown = current_app.extensions.get("edge.shutdown")
+    if cache.get("until", 0.0) < now or (shutdown is not None and shutdown.is_set()):
         cache["result"] = await readiness()
         cache["until"] = now + CACHE_SECONDS
     ready, checks = cache["result"]

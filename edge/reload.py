@@ -25,6 +25,7 @@ from pathlib import Path
 
 from edge.config import Config
 from edge.ingress.http import StateHolder
+from edge.observability import metrics
 from edge.routes import Routes, load_routes
 from edge.upstream.grpc import GrpcTerminal
 
@@ -122,6 +123,7 @@ class Reloader:
             self.holder.current = replace(self.holder.current, routes=routes)
             if self.terminal is not None:
                 self.terminal.retain(routes.upstream_methods())
+            metrics.RELOADS.labels("applied").inc()
             self.status.generation += 1
             self.status.loaded_at = time.time()
             self.status.last_error = []
@@ -135,6 +137,7 @@ class Reloader:
             return ReloadResult(True, (), len(routes.routes))
 
     def _refused(self, problems: list[str], current: Routes) -> ReloadResult:
+        metrics.RELOADS.labels("refused").inc()
         self.status.failures += 1
         self.status.last_error = problems
         for problem in problems:

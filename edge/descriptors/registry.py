@@ -53,6 +53,8 @@ class Registry:
     methods: dict[str, MethodInfo] = field(default_factory=dict)
     files: list[str] = field(default_factory=list)
     problems: list[CompileProblem] = field(default_factory=list)
+    # file name -> its FileDescriptorProto, source info (comments) included: for the docs
+    file_protos: dict[str, descriptor_pb2.FileDescriptorProto] = field(default_factory=dict)
 
     def message_class(self, full_name: str) -> type[Message]:
         return message_factory.GetMessageClass(self.pool.FindMessageTypeByName(full_name))
@@ -141,7 +143,9 @@ def build_registry(
     pool = descriptor_pool.DescriptorPool()
     files = _merge(sets, problems)
     added = _add_in_dependency_order(pool, files, problems)
-    registry = Registry(pool=pool, files=added, problems=problems)
+    registry = Registry(
+        pool=pool, files=added, problems=problems, file_protos={n: files[n] for n in added}
+    )
     for name in added:
         file = files[name]
         for service in file.service:

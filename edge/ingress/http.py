@@ -165,7 +165,15 @@ class TranscodingASGI:
                 query=query,
                 token=find_token(headers, query, state.token_query, state.token_cookie),
             )
+            info = scope.get("edge")
+            if info is not None:  # for the access log and the request metrics
+                info["route"] = method.full_name
             reply = await state.chain(call)
+            if info is not None:
+                info["grpc_code"] = 0
+                claims = call.state.get("claims")
+                if claims:
+                    info["user"] = claims.get("sub")
             if reply.stream is not None:
                 await _stream_reply(route, reply, scope, receive, send, state.policy)
                 return
@@ -173,6 +181,9 @@ class TranscodingASGI:
             payload = route.renderer.render(reply.message)
         except EdgeError as error:
             status, payload, error_headers = error_response(error, route.codec, state.policy)
+            info = scope.get("edge")
+            if info is not None:
+                info["grpc_code"] = error.grpc_code
             await send_response(send, status, payload, error_headers)
             return
         except Exception:

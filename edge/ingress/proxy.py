@@ -174,7 +174,11 @@ class ProxyASGI:
         route = self.routes.match(path, host, method, websocket)
         if route is None:
             await self.fallback(scope, receive, send)
-        elif websocket:
+            return
+        info = scope.get("edge")
+        if info is not None:
+            info["route"] = route.name
+        if websocket:
             await self._relay_socket(route, path, host, scope, receive, send)
         else:
             await self._proxy(route, path, host, scope, receive, send)

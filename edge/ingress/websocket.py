@@ -12,6 +12,14 @@ Flow control is bounded in both directions: client messages wait in a small queu
 it is full we stop reading the socket, and TCP pushes back on the browser), and server
 messages are read from the upstream only as fast as the socket takes them (so HTTP/2 flow
 control pushes back on the upstream). Closing the socket cancels the upstream call.
+
+Shutdown: ``edge serve`` puts an ``asyncio.Event`` in the ASGI lifespan state under
+``SHUTDOWN_STATE_KEY`` and sets it when the process starts draining. A session open at
+that moment has its call cancelled (upstream too) and gets a final UNAVAILABLE status
+frame and a 1001 ("going away") close, so its client reconnects to another instance at
+once instead of seeing the connection dropped when the drain ends; a handshake that
+arrives while draining is refused with 503. A socket has no natural end the server could
+wait for, which is why it is told at once rather than given the drain window.
 """
 
 from __future__ import annotations
@@ -51,6 +59,8 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_BIG = 1009
 CLOSE_STATUS_BASE = 4000  # 4000 + gRPC status code
 CLOSE_HANDSHAKE_SECONDS = 2.0  # how long we wait for the client's Close after ours
+SHUTDOWN_STATE_KEY = "edge.shutdown"  # lifespan state: an asyncio.Event set on drain
+SHUTTING_DOWN = "the gateway is shutting down"
 
 _RESERVED_METADATA = frozenset(
     {"connection", "te", "upgrade", "host", "content-type", "content-length", "user-agent"}
@@ -116,6 +126,13 @@ def _socket_token(scope: Scope, policy: WebSocketPolicy, subprotocols: list[str]
     return token
 
 
+def shutdown_signal(scope: Scope) -> asyncio.Event | None:
+    """The process's drain signal, when the server put one in the lifespan state."""
+    state = scope.get("state")
+    event = state.get(SHUTDOWN_STATE_KEY) if state else None
+    return event if isinstance(event, asyncio.Event) else None
+
+
 def _close_reason(message: str) -> str:
     """Close reasons are limited to 123 bytes of UTF-8."""
     encoded = message.encode()[:123]
@@ -163,6 +180,7 @@ class WebSocketSession:
         self.first_request: Message | None = None
         self.half_closed = False
         self.closed = False
+        self.call_task: asyncio.Task[None] | None = None
 
     # -- frames in ----------------------------------------------------------------------
 
@@ -334,6 +352,20 @@ class WebSocketSession:
             )
         await self.close(CLOSE_STATUS_BASE + error.grpc_code, error.message)
 
+    async def going_away(self) -> None:
+        """The process is draining: end the call, send UNAVAILABLE, close with 1001."""
+        if self.closed:
+            return
+        if self.call_task is not None and not self.call_task.done():
+            self.call_task.cancel()  # cancels the upstream call; no frame of it follows ours
+            with contextlib.suppress(BaseException):
+                await self.call_task
+        with contextlib.suppress(Exception):
+            await self.send_json(
+                {"status": {"code": 14, "message": SHUTTING_DOWN, "details": []}, "trailers": {}}
+            )
+        await self.close(CLOSE_GOING_AWAY, SHUTTING_DOWN)
+
     async def watch_idle(self) -> None:
         timeout = self.policy.idle_timeout
         if timeout is None:
@@ -382,6 +414,10 @@ async def serve_websocket(
     """
     event = await receive()
     if event["type"] != "websocket.connect":
+        return
+    shutdown = shutdown_signal(scope)
+    if shutdown is not None and shutdown.is_set():
+        await _refuse(scope, send, 503, 14, SHUTTING_DOWN)
         return
     headers = scope["headers"]
     if not origin_allowed(headers, policy):
@@ -432,11 +468,14 @@ async def serve_websocket(
     session = WebSocketSession(
         route, found, scope, receive, send, chain, header_policy, policy, binary, call, pipeline
     )
+    session.call_task = asyncio.create_task(session.run_call(), name="call")
     tasks = {
-        asyncio.create_task(session.run_call(), name="call"),
+        session.call_task,
         asyncio.create_task(session.read_frames(), name="reader"),
         asyncio.create_task(session.watch_idle(), name="idle"),
     }
+    if shutdown is not None:
+        tasks.add(asyncio.create_task(_wait_for(shutdown), name="shutdown"))
     reader = next(task for task in tasks if task.get_name() == "reader")
     try:
         while tasks:
@@ -459,6 +498,10 @@ async def serve_websocket(
                 await task
 
 
+async def _wait_for(event: asyncio.Event) -> None:
+    await event.wait()
+
+
 async def _settle(done: set[asyncio.Task[None]], session: WebSocketSession) -> str:
     """React to finished tasks; "finished" when the session is over."""
     outcomes = [(task, None if task.cancelled() else task.exception()) for task in done]
@@ -467,6 +510,9 @@ async def _settle(done: set[asyncio.Task[None]], session: WebSocketSession) -> s
             continue
         if error is None:
             if task.get_name() == "call":
+                return "finished"
+            if task.get_name() == "shutdown":
+                await session.going_away()
                 return "finished"
             continue  # the reader and idle watcher only end by raising
         if isinstance(error, ClientDisconnected):

@@ -26,12 +26,14 @@ from edge.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from edge.pipeline.breaker_core import Breaker, BreakerSpec
+from edge.observability import metrics
+from edge.pipeline.breaker_core import Breaker, BreakerSpec, BreakerState
 from edge.pipeline.chain import Next
 from edge.policy_config import BreakerConfig
 from edge.transcode.status import GRPC_CODE_BY_NUMBER
 
 log = logging.getLogger("edge.breaker")
+_STATE_NUMBER = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 _UNSET: object = object()
 
 
@@ -176,6 +178,8 @@ class BreakerLayer:
         else:
             breaker.record(self.clock(), failed=failed)
         if breaker.state is not before:
+            metrics.BREAKER_TRANSITIONS.labels(guard.name, breaker.state.value).inc()
+            metrics.BREAKER_STATE.labels(guard.name).set(_STATE_NUMBER[breaker.state])
             log.warning(
                 "circuit breaker for upstream %r: %s -> %s",
                 guard.name,

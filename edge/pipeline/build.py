@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from edge.call import Call
 from edge.config import Config
 from edge.errors import ConfigError
+from edge.observability.layers import upstream_metrics
 from edge.pipeline.auth import AuthLayer, KeyRing
 from edge.pipeline.breaker import BreakerLayer, UpstreamGuard, failure_code_numbers, guard_for
 from edge.pipeline.chain import Layer
@@ -124,4 +125,6 @@ def build_pipeline(config: Config, upstreams: Iterable[str] | None = None) -> Pi
             guards, failure_code_numbers(config.breakers.failure_codes), route_configs=routes
         )
         pipeline.layers.append(pipeline.breakers)
+    if config.observability.metrics:
+        pipeline.layers.append(upstream_metrics)  # innermost: one count per upstream attempt
     return pipeline

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 from edge.call import Call, Reply
 from edge.errors import EdgeError, RateLimited
+from edge.observability import metrics
 from edge.pipeline.chain import Next
 from edge.pipeline.credentials import Network, client_address, header_value
 from edge.pipeline.limiter_core import Decision, LimitSpec
@@ -142,6 +143,8 @@ class RateLimitLayer:
             decisions = await self.store.decide(checks)
         except RedisUnavailable as exc:
             self.backend_errors += 1
+            metrics.LIMITER_ERRORS.inc()
+            metrics.LIMITER_DECISIONS.labels("backend_error").inc()
             log.warning(
                 "rate limit store unavailable (%s): failing %s",
                 exc,
@@ -151,6 +154,7 @@ class RateLimitLayer:
                 return None
             raise LimiterUnavailable("the rate limiter is unavailable") from exc
         refused = [d for d in decisions if not d.allowed]
+        metrics.LIMITER_DECISIONS.labels("refused" if refused else "allowed").inc()
         if refused:
             self.refused += 1
             wait = max(d.retry_after for d in refused)

@@ -11,45 +11,25 @@ the handshake; the gateway under test therefore lists ``"null"`` in
 send ``null`` too, so never allow it in production). A second gateway with the default
 ``[same-origin]`` shows the handshake refused and the example's Promise rejected.
 
-Chromium is required: when the ``chromium`` binary is missing the test fails with a
-clear message (``scripts/test`` installs Debian's package), unless ``EDGE_SKIP_BROWSER=1``
-is set, in which case it is skipped.
+Chromium is required (see ``tests/browser.py``, which holds the Chromium and DevTools
+helpers): when the ``chromium`` binary is missing the test fails with a clear message,
+unless ``EDGE_SKIP_BROWSER=1`` is set, in which case it is skipped.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import signal
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
+from browser import Page, chromium, open_page
 from conftest import DEMO_PROTOS, ROOT, Gateway, make_config, run_gateway
-from websockets.asyncio.client import ClientConnection, connect
 
 from edge.demo.library import start_library
 
 pytestmark = pytest.mark.e2e
 
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--remote-debugging-port=0",
-)
-_DEVTOOLS_LINE = re.compile(r"DevTools listening on (ws://127\.0\.0\.1:(\d+)/\S+)")
 _EXAMPLE_BLOCK = re.compile(r"^```js edge-ws-example\n(.*?)^```$", re.M | re.S)
 
 
@@ -60,96 +40,16 @@ def readme_example() -> str:
     return str(blocks[0])
 
 
-def _chromium_binary() -> str:
-    binary = shutil.which("chromium")
-    if binary is not None:
-        return binary
-    if os.environ.get("EDGE_SKIP_BROWSER") == "1":
-        pytest.skip("chromium is not installed and EDGE_SKIP_BROWSER=1")
-    pytest.fail(
-        "the browser test needs the `chromium` binary on PATH: run scripts/test (it "
-        "installs Debian's chromium) or `apt-get install chromium`; set EDGE_SKIP_BROWSER=1 "
-        "to skip this test instead",
-        pytrace=False,
-    )
-
-
 @pytest.fixture(scope="module")
 def devtools_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    """Headless Chromium on about:blank; yields its DevTools HTTP port.
-
-    Chromium runs in its own session (process group), killed as a whole at the end, so no
-    renderer or zygote outlives the test. Its stderr goes to a file (a pipe nobody drains
-    could fill and stall the browser), read for the "DevTools listening" line.
-    """
-    binary = _chromium_binary()
-    folder = tmp_path_factory.mktemp("chromium")
-    log_path = folder / "stderr.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [binary, *CHROMIUM_FLAGS, f"--user-data-dir={folder / 'profile'}", "about:blank"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            start_new_session=True,
-        )
-    try:
-        yield _wait_for_devtools(process, log_path)
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.wait(timeout=10)
-
-
-def _wait_for_devtools(process: subprocess.Popen[bytes], log_path: Path) -> int:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        text = log_path.read_text(errors="replace")
-        found = _DEVTOOLS_LINE.search(text)
-        if found:
-            return int(found.group(2))
-        if process.poll() is not None:
-            pytest.fail(f"chromium exited with {process.returncode}:\n{text[-3000:]}")
-        time.sleep(0.05)
-    pytest.fail(f"chromium printed no DevTools line in 30s:\n{text[-3000:]}")
-
-
-class Page:
-    """One browser page, spoken to over its DevTools WebSocket."""
-
-    def __init__(self, socket: ClientConnection) -> None:
-        self.socket = socket
-        self.ids = 0
-
-    async def evaluate(self, expression: str) -> Any:
-        """Evaluate a script, await the Promise it ends with, and return its value."""
-        self.ids += 1
-        request = {
-            "id": self.ids,
-            "method": "Runtime.evaluate",
-            "params": {"expression": expression, "awaitPromise": True, "returnByValue": True},
-        }
-        await self.socket.send(json.dumps(request))
-        while True:  # skip events; answers carry the request's id
-            answer = json.loads(await self.socket.recv())
-            if answer.get("id") == self.ids:
-                break
-        assert "error" not in answer, answer["error"]
-        result = answer["result"]
-        assert "exceptionDetails" not in result, json.dumps(result["exceptionDetails"], indent=1)
-        return result["result"].get("value")
+    with chromium(tmp_path_factory.mktemp("chromium")) as port:
+        yield port
 
 
 @pytest.fixture
 async def page(devtools_port: int) -> AsyncIterator[Page]:
-    async with httpx.AsyncClient(trust_env=False, timeout=10) as http:
-        targets = (await http.get(f"http://127.0.0.1:{devtools_port}/json")).json()
-    pages = [t for t in targets if t["type"] == "page"]
-    assert pages, f"no page target among {targets}"
-    async with connect(pages[0]["webSocketDebuggerUrl"], max_size=None, open_timeout=10) as cdp:
-        yield Page(cdp)
+    async with open_page(devtools_port) as opened:
+        yield opened
 
 
 @pytest.fixture

@@ -37,6 +37,19 @@ async def wait_answering(url: str, process: subprocess.Popen[bytes]) -> httpx.Re
     raise AssertionError("edge serve never answered")
 
 
+def served_count(exposition: str) -> float:
+    from test_observability_e2e import sample
+
+    return sample(
+        exposition,
+        "edge_requests_total",
+        route="edgetest.v1.KitchenService.Echo",
+        method="GET",
+        status="200",
+        protocol="http",
+    )
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 async def test_edge_serve(kitchen_upstream: Any, tmp_path: Path, workers: int) -> None:
     upstream_port, _ = kitchen_upstream
@@ -68,7 +81,14 @@ async def test_edge_serve(kitchen_upstream: Any, tmp_path: Path, workers: int) -
         assert response.json() == {"stringValue": "served"}
         async with httpx.AsyncClient() as client:
             health = await client.get(f"http://127.0.0.1:{port}/healthz")
-        assert health.json() == {"status": "ok"}
+            assert health.json() == {"status": "ok"}
+            for _ in range(19):  # 20 with the first: spread over the workers by the kernel
+                await client.get(f"http://127.0.0.1:{port}/v1/kitchen/served")
+            # every scrape reports the instance's total, whichever worker answers it
+            for _ in range(3):
+                async with httpx.AsyncClient() as fresh:  # a new connection: maybe another worker
+                    scrape = (await fresh.get(f"http://127.0.0.1:{port}/metrics")).text
+                assert served_count(scrape) == 20
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:

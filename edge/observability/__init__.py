@@ -1,0 +1,1 @@
+"""Metrics, access logs and trace context: cheap when on, nothing when off."""

@@ -1,0 +1,70 @@
+"""Prometheus metrics, correct across Hypercorn workers.
+
+With several workers each process counts on its own; prometheus-client's multiprocess
+mode (``PROMETHEUS_MULTIPROC_DIR``, which ``edge serve --workers N`` sets up) writes the
+counts to shared files that ``/metrics`` sums, so a scrape reports the instance's totals
+whichever worker answers it. Label values are bounded: routes are route *names* (gRPC
+methods, proxy prefixes, or ``unmatched``), never raw paths.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client import multiprocess as _multiprocess
+
+_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+REQUESTS = Counter("edge_requests", "Requests answered", ["route", "method", "status", "protocol"])
+REQUEST_SECONDS = Histogram(
+    "edge_request_duration_seconds",
+    "Time to answer a request",
+    ["route", "protocol"],
+    buckets=_BUCKETS,
+)
+IN_FLIGHT = Gauge(
+    "edge_in_flight_requests", "Requests being answered", ["protocol"], multiprocess_mode="livesum"
+)
+UPSTREAM_CALLS = Counter("edge_upstream_calls", "Upstream calls by result", ["upstream", "code"])
+UPSTREAM_SECONDS = Histogram(
+    "edge_upstream_duration_seconds", "Upstream call time", ["upstream"], buckets=_BUCKETS
+)
+STREAMS = Gauge(
+    "edge_streams_in_flight", "Streaming calls open", ["upstream"], multiprocess_mode="livesum"
+)
+WEBSOCKETS = Gauge(
+    "edge_websocket_connections", "Open gRPC-over-WebSocket sockets", multiprocess_mode="livesum"
+)
+LIMITER_DECISIONS = Counter("edge_ratelimit_decisions", "Rate limit decisions", ["result"])
+LIMITER_ERRORS = Counter("edge_ratelimit_backend_errors", "Rate limit store failures")
+BREAKER_STATE = Gauge(
+    "edge_breaker_state",
+    "Breaker state: 0 closed, 1 half-open, 2 open",
+    ["name"],
+    multiprocess_mode="max",
+)
+BREAKER_TRANSITIONS = Counter("edge_breaker_transitions", "Breaker state changes", ["name", "to"])
+RELOADS = Counter("edge_descriptor_reloads", "Descriptor reloads", ["result"])
+
+
+def render() -> tuple[bytes, str]:
+    """The exposition for ``/metrics``: this process's, or every worker's when shared."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = CollectorRegistry()
+        _multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(), CONTENT_TYPE_LATEST
+
+
+def mark_process_dead(pid: int) -> None:
+    """Drop a finished worker's live gauges (multiprocess mode)."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        _multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]

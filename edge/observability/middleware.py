@@ -1,0 +1,120 @@
+"""The outermost ASGI layer: request ids, W3C trace context, access logs, request metrics.
+
+A transport concern, so a pure ASGI middleware (like hypercorn's ProxyFixMiddleware)
+rather than a pipeline layer: it sees every request, including 404s, 405s and the
+WebSocket handshakes the pipeline never gets. It makes sure each request carries an
+``X-Request-Id`` (kept if the client sent one, returned in the response) and a
+``traceparent`` (continued with a new span id for the hop upstream, or started), so the
+header allowlist forwards both upstream. The ingress fills ``scope["edge"]`` with what
+only it knows (route name, gRPC code, user) for the log line and the labels.
+
+Access logs are one JSON line per request; never tokens, never bodies.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import time
+from typing import Any
+
+import orjson
+
+from edge.ingress.asgi import ASGIApp, Message, Receive, Scope, Send
+from edge.observability import metrics
+
+access_log = logging.getLogger("edge.access")
+
+_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+
+
+def continue_trace(traceparent: str | None) -> tuple[str, str]:
+    """(trace id, traceparent for the upstream hop): a new span in the client's trace."""
+    span = os.urandom(8).hex()
+    if traceparent is not None:
+        match = _TRACEPARENT.match(traceparent.strip().lower())
+        if match and match.group(1) != "ff" and match.group(2) != "0" * 32:
+            return match.group(2), f"00-{match.group(2)}-{span}-{match.group(4)}"
+    trace = os.urandom(16).hex()
+    return trace, f"00-{trace}-{span}-01"
+
+
+class ObserveASGI:
+    def __init__(self, app: ASGIApp, *, access_log_on: bool, metrics_on: bool) -> None:
+        self.app = app
+        self.access_log_on = access_log_on
+        self.metrics_on = metrics_on
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind != "http" and kind != "websocket":
+            await self.app(scope, receive, send)
+            return
+        request_id = traceparent = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                request_id = value.decode("latin-1")
+            elif name == b"traceparent":
+                traceparent = value.decode("latin-1")
+        trace_id, upstream_parent = continue_trace(traceparent)
+        headers = [(n, v) for n, v in scope["headers"] if n != b"traceparent"]
+        headers.append((b"traceparent", upstream_parent.encode()))
+        if request_id is None:
+            request_id = os.urandom(8).hex()
+            headers.append((b"x-request-id", request_id.encode()))
+        scope["headers"] = headers
+        info: dict[str, Any] = {"route": "unmatched"}
+        scope["edge"] = info
+        answer = {"status": 0, "bytes": 0}
+        id_header = (b"x-request-id", request_id.encode())
+
+        async def observed_send(message: Message) -> None:
+            kind_ = message["type"]
+            if kind_ == "http.response.start" or kind_ == "websocket.http.response.start":
+                answer["status"] = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), id_header]}
+            elif kind_ == "http.response.body" or kind_ == "websocket.http.response.body":
+                answer["bytes"] += len(message.get("body", b""))
+            elif kind_ == "websocket.accept":
+                answer["status"] = 101
+                message = {**message, "headers": [*message.get("headers", ()), id_header]}
+            await send(message)
+
+        protocol = "websocket" if kind == "websocket" else "http"
+        start = time.perf_counter()
+        if self.metrics_on:
+            metrics.IN_FLIGHT.labels(protocol).inc()
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            elapsed = time.perf_counter() - start
+            status = answer["status"] or (499 if protocol == "http" else 1006)
+            if self.metrics_on:
+                metrics.IN_FLIGHT.labels(protocol).dec()
+                route = info["route"]
+                method = scope.get("method", "GET")
+                metrics.REQUESTS.labels(route, method, str(status), protocol).inc()
+                metrics.REQUEST_SECONDS.labels(route, protocol).observe(elapsed)
+            if self.access_log_on:
+                client = scope.get("client")
+                access_log.info(
+                    "%s",
+                    orjson.dumps(
+                        {
+                            "time": time.time(),
+                            "protocol": protocol,
+                            "method": scope.get("method", "GET"),
+                            "path": scope["path"],
+                            "route": info["route"],
+                            "status": status,
+                            "grpc_code": info.get("grpc_code"),
+                            "duration_ms": round(elapsed * 1000, 3),
+                            "bytes": answer["bytes"],
+                            "client": client[0] if client else None,
+                            "user": info.get("user"),
+                            "request_id": request_id,
+                            "trace_id": trace_id,
+                        }
+                    ).decode(),
+                )

@@ -1,0 +1,102 @@
+"""Metrics after known traffic, access log lines, trace context and request ids upstream."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """One sample's value from a Prometheus exposition (0 when absent)."""
+    for line in text.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0]))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+async def test_metrics_count_known_traffic(stack: Any) -> None:
+    echo = {
+        "route": "edgetest.v1.KitchenService.Echo",
+        "method": "GET",
+        "status": "200",
+        "protocol": "http",
+    }
+    async with stack.client() as client:
+        before = (await client.get("/metrics")).text
+        for _ in range(3):
+            await client.get("/v1/kitchen/m")
+        await client.get("/nowhere")
+        await client.post("/v1/fail", json={"code": 5, "message": "x"})
+        after = (await client.get("/metrics")).text
+    assert (
+        sample(after, "edge_requests_total", **echo) - sample(before, "edge_requests_total", **echo)
+        == 3
+    )
+    unmatched = {"route": "unmatched", "status": "404"}
+    assert sample(after, "edge_requests_total", **unmatched) > sample(
+        before, "edge_requests_total", **unmatched
+    )
+    assert sample(after, "edge_upstream_calls_total", upstream="kitchen", code="5") >= 1
+    assert (
+        sample(
+            after,
+            "edge_request_duration_seconds_count",
+            route="edgetest.v1.KitchenService.Echo",
+            protocol="http",
+        )
+        >= 3
+    )
+
+
+async def test_trace_context_and_request_id_reach_the_upstream(stack: Any) -> None:
+    async with stack.client() as client:
+        kept = await client.post(
+            "/v1/inspect",
+            json={},
+            headers={"traceparent": f"00-{TRACE}-00f067aa0ba902b7-01", "x-request-id": "abc"},
+        )
+        started = await client.post("/v1/inspect", json={})
+    seen = kept.json()["metadata"]
+    version, trace, span, flags = seen["traceparent"].split("-")
+    assert (version, trace, flags) == ("00", TRACE, "01")
+    assert span != "00f067aa0ba902b7"  # the gateway's own hop
+    assert seen["x-request-id"] == "abc"
+    assert kept.headers["x-request-id"] == "abc"
+    generated = started.json()["metadata"]
+    assert re.fullmatch(r"00-[0-9a-f]{32}-[0-9a-f]{16}-01", generated["traceparent"])
+    assert generated["x-request-id"] == started.headers["x-request-id"]
+
+
+async def test_access_log_lines(stack_factory: Any, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="edge.access")
+    async with stack_factory(observability={"access_log": True}) as stack:
+        async with stack.client() as client:
+            await client.get("/v1/kitchen/logged", headers={"authorization": "Bearer sekrit"})
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "edge.access"]
+    line = next(entry for entry in lines if entry["path"] == "/v1/kitchen/logged")
+    assert line["route"] == "edgetest.v1.KitchenService.Echo"
+    assert line["status"] == 200 and line["grpc_code"] == 0
+    assert line["method"] == "GET" and line["protocol"] == "http"
+    assert re.fullmatch(r"[0-9a-f]{32}", line["trace_id"])
+    assert line["request_id"] and line["duration_ms"] > 0 and line["bytes"] > 0
+    assert "sekrit" not in caplog.text
+
+
+async def test_metrics_can_be_switched_off(stack_factory: Any) -> None:
+    async with stack_factory(observability={"metrics": False}) as stack:
+        async with stack.client() as client:
+            response = await client.get("/metrics")
+            plain = await client.get("/v1/kitchen/x")
+    assert response.status_code == 404
+    assert "x-request-id" not in plain.headers  # nothing observes: nothing added
