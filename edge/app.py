@@ -62,7 +62,11 @@ def create_app(
         log.warning("route problem: %s", problem)
     if terminal is None:
         terminal = GrpcTerminal(upstream_settings(config))
-    pipeline = build_pipeline(config) if layers is None else Pipeline(layers=list(layers))
+    pipeline = (
+        build_pipeline(config, sidecar_policies=routes.sidecar_policies)
+        if layers is None
+        else Pipeline(layers=list(layers))
+    )
     layers = pipeline.layers
     holder = StateHolder(
         GatewayState(
@@ -82,7 +86,12 @@ def create_app(
     app.extensions["edge.state"] = holder
     app.extensions["edge.pipeline"] = pipeline
     app.extensions["edge.config"] = config
-    reloader = Reloader(config, holder, terminal if isinstance(terminal, GrpcTerminal) else None)
+    reloader = Reloader(
+        config,
+        holder,
+        terminal if isinstance(terminal, GrpcTerminal) else None,
+        policies=pipeline.index,
+    )
     app.extensions["edge.reloader"] = reloader
     app.extensions["edge.terminal"] = terminal
     app.register_blueprint(admin)
@@ -99,6 +108,7 @@ def create_app(
             await proxy.open()
         if config.descriptors.watch:
             reloader.start_watching(config.descriptors.watch_interval)
+        reloader.start_refreshing()  # reflection, whether or not files are watched
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             # SIGHUP reloads the descriptors (not where signals cannot be handled here)
             asyncio.get_running_loop().add_signal_handler(

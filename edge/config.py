@@ -110,6 +110,10 @@ class UpstreamConfig(_Model):
     timeout: Seconds | None = 30.0
     max_request_bytes: Bytes = 4 * 1024 * 1024
     max_response_bytes: Bytes = 4 * 1024 * 1024
+    # learn this upstream's services by gRPC server reflection (no .proto needed); its
+    # services are then routed here unless services names them
+    reflection: bool = False
+    reflection_interval: Seconds = 300.0  # refetched this often (and on every reload)
 
     @model_validator(mode="after")
     def _one_address_form(self) -> UpstreamConfig:

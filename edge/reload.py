@@ -10,7 +10,9 @@ check``). Problems the current set already had (a file broken since start-up) do
 block reloads of the others.
 
 Triggers: the watcher (polling, so it also sees Kubernetes ConfigMap symlink swaps and
-network file systems), SIGHUP, and ``POST /admin/reload``.
+network file systems), SIGHUP, ``POST /admin/reload``, and for upstreams with
+``reflection: true`` every ``reflection_interval`` (a refresh is an ordinary reload, whose
+sources include the upstreams' reflection; it runs beside the watcher).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from pathlib import Path
 from edge.config import Config
 from edge.ingress.http import StateHolder
 from edge.observability import metrics
+from edge.pipeline.policy import PolicyIndex
 from edge.routes import Routes, load_routes
 from edge.upstream.grpc import GrpcTerminal
 
@@ -95,14 +98,17 @@ class Reloader:
         holder: StateHolder,
         terminal: GrpcTerminal | None,
         loader: Callable[[Config], Routes] = load_routes,
+        policies: PolicyIndex | None = None,
     ) -> None:
         self.config = config
         self.holder = holder
         self.terminal = terminal
+        self.policies = policies
         self.loader = loader
         self.status = ReloadStatus()
         self._lock = asyncio.Lock()
         self._watch_task: asyncio.Task[None] | None = None
+        self._refresh_task: asyncio.Task[None] | None = None
 
     async def reload(self, reason: str) -> ReloadResult:
         async with self._lock:  # one reload at a time; later triggers queue up
@@ -120,6 +126,8 @@ class Reloader:
                 return self._refused(new_problems, current)
             if self.terminal is not None:
                 self.terminal.open(routes.upstream_methods())
+            if self.policies is not None:
+                self.policies.set_sidecars(routes.sidecar_policies)
             self.holder.current = replace(self.holder.current, routes=routes)
             if self.terminal is not None:
                 self.terminal.retain(routes.upstream_methods())
@@ -145,14 +153,33 @@ class Reloader:
         return ReloadResult(False, tuple(problems), len(current.routes))
 
     def start_watching(self, interval: float) -> None:
+        """Reload by itself: on file changes, and to refresh upstreams' reflection."""
         self._watch_task = asyncio.create_task(self._watch(interval), name="edge-reload-watch")
 
+    def start_refreshing(self) -> None:
+        """Reload every ``reflection_interval`` (the shortest, if several upstreams reflect)."""
+        intervals = [u.reflection_interval for u in self.config.upstreams.values() if u.reflection]
+        if intervals and self._refresh_task is None:
+            self._refresh_task = asyncio.create_task(
+                self._refresh(min(intervals)), name="edge-reflection-refresh"
+            )
+
     async def stop(self) -> None:
-        if self._watch_task is not None:
-            self._watch_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watch_task
-            self._watch_task = None
+        for task in (self._watch_task, self._refresh_task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._watch_task = self._refresh_task = None
+
+    async def _refresh(self, interval: float) -> None:
+        # a refresh is a reload: the reflected sets are fetched again with everything else
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.reload("reflection refresh")
+            except Exception:
+                log.exception("reflection refresh error")
 
     async def _watch(self, interval: float) -> None:
         seen = await asyncio.to_thread(snapshot_files, self.config)

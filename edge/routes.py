@@ -8,13 +8,17 @@ crash, and never takes other routes with it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from edge.config import Config
+from edge.config import Config, ServiceConfig
 from edge.descriptors.http_rules import HttpRule
+from edge.descriptors.reflection import DEFAULT_DEADLINE, ReflectionSource, reflect_upstreams
 from edge.descriptors.registry import MethodInfo, Registry
+from edge.policy_config import PolicyConfig
 from edge.routing.table import RouteConflict, RouteMatch, RouteTable
 from edge.routing.template import parse_template
+from edge.sidecar import MethodSettings, Sidecars, load_sidecars
 from edge.transcode.binding import BindingError, RequestBinder
 from edge.transcode.json_codec import JsonCodec, JsonOptions
 from edge.transcode.response import ResponseRenderer
@@ -31,6 +35,8 @@ class TranscodeRoute:
     binder: RequestBinder
     renderer: ResponseRenderer
     codec: JsonCodec
+    success_status: int = 200  # a sidecar may say 201 or 202
+    stream_format: str | None = None  # a sidecar's default framing when Accept has none
 
 
 @dataclass(slots=True)
@@ -45,6 +51,7 @@ class Routes:
     routes: list[TranscodeRoute] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # worth knowing, not wrong
+    sidecar_policies: list[PolicyConfig] = field(default_factory=list)
     unrouted: list[str] = field(default_factory=list)  # services with no upstream
 
     def upstream_methods(self) -> list[tuple[str, MethodInfo]]:
@@ -85,28 +92,55 @@ def json_options(config: Config) -> JsonOptions:
     )
 
 
-def build_routes(config: Config, registry: Registry) -> Routes:
-    codec = JsonCodec(registry.pool, json_options(config))
+def build_routes(
+    config: Config,
+    registry: Registry,
+    sidecars: Sidecars | None = None,
+    reflected: Mapping[str, str] | None = None,
+) -> Routes:
+    """Routes for every method; ``reflected`` maps services found by reflection to upstreams."""
+    base_options = json_options(config)
+    codecs = {base_options: JsonCodec(registry.pool, base_options)}
     routes = Routes(registry=registry, table=RouteTable())
     routes.problems.extend(str(problem) for problem in registry.problems)
+    sidecars = sidecars or Sidecars()
+    routes.sidecar_policies = sidecars.policies(config.default_policy)
     generic = config.transcoding.generic_routes
     for service, methods in sorted(registry.services().items()):
-        service_config = config.service_config(service)
+        service_config = route_service(config, service, reflected or {})
         if service_config is None:
             routes.unrouted.append(service)
             continue
         for method in methods:
             method_config = config.methods.get(method.full_name)
+            settings = sidecars.for_method(method.full_name)
+            if settings is not None and settings.auth is not None:
+                if settings.auth.require != "public" and not (
+                    config.auth.issuers or config.auth.api_keys.keys
+                ):
+                    # fail closed: never serve a method whose owner asked for auth unchecked
+                    routes.problems.append(
+                        f"{method.full_name}: its .edge.yaml requires auth, but the gateway "
+                        "has no auth issuers or api_keys; the method is not served"
+                    )
+                    continue
             timeout = (
                 (method_config.timeout if method_config else None)
+                or (settings.timeout if settings else None)
                 or service_config.timeout
                 or config.upstreams[service_config.upstream].timeout
+            )
+            options = _method_options(base_options, settings)
+            codec = codecs.get(options) or codecs.setdefault(
+                options, JsonCodec(registry.pool, options)
             )
             rules: list[HttpRule | None] = list(method.http_rules)
             if generic == "all" or (generic == "unannotated" and not rules):
                 rules.append(None)
             for rule in rules:
-                _add_route(routes, codec, config, method, rule, service_config.upstream, timeout)
+                _add_route(
+                    routes, codec, config, method, rule, service_config.upstream, timeout, settings
+                )
             if config.websocket.enabled:
                 upstream = service_config.upstream
                 for ws_rule in [None, *method.http_rules]:
@@ -158,6 +192,22 @@ def _add_ws_route(
             routes.notes.append(note)
 
 
+def _method_options(base: JsonOptions, settings: MethodSettings | None) -> JsonOptions:
+    json = settings.json_options if settings else None
+    if json is None:
+        return base
+    return JsonOptions(
+        ignore_unknown_fields=base.ignore_unknown_fields
+        if json.unknown_fields is None
+        else json.unknown_fields == "ignore",
+        emit_defaults=base.emit_defaults if json.emit_defaults is None else json.emit_defaults,
+        proto_field_names=base.proto_field_names
+        if json.proto_field_names is None
+        else json.proto_field_names,
+        enums_as_ints=base.enums_as_ints if json.enums_as_ints is None else json.enums_as_ints,
+    )
+
+
 def _add_route(
     routes: Routes,
     codec: JsonCodec,
@@ -166,6 +216,7 @@ def _add_route(
     rule: HttpRule | None,
     upstream: str,
     timeout: float | None,
+    settings: MethodSettings | None = None,
 ) -> None:
     http_method = rule.method if rule is not None else "POST"
     template = rule.template if rule is not None else parse_template(method.grpc_path)
@@ -187,6 +238,8 @@ def _add_route(
                 method.output_type, rule.response_body if rule else None, codec
             ),
             codec=codec,
+            success_status=settings.success_status or 200 if settings else 200,
+            stream_format=settings.stream_format if settings else None,
         )
         routes.table.add(http_method, template, route)
     except (BindingError, RouteConflict) as exc:
@@ -195,11 +248,49 @@ def _add_route(
     routes.routes.append(route)
 
 
+def route_service(
+    config: Config, service: str, reflected: Mapping[str, str]
+) -> ServiceConfig | None:
+    """Where a service goes: its own ``services`` entry, else the upstream whose reflection
+    offers it, else ``*``; None (unrouted) when none applies. A reflected service keeps
+    ``*``'s timeout."""
+    explicit = config.services.get(service)
+    if explicit is not None:
+        return explicit
+    default = config.services.get("*")
+    upstream = reflected.get(service)
+    if upstream is not None:
+        return ServiceConfig(upstream=upstream, timeout=default.timeout if default else None)
+    return default
+
+
+def reflection_sources(config: Config) -> list[ReflectionSource]:
+    """The upstreams with ``reflection: true``, in config order, with a short deadline."""
+    settings = upstream_settings(config)
+    return [
+        ReflectionSource(
+            settings[name], min(DEFAULT_DEADLINE, upstream.timeout or DEFAULT_DEADLINE)
+        )
+        for name, upstream in config.upstreams.items()
+        if upstream.reflection
+    ]
+
+
 def load_routes(config: Config) -> Routes:
+    """Everything a request needs, from the files and the upstreams' reflection (blocking)."""
     from edge.descriptors.registry import load_registry
 
     descriptors = config.descriptors
+    reflection = reflect_upstreams(reflection_sources(config))
     registry = load_registry(
-        descriptors.proto_paths, descriptors.include_paths, descriptors.descriptor_sets
+        descriptors.proto_paths,
+        descriptors.include_paths,
+        descriptors.descriptor_sets,
+        extra_sets=reflection.sets,
     )
-    return build_routes(config, registry)
+    sidecars, sidecar_problems = load_sidecars(descriptors.proto_paths)
+    routes = build_routes(config, registry, sidecars, reflection.services)
+    routes.problems.extend(sidecar_problems)
+    routes.problems.extend(reflection.problems)
+    routes.notes.extend(reflection.notes)
+    return routes

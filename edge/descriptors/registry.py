@@ -22,6 +22,10 @@ from edge.descriptors.http_rules import HttpRule, read_http_rules
 
 # Always present so error details from any upstream decode to JSON.
 _BUILTIN_FILES = (status_pb2.DESCRIPTOR, error_details_pb2.DESCRIPTOR)
+# Library files every producer (protoc, each language's runtime, each upstream's
+# reflection) ships in its own version: descriptor.proto gains options with each protobuf
+# release. Two copies of one of these are not a conflict; the first one merged wins.
+_LIBRARY_PREFIXES = ("google/protobuf/", "google/api/", "google/rpc/")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +79,9 @@ def _merge(
             known = merged.get(file.name)
             if known is None:
                 merged[file.name] = file
-            elif _without_source_info(known) != _without_source_info(file):
+            elif _canonical(known) != _canonical(file) and not file.name.startswith(
+                _LIBRARY_PREFIXES
+            ):
                 problems.append(
                     CompileProblem(file.name, 0, 0, "defined twice with different contents")
                 )
@@ -90,11 +96,28 @@ def _merge(
     return merged
 
 
-def _without_source_info(file: descriptor_pb2.FileDescriptorProto) -> bytes:
+def _canonical(file: descriptor_pb2.FileDescriptorProto) -> bytes:
+    """The file's meaning: without source info (comments), and without ``json_name`` where
+    it is the default (protoc writes it, runtimes' reflection services often do not)."""
     copy = descriptor_pb2.FileDescriptorProto()
     copy.CopyFrom(file)
     copy.ClearField("source_code_info")
+    fields = list(copy.extension)
+    pending = list(copy.message_type)
+    while pending:
+        message = pending.pop()
+        pending.extend(message.nested_type)
+        fields.extend([*message.field, *message.extension])
+    for field_proto in fields:
+        if field_proto.json_name == _default_json_name(field_proto.name):
+            field_proto.ClearField("json_name")
     return copy.SerializeToString(deterministic=True)
+
+
+def _default_json_name(name: str) -> str:
+    """protoc's lowerCamelCase of a field name: ``fail_after`` -> ``failAfter``."""
+    head, *rest = name.split("_")
+    return head + "".join(part[:1].upper() + part[1:] for part in rest)
 
 
 def _add_in_dependency_order(
@@ -183,8 +206,13 @@ def load_registry(
     proto_roots: Sequence[Path],
     include: Sequence[Path] = (),
     descriptor_sets: Sequence[Path] = (),
+    extra_sets: Sequence[descriptor_pb2.FileDescriptorSet] = (),
 ) -> Registry:
-    """Compile the proto folders, read the descriptor-set files, and build the registry."""
+    """Compile the proto folders, read the descriptor-set files, and build the registry.
+
+    ``extra_sets`` (sets fetched by server reflection) are merged last: a file also found
+    on disk under the same name must have the same contents, or it is a problem.
+    """
     problems: list[CompileProblem] = []
     sets: list[descriptor_pb2.FileDescriptorSet] = []
     existing_roots = [root for root in proto_roots if root.is_dir()]
@@ -200,4 +228,5 @@ def load_registry(
             sets.append(read_descriptor_set(path))
         except (OSError, DecodeError) as exc:
             problems.append(CompileProblem(str(path), 0, 0, f"cannot read descriptor set: {exc}"))
+    sets.extend(extra_sets)
     return build_registry(sets, problems)

@@ -197,9 +197,9 @@ class TranscodingASGI:
                 *response_headers(reply.initial_metadata, reply.trailing_metadata, state.policy),
                 *reply.headers,
             ]
-            await send_response(send, 200, payload, out)
+            await send_response(send, route.success_status, payload, out)
         else:
-            await send_response(send, 200, payload)
+            await send_response(send, route.success_status, payload)
 
 
 async def _ndjson_requests(
@@ -244,7 +244,7 @@ async def _stream_reply(
     assert reply.stream is not None
     stream = reply.stream
     accept = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"accept"), None)
-    framing = choose_format(accept)
+    framing = choose_format(accept, route.stream_format)
     try:
         first: Message | None = await anext(stream)
     except StopAsyncIteration:
@@ -256,7 +256,7 @@ async def _stream_reply(
         *response_headers(reply.initial_metadata, (), policy),
         *reply.headers,
     ]
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.start", "status": route.success_status, "headers": headers})
     watcher = None
     if not route.method.client_streaming:  # the body is read; the next event is a disconnect
         watcher = asyncio.create_task(_cancel_on_disconnect(receive, reply))

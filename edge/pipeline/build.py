@@ -8,7 +8,7 @@ is left out entirely, so an unconfigured gateway pays nothing for it.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from edge.call import Call
@@ -72,17 +72,25 @@ class Pipeline:
             await close()
 
 
-def build_pipeline(config: Config, upstreams: Iterable[str] | None = None) -> Pipeline:
+def build_pipeline(
+    config: Config,
+    upstreams: Iterable[str] | None = None,
+    sidecar_policies: Sequence[PolicyConfig] = (),
+) -> Pipeline:
     index = PolicyIndex(config.policies, config.default_policy)
     pipeline = Pipeline(index=index)
     auth_config = config.auth
     has_credentials = bool(auth_config.issuers or auth_config.api_keys.keys)
     if index.any_auth and not has_credentials:
         raise ConfigError("a policy requires auth, but auth has no issuers and no api_keys")
+    # (sidecars that require auth without credentials are refused route by route instead)
+    index.set_sidecars(list(sidecar_policies))
     if has_credentials or auth_config.claims_to_metadata:
         pipeline.auth = AuthLayer(auth_config, index, KeyRing(auth_config.issuers))
         pipeline.layers.append(pipeline.auth)
-    if index.any_limits:
+    # limits and retries may arrive with a reloaded sidecar: the layers stay in the chain
+    # (an idle one costs a dict probe per call)
+    if index.any_limits or config.descriptors.watch:
         limiting = config.rate_limiting
         store: LimiterStore
         if limiting.backend == "redis":
@@ -105,7 +113,7 @@ def build_pipeline(config: Config, upstreams: Iterable[str] | None = None) -> Pi
     names = (
         list(upstreams) if upstreams is not None else [*config.upstreams, *config.http_upstreams]
     )
-    if index.any_retries:
+    if index.any_retries or config.descriptors.watch:
         # outside the breaker: every attempt is seen by it, and an open one ends the retries
         budget = config.retry_budget
         pipeline.retry = RetryLayer(index, RetryBudget(budget.ratio, budget.min_retries_per_second))

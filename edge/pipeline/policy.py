@@ -29,7 +29,7 @@ class RoutePolicy:
     retry: RetryPolicy | None
 
 
-def _limits(policy_index: int, configs: list[LimitConfig], kind: str) -> tuple[Limit, ...]:
+def _limits(policy_index: int | str, configs: list[LimitConfig], kind: str) -> tuple[Limit, ...]:
     limits = []
     for index, config in enumerate(configs):
         spec = LimitSpec(
@@ -43,6 +43,19 @@ def _limits(policy_index: int, configs: list[LimitConfig], kind: str) -> tuple[L
         label = config.name or f"{config.limit};w={config.period:g}"
         limits.append(Limit(spec, tuple(config.key), f"{kind}{policy_index}.{index}", label))
     return tuple(limits)
+
+
+def _compile_sidecar(config: PolicyConfig) -> RoutePolicy:
+    pattern = config.match[0]
+    return RoutePolicy(
+        name=f"sidecar:{pattern}",
+        require=config.auth.require,
+        scopes=frozenset(config.auth.scopes),
+        api_keys=config.auth.api_keys,
+        limits=_limits(f"s:{pattern}:", config.rate_limits, "p"),
+        message_limits=_limits(f"s:{pattern}:", config.limit_messages, "m"),
+        retry=_retry(config.retry),
+    )
 
 
 def _compile(index: int, name: str, config: PolicyConfig) -> RoutePolicy:
@@ -87,7 +100,17 @@ class PolicyIndex:
             (tuple(p.match), _compile(i, ",".join(p.match), p)) for i, p in enumerate(policies)
         ]
         self._default = _compile(len(policies), "default", default)
+        self._sidecars: list[tuple[tuple[str, ...], RoutePolicy]] = []
         self._cache: dict[str, RoutePolicy] = {}
+
+    def set_sidecars(self, policies: list[PolicyConfig]) -> None:
+        """Policies from ``*.edge.yaml`` files: below the config's, above the default.
+
+        Called at start-up and on every descriptor reload; limit counters are keyed by the
+        sidecar's method pattern, so they survive reloads that keep it.
+        """
+        self._sidecars = [(tuple(p.match), _compile_sidecar(p)) for p in policies]
+        self._cache = {}
 
     def for_route(self, route: str) -> RoutePolicy:
         found = self._cache.get(route)
@@ -95,7 +118,7 @@ class PolicyIndex:
             found = next(
                 (
                     policy
-                    for patterns, policy in self._policies
+                    for patterns, policy in (*self._policies, *self._sidecars)
                     if any(fnmatchcase(route, pattern) for pattern in patterns)
                 ),
                 self._default,
@@ -105,16 +128,18 @@ class PolicyIndex:
 
     @property
     def any_auth(self) -> bool:
-        return any(p.require != "public" for _, p in self._policies) or (
+        return any(p.require != "public" for _, p in (*self._policies, *self._sidecars)) or (
             self._default.require != "public"
         )
 
     @property
     def any_retries(self) -> bool:
-        return any(p.retry for _, p in self._policies) or self._default.retry is not None
+        return any(p.retry for _, p in (*self._policies, *self._sidecars)) or (
+            self._default.retry is not None
+        )
 
     @property
     def any_limits(self) -> bool:
-        return any(p.limits or p.message_limits for _, p in self._policies) or bool(
-            self._default.limits or self._default.message_limits
-        )
+        return any(
+            p.limits or p.message_limits for _, p in (*self._policies, *self._sidecars)
+        ) or bool(self._default.limits or self._default.message_limits)

@@ -69,14 +69,18 @@ JSON_ARRAY = StreamFormat(
 )
 
 
-def choose_format(accept: str | None) -> StreamFormat:
-    """The framing the client asked for; NDJSON unless it names another we speak.
+BY_NAME = {"ndjson": NDJSON, "sse": SSE, "json": JSON_ARRAY}
+
+
+def choose_format(accept: str | None, default: str | None = None) -> StreamFormat:
+    """The framing the client asked for; the route's default (NDJSON) unless it names one.
 
     Media ranges are taken in order of preference (``q``), so ``Accept:
-    text/event-stream`` gets SSE and a plain ``*/*`` (curl, fetch) gets NDJSON.
+    text/event-stream`` gets SSE and a plain ``*/*`` (curl, fetch) gets the default.
     """
+    fallback = BY_NAME[default] if default else NDJSON
     if not accept:
-        return NDJSON
+        return fallback
     ranked: list[tuple[float, int, str]] = []
     for index, part in enumerate(accept.split(",")):
         media, _, params = part.strip().partition(";")
@@ -98,4 +102,4 @@ def choose_format(accept: str | None) -> StreamFormat:
             return NDJSON
         if media == "application/json":
             return JSON_ARRAY
-    return NDJSON
+    return fallback
