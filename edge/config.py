@@ -180,7 +180,10 @@ class WebSocketConfig(_Model):
 class HttpUpstreamConfig(_Model):
     """An HTTP upstream for proxied routes: one pooled client per upstream."""
 
-    url: str  # e.g. http://10.0.0.7:9000 (scheme, host, port; a path here is a prefix)
+    url: str | None = None  # e.g. http://10.0.0.7:9000 (scheme, host, port; a path is a prefix)
+    urls: list[str] = Field(default_factory=list)  # several endpoints: round-robin
+    eject_after: int = Field(default=3, ge=1)  # connect failures in a row, then skip it...
+    eject_for: Seconds = 30.0  # ...for this long
     # the longest the upstream may stay silent: before its response headers, and between
     # two chunks of its body (nginx's proxy_read_timeout); a route's timeout overrides it
     timeout: Seconds | None = 30.0
@@ -189,12 +192,19 @@ class HttpUpstreamConfig(_Model):
 
     @model_validator(mode="after")
     def _http_url(self) -> HttpUpstreamConfig:
-        scheme, sep, rest = self.url.partition("://")
-        if not sep or scheme.lower() not in ("http", "https") or not rest.split("/")[0]:
-            raise ValueError(f"url {self.url!r} must be http://host[:port][/path] or https://...")
-        if "?" in rest or "#" in rest:
-            raise ValueError(f"url {self.url!r} must not have a query or fragment")
+        if (self.url is None) == (not self.urls):
+            raise ValueError("give exactly one of url or urls")
+        for url in self.all_urls:
+            scheme, sep, rest = url.partition("://")
+            if not sep or scheme.lower() not in ("http", "https") or not rest.split("/")[0]:
+                raise ValueError(f"url {url!r} must be http://host[:port][/path] or https://...")
+            if "?" in rest or "#" in rest:
+                raise ValueError(f"url {url!r} must not have a query or fragment")
         return self
+
+    @property
+    def all_urls(self) -> list[str]:
+        return [self.url] if self.url is not None else list(self.urls)
 
 
 class ProxyRouteConfig(_Model):

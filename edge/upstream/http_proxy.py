@@ -23,6 +23,8 @@ WebSocket upgrades (``call.protocol == "websocket"``) are opened here too, with 
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 
@@ -36,7 +38,10 @@ from yarl import URL
 from edge.call import Call, HttpRequest, HttpResponse, Reply
 from edge.config import HttpUpstreamConfig
 from edge.errors import BadGateway, UpstreamTimeout, UpstreamUnavailable
+from edge.upstream.endpoints import Endpoint, EndpointPicker
 from edge.upstream.headers import HOP_BY_HOP
+
+log = logging.getLogger("edge.proxy")
 
 # aiohttp would otherwise add these to every request on its own.
 _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
@@ -63,10 +68,16 @@ def clean_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, b
 
 @dataclass(frozen=True, slots=True)
 class _Upstream:
-    base: str  # scheme://host[:port][/path], no trailing slash
-    ws_base: str  # the same with ws:// or wss://
+    endpoints: EndpointPicker  # round-robin, failing endpoints ejected for a while
     connect_timeout: float
     session: aiohttp.ClientSession
+
+
+def _endpoint(url: str) -> Endpoint:
+    base = url.rstrip("/")
+    scheme, rest = base.split("://", 1)
+    ws_scheme = "wss" if scheme.lower() == "https" else "ws"
+    return Endpoint(base, f"{ws_scheme}://{rest}")
 
 
 class UpstreamSocket:
@@ -116,8 +127,6 @@ class HttpProxyTerminal:
     async def open(self) -> None:
         """Make one session (connection pool) per upstream; call inside the event loop."""
         for name, config in self._configs.items():
-            base = config.url.rstrip("/")
-            scheme, rest = base.split("://", 1)
             session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=config.max_connections, limit_per_host=0),
                 cookie_jar=aiohttp.DummyCookieJar(),
@@ -125,10 +134,10 @@ class HttpProxyTerminal:
                 skip_auto_headers=_SKIP_AUTO_HEADERS,
                 trust_env=False,
             )
-            ws_scheme = "wss" if scheme.lower() == "https" else "ws"
-            self._upstreams[name] = _Upstream(
-                base, f"{ws_scheme}://{rest}", config.connect_timeout, session
+            picker = EndpointPicker(
+                [_endpoint(url) for url in config.all_urls], config.eject_after, config.eject_for
             )
+            self._upstreams[name] = _Upstream(picker, config.connect_timeout, session)
 
     async def close(self) -> None:
         upstreams, self._upstreams = self._upstreams, {}
@@ -146,7 +155,8 @@ class HttpProxyTerminal:
         return await self._send(upstream, call, request)
 
     async def _send(self, upstream: _Upstream, call: Call, request: HttpRequest) -> Reply:
-        url = upstream.base + request.path
+        endpoint = upstream.endpoints.pick(time.monotonic())
+        url = endpoint.base + request.path
         if request.query:
             url += "?" + request.query.decode("latin-1")
         # call.metadata, not the client's raw headers: what the layers left is what goes up
@@ -167,22 +177,38 @@ class HttpProxyTerminal:
                 allow_redirects=False,
                 timeout=timeout,
             )
-        except aiohttp.ConnectionTimeoutError as exc:
-            raise UpstreamTimeout(f"HTTP upstream {call.upstream!r}: connect timed out") from exc
+        except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
+            self._connect_failed(call.upstream, upstream, endpoint)
+            if isinstance(exc, aiohttp.ConnectionTimeoutError):
+                raise UpstreamTimeout(
+                    f"HTTP upstream {call.upstream!r}: connect timed out"
+                ) from exc
+            raise BadGateway(f"HTTP upstream {call.upstream!r}: {_describe(exc)}") from exc
         except aiohttp.ServerTimeoutError as exc:
             raise UpstreamTimeout(
                 f"HTTP upstream {call.upstream!r} did not answer within {call.timeout}s"
             ) from exc
         except (aiohttp.ClientError, OSError) as exc:
             raise BadGateway(f"HTTP upstream {call.upstream!r}: {_describe(exc)}") from exc
+        upstream.endpoints.succeeded(endpoint)
         reply_headers = clean_headers(response.raw_headers)
         return Reply(
             http=HttpResponse(response.status, reply_headers, _response_body(response, call)),
             cancel=response.close,
         )
 
+    def _connect_failed(self, name: str, upstream: _Upstream, endpoint: Endpoint) -> None:
+        if upstream.endpoints.failed(endpoint, time.monotonic()):
+            log.warning(
+                "HTTP upstream %r: ejecting %s for %gs after connect failures",
+                name,
+                endpoint.base,
+                upstream.endpoints.eject_for,
+            )
+
     async def _open_socket(self, upstream: _Upstream, call: Call, request: HttpRequest) -> Reply:
-        url = upstream.ws_base + request.path
+        endpoint = upstream.endpoints.pick(time.monotonic())
+        url = endpoint.ws_base + request.path
         if request.query:
             url += "?" + request.query.decode("latin-1")
         subprotocols: list[Subprotocol] = []
@@ -208,9 +234,12 @@ class HttpProxyTerminal:
                 f"HTTP upstream {call.upstream!r}: WebSocket handshake timed out"
             ) from exc
         except (OSError, websockets.InvalidHandshake, websockets.InvalidURI) as exc:
+            if isinstance(exc, OSError):  # could not connect: count it against the endpoint
+                self._connect_failed(call.upstream, upstream, endpoint)
             raise BadGateway(
                 f"HTTP upstream {call.upstream!r}: WebSocket handshake failed: {_describe(exc)}"
             ) from exc
+        upstream.endpoints.succeeded(endpoint)
         socket = UpstreamSocket(connection)
         return Reply(http=HttpResponse(101, [], _no_body(), upgrade=socket))
 

@@ -340,3 +340,24 @@ async def test_upstream_failing_mid_body_is_not_a_complete_response(upstream_por
             after = await client.get("/api/x")  # the gateway is fine
     assert elapsed < 3
     assert after.status_code == 200
+
+
+async def test_several_endpoints_round_robin_and_eject_a_dead_one(upstream_port: int) -> None:
+    dead = closed_port()
+    config = make_config(
+        closed_port(),
+        extra={
+            "http_upstreams": {
+                "web": {
+                    "urls": [f"http://127.0.0.1:{dead}", f"http://127.0.0.1:{upstream_port}"],
+                    "eject_after": 2,
+                    "eject_for": "60s",
+                }
+            },
+            "proxy_routes": [{"prefix": "/api", "upstream": "web"}],
+        },
+    )
+    async with run_gateway(config) as gateway, gateway.client() as client:
+        statuses = [(await client.get("/api/x")).status_code for _ in range(10)]
+    assert statuses.count(502) == 2  # the dead endpoint, tried until ejected
+    assert statuses[-6:] == [200] * 6  # then only the live one
