@@ -12,6 +12,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from quart import Quart, Response
 from werkzeug.exceptions import HTTPException
@@ -34,6 +35,9 @@ from edge.upstream.grpc import GrpcTerminal, Terminal
 from edge.upstream.headers import HeaderPolicy
 from edge.upstream.http_proxy import HttpProxyTerminal
 
+if TYPE_CHECKING:  # opentelemetry is imported only when tracing is configured
+    from opentelemetry.sdk.trace.export import SpanExporter
+
 log = logging.getLogger("edge")
 
 # Quart-side errors (unknown paths and the like) in google.rpc.Status terms.
@@ -49,12 +53,15 @@ def create_app(
     routes: Routes | None = None,
     layers: Sequence[Layer] | None = None,
     terminal: Terminal | None = None,
+    span_exporter: SpanExporter | None = None,
 ) -> Quart:
     """The gateway application; ``routes`` defaults to loading what the config names.
 
     ``layers`` defaults to the pipeline the config describes (auth, limits, breakers);
     tests pass their own. ``terminal`` replaces the gRPC terminal step (the benchmarks use
     a canned one to separate the gateway's own cost from the gRPC client's).
+    ``span_exporter`` turns tracing on with that exporter whatever the config says (the
+    tests pass an in-memory one).
     """
     if routes is None:
         routes = load_routes(config)
@@ -67,6 +74,12 @@ def create_app(
         if layers is None
         else Pipeline(layers=list(layers))
     )
+    tracing = None
+    if config.observability.tracing.exporter != "none" or span_exporter is not None:
+        from edge.observability.tracing import Tracing  # imports opentelemetry
+
+        tracing = Tracing(config.observability.tracing, span_exporter)
+        tracing.install(pipeline.layers)
     layers = pipeline.layers
     holder = StateHolder(
         GatewayState(
@@ -112,7 +125,7 @@ def create_app(
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             # SIGHUP reloads the descriptors (not where signals cannot be handled here)
             asyncio.get_running_loop().add_signal_handler(
-                signal.SIGHUP, lambda: asyncio.ensure_future(reloader.reload("SIGHUP"))
+                signal.SIGHUP, lambda: reloader.reload_soon("SIGHUP")
             )
 
     @app.after_serving
@@ -124,6 +137,8 @@ def create_app(
         if proxy is not None:
             await proxy.close()
         await pipeline.close()
+        if tracing is not None:
+            await tracing.shutdown()  # flush the spans still batched
 
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
@@ -149,10 +164,12 @@ def create_app(
         )
     app.asgi_app = TranscodingASGI(holder, fallback)  # type: ignore[method-assign, assignment, arg-type]
     observed = config.observability
-    if observed.metrics or observed.access_log:  # outermost: sees 404s and handshakes too
+    if observed.metrics or observed.access_log or tracing is not None:
+        # outermost: sees 404s and handshakes too
         app.asgi_app = ObserveASGI(  # type: ignore[method-assign, assignment]
             app.asgi_app,  # type: ignore[arg-type]
             access_log_on=observed.access_log,
             metrics_on=observed.metrics,
+            tracer=tracing,
         )
     return app

@@ -261,11 +261,24 @@ class ServerConfig(_Model):
         return "uvloop"
 
 
+class TracingConfig(_Model):
+    """OpenTelemetry spans (the ``otel`` extra); with ``exporter: none`` nothing is imported."""
+
+    exporter: Literal["otlp", "console", "none"] = "none"
+    # OTLP/gRPC collector, e.g. http://collector:4317 (https:// for TLS); unset: the
+    # exporter's own default (OTEL_EXPORTER_OTLP_ENDPOINT, else localhost:4317)
+    endpoint: str | None = None
+    service_name: str = "edge"
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0)  # for traces the client did not start
+    record_user: bool = False  # put the token's subject on server spans as enduser.id
+
+
 class ObservabilityConfig(_Model):
     metrics: bool = True  # /metrics (Prometheus)
     access_log: bool = False  # one JSON line per request on the edge.access logger
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "text"
+    tracing: TracingConfig = Field(default_factory=TracingConfig)
 
 
 class AdminConfig(_Model):

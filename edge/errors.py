@@ -157,3 +157,9 @@ class Overloaded(EdgeError):
     """Too many calls in flight to this upstream (503), as Envoy's circuit breakers."""
 
     grpc_code = 14  # UNAVAILABLE
+
+
+class InternalError(EdgeError):
+    """A gateway bug or an impossible state: 500 with code 13, the details only in the log."""
+
+    grpc_code = 13  # INTERNAL

@@ -107,6 +107,7 @@ class Reloader:
         self.loader = loader
         self.status = ReloadStatus()
         self._lock = asyncio.Lock()
+        self._pending: set[asyncio.Task[ReloadResult]] = set()
         self._watch_task: asyncio.Task[None] | None = None
         self._refresh_task: asyncio.Task[None] | None = None
 
@@ -129,8 +130,6 @@ class Reloader:
             if self.policies is not None:
                 self.policies.set_sidecars(routes.sidecar_policies)
             self.holder.current = replace(self.holder.current, routes=routes)
-            if self.terminal is not None:
-                self.terminal.retain(routes.upstream_methods())
             metrics.RELOADS.labels("applied").inc()
             self.status.generation += 1
             self.status.loaded_at = time.time()
@@ -143,6 +142,12 @@ class Reloader:
                 self.status.generation,
             )
             return ReloadResult(True, (), len(routes.routes))
+
+    def reload_soon(self, reason: str) -> None:
+        """Reload in the background (from a signal handler), keeping the task referenced."""
+        task = asyncio.create_task(self.reload(reason), name=f"edge-reload-{reason}")
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
 
     def _refused(self, problems: list[str], current: Routes) -> ReloadResult:
         metrics.RELOADS.labels("refused").inc()

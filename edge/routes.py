@@ -143,7 +143,9 @@ def build_routes(
                 )
             if config.websocket.enabled:
                 upstream = service_config.upstream
-                for ws_rule in [None, *method.http_rules]:
+                # /ws/pkg.Svc/Method for every method, unless generic routes are off
+                generic_ws: list[HttpRule | None] = [] if generic == "none" else [None]
+                for ws_rule in [*generic_ws, *method.http_rules]:
                     _add_ws_route(routes, codec, config, method, ws_rule, upstream, timeout)
     return routes
 
@@ -192,6 +194,15 @@ def _add_ws_route(
             routes.notes.append(note)
 
 
+def _ignored_query(config: Config) -> list[str]:
+    """Query parameters never bound: the configured ones and the credential parameters."""
+    names = list(config.transcoding.ignored_query_parameters)
+    for credential in (config.auth.token_query_parameter, config.auth.api_keys.query_parameter):
+        if credential:
+            names.append(credential)
+    return names
+
+
 def _method_options(base: JsonOptions, settings: MethodSettings | None) -> JsonOptions:
     json = settings.json_options if settings else None
     if json is None:
@@ -232,7 +243,7 @@ def _add_route(
                 rule,
                 codec,
                 reject_unknown_query=config.transcoding.unknown_query_parameters == "reject",
-                ignored_query=config.transcoding.ignored_query_parameters,
+                ignored_query=_ignored_query(config),
             ),
             renderer=ResponseRenderer(
                 method.output_type, rule.response_body if rule else None, codec

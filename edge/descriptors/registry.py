@@ -28,7 +28,7 @@ _BUILTIN_FILES = (status_pb2.DESCRIPTOR, error_details_pb2.DESCRIPTOR)
 _LIBRARY_PREFIXES = ("google/protobuf/", "google/api/", "google/rpc/")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False, weakref_slot=True)
 class MethodInfo:
     service: str  # package.Service
     name: str  # Method

@@ -290,6 +290,10 @@ async def _write_items(
     except EdgeError as error:
         _, payload, _ = error_response(error, route.codec, None)
         chunk += framing.error(payload, first=count == 0)
+    except Exception:
+        # the response has started: a bug can only end the stream, in-band, as INTERNAL
+        log.exception("unhandled error writing a stream for %s", route.method.full_name)
+        chunk += framing.error(status_body(13, "internal error"), first=count == 0)
     await send({"type": "http.response.body", "body": chunk + framing.closing, "more_body": False})
 
 

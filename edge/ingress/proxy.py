@@ -25,12 +25,13 @@ import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 from websockets.exceptions import ConnectionClosed
 
 from edge.call import Call, HttpRequest, HttpResponse
 from edge.config import HttpUpstreamConfig, ProxyRouteConfig
-from edge.errors import ClientDisconnected, EdgeError
+from edge.errors import BadRequest, ClientDisconnected, EdgeError
 from edge.ingress.asgi import ASGIApp, Receive, Scope, Send, error_response, send_response
 from edge.pipeline.chain import Next
 from edge.pipeline.credentials import find_token
@@ -78,6 +79,18 @@ class ProxyRoute:
         if not out.startswith("/"):
             out = "/" + out
         return out
+
+
+def _ambiguous(path: str) -> bool:
+    """Whether an upstream could resolve ``path`` to somewhere other than it looks."""
+    for raw in path.split("/"):
+        if "%" in raw or raw.startswith("."):
+            # a dot segment, or one hidden behind an encoded slash (a%2F..%2Fb) for
+            # upstreams that decode slashes before resolving
+            pieces = unquote(raw).replace("\\", "/").split("/")
+            if any(piece in (".", "..") for piece in pieces):
+                return True
+    return False
 
 
 class ProxyTable:
@@ -174,6 +187,17 @@ class ProxyASGI:
         route = self.routes.match(path, host, method, websocket)
         if route is None:
             await self.fallback(scope, receive, send)
+            return
+        if _ambiguous(path):
+            # /public/../admin would be matched as /public here and resolved as /admin by
+            # the upstream: a route's policy must cover the path the upstream serves
+            error = BadRequest("dot segments (. and ..) are not allowed in proxied paths")
+            status, payload, headers = error_response(error, None, None)
+            if websocket:
+                await receive()  # websocket.connect
+                await _refuse(send, scope, status, payload, headers)
+            else:
+                await send_response(send, status, payload, headers)
             return
         info = scope.get("edge")
         if info is not None:

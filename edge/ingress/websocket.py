@@ -63,7 +63,20 @@ SHUTDOWN_STATE_KEY = "edge.shutdown"  # lifespan state: an asyncio.Event set on 
 SHUTTING_DOWN = "the gateway is shutting down"
 
 _RESERVED_METADATA = frozenset(
-    {"connection", "te", "upgrade", "host", "content-type", "content-length", "user-agent"}
+    {
+        "connection",
+        "te",
+        "upgrade",
+        "host",
+        "content-type",
+        "content-length",
+        "user-agent",
+        # set by the gateway from the handshake: a page must not forge them
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "forwarded",
+    }
 )
 
 
@@ -249,6 +262,9 @@ class WebSocketSession:
                 raise BadRequest(f"metadata key {name!r} is reserved")
             if name.endswith("-bin"):
                 raise BadRequest("binary (-bin) metadata is not accepted over WebSocket")
+            if name == "authorization" and self.call.token is not None:
+                # the handshake already carried a (checked) token: never a second one
+                raise BadRequest("the token was already given at the handshake")
             self.metadata.append((name, item))
 
     async def _accept_message(self, message: Message) -> None:
@@ -439,7 +455,11 @@ async def serve_websocket(
         return
     client = scope.get("client")
     address = client[0] if client else None
-    metadata = request_metadata(headers, header_policy, address)
+    try:
+        metadata = request_metadata(headers, header_policy, address)
+    except EdgeError as error:  # a malformed Grpc-Metadata-*-bin header
+        await _refuse(scope, send, error.status, error.grpc_code, error.message)
+        return
     token = _socket_token(scope, policy, offered)
     if token:  # a token given in the socket's own forms wins over an Authorization header
         metadata = [(k, v) for k, v in metadata if k != "authorization"]
@@ -519,7 +539,10 @@ async def _settle(done: set[asyncio.Task[None]], session: WebSocketSession) -> s
             session.closed = True
             return "finished"
         if isinstance(error, _TooBig):
-            await session.send_json({"status": {"code": 8, "message": str(error), "details": []}})
+            with contextlib.suppress(Exception):
+                await session.send_json(
+                    {"status": {"code": 8, "message": str(error), "details": []}}
+                )
             await session.close(CLOSE_TOO_BIG, str(error))
             return "finished"
         if isinstance(error, _Idle):

@@ -5,8 +5,11 @@ rather than a pipeline layer: it sees every request, including 404s, 405s and th
 WebSocket handshakes the pipeline never gets. It makes sure each request carries an
 ``X-Request-Id`` (kept if the client sent one, returned in the response) and a
 ``traceparent`` (continued with a new span id for the hop upstream, or started), so the
-header allowlist forwards both upstream. The ingress fills ``scope["edge"]`` with what
-only it knows (route name, gRPC code, user) for the log line and the labels.
+header allowlist forwards both upstream. With tracing on, a ``RequestTracer`` opens the
+request's server span here instead, and the trace context carried on is that span's
+(the tracing layer then gives each upstream attempt its own client span's id). The
+ingress fills ``scope["edge"]`` with what only it knows (route name, gRPC code, user)
+for the log line and the labels.
 
 Access logs are one JSON line per request; never tokens, never bodies.
 """
@@ -17,7 +20,7 @@ import logging
 import os
 import re
 import time
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -25,6 +28,7 @@ from edge.ingress.asgi import ASGIApp, Message, Receive, Scope, Send
 from edge.observability import metrics
 
 access_log = logging.getLogger("edge.access")
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
@@ -40,24 +44,54 @@ def continue_trace(traceparent: str | None) -> tuple[str, str]:
     return trace, f"00-{trace}-{span}-01"
 
 
+class RequestSpan(Protocol):
+    trace_id: str
+    traceparent: str  # the trace context to carry on from here (the span as parent)
+
+    def finish(self, status: int, info: dict[str, Any], error: BaseException | None) -> None: ...
+
+
+class RequestTracer(Protocol):
+    """``edge.observability.tracing.Tracing``, seen from here without importing it."""
+
+    def start(
+        self, scope: Scope, traceparent: str | None, tracestate: str | None
+    ) -> RequestSpan: ...
+
+
 class ObserveASGI:
-    def __init__(self, app: ASGIApp, *, access_log_on: bool, metrics_on: bool) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        access_log_on: bool,
+        metrics_on: bool,
+        tracer: RequestTracer | None = None,
+    ) -> None:
         self.app = app
         self.access_log_on = access_log_on
         self.metrics_on = metrics_on
+        self.tracer = tracer  # None: no spans, and trace context is handled here alone
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
             await self.app(scope, receive, send)
             return
-        request_id = traceparent = None
+        request_id = traceparent = tracestate = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
                 request_id = value.decode("latin-1")
             elif name == b"traceparent":
                 traceparent = value.decode("latin-1")
-        trace_id, upstream_parent = continue_trace(traceparent)
+            elif name == b"tracestate":
+                tracestate = value.decode("latin-1")
+        span = None
+        if self.tracer is not None:  # the server span continues the client's trace
+            span = self.tracer.start(scope, traceparent, tracestate)
+            trace_id, upstream_parent = span.trace_id, span.traceparent
+        else:
+            trace_id, upstream_parent = continue_trace(traceparent)
         headers = [(n, v) for n, v in scope["headers"] if n != b"traceparent"]
         headers.append((b"traceparent", upstream_parent.encode()))
         if request_id is None:
@@ -83,18 +117,27 @@ class ObserveASGI:
 
         protocol = "websocket" if kind == "websocket" else "http"
         start = time.perf_counter()
+        failure: BaseException | None = None
         if self.metrics_on:
             metrics.IN_FLIGHT.labels(protocol).inc()
         try:
             await self.app(scope, receive, observed_send)
+        except BaseException as error:
+            failure = error
+            raise
         finally:
             elapsed = time.perf_counter() - start
             status = answer["status"] or (499 if protocol == "http" else 1006)
+            if span is not None:
+                span.finish(status, info, failure)
             if self.metrics_on:
                 metrics.IN_FLIGHT.labels(protocol).dec()
                 route = info["route"]
                 method = scope.get("method", "GET")
-                metrics.REQUESTS.labels(route, method, str(status), protocol).inc()
+                # any token is a method to h11: unknown ones share a label, or a client
+                # could mint time series (and memory) at will
+                label = method if method in _METHODS else "other"
+                metrics.REQUESTS.labels(route, label, str(status), protocol).inc()
                 metrics.REQUEST_SECONDS.labels(route, protocol).observe(elapsed)
             if self.access_log_on:
                 client = scope.get("client")

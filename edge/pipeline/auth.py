@@ -127,8 +127,12 @@ class KeyRing:
         return [key for key in candidates if key.kid == kid]
 
     def stale(self, issuer: str) -> bool:
+        """Past its max-age, and not fetched (or tried) within ``jwks_min_refresh``."""
         entry = self._issuers.get(issuer)
-        return bool(entry and entry.config.jwks_url and self._clock() >= entry.expires)
+        if entry is None or not entry.config.jwks_url:
+            return False
+        now = self._clock()
+        return now >= entry.expires and now - entry.last_fetch >= entry.config.jwks_min_refresh
 
     async def refresh(self, issuer: str, *, unknown_kid: bool) -> bool:
         """Fetch the issuer's JWKS if it is due; True when new keys were loaded."""
@@ -210,6 +214,8 @@ class AuthLayer:
                 stripped.add(config.api_keys.header.lower())
         self._stripped = frozenset(stripped)
         self._verified: OrderedDict[str, tuple[dict[str, Any], int]] = OrderedDict()
+        self._jwks_issuers = tuple(i.issuer for i in config.issuers if i.jwks_url)
+        self._refreshing: dict[str, asyncio.Task[bool]] = {}
         self._api_header = (
             config.api_keys.header.lower().encode() if config.api_keys.header else None
         )
@@ -273,6 +279,13 @@ class AuthLayer:
         exact text and the key ring's generation (a JWKS refresh invalidates it), and the
         time claims are checked again on every use, so an expired token never passes.
         """
+        for issuer in self._jwks_issuers:
+            if self.ring.stale(issuer) and issuer not in self._refreshing:
+                # past its max-age: refetch in the background (a removed key must stop
+                # verifying), while this request uses the keys we have
+                task = asyncio.create_task(self.ring.refresh(issuer, unknown_kid=False))
+                self._refreshing[issuer] = task
+                task.add_done_callback(self._refreshed)
         now = self.clock()
         cached = self._verified.get(token)
         try:
@@ -295,6 +308,11 @@ class AuthLayer:
         if len(self._verified) > VERIFIED_CACHE_SIZE:
             self._verified.popitem(last=False)
         return claims
+
+    def _refreshed(self, task: asyncio.Task[bool]) -> None:
+        for issuer, running in list(self._refreshing.items()):
+            if running is task:
+                del self._refreshing[issuer]
 
     def has_api_key(self, call: Call) -> bool:
         keys = self.config.api_keys

@@ -88,36 +88,34 @@ def build_pipeline(
     if has_credentials or auth_config.claims_to_metadata:
         pipeline.auth = AuthLayer(auth_config, index, KeyRing(auth_config.issuers))
         pipeline.layers.append(pipeline.auth)
-    # limits and retries may arrive with a reloaded sidecar: the layers stay in the chain
-    # (an idle one costs a dict probe per call)
-    if index.any_limits or config.descriptors.watch:
-        limiting = config.rate_limiting
-        store: LimiterStore
-        if limiting.backend == "redis":
-            redis_store = RedisLimiterStore.from_url(
-                limiting.redis_url, timeout=limiting.redis_timeout, prefix=limiting.redis_prefix
-            )
-            store = redis_store
-            pipeline.closers.append(redis_store.close)
-        else:
-            store = MemoryLimiterStore(limiting.max_keys)
-        pipeline.ratelimit = RateLimitLayer(
-            index,
-            store,
-            parse_networks(limiting.trusted_proxies),
-            fail_open=limiting.on_backend_error == "allow",
-            policy_header=limiting.policy_header,
-            backend=limiting.backend,
+    # limits and retries may arrive with any reload (a sidecar): both layers are always in
+    # the chain (an idle one costs a dict probe per call)
+    limiting = config.rate_limiting
+    store: LimiterStore
+    if limiting.backend == "redis":
+        redis_store = RedisLimiterStore.from_url(
+            limiting.redis_url, timeout=limiting.redis_timeout, prefix=limiting.redis_prefix
         )
-        pipeline.layers.append(pipeline.ratelimit)
+        store = redis_store
+        pipeline.closers.append(redis_store.close)
+    else:
+        store = MemoryLimiterStore(limiting.max_keys)
+    pipeline.ratelimit = RateLimitLayer(
+        index,
+        store,
+        parse_networks(limiting.trusted_proxies),
+        fail_open=limiting.on_backend_error == "allow",
+        policy_header=limiting.policy_header,
+        backend=limiting.backend,
+    )
+    pipeline.layers.append(pipeline.ratelimit)
     names = (
         list(upstreams) if upstreams is not None else [*config.upstreams, *config.http_upstreams]
     )
-    if index.any_retries or config.descriptors.watch:
-        # outside the breaker: every attempt is seen by it, and an open one ends the retries
-        budget = config.retry_budget
-        pipeline.retry = RetryLayer(index, RetryBudget(budget.ratio, budget.min_retries_per_second))
-        pipeline.layers.append(pipeline.retry)
+    # outside the breaker: every attempt is seen by it, and an open one ends the retries
+    budget = config.retry_budget
+    pipeline.retry = RetryLayer(index, RetryBudget(budget.ratio, budget.min_retries_per_second))
+    pipeline.layers.append(pipeline.retry)
     unknown = set(config.breakers.upstreams) - set(names)
     if unknown:
         raise ConfigError(f"breakers.upstreams names unknown upstreams {sorted(unknown)}")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from google.protobuf.message import Message
 
 from edge.call import Call, Reply
 from edge.descriptors.registry import MethodInfo
-from edge.errors import ConfigError, EdgeError, UpstreamStatus
+from edge.errors import ConfigError, InternalError, UpstreamStatus
 from edge.transcode.status import code_number
 
 Invoker = Callable[[Call], Awaitable[Reply]]
@@ -262,16 +263,17 @@ def _stream_stream(rpc: Any) -> Invoker:
 class GrpcTerminal:
     """The terminal step for transcoded calls: sends ``call.request`` to the upstream.
 
-    Invokers are keyed by the *identity* of the method's descriptor info: after a reload a
+    Invokers are keyed by the method's descriptor info *object*, weakly: after a reload a
     method of the same name may have new message classes, and a request bound with the old
-    classes must be sent with the old serializers. Channels outlive reloads.
+    classes must be sent with the old serializers. A call in flight holds its MethodInfo,
+    so its invoker lives exactly as long as something can still use it, however many
+    reloads happen meanwhile; then it goes with its MethodInfo. Channels outlive reloads.
     """
 
     def __init__(self, upstreams: Mapping[str, UpstreamSettings]) -> None:
         self._settings = dict(upstreams)
         self._channels: dict[str, grpc.aio.Channel] = {}
-        # (upstream, id(method)) -> (method, invoker); the method is kept so its id is unique
-        self._invokers: dict[tuple[str, int], tuple[MethodInfo, Invoker]] = {}
+        self._invokers: dict[str, weakref.WeakKeyDictionary[MethodInfo, Invoker]] = {}
 
     def open(self, routes: Iterable[tuple[str, MethodInfo]]) -> None:
         """Create channels and invokers; call from inside the running loop."""
@@ -280,8 +282,8 @@ class GrpcTerminal:
             if channel is None:
                 channel = open_channel(self._settings[upstream])
                 self._channels[upstream] = channel
-            key = (upstream, id(method))
-            if key in self._invokers:
+            table = self._invokers.setdefault(upstream, weakref.WeakKeyDictionary())
+            if method in table:
                 continue
             serialize = method.input_type.SerializeToString
             deserialize = method.output_type.FromString
@@ -294,13 +296,7 @@ class GrpcTerminal:
                 invoker = _unary_stream(channel.unary_stream(path, serialize, deserialize))
             else:
                 invoker = _unary_unary(channel.unary_unary(path, serialize, deserialize))
-            self._invokers[key] = (method, invoker)
-
-    def retain(self, routes: Iterable[tuple[str, MethodInfo]]) -> None:
-        """Forget invokers of methods no longer loaded (calls in flight keep theirs)."""
-        keep = {(upstream, id(method)) for upstream, method in routes}
-        for key in [key for key in self._invokers if key not in keep]:
-            del self._invokers[key]
+            table[method] = invoker
 
     def channel(self, upstream: str) -> grpc.aio.Channel | None:
         return self._channels.get(upstream)
@@ -312,7 +308,8 @@ class GrpcTerminal:
             await channel.close(grace=None)
 
     async def __call__(self, call: Call) -> Reply:
-        entry = self._invokers.get((call.upstream, id(call.method)))
-        if entry is None:
-            raise EdgeError(f"no upstream invoker for {call.route} at {call.upstream}")
-        return await entry[1](call)
+        table = self._invokers.get(call.upstream)
+        invoker = table.get(call.method) if table is not None and call.method else None
+        if invoker is None:
+            raise InternalError(f"no upstream invoker for {call.route} at {call.upstream}")
+        return await invoker(call)

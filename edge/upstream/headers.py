@@ -42,6 +42,11 @@ _NOT_METADATA = HOP_BY_HOP | {
     "grpc-timeout",
     "grpc-encoding",
     "grpc-accept-encoding",
+    # set by the gateway itself: a client must not forge them through Grpc-Metadata-*
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "forwarded",
 }
 # Never copied from metadata into response headers.
 _NOT_HEADERS = HOP_BY_HOP | {

@@ -108,3 +108,13 @@ async def test_h2_over_tls(kitchen_upstream: Any, tls_files: Any) -> None:
     assert response.http_version == "HTTP/2"
     assert response.json() == {"stringValue": "tls"}
     assert missing.status_code == 404 and missing.json()["code"] == 5
+
+
+async def test_forwarded_headers_cannot_be_forged_through_the_metadata_prefix(stack: Any) -> None:
+    seen = await inspect(
+        stack,
+        {"grpc-metadata-x-forwarded-for": "6.6.6.6", "grpc-metadata-x-forwarded-host": "evil"},
+    )
+    metadata = seen["metadata"]
+    assert metadata["x-forwarded-for"] == "127.0.0.1"
+    assert metadata["x-forwarded-host"].startswith("127.0.0.1:")

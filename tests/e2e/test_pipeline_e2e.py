@@ -520,3 +520,74 @@ async def test_a_per_route_breaker_leaves_other_routes_alone(stack_factory: Any)
     assert "circuit breaker is open" in opened.json()["message"]
     assert stack.kitchen.fail_calls["down"] == 2
     assert other.status_code == 200
+
+
+async def test_a_key_removed_from_the_jwks_stops_verifying(kitchen_upstream: Any) -> None:
+    """Past the JWKS max-age the keys are refetched even without an unknown kid."""
+    keys: dict[str, Any] = {"kids": ["k1"]}
+
+    async def jwks_app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(RSA_KEY.public_key(), as_dict=True)
+        body = json.dumps(
+            {"keys": [{**jwk, "kid": kid, "use": "sig", "alg": "RS256"} for kid in keys["kids"]]}
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"cache-control", b"max-age=1"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    jwks_port = sock.getsockname()[1]
+    hc = HypercornConfig()
+    hc.bind = [f"fd://{sock.detach()}"]
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(jwks_app, hc, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    port, _ = kitchen_upstream
+    extra = {
+        "auth": {
+            "issuers": [
+                {
+                    "issuer": ISSUER,
+                    "algorithms": ["RS256"],
+                    "audiences": ["edge"],
+                    "jwks_url": f"http://127.0.0.1:{jwks_port}/jwks",
+                    "jwks_min_refresh": "100ms",
+                }
+            ]
+        },
+        "policies": [{"match": ["*"], "auth": {"require": "token"}}],
+    }
+    signed = {"authorization": f"Bearer {token('RS256', 'k1')}"}
+    try:
+        async with run_gateway(make_config(port, extra=extra)) as gateway:
+            async with gateway.client() as client:
+                assert (await client.get("/v1/kitchen/a", headers=signed)).status_code == 200
+                keys["kids"] = []  # the issuer revokes k1
+                await asyncio.sleep(1.2)  # past max-age=1
+                await client.get("/v1/kitchen/b", headers=signed)  # notices: refetches
+                await asyncio.sleep(0.3)
+                revoked = await client.get("/v1/kitchen/c", headers=signed)
+    finally:
+        stop.set()
+        await task
+    assert revoked.status_code == 401
+
+
+async def test_a_token_in_the_query_for_event_source(stack_factory: Any, auth_extra: Any) -> None:
+    auth_extra["auth"]["token_query_parameter"] = "access_token"
+    async with stack_factory(**auth_extra) as stack, stack.client() as client:
+        response = await client.get(f"/v1/count/2?access_token={token()}")
+    assert response.status_code == 200  # not a 400 for an unknown query parameter
+    assert len(response.text.splitlines()) == 2

@@ -361,3 +361,38 @@ async def test_several_endpoints_round_robin_and_eject_a_dead_one(upstream_port:
         statuses = [(await client.get("/api/x")).status_code for _ in range(10)]
     assert statuses.count(502) == 2  # the dead endpoint, tried until ejected
     assert statuses[-6:] == [200] * 6  # then only the live one
+
+
+async def raw_get(port: int, path: str) -> int:
+    """The status of a GET sent byte for byte (HTTP clients normalise dot segments away)."""
+    import asyncio
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    await writer.drain()
+    status_line = await reader.readline()
+    writer.close()
+    await writer.wait_closed()
+    return int(status_line.split()[1])
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/public/../admin/x",
+        "/public/%2e%2e/admin/x",
+        "/public/.%2E/admin",
+        "/public/a%2F..%2Fb",
+        "/public/./x",
+        "/public/a%5c..%5cb",
+    ],
+)
+async def test_paths_an_upstream_could_resolve_elsewhere_are_refused(
+    upstream_port: int, path: str
+) -> None:
+    routes = [{"prefix": "/public", "upstream": "web"}, {"prefix": "/admin", "upstream": "web"}]
+    async with proxy(upstream_port, routes) as gateway:
+        refused = await raw_get(gateway.port, path)
+        fine = await raw_get(gateway.port, "/public/a.b/..c/x")  # dots inside names are fine
+    assert refused == 400
+    assert fine == 200

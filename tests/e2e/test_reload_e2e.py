@@ -263,3 +263,26 @@ async def test_grpc_health_protocol_is_used(tmp_path: Path) -> None:
     assert not_serving.status_code == 503
     assert not_serving.json()["checks"]["upstream:kitchen"] == "not serving"
     assert serving.status_code == 200
+
+
+async def test_a_request_in_flight_across_reloads_is_answered(upstream: int, watched: Path) -> None:
+    """A slow upload still being read while the routes are swapped twice completes."""
+    config = config_for(
+        upstream, watched, descriptors={"proto_paths": [str(watched)], "watch": False}
+    )
+    async with run_gateway(config) as gateway, gateway.client() as client:
+        started = asyncio.Event()
+
+        async def slow_body() -> Any:
+            yield b'{"stringValue":'
+            started.set()
+            await asyncio.sleep(0.6)  # the reloads happen now
+            yield b' "slow"}'
+
+        pending = asyncio.create_task(client.post("/v1/kitchen", content=slow_body()))
+        await started.wait()
+        for _ in range(2):
+            assert (await client.post("/admin/reload")).json()["applied"]
+        answer = await pending
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"stringValue": "slow"}
