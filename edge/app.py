@@ -161,6 +161,7 @@ def create_app(
             fallback,  # type: ignore[arg-type]
             token_query=config.auth.token_query_parameter,
             token_cookie=config.auth.token_cookie,
+            websocket_policy=WebSocketPolicy.of(config.websocket),
         )
     app.asgi_app = TranscodingASGI(holder, fallback)  # type: ignore[method-assign, assignment, arg-type]
     observed = config.observability

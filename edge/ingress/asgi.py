@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
@@ -82,3 +83,11 @@ def error_response(
                 response_headers(error.initial_metadata, error.trailing_metadata, policy)
             )
     return error.status, status_body(error.grpc_code, error.message, details), headers
+
+
+async def close_stream(stream: Any) -> None:
+    """End a reply stream however we stopped reading it: records its outcome, frees the call."""
+    close = getattr(stream, "aclose", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            await close()

@@ -31,6 +31,7 @@ from edge.ingress.asgi import (
     Receive,
     Scope,
     Send,
+    close_stream,
     error_response,
     read_body,
     send_response,
@@ -249,6 +250,9 @@ async def _stream_reply(
         first: Message | None = await anext(stream)
     except StopAsyncIteration:
         first = None
+    except BaseException:
+        await close_stream(stream)
+        raise
     headers = [
         (b"content-type", framing.content_type),
         (b"cache-control", b"no-cache"),
@@ -267,6 +271,7 @@ async def _stream_reply(
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+        await close_stream(stream)
 
 
 async def _write_items(

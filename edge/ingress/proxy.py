@@ -31,8 +31,9 @@ from websockets.exceptions import ConnectionClosed
 
 from edge.call import Call, HttpRequest, HttpResponse
 from edge.config import HttpUpstreamConfig, ProxyRouteConfig
-from edge.errors import BadRequest, ClientDisconnected, EdgeError
+from edge.errors import BadRequest, ClientDisconnected, EdgeError, PermissionDenied
 from edge.ingress.asgi import ASGIApp, Receive, Scope, Send, error_response, send_response
+from edge.ingress.websocket import WebSocketPolicy, origin_allowed
 from edge.pipeline.chain import Next
 from edge.pipeline.credentials import find_token
 from edge.transcode.response import status_body
@@ -157,12 +158,14 @@ class ProxyASGI:
         *,
         token_query: str | None = None,
         token_cookie: str | None = None,
+        websocket_policy: WebSocketPolicy | None = None,
     ) -> None:
         self.routes = routes
         self.chain = chain
         self.fallback = fallback
         self.token_query = token_query
         self.token_cookie = token_cookie
+        self.websocket_policy = websocket_policy
 
     def _identity(self, scope: Scope) -> dict[str, Any]:
         """What the policy layers read: the client's raw headers, query and token."""
@@ -260,6 +263,15 @@ class ProxyASGI:
     ) -> None:
         first = await receive()
         if first["type"] != "websocket.connect":
+            return
+        if self.websocket_policy is not None and not origin_allowed(
+            scope["headers"], self.websocket_policy
+        ):
+            # the same Origin rule as the gRPC bridge: a cookie-authenticated socket opened
+            # by another site's page would act as the victim
+            error = PermissionDenied("origin not allowed")
+            status, payload, error_headers = error_response(error, None, None)
+            await _refuse(send, scope, status, payload, error_headers)
             return
         headers, client = _forward_headers(scope, host)
         headers = [(n, v) for n, v in headers if n not in _HANDSHAKE_HEADERS]

@@ -40,7 +40,7 @@ from google.protobuf.message import DecodeError, Message
 from edge.call import Call
 from edge.config import WebSocketConfig
 from edge.errors import BadRequest, ClientDisconnected, EdgeError, UpstreamStatus
-from edge.ingress.asgi import Receive, Scope, Send
+from edge.ingress.asgi import Receive, Scope, Send, close_stream
 from edge.pipeline.build import Pipeline
 from edge.pipeline.chain import Next
 from edge.pipeline.credentials import bearer_token, cookie_value, find_token
@@ -337,14 +337,18 @@ class WebSocketSession:
             call.metadata = [*call.metadata, *self.metadata]
             call.state.pop("auth.done", None)  # check again, stripping forged claim headers
         reply = await self.chain(call)
-        if reply.initial_metadata:
-            await self.send_json({"headers": _metadata_json(reply.initial_metadata)})
-        if reply.stream is not None:
-            async for message in reply.stream:
-                await self.send_message(message)
-        else:
-            assert reply.message is not None
-            await self.send_message(reply.message)
+        try:
+            if reply.initial_metadata:
+                await self.send_json({"headers": _metadata_json(reply.initial_metadata)})
+            if reply.stream is not None:
+                async for message in reply.stream:
+                    await self.send_message(message)
+            else:
+                assert reply.message is not None
+                await self.send_message(reply.message)
+        finally:
+            if reply.stream is not None:
+                await close_stream(reply.stream)
         await self.send_json(
             {
                 "status": {"code": 0, "message": "", "details": []},

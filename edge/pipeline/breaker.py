@@ -151,19 +151,12 @@ class BreakerLayer:
         self._finish(guard, streaming, failed, before)
         return reply
 
-    async def _watch(
+    def _watch(
         self, stream: AsyncIterator[Message], guard: UpstreamGuard, streaming: bool, before: object
     ) -> AsyncIterator[Message]:
-        outcome: bool | None = None
-        try:
-            async for message in stream:
-                yield message
-            outcome = False
-        except BaseException as error:
-            outcome = self.is_failure(error)
-            raise
-        finally:
-            self._finish(guard, streaming, outcome, before)
+        return _WatchedStream(
+            stream, lambda outcome: self._finish(guard, streaming, outcome, before), self.is_failure
+        )
 
     def _finish(
         self, guard: UpstreamGuard, streaming: bool, failed: bool | None, before: object
@@ -186,6 +179,56 @@ class BreakerLayer:
                 getattr(before, "value", before),
                 breaker.state.value,
             )
+
+
+class _WatchedStream:
+    """A reply stream whose outcome is recorded exactly once, however it ends.
+
+    A generator's ``finally`` would not run for a stream that is dropped before its first
+    item (a WebSocket closed before the replies), leaking an in-flight count and, when
+    half-open, the breaker's only probe. Here the outcome is recorded on the last item,
+    on an error, on ``aclose`` and, as a last resort, when the object is collected.
+    """
+
+    __slots__ = ("_classify", "_done", "_finish", "_stream")
+
+    def __init__(
+        self,
+        stream: AsyncIterator[Message],
+        finish: Callable[[bool | None], None],
+        classify: Callable[[BaseException], bool | None],
+    ) -> None:
+        self._stream = stream
+        self._finish = finish
+        self._classify = classify
+        self._done = False
+
+    def __aiter__(self) -> _WatchedStream:
+        return self
+
+    async def __anext__(self) -> Message:
+        try:
+            return await self._stream.__anext__()
+        except StopAsyncIteration:
+            self._end(False)
+            raise
+        except BaseException as error:
+            self._end(self._classify(error))
+            raise
+
+    async def aclose(self) -> None:
+        self._end(None)
+        close = getattr(self._stream, "aclose", None)
+        if close is not None:
+            await close()
+
+    def _end(self, outcome: bool | None) -> None:
+        if not self._done:
+            self._done = True
+            self._finish(outcome)
+
+    def __del__(self) -> None:
+        self._end(None)
 
 
 def failure_code_numbers(names: list[str]) -> frozenset[int]:

@@ -115,10 +115,19 @@ class PolicyIndex:
     def for_route(self, route: str) -> RoutePolicy:
         found = self._cache.get(route)
         if found is None:
+            # sidecars speak for gRPC methods only, never for the operator's proxy routes
+            tiers = (
+                self._policies
+                if route.startswith("proxy:")
+                else (
+                    *self._policies,
+                    *self._sidecars,
+                )
+            )
             found = next(
                 (
                     policy
-                    for patterns, policy in (*self._policies, *self._sidecars)
+                    for patterns, policy in tiers
                     if any(fnmatchcase(route, pattern) for pattern in patterns)
                 ),
                 self._default,

@@ -591,3 +591,29 @@ async def test_a_token_in_the_query_for_event_source(stack_factory: Any, auth_ex
         response = await client.get(f"/v1/count/2?access_token={token()}")
     assert response.status_code == 200  # not a 400 for an unknown query parameter
     assert len(response.text.splitlines()) == 2
+
+
+async def test_stream_budgets_are_released_however_streams_end(stack_factory: Any) -> None:
+    extra = {"breakers": {"default": {"max_streams": 1}}}
+    async with stack_factory(**extra) as stack:
+        url = stack.gateway.base_url.replace("http", "ws") + "/v1/count/1000"
+        for _ in range(3):  # each socket goes away mid-stream
+            async with connect(url, subprotocols=["edge.grpc-ws.v1"]) as ws:
+                await ws.send(json.dumps({"message": {"intervalSeconds": 0.05}}))
+                first = json.loads(await ws.recv())
+                assert "message" in first, first  # not refused: the budget was released
+        async with stack.client() as client:
+            for _ in range(2):  # HTTP streams cut short by the client
+                async with client.stream("GET", "/v1/count/1000?intervalSeconds=0.05") as r:
+                    async for _line in r.aiter_lines():
+                        break
+
+            async def released() -> bool:
+                state = (await client.get("/admin/pipeline")).json()["breakers"][0]
+                return bool(state["streams"] == 0 and state["in_flight"] == 0)
+
+            for _ in range(50):
+                if await released():
+                    break
+                await asyncio.sleep(0.05)
+            assert await released()

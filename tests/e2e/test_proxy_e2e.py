@@ -396,3 +396,15 @@ async def test_paths_an_upstream_could_resolve_elsewhere_are_refused(
         fine = await raw_get(gateway.port, "/public/a.b/..c/x")  # dots inside names are fine
     assert refused == 400
     assert fine == 200
+
+
+async def test_proxied_websockets_follow_the_origin_allowlist(upstream_port: int) -> None:
+    routes = [{"prefix": "/ws", "upstream": "web", "strip_prefix": True}]
+    async with proxy(upstream_port, routes) as gateway:
+        url = f"ws://127.0.0.1:{gateway.port}/ws/chat"
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            async with websockets.connect(url, origin="https://evil.example"):  # type: ignore[arg-type]
+                pass
+        async with websockets.connect(url, origin=f"http://127.0.0.1:{gateway.port}") as socket:  # type: ignore[arg-type]
+            assert json.loads(await socket.recv())["path"] == "/chat"
+    assert refused.value.response.status_code == 403
