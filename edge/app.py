@@ -162,6 +162,7 @@ def create_app(
             token_query=config.auth.token_query_parameter,
             token_cookie=config.auth.token_cookie,
             websocket_policy=WebSocketPolicy.of(config.websocket),
+            limiter=pipeline.ratelimit,
         )
     app.asgi_app = TranscodingASGI(holder, fallback)  # type: ignore[method-assign, assignment, arg-type]
     observed = config.observability

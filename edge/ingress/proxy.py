@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -36,6 +37,7 @@ from edge.ingress.asgi import ASGIApp, Receive, Scope, Send, error_response, sen
 from edge.ingress.websocket import WebSocketPolicy, origin_allowed
 from edge.pipeline.chain import Next
 from edge.pipeline.credentials import find_token
+from edge.pipeline.ratelimit import RateLimitLayer
 from edge.transcode.response import status_body
 from edge.upstream.http_proxy import UpstreamSocket, clean_headers
 
@@ -159,6 +161,7 @@ class ProxyASGI:
         token_query: str | None = None,
         token_cookie: str | None = None,
         websocket_policy: WebSocketPolicy | None = None,
+        limiter: RateLimitLayer | None = None,
     ) -> None:
         self.routes = routes
         self.chain = chain
@@ -166,6 +169,7 @@ class ProxyASGI:
         self.token_query = token_query
         self.token_cookie = token_cookie
         self.websocket_policy = websocket_policy
+        self.limiter = limiter
 
     def _identity(self, scope: Scope) -> dict[str, Any]:
         """What the policy layers read: the client's raw headers, query and token."""
@@ -301,16 +305,45 @@ class ProxyASGI:
             return
         upstream: UpstreamSocket = http.upgrade
         await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
-        await _relay(upstream, receive, send)
+        check = None
+        if self.limiter is not None:
+            limiter, connection = self.limiter, uuid.uuid4().hex
+
+            async def check() -> None:  # the route's limit_messages, per connection
+                await limiter.check_message(call, connection)
+
+        await _relay(upstream, receive, send, check)
 
 
-async def _relay(upstream: UpstreamSocket, receive: Receive, send: Send) -> None:
-    """Frames both ways until either side closes; the other side gets the same close code."""
+async def _relay(
+    upstream: UpstreamSocket,
+    receive: Receive,
+    send: Send,
+    check: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Frames both ways until either side closes; the other side gets the same close code.
+
+    ``check`` runs before each client frame goes up (message limits); when it refuses,
+    both sides are closed with 1008 (policy violation) and the reason.
+    """
 
     async def to_upstream() -> None:
         while True:
             message = await receive()
             if message["type"] == "websocket.receive":
+                if check is not None:
+                    try:
+                        await check()
+                    except EdgeError as refused:
+                        await send(
+                            {
+                                "type": "websocket.close",
+                                "code": 1008,
+                                "reason": refused.message[:120],
+                            }
+                        )
+                        await upstream.close(1008, "client over its message limit")
+                        return
                 text = message.get("text")
                 await upstream.send(text if text is not None else message.get("bytes") or b"")
             elif message["type"] == "websocket.disconnect":

@@ -408,3 +408,28 @@ async def test_proxied_websockets_follow_the_origin_allowlist(upstream_port: int
         async with websockets.connect(url, origin=f"http://127.0.0.1:{gateway.port}") as socket:  # type: ignore[arg-type]
             assert json.loads(await socket.recv())["path"] == "/chat"
     assert refused.value.response.status_code == 403
+
+
+async def test_message_limits_apply_to_proxied_websockets(upstream_port: int) -> None:
+    config = make_config(
+        closed_port(),
+        extra={
+            "http_upstreams": {"web": {"url": f"http://127.0.0.1:{upstream_port}"}},
+            "proxy_routes": [{"prefix": "/ws", "upstream": "web", "strip_prefix": True}],
+            "policies": [
+                {
+                    "match": ["proxy:/ws"],
+                    "limit_messages": [{"algorithm": "sliding_log", "limit": 2, "period": "60s"}],
+                }
+            ],
+        },
+    )
+    async with run_gateway(config) as gateway:
+        async with websockets.connect(f"ws://127.0.0.1:{gateway.port}/ws/chat") as socket:
+            await socket.recv()  # the upstream's hello
+            for text in ("one", "two", "three"):
+                await socket.send(text)
+            with contextlib.suppress(websockets.ConnectionClosed):
+                while True:
+                    await socket.recv()
+        assert socket.close_code == 1008
