@@ -73,6 +73,8 @@ class Servers:
     bare_url: str
     canned: Child
     canned_url: str
+    lean: Child
+    lean_url: str
     proxy: Child
     proxy_url: str
     pipeline_memory: PipelineGateway
@@ -101,11 +103,11 @@ def parse_settings(argv: list[str] | None) -> Settings:
     return Settings(args.duration, args.warmup, args.connections, args.threads, args.output)
 
 
-def _gateway_config(bind: str, upstream: str) -> dict[str, Any]:
+def _gateway_config(bind: str, upstream: str, client: str = "grpcio") -> dict[str, Any]:
     return {
         "server": {"bind": [bind], "graceful_timeout": "1s"},
         "descriptors": {"proto_paths": [str(REPO / "protos")]},
-        "upstreams": {"demo": {"address": upstream, "timeout": "10s"}},
+        "upstreams": {"demo": {"address": upstream, "timeout": "10s", "client": client}},
         "services": {"*": {"upstream": "demo"}},
         # Annotated methods get generic POST routes too, so POST_PATH exists.
         "transcoding": {"generic_routes": "all"},
@@ -149,6 +151,16 @@ def start_servers(children: list[Child], workdir: Path) -> Servers:
     gateway_url, bare_url = f"http://{gateway_bind}", f"http://{bare_bind}"
     canned_url = f"http://{canned_bind}"
 
+    # The same gateway with the experimental lean unary client (edge/upstream/lean.py).
+    lean_config = workdir / "lean.yaml"
+    lean_bind = f"127.0.0.1:{free_port()}"
+    lean_config.write_text(json.dumps(_gateway_config(lean_bind, upstream_address, "lean")))
+    lean = spawn(
+        "lean", [python, "-m", "edge.cli", "serve", "--config", str(lean_config)], workdir, REPO
+    )
+    children.append(lean)
+    lean_url = f"http://{lean_bind}"
+
     # The same gateway, proxying PROXY_PREFIX to bare Hypercorn (the upstream of these rows).
     proxy_config = workdir / "proxy.yaml"
     proxy_bind = f"127.0.0.1:{free_port()}"
@@ -164,7 +176,13 @@ def start_servers(children: list[Child], workdir: Path) -> Servers:
     children.append(proxy)
     proxy_url = f"http://{proxy_bind}{PROXY_PREFIX}"
 
-    targets = ((gateway, gateway_url), (bare, bare_url), (canned, canned_url), (proxy, proxy_url))
+    targets = (
+        (gateway, gateway_url),
+        (lean, lean_url),
+        (bare, bare_url),
+        (canned, canned_url),
+        (proxy, proxy_url),
+    )
     for child, url in targets:
         for path, body in ((GET_PATH, None), (POST_PATH, POST_BODY)):
             reply = wait_for_http(child, url + path, body)
@@ -197,6 +215,8 @@ def start_servers(children: list[Child], workdir: Path) -> Servers:
         bare_url,
         canned,
         canned_url,
+        lean,
+        lean_url,
         proxy,
         proxy_url,
         pipeline_memory,
@@ -297,6 +317,14 @@ def run_all(settings: Settings, workdir: Path) -> list[Figures]:
         # pipeline rows follow the plain gateway's POST straight away, for the same reason.
         wrk_runs: list[tuple[str, str, Path | None, Child, Child | None]] = [
             ("gateway POST (transcoded)", servers.gateway_url + POST_PATH, post, gateway, upstream),
+            # next to the plain gateway, so drift hits both alike
+            (
+                "gateway POST (lean client)",
+                servers.lean_url + POST_PATH,
+                post,
+                servers.lean,
+                upstream,
+            ),
             *(
                 (
                     f"gateway POST + pipeline ({p.backend})",
@@ -381,6 +409,12 @@ def _ratios(figures: list[Figures]) -> list[Ratio]:
     assert canned is not None and bare_post is not None
     # edge's own share: routing, binding, JSON, pipeline; the rest is the gRPC client
     ratios.append(Ratio("POST CPU/request, canned upstream", canned, bare_post, None))
+    lean = by_name["gateway POST (lean client)"].server_cpu_us
+    assert lean is not None
+    # the same POST with the experimental lean unary client instead of grpc.aio
+    ratios.append(
+        Ratio("POST CPU/request, lean client", lean, bare_post, POST_TARGET, "lean gateway")
+    )
     for method in ("POST", "GET"):
         proxied = by_name[f"proxy {method} (plain HTTP)"].server_cpu_us
         bare = by_name[f"bare Hypercorn {method}"].server_cpu_us

@@ -114,11 +114,26 @@ class UpstreamConfig(_Model):
     # services are then routed here unless services names them
     reflection: bool = False
     reflection_interval: Seconds = 300.0  # refetched this often (and on every reload)
+    # EXPERIMENTAL. The gRPC client for this upstream's unary calls: "grpcio" (grpc.aio) or
+    # "lean" (edge/upstream/lean.py: HTTP/2 on the event loop, about half grpc.aio's CPU per
+    # call). lean speaks plaintext h2c to one host:port only; streaming methods of the
+    # upstream keep using grpc.aio either way.
+    client: Literal["grpcio", "lean"] = "grpcio"
 
     @model_validator(mode="after")
     def _one_address_form(self) -> UpstreamConfig:
         if (self.address is None) == (not self.addresses):
             raise ValueError("give exactly one of address or addresses")
+        if self.client == "lean":
+            if self.tls is not None:
+                raise ValueError("client: lean speaks plaintext only; use client: grpcio for tls")
+            if len(self.all_addresses) != 1:
+                raise ValueError(
+                    "client: lean connects to one address; use client: grpcio for addresses"
+                )
+            host, _, port = self.all_addresses[0].rpartition(":")
+            if not host or not port.isdigit() or host.startswith(("unix", "dns", "ipv")):
+                raise ValueError("client: lean needs an address of the form host:port")
         return self
 
     @property

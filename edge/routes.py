@@ -78,6 +78,7 @@ def upstream_settings(config: Config) -> dict[str, UpstreamSettings]:
                 upstream.load_balancing,
                 upstream.outlier_detection.model_dump() if upstream.outlier_detection else None,
             ),
+            client=upstream.client,
         )
     return settings
 

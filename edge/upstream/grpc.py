@@ -22,7 +22,7 @@ import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import grpc
 import grpc.aio
@@ -32,6 +32,7 @@ from edge.call import Call, Reply
 from edge.descriptors.registry import MethodInfo
 from edge.errors import ConfigError, InternalError, UpstreamStatus
 from edge.transcode.status import code_number
+from edge.upstream.lean import LeanChannel
 
 Invoker = Callable[[Call], Awaitable[Reply]]
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
@@ -52,6 +53,8 @@ class UpstreamSettings:
     max_receive_bytes: int = 4 * 1024 * 1024
     # the channel's gRPC service config (load balancing, outlier detection), as JSON
     service_config: str | None = None
+    # "lean" (experimental): unary-unary calls go through edge.upstream.lean, not grpc.aio
+    client: Literal["grpcio", "lean"] = "grpcio"
 
 
 def grpc_target(addresses: Sequence[str]) -> str:
@@ -273,6 +276,7 @@ class GrpcTerminal:
     def __init__(self, upstreams: Mapping[str, UpstreamSettings]) -> None:
         self._settings = dict(upstreams)
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._lean: dict[str, LeanChannel] = {}  # upstreams with client: lean
         self._invokers: dict[str, weakref.WeakKeyDictionary[MethodInfo, Invoker]] = {}
 
     def open(self, routes: Iterable[tuple[str, MethodInfo]]) -> None:
@@ -294,6 +298,13 @@ class GrpcTerminal:
                 invoker = _stream_unary(channel.stream_unary(path, serialize, deserialize))
             elif method.server_streaming:
                 invoker = _unary_stream(channel.unary_stream(path, serialize, deserialize))
+            elif self._settings[upstream].client == "lean":
+                # Experimental: unary-unary calls skip grpc.aio. The streaming kinds above
+                # keep it, so the grpc.aio channel stays (idle until a stream is made).
+                lean = self._lean.get(upstream)
+                if lean is None:
+                    lean = self._lean[upstream] = LeanChannel(self._settings[upstream])
+                invoker = lean.invoker(method)
             else:
                 invoker = _unary_unary(channel.unary_unary(path, serialize, deserialize))
             table[method] = invoker
@@ -303,7 +314,10 @@ class GrpcTerminal:
 
     async def close(self) -> None:
         channels, self._channels = self._channels, {}
+        lean, self._lean = self._lean, {}
         self._invokers.clear()
+        for connection in lean.values():
+            await connection.close()
         for channel in channels.values():
             await channel.close(grace=None)
 

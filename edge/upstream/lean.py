@@ -1,0 +1,881 @@
+"""An experimental lean gRPC client for unary calls: HTTP/2 framing of our own on asyncio.
+
+Opt-in per upstream (``client: lean``). grpc.aio costs about 250 us of gateway CPU per
+unary call, most of it thread hops between its C-core poller and the event loop; this
+client runs on the loop itself and frames HTTP/2 by hand, which the measurements in
+``benchmarks/experiments/h2client`` put at about half of grpc.aio's cost. Only unary-unary
+calls go through it; streaming methods of the same upstream stay on grpc.aio.
+
+What it speaks (RFC 9113, gRPC's PROTOCOL-HTTP2.md), over one plaintext connection per
+upstream (h2c with prior knowledge; no TLS, one address, no compression):
+
+- Requests are a HEADERS block made once per method (HPACK static-table references and
+  literals *without indexing*, so our encoder keeps no state) plus ``grpc-timeout`` and
+  the call's metadata (``-bin`` values base64 without padding), then one DATA frame run.
+- Responses are decoded with ``hpack.Decoder``, in order, for every stream (the server's
+  dynamic table is shared). A block that neither inserted into nor evicted from the table
+  decodes the same while the table is unchanged, so such decodings are memoised: a steady
+  server sends the same few bytes for every reply (see ``_Connection._decode``).
+- Streams: up to the server's MAX_CONCURRENT_STREAMS at once, later calls queue. grpc
+  C-core servers refuse streams (RST_STREAM REFUSED_STREAM) a little before their own
+  count catches up, so a refused stream, which the server never processed, is retried
+  after the next stream on that connection ends, as grpc's own client does.
+- Flow control: our windows are large (16 MiB per stream, 2^31-1 for the connection)
+  and handed back with WINDOW_UPDATE at half; sends respect the server's windows and
+  MAX_FRAME_SIZE and resume on WINDOW_UPDATE. SETTINGS and PING are acked.
+- GOAWAY: streams at or below last-stream-id finish; the rest fail with UNAVAILABLE
+  (never processed, so the pipeline's retry may send them again); new calls open a new
+  connection. A lost connection fails its calls with UNAVAILABLE; the next call
+  reconnects. Failed connects back off (0.1 s doubling to 5 s, jittered), and calls made
+  meanwhile fail at once with UNAVAILABLE, as grpc's fail-fast calls do.
+- Deadlines: ``grpc-timeout`` is sent and a local timer resets the stream (CANCEL) and
+  raises DEADLINE_EXCEEDED; a cancelled task resets its stream too.
+
+It raises exactly what ``edge.upstream.grpc``'s unary invoker raises (``UpstreamStatus``
+with grpc.aio's codes, messages and metadata), so no layer can tell the two apart.
+Missing, compared with grpc.aio: TLS, name resolution and load balancing, keepalive
+pings, compression, channelz/tracing. Those upstreams should stay on ``grpcio``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import math
+import random
+import struct
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, cast
+from urllib.parse import unquote_to_bytes
+
+from google.protobuf.message import DecodeError
+from hpack import Decoder, HPACKError
+
+from edge.call import Call, Reply
+from edge.descriptors.registry import MethodInfo
+from edge.errors import UpstreamStatus
+
+if TYPE_CHECKING:
+    from edge.upstream.grpc import UpstreamSettings
+
+Headers = list[tuple[bytes, bytes]]
+Pairs = tuple[tuple[str, str | bytes], ...]
+
+_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+_FRAME = struct.Struct(">BHBBL")  # length (24 bits as 8 + 16), type, flags, stream id
+_U32 = struct.Struct(">L")
+_SETTING = struct.Struct(">HL")
+_GOAWAY = struct.Struct(">LL")
+_PREFIX = struct.Struct(">BL")  # gRPC message prefix: compressed flag, length
+
+DATA, HEADERS, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE = (
+    0,
+    1,
+    3,
+    4,
+    5,
+    6,
+    7,
+    8,
+)
+CONTINUATION = 9
+END_STREAM = ACK = 0x1
+END_HEADERS, PADDED, PRIORITY = 0x4, 0x8, 0x20
+NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 0x0, 0x1, 0x3, 0x6
+REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 0x7, 0x8, 0x9
+
+_MAX_WINDOW = 2**31 - 1
+_MAX_STREAM_ID = 2**31 - 1
+_STREAM_WINDOW = 16 * 1024 * 1024
+_MAX_FRAME_IN = 16_384  # we never raise SETTINGS_MAX_FRAME_SIZE
+_CONNECT_TIMEOUT = 20.0  # grpc's minimum connect timeout
+_BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 5.0
+_REFUSED_RETRIES = 50  # C-core can refuse many in a row under a small stream limit
+
+# RST_STREAM codes as gRPC codes (PROTOCOL-HTTP2.md); REFUSED_STREAM is retried instead.
+_RESET_CODES = {CANCEL: 1, 0xB: 8, 0xC: 7}  # CANCEL, ENHANCE_YOUR_CALM, INADEQUATE_SECURITY
+# HTTP statuses of replies without grpc-status (a proxy in the way): http-grpc-status-mapping.md
+_HTTP_CODES = {
+    b"400": 13,
+    b"401": 16,
+    b"403": 7,
+    b"404": 12,
+    b"429": 14,
+    b"502": 14,
+    b"503": 14,
+    b"504": 14,
+}
+# Transport fields grpc.aio never shows as metadata.
+_NOT_METADATA = frozenset(
+    (b"content-type", b"grpc-status", b"grpc-message", b"grpc-encoding", b"grpc-accept-encoding")
+)
+_DEADLINE = "Deadline Exceeded"  # grpc.aio's wording
+
+
+class _Refused(Exception):
+    """The server never processed this stream (REFUSED_STREAM, or a connection we left)."""
+
+
+class _ConnectionError(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+class _Stream:
+    """One unary call on the wire; ``future`` resolves when the stream ends cleanly."""
+
+    __slots__ = (
+        "chunks",
+        "future",
+        "headers",
+        "id",
+        "length",
+        "pending",
+        "received",
+        "send_window",
+        "trailers",
+        "unacked",
+    )
+
+    def __init__(self, stream_id: int, future: asyncio.Future[None], send_window: int) -> None:
+        self.id = stream_id
+        self.future = future
+        self.headers: Headers | None = None
+        self.trailers: Headers | None = None
+        self.chunks: list[bytes] = []
+        self.received = 0
+        self.length: int | None = None  # from the message prefix, once 5 bytes are in
+        self.unacked = 0  # received bytes not yet handed back with WINDOW_UPDATE
+        self.send_window = send_window
+        self.pending: memoryview | None = None  # request bytes waiting for send window
+
+    def fail(self, error: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
+
+def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+    length = len(payload)
+    return _FRAME.pack(length >> 16, length & 0xFFFF, kind, flags, stream_id) + payload
+
+
+def _hpack_int(value: int, prefix_bits: int, first: int) -> bytes:
+    """RFC 7541 5.1: an integer with an N-bit prefix, OR-ed into ``first``."""
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes((first | value,))
+    out = bytearray((first | limit,))
+    value -= limit
+    while value >= 128:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _literal(name: bytes | int, value: bytes) -> bytes:
+    """RFC 7541 6.2.2: a literal field without indexing, its name by static index or literal."""
+    encoded = _hpack_int(len(value), 7, 0) + value  # raw octets, no Huffman
+    if isinstance(name, int):
+        return _hpack_int(name, 4, 0) + encoded
+    return b"\x00" + _hpack_int(len(name), 7, 0) + name + encoded
+
+
+def request_block(path: str, authority: str) -> bytes:
+    """The start of every request header block for ``path`` (static indexes: RFC 7541 A)."""
+    return b"".join(
+        (
+            b"\x83\x86",  # :method POST, :scheme http
+            _literal(4, path.encode()),  # :path
+            _literal(1, authority.encode()),  # :authority
+            _literal(31, b"application/grpc"),  # content-type
+            _literal(b"te", b"trailers"),
+            _literal(58, b"edge-lean"),  # user-agent
+        )
+    )
+
+
+def encode_timeout(seconds: float) -> bytes:
+    """``grpc-timeout``: at most 8 digits and a unit, rounded up (the server never waits less)."""
+    for unit, per_second in ((b"u", 1e6), (b"m", 1e3), (b"S", 1.0), (b"M", 1 / 60)):
+        value = math.ceil(max(seconds, 1e-6) * per_second)
+        if value < 100_000_000:
+            return b"%d%s" % (value, unit)
+    return b"%dH" % min(math.ceil(seconds / 3600), 99_999_999)
+
+
+def _metadata_fields(metadata: Sequence[tuple[str, str | bytes]]) -> list[bytes]:
+    fields = []
+    for name, value in metadata:
+        key = name.lower()
+        if key.endswith("-bin"):
+            raw = value if isinstance(value, bytes) else value.encode()
+            value = base64.b64encode(raw).rstrip(b"=")
+        elif isinstance(value, str):
+            value = value.encode()
+        fields.append(_literal(key.encode(), value))
+    return fields
+
+
+def _pairs(headers: Headers) -> Pairs:
+    """Metadata as grpc.aio shows it: no pseudo or transport fields, ``-bin`` values decoded."""
+    pairs: list[tuple[str, str | bytes]] = []
+    for name, value in headers:
+        if name[:1] == b":" or name in _NOT_METADATA:
+            continue
+        key = name.decode("latin-1")
+        if key.endswith("-bin"):
+            try:
+                pairs.append((key, base64.b64decode(value + b"=" * (-len(value) % 4))))
+            except (binascii.Error, ValueError):
+                continue  # grpc drops a -bin value it cannot decode
+        else:
+            pairs.append((key, value.decode("utf-8", "replace")))
+    return tuple(pairs)
+
+
+def _status_of(fields: Headers, initial: Headers | None) -> UpstreamStatus | None:
+    """The non-OK status carried in ``fields`` (trailers), or None when it is OK."""
+    status = message = None
+    for name, value in fields:
+        if name == b"grpc-status":
+            status = value
+        elif name == b"grpc-message":
+            message = value
+    if status == b"0":
+        return None
+    initial_pairs = _pairs(initial) if initial is not None else ()
+    if status is None:
+        return UpstreamStatus(
+            13,
+            "missing grpc-status",
+            initial_metadata=initial_pairs,
+            trailing_metadata=_pairs(fields),
+        )
+    try:
+        code = int(status)
+    except ValueError:
+        code = 2
+    if not 0 < code <= 16:
+        code = 2  # UNKNOWN, as grpc reports a status it does not know
+    text = unquote_to_bytes(message).decode("utf-8", "replace") if message else ""
+    return UpstreamStatus(
+        code,
+        text or _CODE_NAMES[code],
+        initial_metadata=initial_pairs,
+        trailing_metadata=_pairs(fields),
+    )
+
+
+_CODE_NAMES = (
+    "OK CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOUND ALREADY_EXISTS "
+    "PERMISSION_DENIED RESOURCE_EXHAUSTED FAILED_PRECONDITION ABORTED OUT_OF_RANGE "
+    "UNIMPLEMENTED INTERNAL UNAVAILABLE DATA_LOSS UNAUTHENTICATED"
+).split()
+
+
+def outcome(stream: _Stream) -> tuple[bytes, Pairs, Pairs]:
+    """A cleanly ended stream as (message, initial metadata, trailers), or UpstreamStatus."""
+    headers = stream.headers
+    if headers is None:
+        raise UpstreamStatus(13, "stream ended without headers")
+    http_status = content_type = None
+    for name, value in headers:
+        if name == b":status":
+            http_status = value
+        elif name == b"content-type":
+            content_type = value
+    trailers = stream.trailers
+    if http_status != b"200":
+        code = _HTTP_CODES.get(http_status or b"", 2)
+        raise UpstreamStatus(code, f"Received http2 header with status: {http_status!r}")
+    if trailers is None:  # trailers-only: the status is in the one block
+        error = _status_of(headers, None)
+        raise error or UpstreamStatus(13, "OK status without a response message")
+    error = _status_of(trailers, headers)
+    if error is not None:
+        raise error
+    if content_type is None or not content_type.startswith(b"application/grpc"):
+        raise UpstreamStatus(2, f"unexpected content-type {content_type!r}")
+    body = stream.chunks[0] if len(stream.chunks) == 1 else b"".join(stream.chunks)
+    if len(body) < 5:
+        raise UpstreamStatus(13, "OK status without a response message")
+    compressed, length = _PREFIX.unpack_from(body)
+    if compressed:
+        raise UpstreamStatus(13, "compressed response (the lean client does not decompress)")
+    if length + 5 != len(body):
+        raise UpstreamStatus(13, "a unary response must be exactly one message")
+    return body[5:], _pairs(headers), _pairs(trailers)
+
+
+class _Connection(asyncio.Protocol):
+    """One HTTP/2 connection carrying many unary streams (frames in, frames out, windows)."""
+
+    def __init__(self, max_receive: int) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[None] = self.loop.create_future()
+        self.closed: UpstreamStatus | None = None  # GOAWAY, lost or closed: no new streams
+        self._max_receive = max_receive
+        self._transport: asyncio.Transport | None = None
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._inbox = b""
+        self._decoder = Decoder()
+        self._memo: dict[bytes, Headers] = {}
+        self._table_update = b""  # a table size update owed to the server's decoder
+        self._continuation: tuple[int, int, list[bytes]] | None = None
+        self._streams: dict[int, _Stream] = {}
+        self._blocked: dict[int, _Stream] = {}  # streams with request bytes waiting for window
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._next_id = 1
+        self._max_streams = 2**31  # the server's, until its SETTINGS say otherwise
+        self._max_frame_out = 16_384
+        self._initial_send_window = 65_535
+        self._send_window = 65_535
+        self._recv_unacked = 0
+
+    # -- calls --------------------------------------------------------------------------
+
+    async def call(
+        self, block: bytes, framed: bytes, metadata: list[bytes], deadline: float | None
+    ) -> _Stream:
+        """Send one request and wait for its stream to end; raises what the caller must map."""
+        while len(self._streams) >= self._max_streams and self.closed is None:
+            await self.wait_turn(deadline)
+        if self.closed is not None or self._next_id > _MAX_STREAM_ID:
+            self._drain("stream ids exhausted")
+            raise _Refused
+        timeout = b""
+        if deadline is not None:
+            remaining = deadline - self.loop.time()
+            if remaining <= 0:
+                raise UpstreamStatus(4, _DEADLINE)
+            timeout = _literal(b"grpc-timeout", encode_timeout(remaining))
+        stream_id = self._next_id
+        self._next_id += 2
+        parts = [self._table_update, block, timeout] if self._table_update else [block, timeout]
+        self._table_update = b""
+        timer = None
+        parts += metadata
+        stream = _Stream(stream_id, self.loop.create_future(), self._initial_send_window)
+        self._streams[stream_id] = stream
+        self._send_headers(stream_id, b"".join(parts))
+        stream.pending = memoryview(framed)
+        self._send_pending(stream)
+        if deadline is not None:
+            timer = self.loop.call_at(deadline, self._expire, stream)
+        try:
+            await stream.future
+        except asyncio.CancelledError:
+            self._reset(stream, CANCEL)
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if self._waiters:
+                self._wake()
+            if self.closed is not None and not self._streams:
+                self._close_transport()
+        return stream
+
+    async def wait_turn(self, deadline: float | None) -> None:
+        """Wait until a stream of this connection ends (or it closes, or the deadline)."""
+        waiter = self.loop.create_future()
+        self._waiters.append(waiter)
+        if deadline is None:
+            await waiter
+            return
+        try:
+            async with asyncio.timeout_at(deadline):
+                await waiter
+        except TimeoutError:
+            raise UpstreamStatus(4, _DEADLINE) from None
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._streams)
+
+    def close(self) -> None:
+        """Say goodbye and drop the connection; calls still open fail with UNAVAILABLE."""
+        if self._transport is not None and not self._transport.is_closing():
+            self._send(_frame(GOAWAY, 0, 0, _GOAWAY.pack(0, NO_ERROR)))
+            self._flush()
+        self._shutdown(UpstreamStatus(14, "the gateway closed the upstream connection"))
+        self._close_transport()
+
+    # -- asyncio.Protocol ---------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport = cast(asyncio.Transport, transport)
+        settings = _SETTING.pack(0x2, 0) + _SETTING.pack(0x4, _STREAM_WINDOW)  # no push
+        transport.write(
+            _PREFACE
+            + _frame(SETTINGS, 0, 0, settings)
+            + _frame(WINDOW_UPDATE, 0, 0, _U32.pack(_MAX_WINDOW - 65_535))
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._transport = None
+        reason = f": {exc}" if exc else ""
+        self._shutdown(UpstreamStatus(14, f"the upstream connection was lost{reason}"))
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"connection closed before SETTINGS{reason}"))
+
+    def data_received(self, data: bytes) -> None:
+        if self._inbox:
+            data = self._inbox + data
+        pos, size = 0, len(data)
+        try:
+            while size - pos >= 9:
+                high, low, kind, flags, stream_id = _FRAME.unpack_from(data, pos)
+                length = (high << 16) | low
+                if length > _MAX_FRAME_IN:
+                    raise _ConnectionError(FRAME_SIZE_ERROR, f"a {length}-byte frame")
+                end = pos + 9 + length
+                if end > size:
+                    break
+                payload = data[pos + 9 : end]
+                pos = end
+                stream_id &= 0x7FFFFFFF
+                if self._continuation is not None and kind != CONTINUATION:
+                    raise _ConnectionError(PROTOCOL_ERROR, "a frame inside a header block")
+                if kind == DATA:
+                    self._on_data(stream_id, flags, payload)
+                elif kind == HEADERS:
+                    self._on_headers(stream_id, flags, payload)
+                elif kind == SETTINGS:
+                    self._on_settings(stream_id, flags, payload)
+                elif kind == WINDOW_UPDATE:
+                    self._on_window_update(stream_id, payload)
+                elif kind == PING:
+                    if len(payload) != 8 or stream_id:
+                        raise _ConnectionError(FRAME_SIZE_ERROR, "a bad PING")
+                    if not flags & ACK:
+                        self._send(_frame(PING, ACK, 0, payload))
+                elif kind == RST_STREAM:
+                    self._on_reset(stream_id, payload)
+                elif kind == GOAWAY:
+                    self._on_goaway(payload)
+                elif kind == CONTINUATION:
+                    self._on_continuation(stream_id, flags, payload)
+                elif kind == PUSH_PROMISE:
+                    raise _ConnectionError(PROTOCOL_ERROR, "PUSH_PROMISE with push disabled")
+                # PRIORITY and unknown frame types are ignored, as RFC 9113 requires.
+        except _ConnectionError as error:
+            self._fail_connection(error.code, str(error))
+            return
+        self._inbox = data[pos:] if pos < size else b""
+
+    # -- frames in ----------------------------------------------------------------------
+
+    def _on_data(self, stream_id: int, flags: int, payload: bytes) -> None:
+        if not stream_id:
+            raise _ConnectionError(PROTOCOL_ERROR, "DATA on stream 0")
+        counted = len(payload)
+        if flags & PADDED:
+            payload = _unpad(payload)
+        self._recv_unacked += counted
+        if self._recv_unacked > _MAX_WINDOW // 2:
+            self._send(_frame(WINDOW_UPDATE, 0, 0, _U32.pack(self._recv_unacked)))
+            self._recv_unacked = 0
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return  # abandoned: only the connection window matters
+        stream.chunks.append(payload)
+        stream.received += len(payload)
+        if stream.length is None and stream.received >= 5:
+            stream.length = _PREFIX.unpack_from(b"".join(stream.chunks))[1]
+            if stream.length > self._max_receive:
+                self._reset(stream, CANCEL)
+                message = (
+                    f"Received message larger than max ({stream.length} vs. {self._max_receive})"
+                )
+                stream.fail(UpstreamStatus(8, message))
+                return
+        if stream.length is not None and stream.received > stream.length + 5:
+            self._reset(stream, CANCEL)
+            stream.fail(UpstreamStatus(13, "a unary response must be exactly one message"))
+            return
+        if flags & END_STREAM:
+            self._end(stream)
+            return
+        stream.unacked += counted
+        if stream.unacked > _STREAM_WINDOW // 2:
+            self._send(_frame(WINDOW_UPDATE, 0, stream_id, _U32.pack(stream.unacked)))
+            stream.unacked = 0
+
+    def _on_headers(self, stream_id: int, flags: int, payload: bytes) -> None:
+        if not stream_id:
+            raise _ConnectionError(PROTOCOL_ERROR, "HEADERS on stream 0")
+        if flags & PADDED:
+            payload = _unpad(payload)
+        if flags & PRIORITY:
+            payload = payload[5:]
+        if flags & END_HEADERS:
+            self._on_block(stream_id, flags, payload)
+        else:
+            self._continuation = (stream_id, flags, [payload])
+
+    def _on_continuation(self, stream_id: int, flags: int, payload: bytes) -> None:
+        pending = self._continuation
+        if pending is None or pending[0] != stream_id:
+            raise _ConnectionError(PROTOCOL_ERROR, "an unexpected CONTINUATION")
+        pending[2].append(payload)
+        if flags & END_HEADERS:
+            self._continuation = None
+            self._on_block(stream_id, pending[1], b"".join(pending[2]))
+
+    def _on_block(self, stream_id: int, flags: int, block: bytes) -> None:
+        headers = self._decode(block)  # always: the dynamic table is the connection's
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            if stream_id & 1 == 0 or stream_id >= self._next_id:
+                raise _ConnectionError(PROTOCOL_ERROR, f"HEADERS on idle stream {stream_id}")
+            return
+        if stream.headers is None:
+            stream.headers = headers
+            if not flags & END_STREAM:
+                return
+        elif flags & END_STREAM:
+            stream.trailers = headers
+        else:
+            self._reset(stream, PROTOCOL_ERROR)
+            stream.fail(UpstreamStatus(13, "trailers without END_STREAM"))
+            return
+        self._end(stream)
+
+    def _decode(self, block: bytes) -> Headers:
+        """HPACK-decode ``block``, or reuse an earlier decoding that is provably the same.
+
+        A block that neither inserts into nor evicts from the dynamic table decodes to the
+        same fields for as long as the table is unchanged. The table's (length, newest
+        entry) changes with every insertion or eviction; any change empties the memo, and
+        a block that changed the table is never stored. Decoded lists are shared between
+        replies and never mutated.
+        """
+        known = self._memo.get(block)
+        if known is not None:
+            return known
+        entries = self._decoder.header_table.dynamic_entries
+        before = (len(entries), entries[0] if entries else None)
+        try:
+            headers = cast(Headers, self._decoder.decode(block, raw=True))
+        except HPACKError as error:
+            raise _ConnectionError(COMPRESSION_ERROR, f"HPACK: {error}") from error
+        if len(entries) != before[0] or (entries[0] if entries else None) is not before[1]:
+            self._memo.clear()
+        elif len(self._memo) < 64 and block[:1] and block[0] & 0xE0 != 0x20:
+            self._memo[block] = headers  # (a block opening with a size update is not kept)
+        return headers
+
+    def _on_settings(self, stream_id: int, flags: int, payload: bytes) -> None:
+        if stream_id or len(payload) % 6:
+            raise _ConnectionError(FRAME_SIZE_ERROR, "a bad SETTINGS frame")
+        if flags & ACK:
+            return
+        for offset in range(0, len(payload), 6):
+            key, value = _SETTING.unpack_from(payload, offset)
+            if key == 0x1:  # HEADER_TABLE_SIZE: we never index; tell it our table is empty
+                self._table_update = b"\x20"
+            elif key == 0x3:  # MAX_CONCURRENT_STREAMS
+                self._max_streams = value
+            elif key == 0x4:  # INITIAL_WINDOW_SIZE shifts every open stream's window
+                if value > _MAX_WINDOW:
+                    raise _ConnectionError(FLOW_CONTROL_ERROR, "INITIAL_WINDOW_SIZE too large")
+                delta = value - self._initial_send_window
+                self._initial_send_window = value
+                for stream in self._streams.values():
+                    stream.send_window += delta
+            elif key == 0x5:  # MAX_FRAME_SIZE
+                if not 16_384 <= value <= 16_777_215:
+                    raise _ConnectionError(PROTOCOL_ERROR, "a bad MAX_FRAME_SIZE")
+                self._max_frame_out = value
+        self._send(_frame(SETTINGS, ACK, 0))
+        if not self.ready.done():
+            self.ready.set_result(None)
+        self._send_blocked()
+        while self._waiters and len(self._streams) < self._max_streams:
+            self._wake()
+
+    def _on_window_update(self, stream_id: int, payload: bytes) -> None:
+        if len(payload) != 4:
+            raise _ConnectionError(FRAME_SIZE_ERROR, "a bad WINDOW_UPDATE")
+        increment = _U32.unpack(payload)[0] & 0x7FFFFFFF
+        if not stream_id:
+            if not increment:
+                raise _ConnectionError(PROTOCOL_ERROR, "a zero WINDOW_UPDATE")
+            self._send_window += increment
+            if self._send_window > _MAX_WINDOW:
+                raise _ConnectionError(FLOW_CONTROL_ERROR, "connection window overflow")
+            self._send_blocked()
+            return
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return
+        stream.send_window += increment
+        if not increment or stream.send_window > _MAX_WINDOW:
+            self._reset(stream, PROTOCOL_ERROR if not increment else FLOW_CONTROL_ERROR)
+            stream.fail(UpstreamStatus(13, "a bad stream WINDOW_UPDATE"))
+        elif stream.pending is not None:
+            self._send_pending(stream)
+
+    def _on_reset(self, stream_id: int, payload: bytes) -> None:
+        if len(payload) != 4 or not stream_id:
+            raise _ConnectionError(PROTOCOL_ERROR, "a bad RST_STREAM")
+        stream = self._streams.pop(stream_id, None)
+        if stream is None:
+            return
+        self._blocked.pop(stream_id, None)
+        code = _U32.unpack(payload)[0]
+        if code == REFUSED_STREAM:
+            stream.fail(_Refused())
+        else:
+            grpc_code = _RESET_CODES.get(code, 13)
+            stream.fail(UpstreamStatus(grpc_code, f"Received RST_STREAM with error code {code}"))
+
+    def _on_goaway(self, payload: bytes) -> None:
+        if len(payload) < 8:
+            raise _ConnectionError(FRAME_SIZE_ERROR, "a bad GOAWAY")
+        last, code = _GOAWAY.unpack_from(payload)
+        last &= 0x7FFFFFFF
+        debug = payload[8:].decode("utf-8", "replace")
+        error = UpstreamStatus(14, f"the upstream is going away (GOAWAY {code}: {debug})".strip())
+        if self.closed is None:
+            self.closed = error
+        for stream_id in [sid for sid in self._streams if sid > last]:
+            self._blocked.pop(stream_id, None)
+            self._streams.pop(stream_id).fail(error)
+        while self._waiters:  # queued calls move to a new connection
+            self._wake()
+        if not self._streams:
+            self._close_transport()
+
+    # -- frames out ---------------------------------------------------------------------
+
+    def _send_headers(self, stream_id: int, block: bytes) -> None:
+        limit = self._max_frame_out
+        if len(block) <= limit:
+            self._send(_frame(HEADERS, END_HEADERS, stream_id, block))
+            return
+        self._send(_frame(HEADERS, 0, stream_id, block[:limit]))
+        for start in range(limit, len(block), limit):
+            flags = END_HEADERS if start + limit >= len(block) else 0
+            self._send(_frame(CONTINUATION, flags, stream_id, block[start : start + limit]))
+
+    def _send_pending(self, stream: _Stream) -> None:
+        pending = stream.pending
+        while pending is not None:
+            allowed = min(self._send_window, stream.send_window, self._max_frame_out)
+            if allowed <= 0:
+                self._blocked[stream.id] = stream
+                break
+            chunk, rest = pending[:allowed], pending[allowed:]
+            pending = rest if len(rest) else None
+            self._send_window -= len(chunk)
+            stream.send_window -= len(chunk)
+            self._send(_frame(DATA, 0 if pending else END_STREAM, stream.id, chunk.tobytes()))
+        stream.pending = pending
+        if pending is None:
+            self._blocked.pop(stream.id, None)
+
+    def _send_blocked(self) -> None:
+        for stream in list(self._blocked.values()):
+            self._send_pending(stream)
+
+    def _send(self, frame: bytes) -> None:
+        """Queue a frame; everything queued in one loop iteration goes out in one write."""
+        self._out.append(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out, self._out = self._out, []
+        transport = self._transport
+        if out and transport is not None and not transport.is_closing():
+            transport.write(b"".join(out))
+
+    # -- endings ------------------------------------------------------------------------
+
+    def _end(self, stream: _Stream) -> None:
+        del self._streams[stream.id]
+        self._blocked.pop(stream.id, None)
+        if not stream.future.done():
+            stream.future.set_result(None)
+
+    def _wake(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def _expire(self, stream: _Stream) -> None:
+        self._reset(stream, CANCEL)
+        stream.fail(UpstreamStatus(4, _DEADLINE))
+
+    def _reset(self, stream: _Stream, code: int) -> None:
+        """Reset the stream if it is still open, so the server stops working on it."""
+        if self._streams.pop(stream.id, None) is None:
+            return
+        self._blocked.pop(stream.id, None)
+        self._send(_frame(RST_STREAM, 0, stream.id, _U32.pack(code)))
+        if self._waiters:
+            self._wake()
+
+    def _drain(self, reason: str) -> None:
+        if self.closed is None:
+            self.closed = UpstreamStatus(14, reason)
+        if not self._streams:
+            self._close_transport()
+
+    def _fail_connection(self, code: int, reason: str) -> None:
+        self._send(_frame(GOAWAY, 0, 0, _GOAWAY.pack(0, code) + reason.encode()))
+        self._flush()
+        self._shutdown(UpstreamStatus(13, f"HTTP/2 protocol error from the upstream: {reason}"))
+        self._close_transport()
+
+    def _shutdown(self, error: UpstreamStatus) -> None:
+        if self.closed is None:
+            self.closed = error
+        streams, self._streams = self._streams, {}
+        self._blocked.clear()
+        for stream in streams.values():
+            stream.fail(UpstreamStatus(error.grpc_code, error.message))
+        while self._waiters:
+            self._wake()
+
+    def _close_transport(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._flush()
+            self._transport.close()
+
+
+def _unpad(payload: bytes) -> bytes:
+    if not payload or payload[0] >= len(payload):
+        raise _ConnectionError(PROTOCOL_ERROR, "bad padding")
+    return payload[1 : len(payload) - payload[0]]
+
+
+Invoker = Callable[[Call], Awaitable[Reply]]
+
+
+class LeanChannel:
+    """The lean client's channel to one upstream: a connection, reconnected on demand.
+
+    Made outside the loop is fine; connections are opened by the first call (like
+    grpc.aio's lazy channels) and again after GOAWAY or a drop. A failed connect backs off,
+    and calls inside the back-off fail at once with UNAVAILABLE.
+    """
+
+    def __init__(self, settings: UpstreamSettings) -> None:
+        host, _, port = settings.target.rpartition(":")
+        self._host, self._port = host.strip("[]"), int(port)
+        self._authority = settings.target
+        self._max_send = settings.max_send_bytes
+        self._max_receive = settings.max_receive_bytes
+        self._connection: _Connection | None = None
+        self._old: set[_Connection] = set()  # left after GOAWAY, finishing their streams
+        self._connecting: asyncio.Task[_Connection] | None = None
+        self._backoff = _BACKOFF_FIRST
+        self._retry_at = 0.0
+        self._last_error = ""
+
+    def invoker(self, method: MethodInfo) -> Invoker:
+        """The unary invoker for ``method``: its header block is encoded once, here."""
+        block = request_block(method.grpc_path, self._authority)
+        parse = method.output_type.FromString
+        max_send = self._max_send
+
+        async def invoke(call: Call) -> Reply:
+            request = call.request.SerializeToString()
+            if len(request) > max_send:
+                raise UpstreamStatus(
+                    8, f"Sent message larger than max ({len(request)} vs. {max_send})"
+                )
+            framed = _PREFIX.pack(0, len(request)) + request
+            message, initial, trailing = await self.unary(block, framed, call)
+            try:
+                reply = parse(message)
+            except DecodeError as exc:
+                raise UpstreamStatus(13, "Exception deserializing response!") from exc
+            return Reply(reply, initial_metadata=initial, trailing_metadata=trailing)
+
+        return invoke
+
+    async def unary(self, block: bytes, framed: bytes, call: Call) -> tuple[bytes, Pairs, Pairs]:
+        loop = asyncio.get_running_loop()
+        deadline = None if call.timeout is None else loop.time() + call.timeout
+        metadata = _metadata_fields(call.metadata) if call.metadata else []
+        for _ in range(_REFUSED_RETRIES):
+            connection = self._connection
+            if connection is None or connection.closed is not None:
+                connection = await self._connect(deadline)
+            try:
+                return outcome(await connection.call(block, framed, metadata, deadline))
+            except _Refused:
+                if connection.closed is None and connection.busy:
+                    await connection.wait_turn(deadline)  # a stream must end first
+        raise UpstreamStatus(14, "the upstream kept refusing the stream")
+
+    async def _connect(self, deadline: float | None) -> _Connection:
+        """The connection for new calls, opening one (shared by every waiting call)."""
+        loop = asyncio.get_running_loop()
+        if self._connecting is None:
+            if loop.time() < self._retry_at:
+                raise UpstreamStatus(14, self._last_error)
+            self._connecting = loop.create_task(self._open())
+            self._connecting.add_done_callback(self._opened)
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await asyncio.shield(self._connecting)
+        except TimeoutError:
+            raise UpstreamStatus(4, _DEADLINE) from None
+        except UpstreamStatus as error:  # one fresh exception per waiting call
+            raise UpstreamStatus(error.grpc_code, error.message) from None
+
+    async def _open(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        max_receive = self._max_receive
+        connection: _Connection | None = None
+        try:
+            async with asyncio.timeout(_CONNECT_TIMEOUT):
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(max_receive), self._host, self._port
+                )
+                await connection.ready
+        except BaseException as exc:
+            if connection is not None:
+                connection.close()
+            if not isinstance(exc, OSError | TimeoutError):
+                raise
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self._last_error = f"failed to connect to {self._authority}: {reason or 'timed out'}"
+            delay = self._backoff * random.uniform(0.8, 1.2)  # jitter
+            self._retry_at = loop.time() + delay
+            self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+            raise UpstreamStatus(14, self._last_error) from exc
+        self._backoff = _BACKOFF_FIRST
+        previous, self._connection = self._connection, connection
+        self._old = {old for old in self._old if old.busy}
+        if previous is not None and previous.busy:
+            self._old.add(previous)  # draining after GOAWAY; closed with the channel
+        return connection
+
+    def _opened(self, task: asyncio.Task[_Connection]) -> None:
+        self._connecting = None
+        if not task.cancelled():
+            task.exception()  # retrieved: each waiting call raised its own copy
+
+    async def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+        for connection in (self._connection, *self._old):
+            if connection is not None:
+                connection.close()
+        self._connection = None
+        self._old.clear()
