@@ -11,8 +11,8 @@ from edge.pipeline.chain import Next
 
 
 def _record(call: Call, start: float, code: str) -> None:
-    metrics.UPSTREAM_SECONDS.labels(call.upstream).observe(time.perf_counter() - start)
-    metrics.UPSTREAM_CALLS.labels(call.upstream, code).inc()
+    metrics.child(metrics.UPSTREAM_SECONDS, call.upstream).observe(time.perf_counter() - start)
+    metrics.child(metrics.UPSTREAM_CALLS, call.upstream, code).inc()
 
 
 async def upstream_metrics(call: Call, next_: Next) -> Reply:

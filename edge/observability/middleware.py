@@ -119,7 +119,7 @@ class ObserveASGI:
         start = time.perf_counter()
         failure: BaseException | None = None
         if self.metrics_on:
-            metrics.IN_FLIGHT.labels(protocol).inc()
+            metrics.child(metrics.IN_FLIGHT, protocol).inc()
         try:
             await self.app(scope, receive, observed_send)
         except BaseException as error:
@@ -131,14 +131,14 @@ class ObserveASGI:
             if span is not None:
                 span.finish(status, info, failure)
             if self.metrics_on:
-                metrics.IN_FLIGHT.labels(protocol).dec()
+                metrics.child(metrics.IN_FLIGHT, protocol).dec()
                 route = info["route"]
                 method = scope.get("method", "GET")
                 # any token is a method to h11: unknown ones share a label, or a client
                 # could mint time series (and memory) at will
                 label = method if method in _METHODS else "other"
-                metrics.REQUESTS.labels(route, label, str(status), protocol).inc()
-                metrics.REQUEST_SECONDS.labels(route, protocol).observe(elapsed)
+                metrics.child(metrics.REQUESTS, route, label, str(status), protocol).inc()
+                metrics.child(metrics.REQUEST_SECONDS, route, protocol).observe(elapsed)
             if self.access_log_on:
                 client = scope.get("client")
                 access_log.info(
