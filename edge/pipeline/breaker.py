@@ -124,7 +124,8 @@ class BreakerLayer:
         )
         breaker = guard.breaker
         now = self.clock()
-        if breaker is not None and not breaker.allow(now):
+        ticket = breaker.admit(now) if breaker is not None else None
+        if breaker is not None and ticket is None:
             wait = max(1, round(breaker.retry_after(now)))
             raise CircuitOpen(
                 f"upstream {guard.name!r} is failing; its circuit breaker is open",
@@ -134,7 +135,7 @@ class BreakerLayer:
             streaming and guard.max_streams is not None and guard.streams >= guard.max_streams
         ):
             if breaker is not None:
-                breaker.release()
+                breaker.release(ticket)
             raise Overloaded(f"too many calls in flight to upstream {guard.name!r}")
         guard.in_flight += 1
         guard.streams += streaming
@@ -142,24 +143,26 @@ class BreakerLayer:
         try:
             reply = await next_(call)
         except BaseException as error:
-            self._finish(guard, streaming, self.is_failure(error), before)
+            self._finish(guard, streaming, self.is_failure(error), before, ticket)
             raise
         if reply.stream is not None:
-            reply.stream = self._watch(reply.stream, guard, streaming, before)
+            reply.stream = _WatchedStream(
+                reply.stream,
+                lambda outcome: self._finish(guard, streaming, outcome, before, ticket),
+                self.is_failure,
+            )
             return reply
         failed = reply.http is not None and reply.http.status >= 500
-        self._finish(guard, streaming, failed, before)
+        self._finish(guard, streaming, failed, before, ticket)
         return reply
 
-    def _watch(
-        self, stream: AsyncIterator[Message], guard: UpstreamGuard, streaming: bool, before: object
-    ) -> AsyncIterator[Message]:
-        return _WatchedStream(
-            stream, lambda outcome: self._finish(guard, streaming, outcome, before), self.is_failure
-        )
-
     def _finish(
-        self, guard: UpstreamGuard, streaming: bool, failed: bool | None, before: object
+        self,
+        guard: UpstreamGuard,
+        streaming: bool,
+        failed: bool | None,
+        before: object,
+        ticket: str | None,
     ) -> None:
         guard.in_flight -= 1
         guard.streams -= streaming
@@ -167,9 +170,9 @@ class BreakerLayer:
         if breaker is None:
             return
         if failed is None:
-            breaker.release()
+            breaker.release(ticket)
         else:
-            breaker.record(self.clock(), failed=failed)
+            breaker.record(self.clock(), failed=failed, ticket=ticket)
         if breaker.state is not before:
             metrics.BREAKER_TRANSITIONS.labels(guard.name, breaker.state.value).inc()
             metrics.BREAKER_STATE.labels(guard.name).set(_STATE_NUMBER[breaker.state])

@@ -123,15 +123,24 @@ class Breaker:
 
     def allow(self, now: float) -> bool:
         """May a call go to the upstream now? A True in half-open reserves a probe."""
+        return self.admit(now) is not None
+
+    def admit(self, now: float) -> str | None:
+        """``"probe"`` (half-open), ``"call"`` (closed), or None (refused).
+
+        The caller hands the ticket back to ``record``/``release``, so that a call let in
+        while closed and finishing after a trip is never taken for a probe.
+        """
         if self.state is BreakerState.OPEN:
             if now < self.opened_at + self.spec.cooldown:
-                return False
+                return None
             self._move(BreakerEvent.COOLED, now)
         if self.state is BreakerState.HALF_OPEN:
             if self.probes_in_flight + self.probes_passed >= self.spec.probes:
-                return False
+                return None
             self.probes_in_flight += 1
-        return True
+            return "probe"
+        return "call"
 
     def retry_after(self, now: float) -> float:
         """Seconds until the breaker will let a probe through."""
@@ -139,8 +148,10 @@ class Breaker:
             return max(0.0, self.opened_at + self.spec.cooldown - now)
         return 0.0
 
-    def record(self, now: float, *, failed: bool) -> None:
-        """The outcome of a call that ``allow`` let through."""
+    def record(self, now: float, *, failed: bool, ticket: str | None = None) -> None:
+        """The outcome of a call that ``allow`` let through (``ticket``: what ``admit`` said)."""
+        if self.state is BreakerState.HALF_OPEN and ticket == "call":
+            return  # a call from before the trip says nothing about the probes
         if self.state is BreakerState.HALF_OPEN:
             self.probes_in_flight = max(0, self.probes_in_flight - 1)
             if failed:
@@ -161,7 +172,7 @@ class Breaker:
         if calls >= self.spec.minimum_calls and failures >= self.spec.failure_rate * calls:
             self._move(BreakerEvent.TRIP, now)
 
-    def release(self) -> None:
+    def release(self, ticket: str | None = None) -> None:
         """A let-through call ended without an outcome worth counting (a client error)."""
-        if self.state is BreakerState.HALF_OPEN:
+        if self.state is BreakerState.HALF_OPEN and ticket != "call":
             self.probes_in_flight = max(0, self.probes_in_flight - 1)

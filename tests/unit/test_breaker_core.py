@@ -105,3 +105,16 @@ def test_retry_budget() -> None:
     assert budget.try_retry(111.0) is False  # the calls left the window too
     floor = RetryBudget(ratio=0.0, min_per_second=0.1)  # one retry per 10 s window
     assert floor.try_retry(5.0) and not floor.try_retry(6.0)
+
+
+def test_calls_from_before_the_trip_are_not_probes() -> None:
+    breaker = Breaker(BreakerSpec(consecutive_failures=1, cooldown=1.0, probes=1))
+    slow = breaker.admit(0.0)  # a long call let in while closed
+    assert slow == "call"
+    assert breaker.admit(0.1) == "call"
+    breaker.record(0.2, failed=True, ticket="call")  # trips
+    assert breaker.admit(1.5) == "probe"
+    breaker.record(1.6, failed=False, ticket=slow)  # the slow call ends: not the probe
+    assert breaker.state is HALF
+    breaker.record(1.7, failed=False, ticket="probe")
+    assert breaker.state is CLOSED
