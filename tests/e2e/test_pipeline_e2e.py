@@ -359,71 +359,67 @@ async def test_admin_endpoint_is_loopback_or_token(stack_factory: Any) -> None:
     assert {b["upstream"] for b in body["breakers"]} == {"kitchen"}
 
 
-async def test_jwks_rotation(kitchen_upstream: Any) -> None:
-    """A token signed with a rotated-in key is accepted after one JWKS refetch."""
-    current: dict[str, Any] = {"kid": "k1"}
+@contextlib.asynccontextmanager
+async def jwks_server(kids: list[str], max_age: int) -> AsyncIterator[str]:
+    """A JWKS endpoint on a free port serving RSA_KEY under each kid in ``kids`` (read live)."""
+    import socket
 
     async def jwks_app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         jwk = jwt.algorithms.RSAAlgorithm.to_jwk(RSA_KEY.public_key(), as_dict=True)
-        jwk.update(kid=current["kid"], use="sig", alg="RS256")
-        body = json.dumps({"keys": [jwk]}).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"cache-control", b"max-age=600"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-    import socket
+        keys = [{**jwk, "kid": kid, "use": "sig", "alg": "RS256"} for kid in kids]
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"cache-control", f"max-age={max_age}".encode()),
+        ]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": json.dumps({"keys": keys}).encode()})
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    jwks_port = sock.getsockname()[1]
+    port = sock.getsockname()[1]
     hc = HypercornConfig()
     hc.bind = [f"fd://{sock.detach()}"]
     stop = asyncio.Event()
     task = asyncio.create_task(serve(jwks_app, hc, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
-    port, _ = kitchen_upstream
-    extra = {
-        "auth": {
-            "issuers": [
-                {
-                    "issuer": ISSUER,
-                    "algorithms": ["RS256"],
-                    "audiences": ["edge"],
-                    "jwks_url": f"http://127.0.0.1:{jwks_port}/jwks",
-                    "jwks_min_refresh": "100ms",
-                }
-            ],
-        },
-        "policies": [{"match": ["*"], "auth": {"require": "token"}}],
-    }
     try:
-        async with (
-            run_gateway(make_config(port, extra=extra)) as gateway,
-            gateway.client() as client,
-        ):
-            first = await client.get(
-                "/v1/kitchen/a", headers={"authorization": f"Bearer {token('RS256', 'k1')}"}
-            )
-            current["kid"] = "k2"
-            await asyncio.sleep(0.15)
-            rotated = await client.get(
-                "/v1/kitchen/b", headers={"authorization": f"Bearer {token('RS256', 'k2')}"}
-            )
-            stale = await client.get(
-                "/v1/kitchen/c", headers={"authorization": f"Bearer {token('RS256', 'k1')}"}
-            )
+        yield f"http://127.0.0.1:{port}/jwks"
     finally:
         stop.set()
         await task
+
+
+def jwks_policy(url: str) -> dict[str, Any]:
+    issuer = {
+        "issuer": ISSUER,
+        "algorithms": ["RS256"],
+        "audiences": ["edge"],
+        "jwks_url": url,
+        "jwks_min_refresh": "100ms",
+    }
+    return {
+        "auth": {"issuers": [issuer]},
+        "policies": [{"match": ["*"], "auth": {"require": "token"}}],
+    }
+
+
+def bearer(kid: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token('RS256', kid)}"}
+
+
+async def test_jwks_rotation(kitchen_upstream: Any) -> None:
+    """A token signed with a rotated-in key is accepted after one JWKS refetch."""
+    kids = ["k1"]
+    port, _ = kitchen_upstream
+    async with jwks_server(kids, 600) as url:
+        config = make_config(port, extra=jwks_policy(url))
+        async with run_gateway(config) as gateway, gateway.client() as client:
+            first = await client.get("/v1/kitchen/a", headers=bearer("k1"))
+            kids[:] = ["k2"]
+            await asyncio.sleep(0.15)
+            rotated = await client.get("/v1/kitchen/b", headers=bearer("k2"))
+            stale = await client.get("/v1/kitchen/c", headers=bearer("k1"))
     assert first.status_code == 200
     assert rotated.status_code == 200
     assert stale.status_code == 401  # k1 was rotated out with the refetch
@@ -524,64 +520,17 @@ async def test_a_per_route_breaker_leaves_other_routes_alone(stack_factory: Any)
 
 async def test_a_key_removed_from_the_jwks_stops_verifying(kitchen_upstream: Any) -> None:
     """Past the JWKS max-age the keys are refetched even without an unknown kid."""
-    keys: dict[str, Any] = {"kids": ["k1"]}
-
-    async def jwks_app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(RSA_KEY.public_key(), as_dict=True)
-        body = json.dumps(
-            {"keys": [{**jwk, "kid": kid, "use": "sig", "alg": "RS256"} for kid in keys["kids"]]}
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"cache-control", b"max-age=1"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-
-    import socket
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    jwks_port = sock.getsockname()[1]
-    hc = HypercornConfig()
-    hc.bind = [f"fd://{sock.detach()}"]
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(jwks_app, hc, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    kids = ["k1"]
     port, _ = kitchen_upstream
-    extra = {
-        "auth": {
-            "issuers": [
-                {
-                    "issuer": ISSUER,
-                    "algorithms": ["RS256"],
-                    "audiences": ["edge"],
-                    "jwks_url": f"http://127.0.0.1:{jwks_port}/jwks",
-                    "jwks_min_refresh": "100ms",
-                }
-            ]
-        },
-        "policies": [{"match": ["*"], "auth": {"require": "token"}}],
-    }
-    signed = {"authorization": f"Bearer {token('RS256', 'k1')}"}
-    try:
-        async with run_gateway(make_config(port, extra=extra)) as gateway:
-            async with gateway.client() as client:
-                assert (await client.get("/v1/kitchen/a", headers=signed)).status_code == 200
-                keys["kids"] = []  # the issuer revokes k1
-                await asyncio.sleep(1.2)  # past max-age=1
-                await client.get("/v1/kitchen/b", headers=signed)  # notices: refetches
-                await asyncio.sleep(0.3)
-                revoked = await client.get("/v1/kitchen/c", headers=signed)
-    finally:
-        stop.set()
-        await task
+    async with jwks_server(kids, 1) as url:
+        config = make_config(port, extra=jwks_policy(url))
+        async with run_gateway(config) as gateway, gateway.client() as client:
+            assert (await client.get("/v1/kitchen/a", headers=bearer("k1"))).status_code == 200
+            kids.clear()  # the issuer revokes k1
+            await asyncio.sleep(1.2)  # past max-age=1
+            await client.get("/v1/kitchen/b", headers=bearer("k1"))  # notices: refetches
+            await asyncio.sleep(0.3)
+            revoked = await client.get("/v1/kitchen/c", headers=bearer("k1"))
     assert revoked.status_code == 401
 
 
