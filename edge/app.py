@@ -99,6 +99,13 @@ def create_app(
     app.extensions["edge.state"] = holder
     app.extensions["edge.pipeline"] = pipeline
     app.extensions["edge.config"] = config
+    if config.admin.token is None and any(
+        not bind.startswith(("127.", "localhost", "[::1]", "unix:")) for bind in config.server.bind
+    ):
+        log.warning(
+            "admin endpoints answer loopback clients without a token; behind a same-host "
+            "proxy that is everyone: set admin.token"
+        )
     reloader = Reloader(
         config,
         holder,

@@ -97,6 +97,9 @@ class AuthConfig(_Model):
     token_cookie: str | None = None
 
 
+SLIDING_LOG_MAX = 1000
+
+
 class LimitConfig(_Model):
     algorithm: Literal["token_bucket", "sliding_window", "sliding_log", "leaky_bucket"]
     limit: int = Field(gt=0)
@@ -117,6 +120,12 @@ class LimitConfig(_Model):
                 raise ValueError(f"unknown key part {part!r}")
         if self.mode == "queue" and self.algorithm != "leaky_bucket":
             raise ValueError("mode: queue is for the leaky_bucket algorithm")
+        if self.algorithm == "sliding_log" and self.limit > SLIDING_LOG_MAX:
+            # the log keeps one timestamp per request: memory is limit x keys
+            raise ValueError(
+                f"sliding_log keeps a timestamp per request; use a limit of at most "
+                f"{SLIDING_LOG_MAX}, or sliding_window for larger ones"
+            )
         return self
 
 

@@ -114,6 +114,9 @@ class TranscodingASGI:
         if type(found) is not RouteMatch:
             await self.fallback(scope, receive, send)
             return
+        info = scope.get("edge")
+        if info is not None:  # metrics and access logs name the method, as for HTTP
+            info["route"] = found.target.method.full_name
         await serve_websocket(
             found.target,
             found,

@@ -13,6 +13,7 @@ counted, and the next call simply tries the store again.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import math
 from collections.abc import Sequence
@@ -35,12 +36,25 @@ class LimiterUnavailable(EdgeError):
     grpc_code = 14
 
 
+def _subject_address(address: str | None) -> str:
+    """IPv4 addresses as they are; IPv6 by /64, the block one client usually holds."""
+    if address is None:
+        return "-"
+    if ":" in address:
+        try:
+            network = ipaddress.ip_network(f"{address}/64", strict=False)
+        except ValueError:
+            return address
+        return str(network)
+    return address
+
+
 def limit_key(limit: Limit, call: Call, trusted: Sequence[Network]) -> str:
     parts = [limit.key_prefix]
     claims = call.state.get("claims") or {}
     for part in limit.key_parts:
         if part == "ip":
-            value = client_address(call.client, call.headers, trusted) or "-"
+            value = _subject_address(client_address(call.client, call.headers, trusted))
         elif part == "route":
             value = call.route
         elif part == "sub":

@@ -100,3 +100,16 @@ async def test_metrics_can_be_switched_off(stack_factory: Any) -> None:
             plain = await client.get("/v1/kitchen/x")
     assert response.status_code == 404
     assert "x-request-id" not in plain.headers  # nothing observes: nothing added
+
+
+async def test_websocket_calls_are_counted_under_their_method(stack: Any) -> None:
+    from websockets.asyncio.client import connect
+
+    url = stack.gateway.base_url.replace("http", "ws") + "/ws/edgetest.v1.KitchenService/Echo"
+    async with connect(url, subprotocols=["edge.grpc-ws.v1"]) as ws:
+        await ws.send(json.dumps({"message": {}}))
+        await ws.recv()
+    async with stack.client() as client:
+        scrape = (await client.get("/metrics")).text
+    labels = {"route": "edgetest.v1.KitchenService.Echo", "protocol": "websocket"}
+    assert sample(scrape, "edge_requests_total", **labels) >= 1

@@ -43,3 +43,19 @@ def test_client_address(peer: str, forwarded: str, expected: str) -> None:
     headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
     assert client_address(peer, headers, TRUSTED) == expected
     assert client_address(peer, headers, ()) == peer
+
+
+def test_ipv6_clients_are_limited_per_64() -> None:
+    from edge.call import Call
+    from edge.pipeline.limiter_core import LimitSpec
+    from edge.pipeline.policy import Limit
+    from edge.pipeline.ratelimit import limit_key
+
+    limit = Limit(LimitSpec("token_bucket", 1, 1.0), ("ip",), "p0.0", "1;w=1")
+
+    def key(address: str) -> str:
+        return limit_key(limit, Call("u", "r", [], None, client=address), ())
+
+    assert key("2001:db8:1:2::1") == key("2001:db8:1:2:ffff::9")
+    assert key("2001:db8:1:2::1") != key("2001:db8:1:3::1")
+    assert key("192.0.2.1") == "p0.0|192.0.2.1"
