@@ -20,6 +20,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 from google.protobuf.message import Message
 
@@ -172,7 +173,15 @@ class TranscodingASGI:
             info = scope.get("edge")
             if info is not None:  # for the access log and the request metrics
                 info["route"] = method.full_name
-            reply = await state.chain(call)
+            if method.client_streaming:  # the request stream itself sees the disconnect
+                answered: Reply | None = await state.chain(call)
+            else:
+                answered = await _call_unless_disconnected(state.chain, call, receive)
+            if answered is None:
+                if info is not None:
+                    info["grpc_code"] = 1  # CANCELLED; the access log says 499
+                return
+            reply = answered
             if info is not None:
                 info["grpc_code"] = 0
                 claims = call.state.get("claims")
@@ -204,6 +213,39 @@ class TranscodingASGI:
             await send_response(send, route.success_status, payload, out)
         else:
             await send_response(send, route.success_status, payload)
+
+
+async def _call_unless_disconnected(chain: Next, call: Call, receive: Receive) -> Reply | None:
+    """Run the chain, cancelling it if the client hangs up first; None means it did.
+
+    Hypercorn tells an app about a lost client only through ``receive``, and never cancels
+    it, so without a watcher a client that gives up leaves its upstream call running to
+    its deadline: wasted upstream work that Envoy and grpc-gateway would have cancelled.
+    The watcher cancels this very task rather than running the chain in a child task,
+    which would cost a second task per request. The cancel always lands inside the chain:
+    the watcher is cancelled in the same step that the chain returns, so it cannot fire
+    after.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    watcher = asyncio.get_running_loop().create_task(_cancel_task_on_disconnect(receive, task))
+    try:
+        return await chain(call)
+    except asyncio.CancelledError:
+        if watcher.done() and not watcher.cancelled() and watcher.result():
+            task.uncancel()
+            return None
+        raise
+    finally:
+        watcher.cancel()
+
+
+async def _cancel_task_on_disconnect(receive: Receive, task: asyncio.Task[Any]) -> bool:
+    while True:  # an empty request's own http.request event may still be unread
+        event = await receive()
+        if event["type"] == "http.disconnect":
+            task.cancel()
+            return True
 
 
 async def _ndjson_requests(

@@ -273,11 +273,6 @@ async def test_cancelled_call_resets_its_stream(kitchen_upstream: Any, client: s
         await terminal.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the unary HTTP ingress does not watch for http.disconnect, and Hypercorn does "
-    "not cancel the app, so neither client is told (edge/ingress/http.py)",
-)
 async def test_client_disconnect_cancels_the_upstream_call(
     kitchen_upstream: Any, client: str
 ) -> None:
