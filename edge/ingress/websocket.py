@@ -41,6 +41,7 @@ from edge.call import Call
 from edge.config import WebSocketConfig
 from edge.errors import BadRequest, ClientDisconnected, EdgeError, UpstreamStatus
 from edge.ingress.asgi import Receive, Scope, Send, close_stream
+from edge.observability import metrics
 from edge.pipeline.build import Pipeline
 from edge.pipeline.chain import Next
 from edge.pipeline.credentials import bearer_token, cookie_value, find_token
@@ -501,6 +502,7 @@ async def serve_websocket(
     if shutdown is not None:
         tasks.add(asyncio.create_task(_wait_for(shutdown), name="shutdown"))
     reader = next(task for task in tasks if task.get_name() == "reader")
+    metrics.WEBSOCKETS.inc()
     try:
         while tasks:
             done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -515,6 +517,7 @@ async def serve_websocket(
             with contextlib.suppress(BaseException):
                 await asyncio.wait_for(reader, CLOSE_HANDSHAKE_SECONDS)
     finally:
+        metrics.WEBSOCKETS.dec()
         for task in tasks:
             task.cancel()
         for task in tasks:

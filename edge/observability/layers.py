@@ -8,6 +8,7 @@ from edge.call import Call, Reply
 from edge.errors import EdgeError
 from edge.observability import metrics
 from edge.pipeline.chain import Next
+from edge.pipeline.watched_stream import WatchedStream
 
 
 def _record(call: Call, start: float, code: str) -> None:
@@ -15,8 +16,16 @@ def _record(call: Call, start: float, code: str) -> None:
     metrics.child(metrics.UPSTREAM_CALLS, call.upstream, code).inc()
 
 
+def _no_verdict(error: BaseException) -> None:
+    return None
+
+
 async def upstream_metrics(call: Call, next_: Next) -> Reply:
-    """Codes are gRPC code numbers ("0" is OK), or ``http_5xx`` and the like for proxies."""
+    """Codes are gRPC code numbers ("0" is OK), or ``http_5xx`` and the like for proxies.
+
+    A stream counts as one call when it opens, and sits in ``edge_streams_in_flight``
+    until it ends, however it ends (a dropped stream must not leave the gauge high).
+    """
     start = time.perf_counter()
     try:
         reply = await next_(call)
@@ -27,4 +36,8 @@ async def upstream_metrics(call: Call, next_: Next) -> Reply:
         _record(call, start, "cancelled")
         raise
     _record(call, start, f"http_{reply.http.status // 100}xx" if reply.http else "0")
+    if reply.stream is not None:
+        open_streams = metrics.child(metrics.STREAMS, call.upstream)
+        open_streams.inc()
+        reply.stream = WatchedStream(reply.stream, lambda _: open_streams.dec(), _no_verdict)
     return reply

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-
-from google.protobuf.message import Message
 
 from edge.call import Call, Reply
 from edge.errors import (
@@ -29,6 +27,7 @@ from edge.errors import (
 from edge.observability import metrics
 from edge.pipeline.breaker_core import Breaker, BreakerSpec, BreakerState
 from edge.pipeline.chain import Next
+from edge.pipeline.watched_stream import WatchedStream
 from edge.policy_config import BreakerConfig
 from edge.transcode.status import GRPC_CODE_BY_NUMBER
 
@@ -146,7 +145,7 @@ class BreakerLayer:
             self._finish(guard, streaming, self.is_failure(error), before, ticket)
             raise
         if reply.stream is not None:
-            reply.stream = _WatchedStream(
+            reply.stream = WatchedStream(
                 reply.stream,
                 lambda outcome: self._finish(guard, streaming, outcome, before, ticket),
                 self.is_failure,
@@ -182,56 +181,6 @@ class BreakerLayer:
                 getattr(before, "value", before),
                 breaker.state.value,
             )
-
-
-class _WatchedStream:
-    """A reply stream whose outcome is recorded exactly once, however it ends.
-
-    A generator's ``finally`` would not run for a stream that is dropped before its first
-    item (a WebSocket closed before the replies), leaking an in-flight count and, when
-    half-open, the breaker's only probe. Here the outcome is recorded on the last item,
-    on an error, on ``aclose`` and, as a last resort, when the object is collected.
-    """
-
-    __slots__ = ("_classify", "_done", "_finish", "_stream")
-
-    def __init__(
-        self,
-        stream: AsyncIterator[Message],
-        finish: Callable[[bool | None], None],
-        classify: Callable[[BaseException], bool | None],
-    ) -> None:
-        self._stream = stream
-        self._finish = finish
-        self._classify = classify
-        self._done = False
-
-    def __aiter__(self) -> _WatchedStream:
-        return self
-
-    async def __anext__(self) -> Message:
-        try:
-            return await self._stream.__anext__()
-        except StopAsyncIteration:
-            self._end(False)
-            raise
-        except BaseException as error:
-            self._end(self._classify(error))
-            raise
-
-    async def aclose(self) -> None:
-        self._end(None)
-        close = getattr(self._stream, "aclose", None)
-        if close is not None:
-            await close()
-
-    def _end(self, outcome: bool | None) -> None:
-        if not self._done:
-            self._done = True
-            self._finish(outcome)
-
-    def __del__(self) -> None:
-        self._end(None)
 
 
 def failure_code_numbers(names: list[str]) -> frozenset[int]:

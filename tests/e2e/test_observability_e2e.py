@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -113,3 +114,47 @@ async def test_websocket_calls_are_counted_under_their_method(stack: Any) -> Non
         scrape = (await client.get("/metrics")).text
     labels = {"route": "edgetest.v1.KitchenService.Echo", "protocol": "websocket"}
     assert sample(scrape, "edge_requests_total", **labels) >= 1
+
+
+def total(text: str, name: str) -> float:
+    """A metric summed over all its label sets."""
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((name + "{", name + " "))
+    )
+
+
+async def test_open_streams_and_sockets_are_gauged_until_they_end(stack: Any) -> None:
+    from websockets.asyncio.client import connect
+
+    base = stack.gateway.base_url
+    async with stack.client() as client:
+        idle = (await client.get("/metrics")).text
+        async with client.stream("GET", "/v1/count/4?intervalSeconds=0.3") as stream:
+            lines = stream.aiter_lines()
+            assert "result" in await anext(lines)
+            streaming = (await client.get("/metrics")).text
+            async with connect(
+                base.replace("http", "ws") + "/ws/edgetest.v1.StreamService/Shout",
+                subprotocols=["edge.grpc-ws.v1"],
+            ) as ws:
+                await ws.send(json.dumps({"message": {"text": "hi"}}))
+                assert "HI" in str(await ws.recv())
+                both = (await client.get("/metrics")).text
+        # the client dropped the stream after one line: the gauge must still come down
+        for _ in range(50):
+            after = (await client.get("/metrics")).text
+            if total(after, "edge_streams_in_flight") == total(idle, "edge_streams_in_flight"):
+                if total(after, "edge_websocket_connections") == total(
+                    idle, "edge_websocket_connections"
+                ):
+                    break
+            await asyncio.sleep(0.05)
+    assert total(streaming, "edge_streams_in_flight") == total(idle, "edge_streams_in_flight") + 1
+    assert total(both, "edge_streams_in_flight") == total(idle, "edge_streams_in_flight") + 2
+    assert (
+        total(both, "edge_websocket_connections") == total(idle, "edge_websocket_connections") + 1
+    )
+    assert total(after, "edge_streams_in_flight") == total(idle, "edge_streams_in_flight")
+    assert total(after, "edge_websocket_connections") == total(idle, "edge_websocket_connections")
