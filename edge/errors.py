@@ -48,10 +48,6 @@ class BadRequest(EdgeError):
     grpc_code = 3  # INVALID_ARGUMENT
 
 
-class RouteNotFound(EdgeError):
-    grpc_code = 5  # NOT_FOUND
-
-
 class MethodNotAllowed(EdgeError):
     grpc_code = 12  # UNIMPLEMENTED, as grpc-gateway reports 405
     http_status = 405
@@ -60,11 +56,6 @@ class MethodNotAllowed(EdgeError):
 class BodyTooLarge(EdgeError):
     grpc_code = 8  # RESOURCE_EXHAUSTED
     http_status = 413
-
-
-class UnsupportedMediaType(EdgeError):
-    grpc_code = 3
-    http_status = 415
 
 
 class ClientDisconnected(EdgeError):
@@ -104,12 +95,6 @@ class UpstreamStatus(EdgeError):
             if key == "grpc-status-details-bin" and isinstance(value, bytes):
                 return value
         return None
-
-
-class DescriptorError(EdgeError):
-    """A .proto file or descriptor set could not be loaded; names file, line and problem."""
-
-    grpc_code = 9
 
 
 class BadGateway(EdgeError):
