@@ -121,6 +121,38 @@ async def test_client_stream_with_a_bad_line_is_400(stack: Any) -> None:
     assert "value" in response.json()["message"]
 
 
+async def test_client_stream_of_many_short_lines_and_lines_split_across_chunks(
+    stack: Any,
+) -> None:
+    many = b"".join(b'{"value": 1}\n' for _ in range(20_000))  # several chunks of short lines
+
+    async def split() -> Any:
+        for piece in (b'{"val', b'ue": ', b"2}", b'\n{"value"', b": 3}\n\n", b'{"value": 4}'):
+            yield piece
+            await asyncio.sleep(0.01)
+
+    async with stack.client() as client:
+        bulk = await client.post("/v1/sum", content=many)
+        pieces = await client.post("/v1/sum", content=split())
+    assert bulk.status_code == 200, bulk.text
+    assert bulk.json() == {"sum": "20000", "count": 20000}
+    assert pieces.json() == {"sum": "9", "count": 3}
+
+
+async def test_client_stream_lines_are_held_to_the_body_limit(stack_factory: Any) -> None:
+    long_line = json.dumps({"value": 1, "note": "x" * 3000}).encode()
+
+    async with stack_factory(transcoding={"max_body_bytes": 2000}) as stack:
+        async with stack.client() as client:
+            whole = await client.post("/v1/sum", content=b'{"value": 1}\n' + long_line + b"\n")
+            unfinished = await client.post("/v1/sum", content=b'{"value": 1}\n' + long_line)
+            fine = await client.post("/v1/sum", content=b'{"value": 1}\n' * 500)
+    for response in (whole, unfinished):
+        assert response.status_code == 413, response.text
+        assert response.json()["code"] == 8
+    assert fine.json() == {"sum": "500", "count": 500}  # the limit is per line, not per body
+
+
 async def test_bidi_over_http(stack: Any) -> None:
     async with stack.client() as client:
         response = await client.post(
