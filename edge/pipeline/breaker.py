@@ -151,7 +151,20 @@ class BreakerLayer:
                 self.is_failure,
             )
             return reply
-        failed = reply.http is not None and reply.http.status >= 500
+        http = reply.http
+        if http is not None and http.upgrade is None:
+            # a proxied body can still fail (a reset, a stall) after a good status line;
+            # the call ends, for the breaker and for max_requests, when the body does
+            failed_status = http.status >= 500
+            http.body = WatchedStream(
+                http.body,
+                lambda outcome: self._finish(
+                    guard, streaming, True if failed_status else outcome, before, ticket
+                ),
+                self.is_failure,
+            )
+            return reply
+        failed = http is not None and http.status >= 500
         self._finish(guard, streaming, failed, before, ticket)
         return reply
 

@@ -1,13 +1,14 @@
-"""Reply streams that report their end once, for the layers that count open streams."""
+"""Reply streams (and proxied bodies) that report their end once, for the layers that count."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from typing import Generic, TypeVar
 
-from google.protobuf.message import Message
+Item = TypeVar("Item")
 
 
-class WatchedStream:
+class WatchedStream(Generic[Item]):
     """A reply stream whose end is reported exactly once, however it ends.
 
     A generator's ``finally`` would not run for a stream that is dropped before its first
@@ -21,7 +22,7 @@ class WatchedStream:
 
     def __init__(
         self,
-        stream: AsyncIterator[Message],
+        stream: AsyncIterator[Item],
         finish: Callable[[bool | None], None],
         classify: Callable[[BaseException], bool | None],
     ) -> None:
@@ -30,10 +31,10 @@ class WatchedStream:
         self._classify = classify
         self._done = False
 
-    def __aiter__(self) -> WatchedStream:
+    def __aiter__(self) -> WatchedStream[Item]:
         return self
 
-    async def __anext__(self) -> Message:
+    async def __anext__(self) -> Item:
         try:
             return await self._stream.__anext__()
         except StopAsyncIteration:

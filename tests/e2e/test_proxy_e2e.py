@@ -433,3 +433,43 @@ async def test_message_limits_apply_to_proxied_websockets(upstream_port: int) ->
                 while True:
                     await socket.recv()
         assert socket.close_code == 1008
+
+
+async def test_a_body_that_fails_after_a_good_status_counts_for_the_breaker(
+    upstream_port: int,
+) -> None:
+    config = make_config(
+        closed_port(),
+        extra={
+            "http_upstreams": {"web": {"url": f"http://127.0.0.1:{upstream_port}"}},
+            "proxy_routes": [{"prefix": "/api", "upstream": "web"}],
+            "breakers": {"default": {"consecutive_failures": 2, "cooldown": "60s"}},
+        },
+    )
+    async with run_gateway(config) as gateway, gateway.client() as client:
+        for _ in range(2):
+            with pytest.raises(httpx.RemoteProtocolError):
+                await client.get("/api/x?break_after=1000")
+        refused = await client.get("/api/x")
+    assert refused.status_code == 503
+    assert refused.json()["code"] == 14
+    assert "retry-after" in refused.headers
+
+
+async def test_max_requests_counts_a_response_until_its_body_ends(upstream_port: int) -> None:
+    config = make_config(
+        closed_port(),
+        extra={
+            "http_upstreams": {"web": {"url": f"http://127.0.0.1:{upstream_port}"}},
+            "proxy_routes": [{"prefix": "/api", "upstream": "web"}],
+            "breakers": {"default": {"max_requests": 1}},
+        },
+    )
+    async with run_gateway(config) as gateway, gateway.client() as client:
+        async with client.stream("GET", "/api/x?download=50000000") as download:
+            chunks = download.aiter_raw()  # held: a dropped iterator closes the response
+            await anext(chunks)  # headers and a first chunk are in
+            during = await client.get("/api/x")
+        after = await client.get("/api/x")
+    assert during.status_code == 503
+    assert after.status_code == 200
