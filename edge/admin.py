@@ -1,6 +1,8 @@
 """Admin endpoints: what the gateway serves, why, and with what state.
 
-Loopback clients only, unless ``admin.token`` is set (then any client presenting it).
+Loopback clients only, unless ``admin.token`` is set (then any client presenting it);
+with ``admin.bind``, only on that listener.
+
 ``explain`` is the debugging tool other gateways lack: for a method, path, query and body
 it shows which route matches, which fields come from the path, the query and the body,
 the request message that would be sent, and the policy that would apply, without calling
@@ -47,8 +49,22 @@ def _allowed() -> bool:
     return request.remote_addr in ("127.0.0.1", "::1")
 
 
+def _on_admin_listener() -> bool:
+    port = _config().admin.port
+    if port is None:
+        return True
+    server = request.scope.get("server")
+    return server is not None and server[1] == port
+
+
 @admin.before_request
 async def _guard() -> Response | None:
+    if not _on_admin_listener():  # as if there were no such route: nothing to probe
+        return Response(
+            status_body(5, "no route for this path"),
+            status=404,
+            content_type="application/json",
+        )
     if not _allowed():
         return Response(
             status_body(7, "the admin endpoints need the admin token"),

@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # opentelemetry is imported only when tracing is configured
     from opentelemetry.sdk.trace.export import SpanExporter
 
 log = logging.getLogger("edge")
+_LOOPBACK_BINDS = ("127.", "localhost", "[::1]", "unix:")
 
 # Quart-side errors (unknown paths and the like) in google.rpc.Status terms.
 _GRPC_CODE_BY_HTTP_STATUS = {404: 5, 405: 12, 413: 8, 400: 3, 401: 16, 403: 7, 429: 8}
@@ -99,12 +100,14 @@ def create_app(
     app.extensions["edge.state"] = holder
     app.extensions["edge.pipeline"] = pipeline
     app.extensions["edge.config"] = config
-    if config.admin.token is None and any(
-        not bind.startswith(("127.", "localhost", "[::1]", "unix:")) for bind in config.server.bind
+    if (
+        config.admin.token is None
+        and config.admin.bind is None
+        and any(not bind.startswith(_LOOPBACK_BINDS) for bind in config.server.bind)
     ):
         log.warning(
             "admin endpoints answer loopback clients without a token; behind a same-host "
-            "proxy that is everyone: set admin.token"
+            "proxy that is everyone: set admin.token or admin.bind"
         )
     reloader = Reloader(
         config,

@@ -55,6 +55,8 @@ def hypercorn_config(config: Config) -> HypercornConfig:
     server = config.server
     hc = HypercornConfig()
     hc.bind = list(server.bind)
+    if config.admin.bind is not None:
+        hc.bind.append(config.admin.bind)
     hc.workers = server.workers
     hc.graceful_timeout = server.graceful_timeout
     if server.certfile is not None:

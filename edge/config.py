@@ -297,9 +297,27 @@ class ObservabilityConfig(_Model):
 
 
 class AdminConfig(_Model):
-    """The admin endpoints (/admin/...): loopback clients only, unless a token is set."""
+    """The admin endpoints (/admin/...): loopback clients only, unless a token is set.
+
+    ``bind`` gives them a listener of their own, as Envoy's admin port: behind a same-host
+    proxy every client is loopback, so the address rule alone would admit everyone; a port
+    the proxy never forwards to does not.
+    """
 
     token: str | None = None  # use ${ENV_VAR}; then any client presenting it is admitted
+    bind: str | None = None  # "127.0.0.1:9901": /admin/* only there (404 on the others)
+
+    @model_validator(mode="after")
+    def _bind_has_a_port(self) -> AdminConfig:
+        if self.bind is not None:
+            _host, _, port = self.bind.rpartition(":")
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"admin.bind needs host:port with a fixed port, not {self.bind!r}")
+        return self
+
+    @property
+    def port(self) -> int | None:
+        return int(self.bind.rpartition(":")[2]) if self.bind else None
 
 
 class OpenApiConfig(_Model):
@@ -348,6 +366,10 @@ class Config(_Model):
                     f"proxy_routes[{index}].upstream names {route.upstream!r}, "
                     f"which is not under http_upstreams"
                 )
+        if self.admin.bind is not None and self.admin.bind in self.server.bind:
+            raise ValueError(
+                f"admin.bind {self.admin.bind!r} is also in server.bind; give admin its own port"
+            )
         return self
 
     def service_config(self, service: str) -> ServiceConfig | None:

@@ -281,6 +281,49 @@ async def test_websocket_handshake_is_rate_limited(stack_factory: Any) -> None:
     assert "retry-after" in refused.value.response.headers
 
 
+async def test_admin_bind_serves_admin_on_its_own_listener_only(
+    kitchen_upstream: tuple[int, Kitchen],
+) -> None:
+    """As `edge serve` runs it (hypercorn_config): two listeners, admin on one."""
+    kitchen_port = kitchen_upstream[0]
+    import httpx
+    from http_upstream import closed_port
+
+    from edge.app import create_app
+    from edge.cli import hypercorn_config
+
+    main_port, admin_port = closed_port(), closed_port()
+    config = make_config(
+        kitchen_port,
+        extra={
+            "server": {"bind": [f"127.0.0.1:{main_port}"]},
+            "admin": {"bind": f"127.0.0.1:{admin_port}"},
+        },
+    )
+    hc = hypercorn_config(config)
+    hc.errorlog = hc.accesslog = None
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(create_app(config), hc, shutdown_trigger=stop.wait))
+    try:
+        async with httpx.AsyncClient() as client:
+            for _ in range(200):
+                try:
+                    await client.get(f"http://127.0.0.1:{admin_port}/healthz")
+                    break
+                except httpx.ConnectError:
+                    await asyncio.sleep(0.02)
+            hidden = await client.get(f"http://127.0.0.1:{main_port}/admin/pipeline")
+            served = await client.get(f"http://127.0.0.1:{admin_port}/admin/pipeline")
+            api = await client.get(f"http://127.0.0.1:{main_port}/v1/kitchen/x")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+    assert hidden.status_code == 404
+    assert hidden.json() == {"code": 5, "message": "no route for this path", "details": []}
+    assert served.status_code == 200 and "breakers" in served.json()
+    assert api.status_code == 200
+
+
 @contextlib.asynccontextmanager
 async def kitchen_on(port: int) -> AsyncIterator[Kitchen]:
     server = grpc.aio.server()

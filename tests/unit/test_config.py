@@ -96,3 +96,13 @@ def test_load_config_file_errors(tmp_path: Path) -> None:
     good = tmp_path / "good.yaml"
     good.write_text("upstreams:\n  lib:\n    address: a:1\ndescriptors:\n  proto_paths: [p]\n")
     assert load_config(good, env={}).descriptors.proto_paths == [tmp_path / "p"]
+
+
+def test_admin_bind_must_be_a_port_of_its_own() -> None:
+    base = {"server": {"bind": ["127.0.0.1:8080"]}}
+    with pytest.raises(ConfigError, match=r"admin\.bind"):
+        parse_config({**base, "admin": {"bind": "127.0.0.1:8080"}}, base=Path("."))
+    with pytest.raises(ConfigError, match=r"admin\.bind"):
+        parse_config({**base, "admin": {"bind": "127.0.0.1:0"}}, base=Path("."))
+    config = parse_config({**base, "admin": {"bind": "127.0.0.1:9901"}}, base=Path("."))
+    assert config.admin.port == 9901
