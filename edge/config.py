@@ -366,9 +366,13 @@ class Config(_Model):
                     f"proxy_routes[{index}].upstream names {route.upstream!r}, "
                     f"which is not under http_upstreams"
                 )
-        if self.admin.bind is not None and self.admin.bind in self.server.bind:
+        admin_port = self.admin.port
+        if admin_port is not None and any(
+            bind.rpartition(":")[2] == str(admin_port) for bind in self.server.bind
+        ):  # the admin rule tells listeners apart by port alone
             raise ValueError(
-                f"admin.bind {self.admin.bind!r} is also in server.bind; give admin its own port"
+                f"admin.bind {self.admin.bind!r} shares its port with server.bind; "
+                "give admin a port of its own"
             )
         return self
 

@@ -102,6 +102,8 @@ def test_admin_bind_must_be_a_port_of_its_own() -> None:
     base = {"server": {"bind": ["127.0.0.1:8080"]}}
     with pytest.raises(ConfigError, match=r"admin\.bind"):
         parse_config({**base, "admin": {"bind": "127.0.0.1:8080"}}, base=Path("."))
+    with pytest.raises(ConfigError, match=r"admin\.bind"):  # told apart by port alone
+        parse_config({**base, "admin": {"bind": "10.0.0.5:8080"}}, base=Path("."))
     with pytest.raises(ConfigError, match=r"admin\.bind"):
         parse_config({**base, "admin": {"bind": "127.0.0.1:0"}}, base=Path("."))
     config = parse_config({**base, "admin": {"bind": "127.0.0.1:9901"}}, base=Path("."))
