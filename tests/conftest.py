@@ -16,6 +16,7 @@ import pytest
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 from kitchen_upstream import Kitchen, start_kitchen
+from listening import wait_listening
 
 from edge.app import create_app
 from edge.config import Config, parse_config
@@ -59,26 +60,11 @@ async def run_gateway(
     stop = asyncio.Event()
     task = asyncio.create_task(serve(app, hc, shutdown_trigger=stop.wait))
     try:
-        await _wait_listening(port, task)
+        await wait_listening(port, task)
         yield Gateway(f"{scheme}://127.0.0.1:{port}", port, config, app)
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
-
-
-async def _wait_listening(port: int, task: asyncio.Task[None]) -> None:
-    for _ in range(200):
-        if task.done():
-            task.result()
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            await asyncio.sleep(0.01)
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return
-    raise TimeoutError("gateway did not start listening")
 
 
 def make_config(

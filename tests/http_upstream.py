@@ -26,6 +26,7 @@ from urllib.parse import parse_qs
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
+from listening import wait_listening
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -146,17 +147,7 @@ async def serve_asgi(app: Any) -> AsyncIterator[int]:
     stop = asyncio.Event()
     task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))
     try:
-        for _ in range(200):
-            if task.done():
-                task.result()
-            try:
-                _, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(0.01)
-                continue
-            writer.close()
-            await writer.wait_closed()
-            break
+        await wait_listening(port, task)
         yield port
     finally:
         stop.set()

@@ -11,17 +11,22 @@ from pathlib import Path
 from typing import Any
 
 import grpc.aio
+import httpx
 import jwt
 import pytest
 from conftest import make_config, run_gateway
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from http_upstream import closed_port
 from hypercorn.asyncio import serve
 from hypercorn.config import Config as HypercornConfig
 from kitchen_upstream import Kitchen
+from listening import wait_listening
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from edge.app import create_app
+from edge.cli import hypercorn_config
 from edgetest.v1 import kitchen_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.e2e
@@ -286,12 +291,6 @@ async def test_admin_bind_serves_admin_on_its_own_listener_only(
 ) -> None:
     """As `edge serve` runs it (hypercorn_config): two listeners, admin on one."""
     kitchen_port = kitchen_upstream[0]
-    import httpx
-    from http_upstream import closed_port
-
-    from edge.app import create_app
-    from edge.cli import hypercorn_config
-
     main_port, admin_port = closed_port(), closed_port()
     config = make_config(
         kitchen_port,
@@ -305,13 +304,8 @@ async def test_admin_bind_serves_admin_on_its_own_listener_only(
     stop = asyncio.Event()
     task = asyncio.create_task(serve(create_app(config), hc, shutdown_trigger=stop.wait))
     try:
+        await wait_listening(admin_port, task)
         async with httpx.AsyncClient() as client:
-            for _ in range(200):
-                try:
-                    await client.get(f"http://127.0.0.1:{admin_port}/healthz")
-                    break
-                except httpx.ConnectError:
-                    await asyncio.sleep(0.02)
             hidden = await client.get(f"http://127.0.0.1:{main_port}/admin/pipeline")
             served = await client.get(f"http://127.0.0.1:{admin_port}/admin/pipeline")
             api = await client.get(f"http://127.0.0.1:{main_port}/v1/kitchen/x")
