@@ -247,9 +247,9 @@ class ProxyASGI:
             return
         http = reply.http
         headers = [*http.headers, *reply.headers] if reply.headers else http.headers
-        await send({"type": "http.response.start", "status": http.status, "headers": headers})
         watcher = asyncio.create_task(_watch_disconnect(receive, body_done, reply.cancel))
         try:
+            await send({"type": "http.response.start", "status": http.status, "headers": headers})
             async for chunk in http.body:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except EdgeError as error:
@@ -260,6 +260,12 @@ class ProxyASGI:
             watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
+            # However this ends (a send that raised, a cancelled task), the body is closed
+            # now, so the layers counting it (breaker, in-flight budget) hear at once, not
+            # whenever the garbage collector gets to it.
+            close = getattr(http.body, "aclose", None)
+            if close is not None:
+                await close()
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _relay_socket(

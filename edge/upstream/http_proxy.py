@@ -37,7 +37,7 @@ from yarl import URL
 
 from edge.call import Call, HttpRequest, HttpResponse, Reply
 from edge.config import HttpUpstreamConfig
-from edge.errors import BadGateway, UpstreamTimeout, UpstreamUnavailable
+from edge.errors import BadGateway, ClientDisconnected, UpstreamTimeout, UpstreamUnavailable
 from edge.upstream.endpoints import Endpoint, EndpointPicker
 from edge.upstream.headers import HOP_BY_HOP
 
@@ -48,6 +48,9 @@ _SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 # A frame from the upstream socket larger than this closes it (1009); Hypercorn's own
 # default limit for frames from clients is the same.
 _MAX_FRAME_BYTES = 16 * 1024 * 1024
+# Response headers Hypercorn always writes itself: the upstream's copies are dropped, as
+# nginx does by default, so a client never sees two Date or two Server headers.
+_OWN_HEADERS = frozenset((b"date", b"server"))
 
 
 def clean_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
@@ -191,10 +194,15 @@ class HttpProxyTerminal:
         except (aiohttp.ClientError, OSError) as exc:
             raise BadGateway(f"HTTP upstream {call.upstream!r}: {_describe(exc)}") from exc
         upstream.endpoints.succeeded(endpoint)
-        reply_headers = clean_headers(response.raw_headers)
+        reply_headers = [
+            (n, v) for n, v in clean_headers(response.raw_headers) if n not in _OWN_HEADERS
+        ]
+        cancel = _Cancel(response)
         return Reply(
-            http=HttpResponse(response.status, reply_headers, _response_body(response, call)),
-            cancel=response.close,
+            http=HttpResponse(
+                response.status, reply_headers, _response_body(response, call, cancel)
+            ),
+            cancel=cancel,
         )
 
     def _connect_failed(self, name: str, upstream: _Upstream, endpoint: Endpoint) -> None:
@@ -268,7 +276,28 @@ async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[by
         yield chunk
 
 
-async def _response_body(response: aiohttp.ClientResponse, call: Call) -> AsyncIterator[bytes]:
+class _Cancel:
+    """``Reply.cancel`` for a proxied response: close it, and remember that we did.
+
+    Closing the response makes its body fail like a broken upstream would; the flag is
+    how that failure is told apart and reported as the client's doing, which must not
+    count against the upstream (its breaker, its error metrics).
+    """
+
+    __slots__ = ("called", "response")
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self.response = response
+        self.called = False
+
+    def __call__(self) -> None:
+        self.called = True
+        self.response.close()
+
+
+async def _response_body(
+    response: aiohttp.ClientResponse, call: Call, cancel: _Cancel
+) -> AsyncIterator[bytes]:
     """The upstream's body chunk by chunk; the connection goes back to the pool at the end.
 
     Closed early (the client went away), the connection is closed rather than reused,
@@ -279,11 +308,13 @@ async def _response_body(response: aiohttp.ClientResponse, call: Call) -> AsyncI
         async for chunk in response.content.iter_any():
             yield chunk
         finished = True
-    except aiohttp.ServerTimeoutError as exc:
-        raise UpstreamTimeout(
-            f"HTTP upstream {call.upstream!r} went silent for {call.timeout}s mid-body"
-        ) from exc
     except (aiohttp.ClientError, OSError) as exc:
+        if cancel.called:
+            raise ClientDisconnected("the client went away mid-response") from exc
+        if isinstance(exc, aiohttp.ServerTimeoutError):
+            raise UpstreamTimeout(
+                f"HTTP upstream {call.upstream!r} went silent for {call.timeout}s mid-body"
+            ) from exc
         raise BadGateway(f"HTTP upstream {call.upstream!r}: {_describe(exc)}") from exc
     finally:
         if finished:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -473,3 +474,41 @@ async def test_max_requests_counts_a_response_until_its_body_ends(upstream_port:
         after = await client.get("/api/x")
     assert during.status_code == 503
     assert after.status_code == 200
+
+
+async def test_clients_leaving_mid_body_do_not_count_against_the_upstream(
+    upstream_port: int,
+) -> None:
+    # A load generator stopping, or users closing tabs, must not open the breaker: the
+    # gateway closing the upstream response for them is not the upstream failing.
+    config = make_config(
+        closed_port(),
+        extra={
+            "http_upstreams": {"web": {"url": f"http://127.0.0.1:{upstream_port}"}},
+            "proxy_routes": [{"prefix": "/api", "upstream": "web"}],
+            "breakers": {"default": {"consecutive_failures": 1, "cooldown": "60s"}},
+        },
+    )
+    async with run_gateway(config) as gateway, gateway.client() as client:
+        for _ in range(3):
+            async with client.stream("GET", "/api/x?download=50000000") as download:
+                await anext(download.aiter_raw())  # then leave, the body unread
+        for _ in range(100):  # the gateway hears each disconnect a little later
+            state = (await client.get("/admin/pipeline")).json()
+            web = next(b for b in state["breakers"] if b["upstream"] == "web")
+            if web["in_flight"] == 0:
+                break
+            await asyncio.sleep(0.02)
+        after = await client.get("/api/x")
+    assert web["in_flight"] == 0
+    assert web["state"] == "closed" and web["transitions"] == []
+    assert after.status_code == 200
+
+
+async def test_one_date_and_one_server_header_on_proxied_replies(upstream_port: int) -> None:
+    async with proxy(upstream_port, [{"prefix": "/api", "upstream": "web"}]) as gateway:
+        async with gateway.client() as client:
+            response = await client.get("/api/x")
+    assert response.status_code == 200
+    assert len(response.headers.get_list("date")) == 1
+    assert len(response.headers.get_list("server")) == 1
