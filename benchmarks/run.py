@@ -73,8 +73,8 @@ class Servers:
     bare_url: str
     canned: Child
     canned_url: str
-    lean: Child
-    lean_url: str
+    grpcio: Child
+    grpcio_url: str
     proxy: Child
     proxy_url: str
     pipeline_memory: PipelineGateway
@@ -103,7 +103,8 @@ def parse_settings(argv: list[str] | None) -> Settings:
     return Settings(args.duration, args.warmup, args.connections, args.threads, args.output)
 
 
-def _gateway_config(bind: str, upstream: str, client: str = "grpcio") -> dict[str, Any]:
+def _gateway_config(bind: str, upstream: str, client: str = "auto") -> dict[str, Any]:
+    """The gateway as a user runs it; ``client: auto`` picks the lean client for 127.0.0.1."""
     return {
         "server": {"bind": [bind], "graceful_timeout": "1s"},
         "descriptors": {"proto_paths": [str(REPO / "protos")]},
@@ -151,15 +152,18 @@ def start_servers(children: list[Child], workdir: Path) -> Servers:
     gateway_url, bare_url = f"http://{gateway_bind}", f"http://{bare_bind}"
     canned_url = f"http://{canned_bind}"
 
-    # The same gateway with the experimental lean unary client (edge/upstream/lean.py).
-    lean_config = workdir / "lean.yaml"
-    lean_bind = f"127.0.0.1:{free_port()}"
-    lean_config.write_text(json.dumps(_gateway_config(lean_bind, upstream_address, "lean")))
-    lean = spawn(
-        "lean", [python, "-m", "edge.cli", "serve", "--config", str(lean_config)], workdir, REPO
+    # The same gateway with grpc.aio for unary calls instead of the default lean client.
+    grpcio_config = workdir / "grpcio.yaml"
+    grpcio_bind = f"127.0.0.1:{free_port()}"
+    grpcio_config.write_text(json.dumps(_gateway_config(grpcio_bind, upstream_address, "grpcio")))
+    grpcio = spawn(
+        "grpcio",
+        [python, "-m", "edge.cli", "serve", "--config", str(grpcio_config)],
+        workdir,
+        REPO,
     )
-    children.append(lean)
-    lean_url = f"http://{lean_bind}"
+    children.append(grpcio)
+    grpcio_url = f"http://{grpcio_bind}"
 
     # The same gateway, proxying PROXY_PREFIX to bare Hypercorn (the upstream of these rows).
     proxy_config = workdir / "proxy.yaml"
@@ -178,7 +182,7 @@ def start_servers(children: list[Child], workdir: Path) -> Servers:
 
     targets = (
         (gateway, gateway_url),
-        (lean, lean_url),
+        (grpcio, grpcio_url),
         (bare, bare_url),
         (canned, canned_url),
         (proxy, proxy_url),
@@ -215,8 +219,8 @@ def start_servers(children: list[Child], workdir: Path) -> Servers:
         bare_url,
         canned,
         canned_url,
-        lean,
-        lean_url,
+        grpcio,
+        grpcio_url,
         proxy,
         proxy_url,
         pipeline_memory,
@@ -319,10 +323,10 @@ def run_all(settings: Settings, workdir: Path) -> list[Figures]:
             ("gateway POST (transcoded)", servers.gateway_url + POST_PATH, post, gateway, upstream),
             # next to the plain gateway, so drift hits both alike
             (
-                "gateway POST (lean client)",
-                servers.lean_url + POST_PATH,
+                "gateway POST (grpc.aio client)",
+                servers.grpcio_url + POST_PATH,
                 post,
-                servers.lean,
+                servers.grpcio,
                 upstream,
             ),
             *(
@@ -409,11 +413,11 @@ def _ratios(figures: list[Figures]) -> list[Ratio]:
     assert canned is not None and bare_post is not None
     # edge's own share: routing, binding, JSON, pipeline; the rest is the gRPC client
     ratios.append(Ratio("POST CPU/request, canned upstream", canned, bare_post, None))
-    lean = by_name["gateway POST (lean client)"].server_cpu_us
-    assert lean is not None
-    # the same POST with the experimental lean unary client instead of grpc.aio
+    grpcio = by_name["gateway POST (grpc.aio client)"].server_cpu_us
+    assert grpcio is not None
+    # the same POST with grpc.aio making the unary call instead of the default lean client
     ratios.append(
-        Ratio("POST CPU/request, lean client", lean, bare_post, POST_TARGET, "lean gateway")
+        Ratio("POST CPU/request, grpc.aio client", grpcio, bare_post, None, "grpcio gateway")
     )
     for method in ("POST", "GET"):
         proxied = by_name[f"proxy {method} (plain HTTP)"].server_cpu_us

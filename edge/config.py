@@ -15,6 +15,7 @@ there is no file).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -101,6 +102,24 @@ class OutlierDetectionConfig(_Model):
     request_volume: int = Field(default=20, ge=1)  # calls an endpoint needs to be judged
 
 
+def _host_port(address: str) -> str | None:
+    """The host of a plain ``host:port`` address; None for gRPC target forms (unix:, dns:)."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or (":" in host and not host.startswith("[")):
+        return None
+    if host.startswith(("unix", "dns", "ipv4", "ipv6", "xds")):
+        return None
+    return host.strip("[]")
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 class UpstreamConfig(_Model):
     address: str | None = None
     addresses: list[str] = Field(default_factory=list)
@@ -114,27 +133,40 @@ class UpstreamConfig(_Model):
     # services are then routed here unless services names them
     reflection: bool = False
     reflection_interval: Seconds = 300.0  # refetched this often (and on every reload)
-    # EXPERIMENTAL. The gRPC client for this upstream's unary calls: "grpcio" (grpc.aio) or
-    # "lean" (edge/upstream/lean.py: HTTP/2 on the event loop, about half grpc.aio's CPU per
-    # call). lean speaks plaintext h2c to one host:port only; streaming methods of the
-    # upstream keep using grpc.aio either way.
-    client: Literal["grpcio", "lean"] = "grpcio"
+    # The gRPC client for this upstream's unary calls: "lean" (edge/upstream/lean.py, HTTP/2
+    # on the event loop, about half grpc.aio's CPU per call), "grpcio" (grpc.aio), or "auto":
+    # lean where it behaves exactly as grpc.aio would (IP or localhost addresses, no outlier
+    # detection), grpcio otherwise. Streaming methods always use grpc.aio.
+    client: Literal["auto", "grpcio", "lean"] = "auto"
 
     @model_validator(mode="after")
     def _one_address_form(self) -> UpstreamConfig:
         if (self.address is None) == (not self.addresses):
             raise ValueError("give exactly one of address or addresses")
         if self.client == "lean":
-            if self.tls is not None:
-                raise ValueError("client: lean speaks plaintext only; use client: grpcio for tls")
-            if len(self.all_addresses) != 1:
-                raise ValueError(
-                    "client: lean connects to one address; use client: grpcio for addresses"
-                )
-            host, _, port = self.all_addresses[0].rpartition(":")
-            if not host or not port.isdigit() or host.startswith(("unix", "dns", "ipv")):
-                raise ValueError("client: lean needs an address of the form host:port")
+            if self.outlier_detection is not None:
+                raise ValueError("client: lean has no outlier detection; use client: grpcio for it")
+            for address in self.all_addresses:
+                if _host_port(address) is None:
+                    raise ValueError(
+                        f"client: lean needs addresses of the form host:port, not {address!r}"
+                    )
         return self
+
+    @property
+    def lean(self) -> bool:
+        """Whether unary calls take the lean client (``client``, with ``auto`` decided)."""
+        if self.client != "auto":
+            return self.client == "lean"
+        if self.outlier_detection is not None:
+            return False
+        for address in self.all_addresses:
+            host = _host_port(address)
+            # A host name may resolve to several records, which grpc.aio balances over and
+            # re-resolves; the lean client would use them pick-first. So names stay grpcio.
+            if host is None or not (host == "localhost" or _is_ip(host)):
+                return False
+        return True
 
     @property
     def all_addresses(self) -> list[str]:

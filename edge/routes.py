@@ -78,7 +78,9 @@ def upstream_settings(config: Config) -> dict[str, UpstreamSettings]:
                 upstream.load_balancing,
                 upstream.outlier_detection.model_dump() if upstream.outlier_detection else None,
             ),
-            client=upstream.client,
+            client="lean" if upstream.lean else "grpcio",
+            addresses=tuple(upstream.all_addresses),
+            load_balancing=upstream.load_balancing,
         )
     return settings
 

@@ -32,7 +32,7 @@ from edge.call import Call, Reply
 from edge.descriptors.registry import MethodInfo
 from edge.errors import ConfigError, InternalError, UpstreamStatus
 from edge.transcode.status import code_number
-from edge.upstream.lean import LeanChannel
+from edge.upstream.lean_channel import LeanChannel
 
 Invoker = Callable[[Call], Awaitable[Reply]]
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
@@ -53,8 +53,10 @@ class UpstreamSettings:
     max_receive_bytes: int = 4 * 1024 * 1024
     # the channel's gRPC service config (load balancing, outlier detection), as JSON
     service_config: str | None = None
-    # "lean" (experimental): unary-unary calls go through edge.upstream.lean, not grpc.aio
+    # "lean": unary-unary calls go through edge.upstream.lean_channel, not grpc.aio
     client: Literal["grpcio", "lean"] = "grpcio"
+    addresses: tuple[str, ...] = ()  # the host:port list behind target (the lean client's)
+    load_balancing: str = "round_robin"
 
 
 def grpc_target(addresses: Sequence[str]) -> str:
@@ -299,8 +301,8 @@ class GrpcTerminal:
             elif method.server_streaming:
                 invoker = _unary_stream(channel.unary_stream(path, serialize, deserialize))
             elif self._settings[upstream].client == "lean":
-                # Experimental: unary-unary calls skip grpc.aio. The streaming kinds above
-                # keep it, so the grpc.aio channel stays (idle until a stream is made).
+                # Unary-unary calls skip grpc.aio. The streaming kinds above keep it, so
+                # the grpc.aio channel stays (idle until a stream or a health check).
                 lean = self._lean.get(upstream)
                 if lean is None:
                     lean = self._lean[upstream] = LeanChannel(self._settings[upstream])

@@ -1,21 +1,24 @@
-"""An experimental lean gRPC client for unary calls: HTTP/2 framing of our own on asyncio.
+"""The lean gRPC client's wire: HTTP/2 framing of our own for unary calls, on asyncio.
 
-Opt-in per upstream (``client: lean``). grpc.aio costs about 250 us of gateway CPU per
-unary call, most of it thread hops between its C-core poller and the event loop; this
-client runs on the loop itself and frames HTTP/2 by hand, which the measurements in
-``benchmarks/experiments/h2client`` put at about half of grpc.aio's cost. Only unary-unary
-calls go through it; streaming methods of the same upstream stay on grpc.aio.
+grpc.aio costs 170-250 us of gateway CPU per unary call, most of it thread hops between
+its C-core poller and the event loop; this client runs on the loop itself and frames
+HTTP/2 by hand, for about half of grpc.aio's cost (``benchmarks/``). It is the default
+for upstreams it can serve exactly as grpc.aio would (``client: auto``, see
+``edge.config``); only unary-unary calls go through it, streaming methods of the same
+upstream stay on grpc.aio. This module is one connection; ``edge.upstream.lean_channel``
+chooses connections (addresses, TLS, reconnects).
 
-What it speaks (RFC 9113, gRPC's PROTOCOL-HTTP2.md), over one plaintext connection per
-upstream (h2c with prior knowledge; no TLS, one address, no compression):
+What it speaks (RFC 9113, gRPC's PROTOCOL-HTTP2.md), over h2c with prior knowledge or h2
+over TLS (ALPN ``h2`` required, as C-core and grpc-go require it):
 
 - Requests are a HEADERS block made once per method (HPACK static-table references and
   literals *without indexing*, so our encoder keeps no state) plus ``grpc-timeout`` and
   the call's metadata (``-bin`` values base64 without padding), then one DATA frame run.
+  No ``grpc-accept-encoding`` is sent, so servers answer uncompressed.
 - Responses are decoded with ``hpack.Decoder``, in order, for every stream (the server's
   dynamic table is shared). A block that neither inserted into nor evicted from the table
   decodes the same while the table is unchanged, so such decodings are memoised: a steady
-  server sends the same few bytes for every reply (see ``_Connection._decode``).
+  server sends the same few bytes for every reply (see ``Connection._decode``).
 - Streams: up to the server's MAX_CONCURRENT_STREAMS at once, later calls queue. grpc
   C-core servers refuse streams (RST_STREAM REFUSED_STREAM) a little before their own
   count catches up, so a refused stream, which the server never processed, is retried
@@ -23,18 +26,16 @@ upstream (h2c with prior knowledge; no TLS, one address, no compression):
 - Flow control: our windows are large (16 MiB per stream, 2^31-1 for the connection)
   and handed back with WINDOW_UPDATE at half; sends respect the server's windows and
   MAX_FRAME_SIZE and resume on WINDOW_UPDATE. SETTINGS and PING are acked.
+- Keepalive: while calls are open, a connection silent for 30 s is PINGed and failed if
+  no answer comes within 10 s (grpc.aio's settings here); idle connections are not.
 - GOAWAY: streams at or below last-stream-id finish; the rest fail with UNAVAILABLE
   (never processed, so the pipeline's retry may send them again); new calls open a new
-  connection. A lost connection fails its calls with UNAVAILABLE; the next call
-  reconnects. Failed connects back off (0.1 s doubling to 5 s, jittered), and calls made
-  meanwhile fail at once with UNAVAILABLE, as grpc's fail-fast calls do.
+  connection. A lost connection fails its calls with UNAVAILABLE.
 - Deadlines: ``grpc-timeout`` is sent and a local timer resets the stream (CANCEL) and
   raises DEADLINE_EXCEEDED; a cancelled task resets its stream too.
 
 It raises exactly what ``edge.upstream.grpc``'s unary invoker raises (``UpstreamStatus``
 with grpc.aio's codes, messages and metadata), so no layer can tell the two apart.
-Missing, compared with grpc.aio: TLS, name resolution and load balancing, keepalive
-pings, compression, channelz/tracing. Those upstreams should stay on ``grpcio``.
 """
 
 from __future__ import annotations
@@ -43,22 +44,15 @@ import asyncio
 import base64
 import binascii
 import math
-import random
 import struct
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, cast
+from collections.abc import Sequence
+from typing import cast
 from urllib.parse import unquote_to_bytes
 
-from google.protobuf.message import DecodeError
 from hpack import Decoder, HPACKError
 
-from edge.call import Call, Reply
-from edge.descriptors.registry import MethodInfo
 from edge.errors import UpstreamStatus
-
-if TYPE_CHECKING:
-    from edge.upstream.grpc import UpstreamSettings
 
 Headers = list[tuple[bytes, bytes]]
 Pairs = tuple[tuple[str, str | bytes], ...]
@@ -68,7 +62,7 @@ _FRAME = struct.Struct(">BHBBL")  # length (24 bits as 8 + 16), type, flags, str
 _U32 = struct.Struct(">L")
 _SETTING = struct.Struct(">HL")
 _GOAWAY = struct.Struct(">LL")
-_PREFIX = struct.Struct(">BL")  # gRPC message prefix: compressed flag, length
+MESSAGE_PREFIX = struct.Struct(">BL")  # gRPC message prefix: compressed flag, length
 
 DATA, HEADERS, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE = (
     0,
@@ -90,9 +84,12 @@ _MAX_WINDOW = 2**31 - 1
 _MAX_STREAM_ID = 2**31 - 1
 _STREAM_WINDOW = 16 * 1024 * 1024
 _MAX_FRAME_IN = 16_384  # we never raise SETTINGS_MAX_FRAME_SIZE
-_CONNECT_TIMEOUT = 20.0  # grpc's minimum connect timeout
-_BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 5.0
-_REFUSED_RETRIES = 50  # C-core can refuse many in a row under a small stream limit
+# Keepalive as the grpc.aio channel is configured (edge.upstream.grpc.open_channel): while
+# calls are open, a connection that has been silent this long is PINGed, and fails when
+# the ACK does not come in time. Idle connections are not pinged (grpc's default
+# keepalive_permit_without_calls=0), so servers' too-many-pings policing never trips.
+KEEPALIVE_TIME, KEEPALIVE_TIMEOUT = 30.0, 10.0
+_KEEPALIVE_PING = b"edge-kpa"
 
 # RST_STREAM codes as gRPC codes (PROTOCOL-HTTP2.md); REFUSED_STREAM is retried instead.
 _RESET_CODES = {CANCEL: 1, 0xB: 8, 0xC: 7}  # CANCEL, ENHANCE_YOUR_CALM, INADEQUATE_SECURITY
@@ -111,10 +108,10 @@ _HTTP_CODES = {
 _NOT_METADATA = frozenset(
     (b"content-type", b"grpc-status", b"grpc-message", b"grpc-encoding", b"grpc-accept-encoding")
 )
-_DEADLINE = "Deadline Exceeded"  # grpc.aio's wording
+DEADLINE_MESSAGE = "Deadline Exceeded"  # grpc.aio's wording
 
 
-class _Refused(Exception):
+class Refused(Exception):
     """The server never processed this stream (REFUSED_STREAM, or a connection we left)."""
 
 
@@ -184,11 +181,11 @@ def _literal(name: bytes | int, value: bytes) -> bytes:
     return b"\x00" + _hpack_int(len(name), 7, 0) + name + encoded
 
 
-def request_block(path: str, authority: str) -> bytes:
+def request_block(path: str, authority: str, tls: bool = False) -> bytes:
     """The start of every request header block for ``path`` (static indexes: RFC 7541 A)."""
     return b"".join(
         (
-            b"\x83\x86",  # :method POST, :scheme http
+            b"\x83\x87" if tls else b"\x83\x86",  # :method POST, :scheme https or http
             _literal(4, path.encode()),  # :path
             _literal(1, authority.encode()),  # :authority
             _literal(31, b"application/grpc"),  # content-type
@@ -207,7 +204,7 @@ def encode_timeout(seconds: float) -> bytes:
     return b"%dH" % min(math.ceil(seconds / 3600), 99_999_999)
 
 
-def _metadata_fields(metadata: Sequence[tuple[str, str | bytes]]) -> list[bytes]:
+def metadata_fields(metadata: Sequence[tuple[str, str | bytes]]) -> list[bytes]:
     fields = []
     for name, value in metadata:
         key = name.lower()
@@ -303,7 +300,7 @@ def outcome(stream: _Stream) -> tuple[bytes, Pairs, Pairs]:
     body = stream.chunks[0] if len(stream.chunks) == 1 else b"".join(stream.chunks)
     if len(body) < 5:
         raise UpstreamStatus(13, "OK status without a response message")
-    compressed, length = _PREFIX.unpack_from(body)
+    compressed, length = MESSAGE_PREFIX.unpack_from(body)
     if compressed:
         raise UpstreamStatus(13, "compressed response (the lean client does not decompress)")
     if length + 5 != len(body):
@@ -311,14 +308,22 @@ def outcome(stream: _Stream) -> tuple[bytes, Pairs, Pairs]:
     return body[5:], _pairs(headers), _pairs(trailers)
 
 
-class _Connection(asyncio.Protocol):
+class Connection(asyncio.Protocol):
     """One HTTP/2 connection carrying many unary streams (frames in, frames out, windows)."""
 
-    def __init__(self, max_receive: int) -> None:
+    def __init__(
+        self,
+        max_receive: int,
+        keepalive: tuple[float, float] | None = None,  # (time, timeout); None: the defaults
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[None] = self.loop.create_future()
         self.closed: UpstreamStatus | None = None  # GOAWAY, lost or closed: no new streams
         self._max_receive = max_receive
+        self._keepalive = keepalive or (KEEPALIVE_TIME, KEEPALIVE_TIMEOUT)
+        self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._heard = False  # bytes arrived since the last keepalive tick
+        self._ping_sent = False  # a keepalive PING awaits its ACK
         self._transport: asyncio.Transport | None = None
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -347,12 +352,12 @@ class _Connection(asyncio.Protocol):
             await self.wait_turn(deadline)
         if self.closed is not None or self._next_id > _MAX_STREAM_ID:
             self._drain("stream ids exhausted")
-            raise _Refused
+            raise Refused
         timeout = b""
         if deadline is not None:
             remaining = deadline - self.loop.time()
             if remaining <= 0:
-                raise UpstreamStatus(4, _DEADLINE)
+                raise UpstreamStatus(4, DEADLINE_MESSAGE)
             timeout = _literal(b"grpc-timeout", encode_timeout(remaining))
         stream_id = self._next_id
         self._next_id += 2
@@ -362,6 +367,9 @@ class _Connection(asyncio.Protocol):
         parts += metadata
         stream = _Stream(stream_id, self.loop.create_future(), self._initial_send_window)
         self._streams[stream_id] = stream
+        if self._keepalive_timer is None:
+            self._heard = False
+            self._keepalive_timer = self.loop.call_later(self._keepalive[0], self._keepalive_tick)
         self._send_headers(stream_id, b"".join(parts))
         stream.pending = memoryview(framed)
         self._send_pending(stream)
@@ -392,7 +400,7 @@ class _Connection(asyncio.Protocol):
             async with asyncio.timeout_at(deadline):
                 await waiter
         except TimeoutError:
-            raise UpstreamStatus(4, _DEADLINE) from None
+            raise UpstreamStatus(4, DEADLINE_MESSAGE) from None
 
     @property
     def busy(self) -> bool:
@@ -410,6 +418,12 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport = cast(asyncio.Transport, transport)
+        tls = transport.get_extra_info("ssl_object")
+        if tls is not None and tls.selected_alpn_protocol() != "h2":
+            # gRPC over TLS is h2 by ALPN or nothing (C-core and grpc-go refuse it too).
+            self.ready.set_exception(ConnectionError("the upstream did not select h2 by ALPN"))
+            transport.close()
+            return
         settings = _SETTING.pack(0x2, 0) + _SETTING.pack(0x4, _STREAM_WINDOW)  # no push
         transport.write(
             _PREFACE
@@ -425,6 +439,7 @@ class _Connection(asyncio.Protocol):
             self.ready.set_exception(ConnectionError(f"connection closed before SETTINGS{reason}"))
 
     def data_received(self, data: bytes) -> None:
+        self._heard = True
         if self._inbox:
             data = self._inbox + data
         pos, size = 0, len(data)
@@ -455,6 +470,8 @@ class _Connection(asyncio.Protocol):
                         raise _ConnectionError(FRAME_SIZE_ERROR, "a bad PING")
                     if not flags & ACK:
                         self._send(_frame(PING, ACK, 0, payload))
+                    elif payload == _KEEPALIVE_PING:
+                        self._ping_sent = False
                 elif kind == RST_STREAM:
                     self._on_reset(stream_id, payload)
                 elif kind == GOAWAY:
@@ -487,7 +504,7 @@ class _Connection(asyncio.Protocol):
         stream.chunks.append(payload)
         stream.received += len(payload)
         if stream.length is None and stream.received >= 5:
-            stream.length = _PREFIX.unpack_from(b"".join(stream.chunks))[1]
+            stream.length = MESSAGE_PREFIX.unpack_from(b"".join(stream.chunks))[1]
             if stream.length > self._max_receive:
                 self._reset(stream, CANCEL)
                 message = (
@@ -631,7 +648,7 @@ class _Connection(asyncio.Protocol):
         self._blocked.pop(stream_id, None)
         code = _U32.unpack(payload)[0]
         if code == REFUSED_STREAM:
-            stream.fail(_Refused())
+            stream.fail(Refused())
         else:
             grpc_code = _RESET_CODES.get(code, 13)
             stream.fail(UpstreamStatus(grpc_code, f"Received RST_STREAM with error code {code}"))
@@ -714,9 +731,37 @@ class _Connection(asyncio.Protocol):
                 waiter.set_result(None)
                 return
 
+    def _keepalive_tick(self) -> None:
+        """Every keepalive interval while streams are open: prove the connection is alive.
+
+        Bytes heard since the last tick are proof enough (a busy connection is never
+        pinged); otherwise a PING goes out, and if it is still unanswered at the next
+        tick (the timeout) the connection is failed, so its calls end with UNAVAILABLE
+        instead of waiting out their deadlines on a dead peer.
+        """
+        self._keepalive_timer = None
+        if self._transport is None:
+            return
+        interval, timeout = self._keepalive
+        if self._ping_sent and not self._heard:
+            self._shutdown(UpstreamStatus(14, "keepalive watchdog timeout"))
+            self._close_transport()
+            return
+        if not self._streams:
+            self._ping_sent = False
+            return  # idle: not pinged; the next call restarts the timer
+        if self._heard:
+            self._ping_sent = False
+            self._heard = False
+            self._keepalive_timer = self.loop.call_later(interval, self._keepalive_tick)
+            return
+        self._ping_sent = True
+        self._send(_frame(PING, 0, 0, _KEEPALIVE_PING))
+        self._keepalive_timer = self.loop.call_later(timeout, self._keepalive_tick)
+
     def _expire(self, stream: _Stream) -> None:
         self._reset(stream, CANCEL)
-        stream.fail(UpstreamStatus(4, _DEADLINE))
+        stream.fail(UpstreamStatus(4, DEADLINE_MESSAGE))
 
     def _reset(self, stream: _Stream, code: int) -> None:
         """Reset the stream if it is still open, so the server stops working on it."""
@@ -742,6 +787,9 @@ class _Connection(asyncio.Protocol):
     def _shutdown(self, error: UpstreamStatus) -> None:
         if self.closed is None:
             self.closed = error
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = None
         streams, self._streams = self._streams, {}
         self._blocked.clear()
         for stream in streams.values():
@@ -759,123 +807,3 @@ def _unpad(payload: bytes) -> bytes:
     if not payload or payload[0] >= len(payload):
         raise _ConnectionError(PROTOCOL_ERROR, "bad padding")
     return payload[1 : len(payload) - payload[0]]
-
-
-Invoker = Callable[[Call], Awaitable[Reply]]
-
-
-class LeanChannel:
-    """The lean client's channel to one upstream: a connection, reconnected on demand.
-
-    Made outside the loop is fine; connections are opened by the first call (like
-    grpc.aio's lazy channels) and again after GOAWAY or a drop. A failed connect backs off,
-    and calls inside the back-off fail at once with UNAVAILABLE.
-    """
-
-    def __init__(self, settings: UpstreamSettings) -> None:
-        host, _, port = settings.target.rpartition(":")
-        self._host, self._port = host.strip("[]"), int(port)
-        self._authority = settings.target
-        self._max_send = settings.max_send_bytes
-        self._max_receive = settings.max_receive_bytes
-        self._connection: _Connection | None = None
-        self._old: set[_Connection] = set()  # left after GOAWAY, finishing their streams
-        self._connecting: asyncio.Task[_Connection] | None = None
-        self._backoff = _BACKOFF_FIRST
-        self._retry_at = 0.0
-        self._last_error = ""
-
-    def invoker(self, method: MethodInfo) -> Invoker:
-        """The unary invoker for ``method``: its header block is encoded once, here."""
-        block = request_block(method.grpc_path, self._authority)
-        parse = method.output_type.FromString
-        max_send = self._max_send
-
-        async def invoke(call: Call) -> Reply:
-            request = call.request.SerializeToString()
-            if len(request) > max_send:
-                raise UpstreamStatus(
-                    8, f"Sent message larger than max ({len(request)} vs. {max_send})"
-                )
-            framed = _PREFIX.pack(0, len(request)) + request
-            message, initial, trailing = await self.unary(block, framed, call)
-            try:
-                reply = parse(message)
-            except DecodeError as exc:
-                raise UpstreamStatus(13, "Exception deserializing response!") from exc
-            return Reply(reply, initial_metadata=initial, trailing_metadata=trailing)
-
-        return invoke
-
-    async def unary(self, block: bytes, framed: bytes, call: Call) -> tuple[bytes, Pairs, Pairs]:
-        loop = asyncio.get_running_loop()
-        deadline = None if call.timeout is None else loop.time() + call.timeout
-        metadata = _metadata_fields(call.metadata) if call.metadata else []
-        for _ in range(_REFUSED_RETRIES):
-            connection = self._connection
-            if connection is None or connection.closed is not None:
-                connection = await self._connect(deadline)
-            try:
-                return outcome(await connection.call(block, framed, metadata, deadline))
-            except _Refused:
-                if connection.closed is None and connection.busy:
-                    await connection.wait_turn(deadline)  # a stream must end first
-        raise UpstreamStatus(14, "the upstream kept refusing the stream")
-
-    async def _connect(self, deadline: float | None) -> _Connection:
-        """The connection for new calls, opening one (shared by every waiting call)."""
-        loop = asyncio.get_running_loop()
-        if self._connecting is None:
-            if loop.time() < self._retry_at:
-                raise UpstreamStatus(14, self._last_error)
-            self._connecting = loop.create_task(self._open())
-            self._connecting.add_done_callback(self._opened)
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await asyncio.shield(self._connecting)
-        except TimeoutError:
-            raise UpstreamStatus(4, _DEADLINE) from None
-        except UpstreamStatus as error:  # one fresh exception per waiting call
-            raise UpstreamStatus(error.grpc_code, error.message) from None
-
-    async def _open(self) -> _Connection:
-        loop = asyncio.get_running_loop()
-        max_receive = self._max_receive
-        connection: _Connection | None = None
-        try:
-            async with asyncio.timeout(_CONNECT_TIMEOUT):
-                _, connection = await loop.create_connection(
-                    lambda: _Connection(max_receive), self._host, self._port
-                )
-                await connection.ready
-        except BaseException as exc:
-            if connection is not None:
-                connection.close()
-            if not isinstance(exc, OSError | TimeoutError):
-                raise
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            self._last_error = f"failed to connect to {self._authority}: {reason or 'timed out'}"
-            delay = self._backoff * random.uniform(0.8, 1.2)  # jitter
-            self._retry_at = loop.time() + delay
-            self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
-            raise UpstreamStatus(14, self._last_error) from exc
-        self._backoff = _BACKOFF_FIRST
-        previous, self._connection = self._connection, connection
-        self._old = {old for old in self._old if old.busy}
-        if previous is not None and previous.busy:
-            self._old.add(previous)  # draining after GOAWAY; closed with the channel
-        return connection
-
-    def _opened(self, task: asyncio.Task[_Connection]) -> None:
-        self._connecting = None
-        if not task.cancelled():
-            task.exception()  # retrieved: each waiting call raised its own copy
-
-    async def close(self) -> None:
-        if self._connecting is not None:
-            self._connecting.cancel()
-        for connection in (self._connection, *self._old):
-            if connection is not None:
-                connection.close()
-        self._connection = None
-        self._old.clear()

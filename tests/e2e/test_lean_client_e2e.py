@@ -27,6 +27,7 @@ from test_errors_e2e import CODE_TO_HTTP
 from edge.call import Call
 from edge.errors import ConfigError
 from edge.routes import load_routes, upstream_settings
+from edge.upstream import lean
 from edge.upstream.grpc import GrpcTerminal
 from edgetest.v1 import kitchen_pb2_grpc as pb_grpc
 
@@ -345,6 +346,86 @@ async def test_graceful_goaway_lets_calls_in_flight_finish() -> None:
     assert during.status_code == 503 and during.json()["code"] == 14
 
 
+async def test_keepalive_fails_a_silent_upstream_before_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A peer that went away without a FIN (a dead host, a NAT that forgot the flow) is
+    # found by the unanswered PING, not by each call's deadline.
+    monkeypatch.setattr(lean, "KEEPALIVE_TIME", 0.2)
+    monkeypatch.setattr(lean, "KEEPALIVE_TIMEOUT", 0.2)
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")  # SETTINGS, then nothing
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with gateway_for(port, "lean", upstream={"timeout": "20s"}) as http:
+            started = asyncio.get_running_loop().time()
+            response = await http.get("/v1/kitchen/hello")
+            took = asyncio.get_running_loop().time() - started
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert response.status_code == 503
+    assert "keepalive" in response.json()["message"]
+    assert took < 10  # the deadline was 20 s
+
+
+async def test_keepalive_pings_are_answered_during_a_slow_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(lean, "KEEPALIVE_TIME", 0.1)
+    monkeypatch.setattr(lean, "KEEPALIVE_TIMEOUT", 0.3)
+    server, port, _ = await start_kitchen_at(
+        **{"grpc.http2.min_ping_interval_without_data_ms": 10, "grpc.http2.max_ping_strikes": 0}
+    )
+    try:
+        async with gateway_for(port, "lean") as http:
+            response = await http.post("/v1/sleep", json={"seconds": 1.0})
+    finally:
+        await server.stop(grace=None)
+    assert response.status_code == 200
+
+
+async def test_several_addresses_round_robin_and_skip_a_dead_one() -> None:
+    first, first_port, first_kitchen = await start_kitchen_at()
+    second, second_port, second_kitchen = await start_kitchen_at()
+    addresses = [f"127.0.0.1:{first_port}", f"127.0.0.1:{second_port}"]
+    try:
+        upstream = {"address": None, "addresses": addresses}
+        async with gateway_for(first_port, "lean", upstream=upstream) as http:
+            spread = [await http.get(f"/v1/kitchen/rr{i}") for i in range(10)]
+            await second.stop(grace=None)
+            after = [await http.get(f"/v1/kitchen/left{i}") for i in range(6)]
+    finally:
+        await first.stop(grace=None)
+        await second.stop(grace=None)
+    assert [r.status_code for r in spread + after] == [200] * 16
+    assert len(first_kitchen.seen) - 6 == 5 and len(second_kitchen.seen) == 5
+
+
+async def test_pick_first_passes_over_an_address_that_refuses() -> None:
+    server, port, kitchen = await start_kitchen_at()
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        dead = f"127.0.0.1:{unused.getsockname()[1]}"  # bound, not listening: refused
+        upstream = {
+            "address": None,
+            "addresses": [dead, f"127.0.0.1:{port}"],
+            "load_balancing": "pick_first",
+        }
+        try:
+            async with gateway_for(port, "lean", upstream=upstream) as http:
+                responses = [await http.get(f"/v1/kitchen/pf{i}") for i in range(4)]
+        finally:
+            await server.stop(grace=None)
+    assert [r.status_code for r in responses] == [200] * 4
+    assert len(kitchen.seen) == 4
+
+
 async def test_streaming_methods_on_a_lean_upstream_use_grpc_aio(kitchen_upstream: Any) -> None:
     port, kitchen = kitchen_upstream
     async with gateway_for(port, "lean") as http:
@@ -361,9 +442,9 @@ async def test_header_memo_is_dropped_when_the_table_changes() -> None:
     """Memoised decodings are reused only while the server's dynamic table is unchanged."""
     from hpack import Encoder
 
-    from edge.upstream.lean import _Connection
+    from edge.upstream.lean import Connection
 
-    connection, encoder = _Connection(1024), Encoder()
+    connection, encoder = Connection(1024), Encoder()
     fields = [(b":status", b"200"), (b"x-shard", b"7")]
     first = encoder.encode(fields)  # inserts x-shard: never memoised
     assert connection._decode(first) == fields and not connection._memo
@@ -379,9 +460,9 @@ async def test_header_memo_is_dropped_when_the_table_changes() -> None:
 @pytest.mark.parametrize(
     ("settings", "problem"),
     [
-        ({"address": "127.0.0.1:1", "tls": {}}, "plaintext only"),
-        ({"addresses": ["127.0.0.1:1", "127.0.0.1:2"]}, "one address"),
+        ({"address": "127.0.0.1:1", "outlier_detection": {}}, "no outlier detection"),
         ({"address": "unix:/tmp/socket"}, "host:port"),
+        ({"addresses": ["127.0.0.1:1", "dns:///x:2"]}, "host:port"),
     ],
 )
 def test_lean_config_limits_are_checked_at_load(settings: dict[str, Any], problem: str) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -38,14 +40,17 @@ async def tls_kitchen(cert: Path, key: Path, *, require_client_cert: bool) -> As
         await server.stop(grace=None)
 
 
-async def test_tls_upstream(tls_files: Any) -> None:
+@pytest.fixture(params=["grpcio", "lean"])
+def client(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def test_tls_upstream(tls_files: Any, client: str) -> None:
     cert, key = tls_files
     async with tls_kitchen(cert, key, require_client_cert=False) as port:
+        upstream = {"address": f"127.0.0.1:{port}", "client": client}
         trusted = make_config(
-            port,
-            extra={
-                "upstreams": {"kitchen": {"address": f"127.0.0.1:{port}", "tls": {"ca": str(cert)}}}
-            },
+            port, extra={"upstreams": {"kitchen": {**upstream, "tls": {"ca": str(cert)}}}}
         )
         async with run_gateway(trusted) as gateway, gateway.client() as client:
             response = await client.get("/v1/kitchen/secure")
@@ -57,25 +62,60 @@ async def test_tls_upstream(tls_files: Any) -> None:
         assert response.json()["code"] == 14
 
 
-async def test_mutual_tls_upstream(tls_files: Any) -> None:
+async def test_mutual_tls_upstream(tls_files: Any, client: str) -> None:
     cert, key = tls_files
     async with tls_kitchen(cert, key, require_client_cert=True) as port:
+        upstream = {"address": f"127.0.0.1:{port}", "client": client}
         tls = {"ca": str(cert), "cert": str(cert), "key": str(key)}
-        with_cert = make_config(
-            port, extra={"upstreams": {"kitchen": {"address": f"127.0.0.1:{port}", "tls": tls}}}
-        )
-        async with run_gateway(with_cert) as gateway, gateway.client() as client:
-            response = await client.get("/v1/kitchen/mutual")
+        with_cert = make_config(port, extra={"upstreams": {"kitchen": {**upstream, "tls": tls}}})
+        async with run_gateway(with_cert) as gateway, gateway.client() as http:
+            response = await http.get("/v1/kitchen/mutual")
         assert response.json() == {"stringValue": "mutual"}
         without_cert = make_config(
-            port,
-            extra={
-                "upstreams": {"kitchen": {"address": f"127.0.0.1:{port}", "tls": {"ca": str(cert)}}}
-            },
+            port, extra={"upstreams": {"kitchen": {**upstream, "tls": {"ca": str(cert)}}}}
         )
-        async with run_gateway(without_cert) as gateway, gateway.client() as client:
-            response = await client.get("/v1/kitchen/mutual")
+        async with run_gateway(without_cert) as gateway, gateway.client() as http:
+            response = await http.get("/v1/kitchen/mutual")
         assert response.status_code == 503
+
+
+async def test_tls_server_name_is_the_name_verified(tls_files: Any, client: str) -> None:
+    # The certificate names upstream.test (and 127.0.0.1); server_name says which to check.
+    cert, key = tls_files
+    async with tls_kitchen(cert, key, require_client_cert=False) as port:
+        answers = []
+        for name in ("upstream.test", "other.test"):
+            tls = {"ca": str(cert), "server_name": name}
+            upstream = {"address": f"127.0.0.1:{port}", "client": client, "tls": tls}
+            config = make_config(port, extra={"upstreams": {"kitchen": upstream}})
+            async with run_gateway(config) as gateway, gateway.client() as http:
+                answers.append(await http.get("/v1/kitchen/named"))
+    assert answers[0].json() == {"stringValue": "named"}
+    assert answers[1].status_code == 503 and answers[1].json()["code"] == 14
+
+
+async def test_lean_refuses_a_tls_upstream_without_h2_by_alpn(tls_files: Any) -> None:
+    # gRPC over TLS needs ALPN h2; a TLS server that does not select it is not a gRPC server.
+    cert, key = tls_files
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0, ssl=context)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        upstream = {"address": f"127.0.0.1:{port}", "client": "lean", "tls": {"ca": str(cert)}}
+        config = make_config(port, extra={"upstreams": {"kitchen": upstream}})
+        async with run_gateway(config) as gateway, gateway.client() as http:
+            response = await http.get("/v1/kitchen/alpn")
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert response.status_code == 503
+    assert "ALPN" in response.json()["message"]
 
 
 async def test_upstream_message_size_limits(kitchen_upstream: Any) -> None:

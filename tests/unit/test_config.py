@@ -108,3 +108,27 @@ def test_admin_bind_must_be_a_port_of_its_own() -> None:
         parse_config({**base, "admin": {"bind": "127.0.0.1:0"}}, base=Path("."))
     config = parse_config({**base, "admin": {"bind": "127.0.0.1:9901"}}, base=Path("."))
     assert config.admin.port == 9901
+
+
+@pytest.mark.parametrize(
+    ("upstream", "lean"),
+    [
+        ({"address": "127.0.0.1:50051"}, True),
+        ({"address": "localhost:50051"}, True),
+        ({"address": "[::1]:50051"}, True),
+        ({"addresses": ["10.0.0.1:50051", "10.0.0.2:50051"]}, True),
+        # a name may stand for several records, which grpc.aio balances over and re-resolves
+        ({"address": "library.default.svc:50051"}, False),
+        ({"addresses": ["10.0.0.1:50051", "library:50051"]}, False),
+        ({"address": "dns:///library:50051"}, False),
+        ({"address": "unix:/run/library.sock"}, False),
+        ({"address": "127.0.0.1:50051", "outlier_detection": {}}, False),  # grpcio's feature
+        ({"address": "127.0.0.1:50051", "client": "grpcio"}, False),
+        ({"address": "library:50051", "client": "lean"}, True),  # asked for: a name is fine
+    ],
+)
+def test_client_auto_takes_lean_only_where_it_behaves_as_grpcio(
+    upstream: dict[str, object], lean: bool
+) -> None:
+    data = {"upstreams": {"lib": upstream}, "services": {"*": {"upstream": "lib"}}}
+    assert parse_config(data, base=Path("/"), env={}).upstreams["lib"].lean is lean

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.errors import UpstreamStatus
-from edge.upstream.lean import _Connection, request_block
+from edge.upstream.lean import Connection, request_block
 
 
 class _Transport(asyncio.Transport):
@@ -61,7 +61,7 @@ inputs = st.lists(st.one_of(frames, st.binary(max_size=30)), max_size=12)
 @given(chunks=inputs, split=st.integers(1, 17))
 def test_no_server_bytes_escape_the_parser(chunks: list[bytes], split: int) -> None:
     async def run() -> None:
-        connection = _Connection(max_receive=4 * 1024 * 1024)
+        connection = Connection(max_receive=4 * 1024 * 1024)
         transport = _Transport()
         connection.connection_made(transport)
         connection.data_received(_frame(0x4, 0, 0, b""))  # the server's SETTINGS

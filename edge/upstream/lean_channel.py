@@ -1,0 +1,278 @@
+"""The lean client's channel: which address a call goes to, over which connection.
+
+``edge.upstream.lean`` is one HTTP/2 connection; this module turns an upstream's settings
+into calls on connections, the way a grpc.aio channel would for the same settings:
+
+- Addresses: one, or several balanced ``round_robin`` (each call to the next address) or
+  ``pick_first`` (the first address that works). An address whose connect failed is
+  skipped while it backs off (0.1 s doubling to 5 s, jittered), and a call whose address
+  cannot be reached moves to the next one, so a dead replica costs no call while another
+  is up. With every address backing off, calls fail at once with UNAVAILABLE, as grpc's
+  fail-fast calls do. Each address resolves by the system resolver when connected and
+  uses one connection; a host name with several records is therefore pick-first over
+  those records (grpc's DNS resolver balances over them, which is why ``client: auto``
+  leaves host names to grpc.aio).
+- TLS: a context built once at load time from the configured CA (the system's roots
+  when none), client certificate and key, with ALPN ``h2``; ``server_name`` is both the
+  name verified and the ``:authority`` sent, as grpc's ``ssl_target_name_override`` is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import ssl
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from google.protobuf.message import DecodeError
+
+from edge.call import Call, Reply
+from edge.descriptors.registry import MethodInfo
+from edge.errors import ConfigError, UpstreamStatus
+from edge.upstream.lean import (
+    DEADLINE_MESSAGE,
+    MESSAGE_PREFIX,
+    Connection,
+    Pairs,
+    Refused,
+    metadata_fields,
+    outcome,
+    request_block,
+)
+
+if TYPE_CHECKING:
+    from edge.upstream.grpc import UpstreamSettings
+
+Invoker = Callable[[Call], Awaitable[Reply]]
+
+_CONNECT_TIMEOUT = 20.0  # grpc's minimum connect timeout
+_BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 5.0
+_REFUSED_RETRIES = 50  # C-core can refuse many in a row under a small stream limit
+
+
+class _Unreachable(UpstreamStatus):
+    """UNAVAILABLE before anything was sent: the call may go to another address."""
+
+
+def tls_context(settings: UpstreamSettings) -> ssl.SSLContext:
+    """The client TLS context for an upstream, made once; a bad file is a config error."""
+    ca = str(settings.ca_file) if settings.ca_file is not None else None
+    try:
+        context = ssl.create_default_context(cafile=ca)
+        if settings.cert_file is not None:
+            context.load_cert_chain(settings.cert_file, settings.key_file)
+    except OSError as exc:  # ssl.SSLError is an OSError too
+        reason = exc.strerror or str(exc)
+        raise ConfigError(
+            f"upstream {settings.name!r}: cannot load its TLS files: {reason}"
+        ) from exc
+    context.set_alpn_protocols(["h2"])
+    return context
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` as (host, port)."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class _Endpoint:
+    """One address: its connection, opened on demand and again after GOAWAY or a loss."""
+
+    def __init__(
+        self,
+        address: str,
+        tls: ssl.SSLContext | None,
+        server_name: str | None,
+        max_receive: int,
+    ) -> None:
+        self.address = address
+        self.host, self.port = split_address(address)
+        self.tls = tls
+        self.server_name = server_name or (self.host if tls is not None else None)
+        self.max_receive = max_receive
+        self.connection: Connection | None = None
+        self.retry_at = 0.0  # while backing off: no connect before this (loop time)
+        self._old: set[Connection] = set()  # left after GOAWAY, finishing their streams
+        self._connecting: asyncio.Task[Connection] | None = None
+        self._backoff = _BACKOFF_FIRST
+        self._last_error = ""
+
+    def usable(self, now: float) -> bool:
+        connection = self.connection
+        return (connection is not None and connection.closed is None) or now >= self.retry_at
+
+    async def unary(
+        self, block: bytes, framed: bytes, metadata: list[bytes], deadline: float | None
+    ) -> tuple[bytes, Pairs, Pairs]:
+        for _ in range(_REFUSED_RETRIES):
+            connection = self.connection
+            if connection is None or connection.closed is not None:
+                connection = await self._connect(deadline)
+            try:
+                return outcome(await connection.call(block, framed, metadata, deadline))
+            except Refused:
+                if connection.closed is None and connection.busy:
+                    await connection.wait_turn(deadline)  # a stream must end first
+        raise UpstreamStatus(14, "the upstream kept refusing the stream")
+
+    async def _connect(self, deadline: float | None) -> Connection:
+        """The connection for new calls, opening one (shared by every waiting call)."""
+        loop = asyncio.get_running_loop()
+        if self._connecting is None:
+            if loop.time() < self.retry_at:
+                raise _Unreachable(14, self._last_error)
+            self._connecting = loop.create_task(self._open())
+            self._connecting.add_done_callback(self._opened)
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await asyncio.shield(self._connecting)
+        except TimeoutError:
+            raise UpstreamStatus(4, DEADLINE_MESSAGE) from None
+        except UpstreamStatus as error:  # one fresh exception per waiting call
+            raise _Unreachable(error.grpc_code, error.message) from None
+
+    async def _open(self) -> Connection:
+        loop = asyncio.get_running_loop()
+        max_receive = self.max_receive
+        connection: Connection | None = None
+        try:
+            async with asyncio.timeout(_CONNECT_TIMEOUT):
+                _, connection = await loop.create_connection(
+                    lambda: Connection(max_receive),
+                    self.host,
+                    self.port,
+                    ssl=self.tls,
+                    server_hostname=self.server_name,
+                )
+                await connection.ready
+        except BaseException as exc:
+            if connection is not None:
+                connection.close()
+            if not isinstance(exc, OSError | TimeoutError):
+                raise
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self._last_error = f"failed to connect to {self.address}: {reason or 'timed out'}"
+            delay = self._backoff * random.uniform(0.8, 1.2)  # jitter
+            self.retry_at = loop.time() + delay
+            self._backoff = min(self._backoff * 2, _BACKOFF_MAX)
+            raise UpstreamStatus(14, self._last_error) from exc
+        self._backoff = _BACKOFF_FIRST
+        self.retry_at = 0.0
+        previous, self.connection = self.connection, connection
+        self._old = {old for old in self._old if old.busy}
+        if previous is not None and previous.busy:
+            self._old.add(previous)  # draining after GOAWAY; closed with the channel
+        return connection
+
+    def _opened(self, task: asyncio.Task[Connection]) -> None:
+        self._connecting = None
+        if not task.cancelled():
+            task.exception()  # retrieved: each waiting call raised its own copy
+
+    def close(self) -> None:
+        if self._connecting is not None:
+            self._connecting.cancel()
+        for connection in (self.connection, *self._old):
+            if connection is not None:
+                connection.close()
+        self.connection = None
+        self._old.clear()
+
+
+class LeanChannel:
+    """The lean client's channel to one upstream: its addresses and how calls pick one.
+
+    Made outside the loop is fine; connections are opened by the first call (like
+    grpc.aio's lazy channels).
+    """
+
+    def __init__(self, settings: UpstreamSettings) -> None:
+        addresses = settings.addresses or (settings.target,)
+        tls = tls_context(settings) if settings.tls else None
+        self._tls = tls is not None
+        self._max_send = settings.max_send_bytes
+        self._endpoints = tuple(
+            _Endpoint(address, tls, settings.server_name, settings.max_receive_bytes)
+            for address in addresses
+        )
+        self._authorities = tuple(settings.server_name or address for address in addresses)
+        self._round_robin = settings.load_balancing == "round_robin"
+        self._next = 0
+
+    def invoker(self, method: MethodInfo) -> Invoker:
+        """The unary invoker for ``method``: its header blocks are encoded once, here."""
+        blocks = tuple(
+            request_block(method.grpc_path, authority, self._tls) for authority in self._authorities
+        )
+        parse = method.output_type.FromString
+        max_send = self._max_send
+        if len(blocks) == 1:
+            endpoint, block = self._endpoints[0], blocks[0]
+
+            async def send(
+                framed: bytes, metadata: list[bytes], deadline: float | None
+            ) -> tuple[bytes, Pairs, Pairs]:
+                try:
+                    return await endpoint.unary(block, framed, metadata, deadline)
+                except _Unreachable as error:
+                    raise UpstreamStatus(error.grpc_code, error.message) from None
+
+        else:
+
+            async def send(
+                framed: bytes, metadata: list[bytes], deadline: float | None
+            ) -> tuple[bytes, Pairs, Pairs]:
+                return await self._balanced(blocks, framed, metadata, deadline)
+
+        async def invoke(call: Call) -> Reply:
+            request = call.request.SerializeToString()
+            if len(request) > max_send:
+                raise UpstreamStatus(
+                    8, f"Sent message larger than max ({len(request)} vs. {max_send})"
+                )
+            framed = MESSAGE_PREFIX.pack(0, len(request)) + request
+            deadline = None
+            if call.timeout is not None:
+                deadline = asyncio.get_running_loop().time() + call.timeout
+            metadata = metadata_fields(call.metadata) if call.metadata else []
+            message, initial, trailing = await send(framed, metadata, deadline)
+            try:
+                reply = parse(message)
+            except DecodeError as exc:
+                raise UpstreamStatus(13, "Exception deserializing response!") from exc
+            return Reply(reply, initial_metadata=initial, trailing_metadata=trailing)
+
+        return invoke
+
+    async def _balanced(
+        self,
+        blocks: tuple[bytes, ...],
+        framed: bytes,
+        metadata: list[bytes],
+        deadline: float | None,
+    ) -> tuple[bytes, Pairs, Pairs]:
+        """Send on the next usable address; one that cannot be reached passes the call on."""
+        endpoints = self._endpoints
+        count = len(endpoints)
+        start = 0
+        if self._round_robin:
+            start, self._next = self._next, (self._next + 1) % count
+        order = [(start + step) % count for step in range(count)]
+        now = asyncio.get_running_loop().time()
+        usable = [i for i in order if endpoints[i].usable(now)]
+        if not usable:  # all backing off: the one due soonest answers (at once, UNAVAILABLE)
+            usable = [min(order, key=lambda i: endpoints[i].retry_at)]
+        failure: UpstreamStatus | None = None
+        for index in usable:
+            try:
+                return await endpoints[index].unary(blocks[index], framed, metadata, deadline)
+            except _Unreachable as error:
+                failure = error
+        assert failure is not None
+        raise UpstreamStatus(failure.grpc_code, failure.message)
+
+    async def close(self) -> None:
+        for endpoint in self._endpoints:
+            endpoint.close()
