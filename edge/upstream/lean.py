@@ -89,6 +89,13 @@ _MAX_FRAME_IN = 16_384  # we never raise SETTINGS_MAX_FRAME_SIZE
 # the ACK does not come in time. Idle connections are not pinged (grpc's default
 # keepalive_permit_without_calls=0), so servers' too-many-pings policing never trips.
 KEEPALIVE_TIME, KEEPALIVE_TIMEOUT = 30.0, 10.0
+# grpc's hard limit on received metadata (grpc.absolute_max_metadata_size): a header block
+# over it (RFC 7541 sizes: name + value + 32 per field) fails its call only. grpc also
+# refuses at random between its 8 KiB soft limit and this; we accept up to here.
+MAX_METADATA = 16 * 1024
+# Beyond this a header block (HEADERS + CONTINUATIONs) fails the connection: bounded
+# memory against a CONTINUATION flood, and far above any block a call could accept.
+_MAX_BLOCK = 1024 * 1024
 _KEEPALIVE_PING = b"edge-kpa"
 
 # RST_STREAM codes as gRPC codes (PROTOCOL-HTTP2.md); REFUSED_STREAM is retried instead.
@@ -328,7 +335,7 @@ class Connection(asyncio.Protocol):
         self._out: list[bytes] = []
         self._flush_scheduled = False
         self._inbox = b""
-        self._decoder = Decoder()
+        self._decoder = Decoder(max_header_list_size=_MAX_BLOCK * 4)  # we apply our own
         self._memo: dict[bytes, Headers] = {}
         self._table_update = b""  # a table size update owed to the server's decoder
         self._continuation: tuple[int, int, list[bytes]] | None = None
@@ -510,7 +517,8 @@ class Connection(asyncio.Protocol):
                 message = (
                     f"Received message larger than max ({stream.length} vs. {self._max_receive})"
                 )
-                stream.fail(UpstreamStatus(8, message))
+                initial = _pairs(stream.headers) if stream.headers is not None else ()
+                stream.fail(UpstreamStatus(8, message, initial_metadata=initial))
                 return
         if stream.length is not None and stream.received > stream.length + 5:
             self._reset(stream, CANCEL)
@@ -541,6 +549,8 @@ class Connection(asyncio.Protocol):
         if pending is None or pending[0] != stream_id:
             raise _ConnectionError(PROTOCOL_ERROR, "an unexpected CONTINUATION")
         pending[2].append(payload)
+        if sum(map(len, pending[2])) > _MAX_BLOCK:
+            raise _ConnectionError(PROTOCOL_ERROR, "a header block over 1 MiB")
         if flags & END_HEADERS:
             self._continuation = None
             self._on_block(stream_id, pending[1], b"".join(pending[2]))
@@ -551,6 +561,10 @@ class Connection(asyncio.Protocol):
         if stream is None:
             if stream_id & 1 == 0 or stream_id >= self._next_id:
                 raise _ConnectionError(PROTOCOL_ERROR, f"HEADERS on idle stream {stream_id}")
+            return
+        if headers is None:
+            self._reset(stream, CANCEL)
+            stream.fail(UpstreamStatus(8, "received metadata size exceeds hard limit"))
             return
         if stream.headers is None:
             stream.headers = headers
@@ -564,7 +578,7 @@ class Connection(asyncio.Protocol):
             return
         self._end(stream)
 
-    def _decode(self, block: bytes) -> Headers:
+    def _decode(self, block: bytes) -> Headers | None:
         """HPACK-decode ``block``, or reuse an earlier decoding that is provably the same.
 
         A block that neither inserts into nor evicts from the dynamic table decodes to the
@@ -582,11 +596,12 @@ class Connection(asyncio.Protocol):
             headers = cast(Headers, self._decoder.decode(block, raw=True))
         except HPACKError as error:
             raise _ConnectionError(COMPRESSION_ERROR, f"HPACK: {error}") from error
+        oversized = sum(len(n) + len(v) + 32 for n, v in headers) > MAX_METADATA
         if len(entries) != before[0] or (entries[0] if entries else None) is not before[1]:
             self._memo.clear()
-        elif len(self._memo) < 64 and block[:1] and block[0] & 0xE0 != 0x20:
+        elif len(self._memo) < 64 and block[:1] and block[0] & 0xE0 != 0x20 and not oversized:
             self._memo[block] = headers  # (a block opening with a size update is not kept)
-        return headers
+        return None if oversized else headers  # None: decoded (the table is in step), too big
 
     def _on_settings(self, stream_id: int, flags: int, payload: bytes) -> None:
         if stream_id or len(payload) % 6:
