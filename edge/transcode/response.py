@@ -18,12 +18,12 @@ from edge.transcode.json_codec import JsonCodec
 class ResponseRenderer:
     """Serializes one method's replies, honouring the rule's ``response_body``."""
 
-    __slots__ = ("_codec", "_default", "_key")
+    __slots__ = ("_default", "_key", "_print")
 
     def __init__(
         self, output_type: type[Message], response_body: str | None, codec: JsonCodec
     ) -> None:
-        self._codec = codec
+        self._print = codec.printer(message_descriptor(output_type))  # compiled now, once
         self._key: str | None = None
         self._default: Any = None
         if response_body is not None:
@@ -36,9 +36,9 @@ class ResponseRenderer:
 
     def render(self, message: Message) -> bytes:
         if self._key is None:
-            return self._codec.encode(message)
+            return orjson.dumps(self._print(message))
         # emit_defaults is not forced: an unset field renders as its JSON default below
-        value = self._codec.to_dict(message).get(self._key, self._default)
+        value = self._print(message).get(self._key, self._default)
         return orjson.dumps(value)
 
 
