@@ -18,6 +18,7 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from edge.errors import BadRequest
+from edge.transcode.json_merge import NOT_FAST, Check, fast_values, plain_fields
 from edge.transcode.json_printer import CompiledPrinter, Printer
 
 
@@ -32,7 +33,16 @@ class JsonOptions:
 class JsonCodec:
     """Encodes and decodes messages of one descriptor pool under one set of options."""
 
-    __slots__ = ("_compiled", "_emit", "_ignore", "_ints", "_names", "options", "pool")
+    __slots__ = (
+        "_compiled",
+        "_emit",
+        "_ignore",
+        "_ints",
+        "_names",
+        "_plain",
+        "options",
+        "pool",
+    )
 
     def __init__(self, pool: descriptor_pool.DescriptorPool, options: JsonOptions) -> None:
         self.pool = pool
@@ -41,6 +51,7 @@ class JsonCodec:
         self._emit = options.emit_defaults
         self._names = options.proto_field_names
         self._ints = options.enums_as_ints
+        self._plain: dict[str, dict[str, tuple[str, Check]]] = {}  # per type, made once
         # emit_defaults is json_format's alone (rare, and its rules are subtle)
         self._compiled = (
             None
@@ -73,6 +84,19 @@ class JsonCodec:
 
     def merge(self, value: Any, message: Message) -> None:
         """Fill ``message`` from a decoded JSON value; type errors become 400s."""
+        if type(value) is dict:
+            descriptor = message.DESCRIPTOR
+            table = self._plain.get(descriptor.full_name)
+            if table is None:
+                table = self._plain[descriptor.full_name] = plain_fields(descriptor)  # type: ignore[arg-type]
+            pairs = fast_values(table, value)
+            if pairs is not NOT_FAST:
+                try:
+                    for name, item in pairs:
+                        setattr(message, name, item)
+                    return
+                except (ValueError, TypeError):  # e.g. a lone surrogate: ParseDict's to say
+                    message.Clear()
         try:
             json_format.ParseDict(
                 value, message, ignore_unknown_fields=self._ignore, descriptor_pool=self.pool

@@ -60,7 +60,7 @@ class CompiledPrinter:
         self._names = proto_field_names
         self._ints = enums_as_ints
         # json_format's own printer, for what is not specialised here (private API: the
-        # property test in tests/unit/test_json_printer.py fails if it ever changes)
+        # property test in tests/unit/test_json_fast_paths.py fails if it ever changes)
         self._fallback = json_format._Printer(  # type: ignore[attr-defined]
             preserving_proto_field_name=proto_field_names,
             use_integers_for_enums=enums_as_ints,

@@ -1,10 +1,12 @@
-"""The compiled JSON printer gives json_format's output, byte for byte, on random messages.
+"""The JSON fast paths give json_format's results exactly, on random input.
 
-Two message types are filled at random: the test service's ``Kitchen`` (the well-known
-types, a oneof, proto3 optional, maps) and ``All``, made here, with every scalar type
-singular, repeated and as map keys and values, enums with unknown numbers, and itself as a
-field (recursion). Each is printed by ``CompiledPrinter`` and by ``MessageToDict`` under
-every option the printer takes, and the orjson bytes (so key order too) must be equal.
+Printing: two message types are filled at random: the test service's ``Kitchen`` (the
+well-known types, a oneof, proto3 optional, maps) and ``All``, made here, with every
+scalar type singular, repeated and as map keys and values, enums with unknown numbers,
+and itself as a field (recursion). Each is printed by ``CompiledPrinter`` and by
+``MessageToDict`` under every option the printer takes, and the orjson bytes (so key order
+too) must be equal. Parsing: random flat JSON objects go through ``JsonCodec.merge`` (with
+its fast path) and ``ParseDict``; both must fail, or both give the same message.
 """
 
 from __future__ import annotations
@@ -207,3 +209,47 @@ def test_compiled_printer_matches_json_format(seed: int, kitchen: bool) -> None:
             descriptor_pool=pool,
         )
         assert orjson.dumps(fast) == orjson.dumps(slow), (names, ints)
+
+
+# -- the request side: JsonCodec.merge's fast path against ParseDict ----------------------
+
+_VALUES = st.one_of(
+    st.text(max_size=4),
+    st.integers(-(2**65), 2**65),
+    st.booleans(),
+    st.none(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.sampled_from(["COLOUR_RED", "COLOUR_BLUE", "COLOUR_GREEN", "1", "-5", "true"]),
+    st.lists(st.integers(0, 3), max_size=2),
+    st.dictionaries(st.sampled_from(["a", "1"]), st.integers(0, 3), max_size=1),
+)
+_KEYS = st.sampled_from(
+    [f"one_{name}" for name in SCALARS]
+    + [f"one{name.capitalize()}" for name in SCALARS]
+    + ["colour", "colours", "child", "nope", "many_string"]
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=st.dictionaries(_KEYS, _VALUES, max_size=4), ignore=st.booleans())
+def test_merge_fast_path_agrees_with_parse_dict(data: dict[str, Any], ignore: bool) -> None:
+    from edge.errors import BadRequest
+    from edge.transcode.json_codec import JsonCodec, JsonOptions
+
+    codec = JsonCodec(POOL, JsonOptions(ignore_unknown_fields=ignore))
+    fast, slow = ALL(), ALL()
+    try:
+        codec.merge(data, fast)
+    except BadRequest:
+        fast_failed = True
+    else:
+        fast_failed = False
+    try:
+        json_format.ParseDict(data, slow, ignore_unknown_fields=ignore, descriptor_pool=POOL)
+    except (json_format.ParseError, ValueError, TypeError, AttributeError):
+        slow_failed = True
+    else:
+        slow_failed = False
+    assert fast_failed == slow_failed
+    if not fast_failed:
+        assert fast == slow
