@@ -5,8 +5,9 @@ its C-core poller and the event loop; this client runs on the loop itself and fr
 HTTP/2 by hand, for about half of grpc.aio's cost (``benchmarks/``). It is the default
 for upstreams it can serve exactly as grpc.aio would (``client: auto``, see
 ``edge.config``); only unary-unary calls go through it, streaming methods of the same
-upstream stay on grpc.aio. This module is one connection; ``edge.upstream.lean_channel``
-chooses connections (addresses, TLS, reconnects).
+upstream stay on grpc.aio. This module is one connection's state machine;
+``edge.upstream.lean_wire`` encodes and reads what goes over it (pure functions), and
+``edge.upstream.lean_channel`` chooses connections (addresses, TLS, reconnects).
 
 What it speaks (RFC 9113, gRPC's PROTOCOL-HTTP2.md), over h2c with prior knowledge or h2
 over TLS (ALPN ``h2`` required, as C-core and grpc-go require it):
@@ -41,28 +42,28 @@ with grpc.aio's codes, messages and metadata), so no layer can tell the two apar
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import math
 import struct
 from collections import deque
-from collections.abc import Sequence
 from typing import cast
-from urllib.parse import unquote_to_bytes
 
 from hpack import Decoder, HPACKError
 
 from edge.errors import UpstreamStatus
-
-Headers = list[tuple[bytes, bytes]]
-Pairs = tuple[tuple[str, str | bytes], ...]
+from edge.upstream.lean_wire import (
+    DEADLINE_MESSAGE,
+    FRAME_HEADER,
+    MESSAGE_PREFIX,
+    Headers,
+    encode_timeout,
+    frame,
+    literal,
+    metadata_pairs,
+)
 
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-_FRAME = struct.Struct(">BHBBL")  # length (24 bits as 8 + 16), type, flags, stream id
 _U32 = struct.Struct(">L")
 _SETTING = struct.Struct(">HL")
 _GOAWAY = struct.Struct(">LL")
-MESSAGE_PREFIX = struct.Struct(">BL")  # gRPC message prefix: compressed flag, length
 
 DATA, HEADERS, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY, WINDOW_UPDATE = (
     0,
@@ -100,22 +101,6 @@ _KEEPALIVE_PING = b"edge-kpa"
 
 # RST_STREAM codes as gRPC codes (PROTOCOL-HTTP2.md); REFUSED_STREAM is retried instead.
 _RESET_CODES = {CANCEL: 1, 0xB: 8, 0xC: 7}  # CANCEL, ENHANCE_YOUR_CALM, INADEQUATE_SECURITY
-# HTTP statuses of replies without grpc-status (a proxy in the way): http-grpc-status-mapping.md
-_HTTP_CODES = {
-    b"400": 13,
-    b"401": 16,
-    b"403": 7,
-    b"404": 12,
-    b"429": 14,
-    b"502": 14,
-    b"503": 14,
-    b"504": 14,
-}
-# Transport fields grpc.aio never shows as metadata.
-_NOT_METADATA = frozenset(
-    (b"content-type", b"grpc-status", b"grpc-message", b"grpc-encoding", b"grpc-accept-encoding")
-)
-DEADLINE_MESSAGE = "Deadline Exceeded"  # grpc.aio's wording
 
 
 class Refused(Exception):
@@ -159,160 +144,6 @@ class _Stream:
     def fail(self, error: BaseException) -> None:
         if not self.future.done():
             self.future.set_exception(error)
-
-
-def _frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
-    length = len(payload)
-    return _FRAME.pack(length >> 16, length & 0xFFFF, kind, flags, stream_id) + payload
-
-
-def _hpack_int(value: int, prefix_bits: int, first: int) -> bytes:
-    """RFC 7541 5.1: an integer with an N-bit prefix, OR-ed into ``first``."""
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes((first | value,))
-    out = bytearray((first | limit,))
-    value -= limit
-    while value >= 128:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _literal(name: bytes | int, value: bytes) -> bytes:
-    """RFC 7541 6.2.2: a literal field without indexing, its name by static index or literal."""
-    encoded = _hpack_int(len(value), 7, 0) + value  # raw octets, no Huffman
-    if isinstance(name, int):
-        return _hpack_int(name, 4, 0) + encoded
-    return b"\x00" + _hpack_int(len(name), 7, 0) + name + encoded
-
-
-def request_block(path: str, authority: str, tls: bool = False) -> bytes:
-    """The start of every request header block for ``path`` (static indexes: RFC 7541 A)."""
-    return b"".join(
-        (
-            b"\x83\x87" if tls else b"\x83\x86",  # :method POST, :scheme https or http
-            _literal(4, path.encode()),  # :path
-            _literal(1, authority.encode()),  # :authority
-            _literal(31, b"application/grpc"),  # content-type
-            _literal(b"te", b"trailers"),
-            _literal(58, b"edge-lean"),  # user-agent
-        )
-    )
-
-
-def encode_timeout(seconds: float) -> bytes:
-    """``grpc-timeout``: at most 8 digits and a unit, rounded up (the server never waits less)."""
-    for unit, per_second in ((b"u", 1e6), (b"m", 1e3), (b"S", 1.0), (b"M", 1 / 60)):
-        value = math.ceil(max(seconds, 1e-6) * per_second)
-        if value < 100_000_000:
-            return b"%d%s" % (value, unit)
-    return b"%dH" % min(math.ceil(seconds / 3600), 99_999_999)
-
-
-def metadata_fields(metadata: Sequence[tuple[str, str | bytes]]) -> list[bytes]:
-    fields = []
-    for name, value in metadata:
-        key = name.lower()
-        if key.endswith("-bin"):
-            raw = value if isinstance(value, bytes) else value.encode()
-            value = base64.b64encode(raw).rstrip(b"=")
-        elif isinstance(value, str):
-            value = value.encode()
-        fields.append(_literal(key.encode(), value))
-    return fields
-
-
-def _pairs(headers: Headers) -> Pairs:
-    """Metadata as grpc.aio shows it: no pseudo or transport fields, ``-bin`` values decoded."""
-    pairs: list[tuple[str, str | bytes]] = []
-    for name, value in headers:
-        if name[:1] == b":" or name in _NOT_METADATA:
-            continue
-        key = name.decode("latin-1")
-        if key.endswith("-bin"):
-            try:
-                pairs.append((key, base64.b64decode(value + b"=" * (-len(value) % 4))))
-            except (binascii.Error, ValueError):
-                continue  # grpc drops a -bin value it cannot decode
-        else:
-            pairs.append((key, value.decode("utf-8", "replace")))
-    return tuple(pairs)
-
-
-def _status_of(fields: Headers, initial: Headers | None) -> UpstreamStatus | None:
-    """The non-OK status carried in ``fields`` (trailers), or None when it is OK."""
-    status = message = None
-    for name, value in fields:
-        if name == b"grpc-status":
-            status = value
-        elif name == b"grpc-message":
-            message = value
-    if status == b"0":
-        return None
-    initial_pairs = _pairs(initial) if initial is not None else ()
-    if status is None:
-        return UpstreamStatus(
-            13,
-            "missing grpc-status",
-            initial_metadata=initial_pairs,
-            trailing_metadata=_pairs(fields),
-        )
-    try:
-        code = int(status)
-    except ValueError:
-        code = 2
-    if not 0 < code <= 16:
-        code = 2  # UNKNOWN, as grpc reports a status it does not know
-    text = unquote_to_bytes(message).decode("utf-8", "replace") if message else ""
-    return UpstreamStatus(
-        code,
-        text or _CODE_NAMES[code],
-        initial_metadata=initial_pairs,
-        trailing_metadata=_pairs(fields),
-    )
-
-
-_CODE_NAMES = (
-    "OK CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOUND ALREADY_EXISTS "
-    "PERMISSION_DENIED RESOURCE_EXHAUSTED FAILED_PRECONDITION ABORTED OUT_OF_RANGE "
-    "UNIMPLEMENTED INTERNAL UNAVAILABLE DATA_LOSS UNAUTHENTICATED"
-).split()
-
-
-def outcome(stream: _Stream) -> tuple[bytes, Pairs, Pairs]:
-    """A cleanly ended stream as (message, initial metadata, trailers), or UpstreamStatus."""
-    headers = stream.headers
-    if headers is None:
-        raise UpstreamStatus(13, "stream ended without headers")
-    http_status = content_type = None
-    for name, value in headers:
-        if name == b":status":
-            http_status = value
-        elif name == b"content-type":
-            content_type = value
-    trailers = stream.trailers
-    if http_status != b"200":
-        code = _HTTP_CODES.get(http_status or b"", 2)
-        raise UpstreamStatus(code, f"Received http2 header with status: {http_status!r}")
-    if trailers is None:  # trailers-only: the status is in the one block
-        error = _status_of(headers, None)
-        raise error or UpstreamStatus(13, "OK status without a response message")
-    error = _status_of(trailers, headers)
-    if error is not None:
-        raise error
-    if content_type is None or not content_type.startswith(b"application/grpc"):
-        raise UpstreamStatus(2, f"unexpected content-type {content_type!r}")
-    body = stream.chunks[0] if len(stream.chunks) == 1 else b"".join(stream.chunks)
-    if len(body) < 5:
-        raise UpstreamStatus(13, "OK status without a response message")
-    compressed, length = MESSAGE_PREFIX.unpack_from(body)
-    if compressed:
-        raise UpstreamStatus(13, "compressed response (the lean client does not decompress)")
-    if length + 5 != len(body):
-        raise UpstreamStatus(13, "a unary response must be exactly one message")
-    return body[5:], _pairs(headers), _pairs(trailers)
 
 
 class Connection(asyncio.Protocol):
@@ -365,7 +196,7 @@ class Connection(asyncio.Protocol):
             remaining = deadline - self.loop.time()
             if remaining <= 0:
                 raise UpstreamStatus(4, DEADLINE_MESSAGE)
-            timeout = _literal(b"grpc-timeout", encode_timeout(remaining))
+            timeout = literal(b"grpc-timeout", encode_timeout(remaining))
         stream_id = self._next_id
         self._next_id += 2
         parts = [self._table_update, block, timeout] if self._table_update else [block, timeout]
@@ -416,7 +247,7 @@ class Connection(asyncio.Protocol):
     def close(self) -> None:
         """Say goodbye and drop the connection; calls still open fail with UNAVAILABLE."""
         if self._transport is not None and not self._transport.is_closing():
-            self._send(_frame(GOAWAY, 0, 0, _GOAWAY.pack(0, NO_ERROR)))
+            self._send(frame(GOAWAY, 0, 0, _GOAWAY.pack(0, NO_ERROR)))
             self._flush()
         self._shutdown(UpstreamStatus(14, "the gateway closed the upstream connection"))
         self._close_transport()
@@ -434,8 +265,8 @@ class Connection(asyncio.Protocol):
         settings = _SETTING.pack(0x2, 0) + _SETTING.pack(0x4, _STREAM_WINDOW)  # no push
         transport.write(
             _PREFACE
-            + _frame(SETTINGS, 0, 0, settings)
-            + _frame(WINDOW_UPDATE, 0, 0, _U32.pack(_MAX_WINDOW - 65_535))
+            + frame(SETTINGS, 0, 0, settings)
+            + frame(WINDOW_UPDATE, 0, 0, _U32.pack(_MAX_WINDOW - 65_535))
         )
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -452,7 +283,7 @@ class Connection(asyncio.Protocol):
         pos, size = 0, len(data)
         try:
             while size - pos >= 9:
-                high, low, kind, flags, stream_id = _FRAME.unpack_from(data, pos)
+                high, low, kind, flags, stream_id = FRAME_HEADER.unpack_from(data, pos)
                 length = (high << 16) | low
                 if length > _MAX_FRAME_IN:
                     raise _ConnectionError(FRAME_SIZE_ERROR, f"a {length}-byte frame")
@@ -476,7 +307,7 @@ class Connection(asyncio.Protocol):
                     if len(payload) != 8 or stream_id:
                         raise _ConnectionError(FRAME_SIZE_ERROR, "a bad PING")
                     if not flags & ACK:
-                        self._send(_frame(PING, ACK, 0, payload))
+                        self._send(frame(PING, ACK, 0, payload))
                     elif payload == _KEEPALIVE_PING:
                         self._ping_sent = False
                 elif kind == RST_STREAM:
@@ -503,7 +334,7 @@ class Connection(asyncio.Protocol):
             payload = _unpad(payload)
         self._recv_unacked += counted
         if self._recv_unacked > _MAX_WINDOW // 2:
-            self._send(_frame(WINDOW_UPDATE, 0, 0, _U32.pack(self._recv_unacked)))
+            self._send(frame(WINDOW_UPDATE, 0, 0, _U32.pack(self._recv_unacked)))
             self._recv_unacked = 0
         stream = self._streams.get(stream_id)
         if stream is None:
@@ -517,7 +348,7 @@ class Connection(asyncio.Protocol):
                 message = (
                     f"Received message larger than max ({stream.length} vs. {self._max_receive})"
                 )
-                initial = _pairs(stream.headers) if stream.headers is not None else ()
+                initial = metadata_pairs(stream.headers) if stream.headers is not None else ()
                 stream.fail(UpstreamStatus(8, message, initial_metadata=initial))
                 return
         if stream.length is not None and stream.received > stream.length + 5:
@@ -529,7 +360,7 @@ class Connection(asyncio.Protocol):
             return
         stream.unacked += counted
         if stream.unacked > _STREAM_WINDOW // 2:
-            self._send(_frame(WINDOW_UPDATE, 0, stream_id, _U32.pack(stream.unacked)))
+            self._send(frame(WINDOW_UPDATE, 0, stream_id, _U32.pack(stream.unacked)))
             stream.unacked = 0
 
     def _on_headers(self, stream_id: int, flags: int, payload: bytes) -> None:
@@ -625,7 +456,7 @@ class Connection(asyncio.Protocol):
                 if not 16_384 <= value <= 16_777_215:
                     raise _ConnectionError(PROTOCOL_ERROR, "a bad MAX_FRAME_SIZE")
                 self._max_frame_out = value
-        self._send(_frame(SETTINGS, ACK, 0))
+        self._send(frame(SETTINGS, ACK, 0))
         if not self.ready.done():
             self.ready.set_result(None)
         self._send_blocked()
@@ -690,12 +521,12 @@ class Connection(asyncio.Protocol):
     def _send_headers(self, stream_id: int, block: bytes) -> None:
         limit = self._max_frame_out
         if len(block) <= limit:
-            self._send(_frame(HEADERS, END_HEADERS, stream_id, block))
+            self._send(frame(HEADERS, END_HEADERS, stream_id, block))
             return
-        self._send(_frame(HEADERS, 0, stream_id, block[:limit]))
+        self._send(frame(HEADERS, 0, stream_id, block[:limit]))
         for start in range(limit, len(block), limit):
             flags = END_HEADERS if start + limit >= len(block) else 0
-            self._send(_frame(CONTINUATION, flags, stream_id, block[start : start + limit]))
+            self._send(frame(CONTINUATION, flags, stream_id, block[start : start + limit]))
 
     def _send_pending(self, stream: _Stream) -> None:
         pending = stream.pending
@@ -708,7 +539,7 @@ class Connection(asyncio.Protocol):
             pending = rest if len(rest) else None
             self._send_window -= len(chunk)
             stream.send_window -= len(chunk)
-            self._send(_frame(DATA, 0 if pending else END_STREAM, stream.id, chunk.tobytes()))
+            self._send(frame(DATA, 0 if pending else END_STREAM, stream.id, chunk.tobytes()))
         stream.pending = pending
         if pending is None:
             self._blocked.pop(stream.id, None)
@@ -771,7 +602,7 @@ class Connection(asyncio.Protocol):
             self._keepalive_timer = self.loop.call_later(interval, self._keepalive_tick)
             return
         self._ping_sent = True
-        self._send(_frame(PING, 0, 0, _KEEPALIVE_PING))
+        self._send(frame(PING, 0, 0, _KEEPALIVE_PING))
         self._keepalive_timer = self.loop.call_later(timeout, self._keepalive_tick)
 
     def _expire(self, stream: _Stream) -> None:
@@ -783,7 +614,7 @@ class Connection(asyncio.Protocol):
         if self._streams.pop(stream.id, None) is None:
             return
         self._blocked.pop(stream.id, None)
-        self._send(_frame(RST_STREAM, 0, stream.id, _U32.pack(code)))
+        self._send(frame(RST_STREAM, 0, stream.id, _U32.pack(code)))
         if self._waiters:
             self._wake()
 
@@ -794,7 +625,7 @@ class Connection(asyncio.Protocol):
             self._close_transport()
 
     def _fail_connection(self, code: int, reason: str) -> None:
-        self._send(_frame(GOAWAY, 0, 0, _GOAWAY.pack(0, code) + reason.encode()))
+        self._send(frame(GOAWAY, 0, 0, _GOAWAY.pack(0, code) + reason.encode()))
         self._flush()
         self._shutdown(UpstreamStatus(13, f"HTTP/2 protocol error from the upstream: {reason}"))
         self._close_transport()

@@ -30,12 +30,11 @@ from google.protobuf.message import DecodeError
 from edge.call import Call, Reply
 from edge.descriptors.registry import MethodInfo
 from edge.errors import ConfigError, UpstreamStatus
-from edge.upstream.lean import (
+from edge.upstream.lean import Connection, Refused
+from edge.upstream.lean_wire import (
     DEADLINE_MESSAGE,
     MESSAGE_PREFIX,
-    Connection,
     Pairs,
-    Refused,
     metadata_fields,
     outcome,
     request_block,
@@ -111,7 +110,8 @@ class _Endpoint:
             if connection is None or connection.closed is not None:
                 connection = await self._connect(deadline)
             try:
-                return outcome(await connection.call(block, framed, metadata, deadline))
+                stream = await connection.call(block, framed, metadata, deadline)
+                return outcome(stream.headers, stream.trailers, stream.chunks)
             except Refused:
                 if connection.closed is None and connection.busy:
                     await connection.wait_turn(deadline)  # a stream must end first

@@ -17,7 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edge.errors import UpstreamStatus
-from edge.upstream.lean import Connection, request_block
+from edge.upstream.lean import Connection
+from edge.upstream.lean_wire import request_block
 
 
 class _Transport(asyncio.Transport):
