@@ -1,1 +1,0 @@
-"""Prototype single-threaded asyncio gRPC unary clients, measured against grpc.aio (see README)."""
