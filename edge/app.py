@@ -22,7 +22,7 @@ from edge.config import Config
 from edge.health import health
 from edge.ingress.http import GatewayState, StateHolder, TranscodingASGI
 from edge.ingress.proxy import ProxyASGI, compile_proxy_routes
-from edge.ingress.websocket import WebSocketPolicy
+from edge.ingress.websocket_policy import WebSocketPolicy
 from edge.observability.endpoints import metrics_blueprint
 from edge.observability.middleware import ObserveASGI
 from edge.openapi.views import docs

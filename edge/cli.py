@@ -37,7 +37,7 @@ from hypercorn.config import Sockets
 from edge.config import Config, ServerConfig, load_config
 from edge.errors import ConfigError
 from edge.ingress.asgi import ASGIApp, Receive, Scope, Send
-from edge.ingress.websocket import SHUTDOWN_STATE_KEY
+from edge.ingress.websocket_policy import SHUTDOWN_STATE_KEY
 from edge.routes import load_routes
 
 _CONFIG_ENV = "EDGE_CONFIG"

@@ -37,7 +37,8 @@ from edge.ingress.asgi import (
     read_body,
     send_response,
 )
-from edge.ingress.websocket import WebSocketPolicy, serve_websocket
+from edge.ingress.websocket import serve_websocket
+from edge.ingress.websocket_policy import WebSocketPolicy
 from edge.pipeline.build import Pipeline
 from edge.pipeline.chain import Next
 from edge.pipeline.credentials import find_token

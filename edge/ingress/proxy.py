@@ -34,7 +34,7 @@ from edge.call import Call, HttpRequest, HttpResponse
 from edge.config import HttpUpstreamConfig, ProxyRouteConfig
 from edge.errors import BadRequest, ClientDisconnected, EdgeError, PermissionDenied
 from edge.ingress.asgi import ASGIApp, Receive, Scope, Send, error_response, send_response
-from edge.ingress.websocket import WebSocketPolicy, origin_allowed
+from edge.ingress.websocket_policy import WebSocketPolicy, origin_allowed
 from edge.pipeline.chain import Next
 from edge.pipeline.credentials import find_token
 from edge.pipeline.ratelimit import RateLimitLayer

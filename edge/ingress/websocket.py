@@ -30,21 +30,24 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 from google.protobuf.message import DecodeError, Message
 
 from edge.call import Call
-from edge.config import WebSocketConfig
 from edge.errors import BadRequest, ClientDisconnected, EdgeError, UpstreamStatus
 from edge.ingress.asgi import Receive, Scope, Send, close_stream
+from edge.ingress.websocket_policy import (
+    WebSocketPolicy,
+    origin_allowed,
+    shutdown_signal,
+    socket_token,
+)
 from edge.observability import metrics
 from edge.pipeline.build import Pipeline
 from edge.pipeline.chain import Next
-from edge.pipeline.credentials import bearer_token, cookie_value, find_token
+from edge.pipeline.credentials import bearer_token
 from edge.routes import TranscodeRoute
 from edge.routing.table import RouteMatch
 from edge.transcode.response import decode_details, status_body
@@ -54,13 +57,11 @@ log = logging.getLogger("edge.websocket")
 
 SUBPROTOCOL = "edge.grpc-ws.v1"
 BINARY_SUBPROTOCOL = "edge.grpc-ws.v1.binary"
-BEARER_PREFIX = "edge.bearer."
 CLOSE_OK = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_BIG = 1009
 CLOSE_STATUS_BASE = 4000  # 4000 + gRPC status code
 CLOSE_HANDSHAKE_SECONDS = 2.0  # how long we wait for the client's Close after ours
-SHUTDOWN_STATE_KEY = "edge.shutdown"  # lifespan state: an asyncio.Event set on drain
 SHUTTING_DOWN = "the gateway is shutting down"
 
 _RESERVED_METADATA = frozenset(
@@ -79,72 +80,6 @@ _RESERVED_METADATA = frozenset(
         "forwarded",
     }
 )
-
-
-@dataclass(frozen=True, slots=True)
-class WebSocketPolicy:
-    """What the bridge needs from config, resolved once at start-up."""
-
-    allowed_origins: frozenset[str]
-    same_origin: bool
-    any_origin: bool
-    max_message_bytes: int
-    queue_messages: int
-    idle_timeout: float | None
-    first_frame_timeout: float
-    token_query_parameter: str | None
-    token_cookie: str | None
-
-    @classmethod
-    def of(cls, config: WebSocketConfig) -> WebSocketPolicy:
-        origins = {origin.rstrip("/").lower() for origin in config.allowed_origins}
-        return cls(
-            allowed_origins=frozenset(o for o in origins if o not in ("same-origin", "*")),
-            same_origin="same-origin" in origins,
-            any_origin="*" in origins,
-            max_message_bytes=config.max_message_bytes,
-            queue_messages=config.queue_messages,
-            idle_timeout=config.idle_timeout,
-            first_frame_timeout=config.first_frame_timeout,
-            token_query_parameter=config.token_query_parameter,
-            token_cookie=config.token_cookie,
-        )
-
-
-def origin_allowed(headers: Sequence[tuple[bytes, bytes]], policy: WebSocketPolicy) -> bool:
-    """Browsers always send Origin; a client without one is not a browser and may connect."""
-    origin = host = None
-    for name, value in headers:
-        if name == b"origin":
-            origin = value.decode("latin-1").rstrip("/").lower()
-        elif name == b"host":
-            host = value.decode("latin-1").lower()
-    if origin is None or policy.any_origin or origin in policy.allowed_origins:
-        return True
-    if policy.same_origin and host is not None:
-        return urlsplit(origin).netloc == host
-    return False
-
-
-def _socket_token(scope: Scope, policy: WebSocketPolicy, subprotocols: list[str]) -> str | None:
-    """A token from the socket's own forms: the subprotocol, the query or a cookie."""
-    token = next(
-        (p[len(BEARER_PREFIX) :] for p in subprotocols if p.startswith(BEARER_PREFIX)), None
-    )
-    if token is None:
-        token = find_token(
-            (), scope["query_string"], policy.token_query_parameter, policy.token_cookie
-        )
-        if token is None and policy.token_cookie:
-            token = cookie_value(scope["headers"], policy.token_cookie)
-    return token
-
-
-def shutdown_signal(scope: Scope) -> asyncio.Event | None:
-    """The process's drain signal, when the server put one in the lifespan state."""
-    state = scope.get("state")
-    event = state.get(SHUTDOWN_STATE_KEY) if state else None
-    return event if isinstance(event, asyncio.Event) else None
 
 
 def _close_reason(message: str) -> str:
@@ -465,7 +400,7 @@ async def serve_websocket(
     except EdgeError as error:  # a malformed Grpc-Metadata-*-bin header
         await _refuse(scope, send, error.status, error.grpc_code, error.message)
         return
-    token = _socket_token(scope, policy, offered)
+    token = socket_token(scope, policy, offered)
     if token:  # a token given in the socket's own forms wins over an Authorization header
         metadata = [(k, v) for k, v in metadata if k != "authorization"]
         metadata.append(("authorization", f"Bearer {token}"))

@@ -1,0 +1,88 @@
+"""Who may open a gRPC-over-WebSocket socket, and what it brings: the bridge's policy.
+
+Resolved once from config (``WebSocketPolicy``) and applied to a handshake before any
+call starts: the Origin allowlist (a cookie-authenticated socket opened by another
+site's page would act as the victim), the token a browser can send (subprotocol, query
+or cookie, since it cannot set headers), and the drain signal. The plain proxy's
+WebSocket relay applies the same Origin rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from edge.config import WebSocketConfig
+from edge.ingress.asgi import Scope
+from edge.pipeline.credentials import cookie_value, find_token
+
+BEARER_PREFIX = "edge.bearer."  # a subprotocol carrying the token: edge.bearer.<token>
+SHUTDOWN_STATE_KEY = "edge.shutdown"  # lifespan state: an asyncio.Event set on drain
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketPolicy:
+    """What the bridge needs from config, resolved once at start-up."""
+
+    allowed_origins: frozenset[str]
+    same_origin: bool
+    any_origin: bool
+    max_message_bytes: int
+    queue_messages: int
+    idle_timeout: float | None
+    first_frame_timeout: float
+    token_query_parameter: str | None
+    token_cookie: str | None
+
+    @classmethod
+    def of(cls, config: WebSocketConfig) -> WebSocketPolicy:
+        origins = {origin.rstrip("/").lower() for origin in config.allowed_origins}
+        return cls(
+            allowed_origins=frozenset(o for o in origins if o not in ("same-origin", "*")),
+            same_origin="same-origin" in origins,
+            any_origin="*" in origins,
+            max_message_bytes=config.max_message_bytes,
+            queue_messages=config.queue_messages,
+            idle_timeout=config.idle_timeout,
+            first_frame_timeout=config.first_frame_timeout,
+            token_query_parameter=config.token_query_parameter,
+            token_cookie=config.token_cookie,
+        )
+
+
+def origin_allowed(headers: Sequence[tuple[bytes, bytes]], policy: WebSocketPolicy) -> bool:
+    """Browsers always send Origin; a client without one is not a browser and may connect."""
+    origin = host = None
+    for name, value in headers:
+        if name == b"origin":
+            origin = value.decode("latin-1").rstrip("/").lower()
+        elif name == b"host":
+            host = value.decode("latin-1").lower()
+    if origin is None or policy.any_origin or origin in policy.allowed_origins:
+        return True
+    if policy.same_origin and host is not None:
+        return urlsplit(origin).netloc == host
+    return False
+
+
+def socket_token(scope: Scope, policy: WebSocketPolicy, subprotocols: list[str]) -> str | None:
+    """A token from the socket's own forms: the subprotocol, the query or a cookie."""
+    token = next(
+        (p[len(BEARER_PREFIX) :] for p in subprotocols if p.startswith(BEARER_PREFIX)), None
+    )
+    if token is None:
+        token = find_token(
+            (), scope["query_string"], policy.token_query_parameter, policy.token_cookie
+        )
+        if token is None and policy.token_cookie:
+            token = cookie_value(scope["headers"], policy.token_cookie)
+    return token
+
+
+def shutdown_signal(scope: Scope) -> asyncio.Event | None:
+    """The process's drain signal, when the server put one in the lifespan state."""
+    state = scope.get("state")
+    event = state.get(SHUTDOWN_STATE_KEY) if state else None
+    return event if isinstance(event, asyncio.Event) else None
