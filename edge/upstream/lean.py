@@ -566,7 +566,11 @@ class Connection(asyncio.Protocol):
 
     def _end(self, stream: _Stream) -> None:
         del self._streams[stream.id]
-        self._blocked.pop(stream.id, None)
+        if self._blocked.pop(stream.id, None) is not None:
+            # answered before the request was all sent (an early error status): our half
+            # of the stream is still open on the server until we close it (RFC 9113 8.1)
+            stream.pending = None
+            self._send(frame(RST_STREAM, 0, stream.id, _U32.pack(NO_ERROR)))
         if not stream.future.done():
             stream.future.set_result(None)
 

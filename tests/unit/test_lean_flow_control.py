@@ -1,0 +1,193 @@
+"""The lean client's send side against a server's flow control, over several streams.
+
+Calls with request bodies of random sizes are opened on one connection, then the server
+does random things in a random order: WINDOW_UPDATEs for the connection or a stream,
+SETTINGS changing INITIAL_WINDOW_SIZE (which shifts every open stream's window, both
+ways), RST_STREAM, a whole reply. After each, everything the client has written is read
+back and checked against a model of the windows the client was given: no DATA beyond
+the connection's or its stream's window, no frame over MAX_FRAME_SIZE, nothing on a
+stream the server reset, one END_STREAM, last; a stream answered before its request was
+all sent is closed with RST_STREAM, not left half-open on the server. At the end the
+server opens every window wide, and each stream still open must have sent its whole
+body. Sans-IO: a fake transport, no network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+from hpack import Encoder
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from edge.upstream.lean import Connection
+from edge.upstream.lean_wire import request_block
+
+DATA, HEADERS, RST_STREAM, SETTINGS, WINDOW_UPDATE = 0, 1, 3, 4, 8
+END_STREAM, END_HEADERS = 0x1, 0x4
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+MAX_FRAME = 16_384
+
+
+class _Transport(asyncio.Transport):
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = bytearray()
+        self.closing = False
+
+    def write(self, data: Any) -> None:
+        self.written += data
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+
+def _frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
+    size = len(payload)
+    return struct.pack(">BHBBL", size >> 16, size & 0xFFFF, kind, flags, stream_id) + payload
+
+
+@dataclass
+class _Model:
+    """What the client may send, by the frames the server has sent so far."""
+
+    connection: int = 65_535
+    initial: int = 65_535
+    windows: dict[int, int] = field(default_factory=dict)
+    sent: dict[int, int] = field(default_factory=dict)
+    ended: set[int] = field(default_factory=set)
+    reset: set[int] = field(default_factory=set)
+    answered: set[int] = field(default_factory=set)
+    closed_by_client: set[int] = field(default_factory=set)  # RST_STREAM written
+    offset: int = len(PREFACE)
+
+    def read(self, written: bytes) -> None:
+        """Check the frames written since the last read against the windows."""
+        while len(written) - self.offset >= 9:
+            high, low, kind, flags, stream = struct.unpack_from(">BHBBL", written, self.offset)
+            length = (high << 16) | low
+            assert len(written) - self.offset >= 9 + length, "a frame written in part"
+            self.offset += 9 + length
+            assert length <= MAX_FRAME, "a frame over MAX_FRAME_SIZE"
+            if kind == RST_STREAM:
+                self.closed_by_client.add(stream)
+            elif kind == HEADERS:
+                self.windows.setdefault(stream, self.initial)
+                self.sent.setdefault(stream, 0)
+            elif kind == DATA:
+                assert stream not in self.reset, f"DATA on stream {stream} after its reset"
+                assert stream not in self.ended, f"DATA on stream {stream} after END_STREAM"
+                assert stream not in self.closed_by_client, f"DATA on {stream} after our reset"
+                self.connection -= length
+                self.windows[stream] -= length
+                assert self.connection >= 0, "DATA beyond the connection window"
+                assert self.windows[stream] >= 0, f"DATA beyond stream {stream}'s window"
+                self.sent[stream] += length
+                if flags & END_STREAM:
+                    self.ended.add(stream)
+
+
+events = st.lists(
+    st.one_of(
+        st.tuples(st.just("conn"), st.integers(1, 400)),
+        st.tuples(st.just("stream"), st.sampled_from([1, 3, 5, 7]), st.integers(1, 400)),
+        st.tuples(st.just("initial"), st.integers(0, 500)),
+        st.tuples(st.just("reset"), st.sampled_from([1, 3, 5, 7])),
+        st.tuples(st.just("answer"), st.sampled_from([1, 3, 5, 7])),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    first_window=st.integers(0, 300),
+    bodies=st.lists(st.integers(0, 1_500), min_size=1, max_size=4),
+    script=events,
+)
+def test_sends_stay_within_every_window(
+    first_window: int, bodies: list[int], script: list[tuple[Any, ...]]
+) -> None:
+    async def run() -> None:
+        connection = Connection(max_receive=4 * 1024 * 1024)
+        transport = _Transport()
+        connection.connection_made(transport)
+        model = _Model(initial=first_window)
+        encoder = Encoder()
+        connection.data_received(_frame(SETTINGS, 0, 0, struct.pack(">HL", 0x4, first_window)))
+        block = request_block("/pkg.Svc/Method", "upstream")
+        calls = [
+            asyncio.create_task(
+                connection.call(block, b"\0" + struct.pack(">L", size) + b"x" * size, [], None)
+            )
+            for size in bodies
+        ]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        model.read(bytes(transport.written))
+        streams = sorted(model.windows)
+        assert len(streams) == len(bodies)
+        for event in script:
+            kind = event[0]
+            if kind == "conn":
+                model.connection += event[1]
+                frame = _frame(WINDOW_UPDATE, 0, 0, struct.pack(">L", event[1]))
+            elif kind == "stream":
+                if event[1] in model.windows:
+                    model.windows[event[1]] += event[2]
+                frame = _frame(WINDOW_UPDATE, 0, event[1], struct.pack(">L", event[2]))
+            elif kind == "initial":
+                for stream in model.windows:
+                    model.windows[stream] += event[1] - model.initial
+                model.initial = event[1]
+                frame = _frame(SETTINGS, 0, 0, struct.pack(">HL", 0x4, event[1]))
+            elif kind == "reset":
+                if event[1] not in model.windows or event[1] in model.answered:
+                    continue
+                model.reset.add(event[1])
+                frame = _frame(RST_STREAM, 0, event[1], struct.pack(">L", 0x8))
+            else:
+                stream = event[1]
+                if stream not in model.windows or stream in model.reset | model.answered:
+                    continue
+                model.answered.add(stream)
+                head = encoder.encode([(":status", "200"), ("content-type", "application/grpc")])
+                tail = encoder.encode([("grpc-status", "0")])
+                frame = (
+                    _frame(HEADERS, END_HEADERS, stream, head)
+                    + _frame(DATA, 0, stream, b"\0\0\0\0\0")
+                    + _frame(HEADERS, END_HEADERS | END_STREAM, stream, tail)
+                )
+            connection.data_received(frame)
+            await asyncio.sleep(0)
+            model.read(bytes(transport.written))
+        # the server opens every window wide: whatever is still open must go out whole
+        wide = _frame(WINDOW_UPDATE, 0, 0, struct.pack(">L", 1 << 20))
+        wide += _frame(SETTINGS, 0, 0, struct.pack(">HL", 0x4, 1 << 20))
+        for stream in streams:
+            model.windows[stream] += (1 << 20) - model.initial
+        model.initial = 1 << 20
+        model.connection += 1 << 20
+        connection.data_received(wide)
+        await asyncio.sleep(0)
+        model.read(bytes(transport.written))
+        assert not transport.closing, "the connection was failed"
+        for stream, size in zip(streams, bodies, strict=True):
+            if stream in model.answered and stream not in model.ended:
+                # answered before its request was all out: the client closes its half
+                assert stream in model.closed_by_client, f"stream {stream} left half-open"
+            if stream in model.reset or stream in model.answered:
+                continue
+            assert model.sent[stream] == size + 5, f"stream {stream} did not send its body"
+            assert stream in model.ended
+        for call in calls:
+            call.cancel()
+        await asyncio.gather(*calls, return_exceptions=True)
+
+    asyncio.run(run())
