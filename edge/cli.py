@@ -335,6 +335,11 @@ def _check(args: argparse.Namespace) -> int:
     for route in sorted(routes.routes, key=lambda r: (r.template, r.http_method)):
         target = f"{route.method.full_name} @ {route.upstream}"
         print(f"{route.http_method:<{width}} {route.template}  ->  {target}")
+    for name, upstream in config.upstreams.items():
+        client = "lean" if upstream.lean else "grpcio"
+        how = f"client: {upstream.client}" + (f" -> {client}" if upstream.client == "auto" else "")
+        addresses = ", ".join(upstream.all_addresses)
+        print(f"upstream {name}: {addresses}; unary calls by {client} ({how})")
     for service in routes.unrouted:
         print(f"unrouted: {service} (no entry under services, and no '*')")
     for note in routes.notes:

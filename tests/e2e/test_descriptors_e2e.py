@@ -85,6 +85,10 @@ def test_check_prints_routes(tmp_path: Path) -> None:
         in result.stdout
     )
     assert "POST   /edgetest.v1.KitchenService/Plain" in result.stdout
+    # which gRPC client makes the unary calls, and why
+    assert "upstream kitchen: 127.0.0.1:1; unary calls by lean (client: auto -> lean)" in (
+        result.stdout
+    )
     assert ", 0 problems" in result.stderr
 
 
