@@ -56,6 +56,7 @@ from edge.upstream.lean_wire import (
     Headers,
     encode_timeout,
     frame,
+    header_error,
     literal,
     metadata_pairs,
 )
@@ -400,6 +401,10 @@ class Connection(asyncio.Protocol):
         if stream.headers is None:
             stream.headers = headers
             if not flags & END_STREAM:
+                error = header_error(headers)
+                if error is not None:  # not a gRPC reply: its body is not read as one
+                    self._reset(stream, CANCEL)
+                    stream.fail(error)
                 return
         elif flags & END_STREAM:
             stream.trailers = headers

@@ -160,6 +160,27 @@ _CODE_NAMES = (
 ).split()
 
 
+def header_error(headers: Headers) -> UpstreamStatus | None:
+    """What a reply's leading header block already shows is wrong, or None.
+
+    An HTTP error status (a proxy in the way) or a body that is not gRPC: the call fails
+    on the headers, as grpc-go's does, instead of its body being read as gRPC messages
+    (a JSON body's first bytes read as a length prefix looked like a 500 MB message).
+    """
+    http_status = content_type = None
+    for name, value in headers:
+        if name == b":status":
+            http_status = value
+        elif name == b"content-type":
+            content_type = value
+    if http_status != b"200":
+        code = _HTTP_CODES.get(http_status or b"", 2)
+        return UpstreamStatus(code, f"Received http2 header with status: {http_status!r}")
+    if content_type is None or not content_type.startswith(b"application/grpc"):
+        return UpstreamStatus(2, f"unexpected content-type {content_type!r}")
+    return None
+
+
 def outcome(
     headers: Headers | None, trailers: Headers | None, chunks: list[bytes]
 ) -> tuple[bytes, Pairs, Pairs]:

@@ -21,6 +21,7 @@ import grpc.aio
 import httpx
 import pytest
 from conftest import make_config, run_gateway
+from http_upstream import serve_asgi, upstream_app
 from kitchen_upstream import Kitchen, Streams
 from test_errors_e2e import CODE_TO_HTTP
 
@@ -232,6 +233,16 @@ async def test_large_messages_and_limits(kitchen_upstream: Any, client: str) -> 
         assert response.json()["code"] == 8
         assert "larger than max" in response.json()["message"]
     assert fits.status_code == 200
+
+
+async def test_an_upstream_that_is_not_grpc_is_unknown_not_a_huge_message(client: str) -> None:
+    # A plain HTTP/2 server (Hypercorn speaks h2c) answering JSON: its body must not be
+    # read as gRPC (the JSON's first bytes as a length prefix once said "message too big").
+    async with serve_asgi(upstream_app) as port:
+        async with gateway_for(port, client) as http:
+            response = await http.get("/v1/kitchen/not-grpc")
+    assert response.status_code == 500
+    assert response.json()["code"] == 2
 
 
 async def test_dead_upstream_is_503(client: str) -> None:
