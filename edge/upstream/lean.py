@@ -29,8 +29,8 @@ over TLS (ALPN ``h2`` required, as C-core and grpc-go require it):
   MAX_FRAME_SIZE and resume on WINDOW_UPDATE. SETTINGS and PING are acked.
 - Keepalive: while calls are open, a connection silent for 30 s is PINGed and failed if
   no answer comes within 10 s (grpc.aio's settings here); idle connections are not.
-- GOAWAY: streams at or below last-stream-id finish; the rest fail with UNAVAILABLE
-  (never processed, so the pipeline's retry may send them again); new calls open a new
+- GOAWAY: streams at or below last-stream-id finish; the rest, never processed, are
+  sent again on a new connection (grpc's transparent retry); new calls open a new
   connection. A lost connection fails its calls with UNAVAILABLE.
 - Deadlines: ``grpc-timeout`` is sent and a local timer resets the stream (CANCEL) and
   raises DEADLINE_EXCEEDED; a cancelled task resets its stream too.
@@ -514,8 +514,10 @@ class Connection(asyncio.Protocol):
         if self.closed is None:
             self.closed = error
         for stream_id in [sid for sid in self._streams if sid > last]:
+            # never processed (RFC 9113 6.8): sent again on a new connection, as grpc's
+            # transparent retry does, so a rolling restart costs these calls nothing
             self._blocked.pop(stream_id, None)
-            self._streams.pop(stream_id).fail(error)
+            self._streams.pop(stream_id).fail(Refused())
         while self._waiters:  # queued calls move to a new connection
             self._wake()
         if not self._streams:

@@ -23,7 +23,7 @@ from hpack import Encoder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge.upstream.lean import Connection
+from edge.upstream.lean import Connection, Refused
 from edge.upstream.lean_wire import request_block
 
 DATA, HEADERS, RST_STREAM, SETTINGS, WINDOW_UPDATE = 0, 1, 3, 4, 8
@@ -191,3 +191,30 @@ def test_sends_stay_within_every_window(
         await asyncio.gather(*calls, return_exceptions=True)
 
     asyncio.run(run())
+
+
+def test_streams_a_goaway_leaves_out_are_refused_for_a_retry_elsewhere() -> None:
+    # GOAWAY's last-stream-id says which streams the server will process; the others were
+    # never seen, so the channel sends them again on a new connection (Refused), while
+    # the ones it covers still finish here.
+    async def run() -> tuple[BaseException | None, bool]:
+        connection = Connection(max_receive=1024)
+        transport = _Transport()
+        connection.connection_made(transport)
+        connection.data_received(_frame(SETTINGS, 0, 0, b""))
+        block = request_block("/pkg.Svc/Method", "upstream")
+        first, second = (
+            asyncio.create_task(connection.call(block, b"\0\0\0\0\0", [], None)) for _ in range(2)
+        )
+        await asyncio.sleep(0)
+        connection.data_received(_frame(7, 0, 0, struct.pack(">LL", 1, 0)))  # GOAWAY, last 1
+        await asyncio.sleep(0)
+        refused = second.exception() if second.done() else None
+        still_open = not first.done()
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+        return refused, still_open
+
+    refused, still_open = asyncio.run(run())
+    assert type(refused) is Refused
+    assert still_open  # stream 1 is the server's to finish
