@@ -51,8 +51,17 @@ def _enum(names: Mapping[str, int]) -> Check:
 
 
 def plain_fields(descriptor: Descriptor) -> dict[str, tuple[str, Check]]:
-    """JSON key (json name and proto name) -> (attribute, check) for the plain fields."""
+    """JSON key (json name and proto name) -> (attribute, check) for the plain fields.
+
+    Empty for the well-known types, whose JSON is not an object of their fields. A key
+    is looked up as ParseDict does: as a json name first, then as a field name, so a
+    field whose name is another's json name is reached by that name only through
+    ParseDict (no entry here).
+    """
     table: dict[str, tuple[str, Check]] = {}
+    if descriptor.file.name.startswith("google/protobuf/"):
+        return table
+    json_names = {field.json_name for field in descriptor.fields}
     for field in descriptor.fields:
         if field.is_repeated or field.containing_oneof is not None:
             continue
@@ -71,7 +80,9 @@ def plain_fields(descriptor: Descriptor) -> dict[str, tuple[str, Check]]:
             check = _enum({v.name: v.number for v in field.enum_type.values})
         else:
             continue
-        table[field.json_name] = table[field.name] = (field.name, check)
+        table[field.json_name] = (field.name, check)
+        if field.name not in json_names:
+            table.setdefault(field.name, (field.name, check))
     return table
 
 

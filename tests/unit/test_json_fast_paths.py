@@ -20,7 +20,7 @@ import orjson
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from edge.transcode.json_printer import CompiledPrinter
@@ -71,6 +71,10 @@ def _all_type() -> tuple[descriptor_pool.DescriptorPool, type[Message]]:
     for name, kind in SCALARS.items():
         add(f"one_{name}", kind)
         add(f"many_{name}", kind, F.LABEL_REPEATED)
+    # one field's json name is another field's name: ParseDict takes the json name
+    add("decoy", F.TYPE_STRING)
+    message.field[-1].json_name = "target_name"
+    add("target_name", F.TYPE_STRING)
     add("colour", F.TYPE_ENUM, type_name=".edgetest.printer.Colour")
     add("colours", F.TYPE_ENUM, F.LABEL_REPEATED, ".edgetest.printer.Colour")
     add("child", F.TYPE_MESSAGE, type_name=".edgetest.printer.All")
@@ -226,12 +230,14 @@ _VALUES = st.one_of(
 _KEYS = st.sampled_from(
     [f"one_{name}" for name in SCALARS]
     + [f"one{name.capitalize()}" for name in SCALARS]
-    + ["colour", "colours", "child", "nope", "many_string"]
+    + ["colour", "colours", "child", "nope", "many_string", "target_name", "targetName"]
+    + ["decoy"]
 )
 
 
 @settings(max_examples=400, deadline=None)
 @given(data=st.dictionaries(_KEYS, _VALUES, max_size=4), ignore=st.booleans())
+@example(data={"target_name": "v"}, ignore=False)  # a json name that is another's name
 def test_merge_fast_path_agrees_with_parse_dict(data: dict[str, Any], ignore: bool) -> None:
     from edge.errors import BadRequest
     from edge.transcode.json_codec import JsonCodec, JsonOptions
@@ -253,3 +259,22 @@ def test_merge_fast_path_agrees_with_parse_dict(data: dict[str, Any], ignore: bo
     assert fast_failed == slow_failed
     if not fast_failed:
         assert fast == slow
+
+
+def test_merge_leaves_well_known_request_types_to_parse_dict() -> None:
+    from google.protobuf import duration_pb2, timestamp_pb2, wrappers_pb2
+
+    from edge.errors import BadRequest
+    from edge.transcode.json_codec import JsonCodec, JsonOptions
+
+    codec = JsonCodec(descriptor_pool.Default(), JsonOptions())
+    for message, data in (
+        (wrappers_pb2.StringValue(), {"value": "x"}),  # its JSON is "x", not an object
+        (timestamp_pb2.Timestamp(), {"seconds": 5}),
+        (duration_pb2.Duration(), {"seconds": 5, "nanos": 7}),
+    ):
+        try:
+            codec.merge(data, message)
+        except BadRequest:
+            continue
+        raise AssertionError(f"{type(message).__name__} took {data} as an object")
