@@ -80,7 +80,7 @@ CONTINUATION = 9
 END_STREAM = ACK = 0x1
 END_HEADERS, PADDED, PRIORITY = 0x4, 0x8, 0x20
 NO_ERROR, PROTOCOL_ERROR, FLOW_CONTROL_ERROR, FRAME_SIZE_ERROR = 0x0, 0x1, 0x3, 0x6
-REFUSED_STREAM, CANCEL, COMPRESSION_ERROR = 0x7, 0x8, 0x9
+REFUSED_STREAM, CANCEL, COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x7, 0x8, 0x9, 0xB
 
 _MAX_WINDOW = 2**31 - 1
 _MAX_STREAM_ID = 2**31 - 1
@@ -89,8 +89,12 @@ _MAX_FRAME_IN = 16_384  # we never raise SETTINGS_MAX_FRAME_SIZE
 # Keepalive as the grpc.aio channel is configured (edge.upstream.grpc.open_channel): while
 # calls are open, a connection that has been silent this long is PINGed, and fails when
 # the ACK does not come in time. Idle connections are not pinged (grpc's default
-# keepalive_permit_without_calls=0), so servers' too-many-pings policing never trips.
+# keepalive_permit_without_calls=0). As grpc's, at most 2 PINGs go out between frames we
+# send (grpc.http2.max_pings_without_data), and a GOAWAY "too_many_pings" doubles the
+# interval for the address's next connections: servers allow a PING per 5 minutes of
+# quiet (2 strikes), and a long quiet call must not be killed for pinging.
 KEEPALIVE_TIME, KEEPALIVE_TIMEOUT = 30.0, 10.0
+_MAX_PINGS_WITHOUT_DATA = 2
 # grpc's hard limit on received metadata (grpc.absolute_max_metadata_size): a header block
 # over it (RFC 7541 sizes: name + value + 32 per field) fails its call only. grpc also
 # refuses at random between its 8 KiB soft limit and this; we accept up to here.
@@ -163,6 +167,8 @@ class Connection(asyncio.Protocol):
         self._keepalive_timer: asyncio.TimerHandle | None = None
         self._heard = False  # bytes arrived since the last keepalive tick
         self._ping_sent = False  # a keepalive PING awaits its ACK
+        self._pings_without_data = 0  # keepalive PINGs since we last sent HEADERS or DATA
+        self.too_many_pings = False  # the server's GOAWAY said so: ping less next time
         self._transport: asyncio.Transport | None = None
         self._out: list[bytes] = []
         self._flush_scheduled = False
@@ -232,14 +238,25 @@ class Connection(asyncio.Protocol):
         """Wait until a stream of this connection ends (or it closes, or the deadline)."""
         waiter = self.loop.create_future()
         self._waiters.append(waiter)
-        if deadline is None:
-            await waiter
-            return
         try:
             async with asyncio.timeout_at(deadline):
                 await waiter
         except TimeoutError:
+            self._pass_on(waiter)
             raise UpstreamStatus(4, DEADLINE_MESSAGE) from None
+        except BaseException:
+            self._pass_on(waiter)
+            raise
+
+    def _pass_on(self, waiter: asyncio.Future[None]) -> None:
+        """A woken waiter that leaves anyway (deadline, cancelled) hands its turn on.
+
+        Each ended stream wakes one waiter; if that waiter's call is cancelled or times
+        out in the same step, the free slot would otherwise wait for the next stream to
+        end, or for ever.
+        """
+        if waiter.done() and not waiter.cancelled() and self._waiters:
+            self._wake()
 
     @property
     def busy(self) -> bool:
@@ -510,6 +527,8 @@ class Connection(asyncio.Protocol):
         last, code = _GOAWAY.unpack_from(payload)
         last &= 0x7FFFFFFF
         debug = payload[8:].decode("utf-8", "replace")
+        if code == ENHANCE_YOUR_CALM and debug == "too_many_pings":
+            self.too_many_pings = True
         error = UpstreamStatus(14, f"the upstream is going away (GOAWAY {code}: {debug})".strip())
         if self.closed is None:
             self.closed = error
@@ -526,6 +545,7 @@ class Connection(asyncio.Protocol):
     # -- frames out ---------------------------------------------------------------------
 
     def _send_headers(self, stream_id: int, block: bytes) -> None:
+        self._pings_without_data = 0
         limit = self._max_frame_out
         if len(block) <= limit:
             self._send(frame(HEADERS, END_HEADERS, stream_id, block))
@@ -547,6 +567,7 @@ class Connection(asyncio.Protocol):
             self._send_window -= len(chunk)
             stream.send_window -= len(chunk)
             self._send(frame(DATA, 0 if pending else END_STREAM, stream.id, chunk.tobytes()))
+            self._pings_without_data = 0
         stream.pending = pending
         if pending is None:
             self._blocked.pop(stream.id, None)
@@ -607,12 +628,13 @@ class Connection(asyncio.Protocol):
         if not self._streams:
             self._ping_sent = False
             return  # idle: not pinged; the next call restarts the timer
-        if self._heard:
+        if self._heard or self._pings_without_data >= _MAX_PINGS_WITHOUT_DATA:
             self._ping_sent = False
             self._heard = False
             self._keepalive_timer = self.loop.call_later(interval, self._keepalive_tick)
             return
         self._ping_sent = True
+        self._pings_without_data += 1
         self._send(frame(PING, 0, 0, _KEEPALIVE_PING))
         self._keepalive_timer = self.loop.call_later(timeout, self._keepalive_tick)
 

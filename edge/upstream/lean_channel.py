@@ -30,6 +30,7 @@ from google.protobuf.message import DecodeError
 from edge.call import Call, Reply
 from edge.descriptors.registry import MethodInfo
 from edge.errors import ConfigError, UpstreamStatus
+from edge.upstream import lean
 from edge.upstream.lean import Connection, Refused
 from edge.upstream.lean_wire import (
     DEADLINE_MESSAGE,
@@ -97,6 +98,8 @@ class _Endpoint:
         self._connecting: asyncio.Task[Connection] | None = None
         self._backoff = _BACKOFF_FIRST
         self._last_error = ""
+        # doubled each time a connection ends with GOAWAY "too_many_pings", as grpc does
+        self.keepalive = (lean.KEEPALIVE_TIME, lean.KEEPALIVE_TIMEOUT)
 
     def usable(self, now: float) -> bool:
         connection = self.connection
@@ -137,10 +140,14 @@ class _Endpoint:
         loop = asyncio.get_running_loop()
         max_receive = self.max_receive
         connection: Connection | None = None
+        if self.connection is not None and self.connection.too_many_pings:
+            self.connection.too_many_pings = False  # counted once
+            self.keepalive = (min(self.keepalive[0] * 2, 86_400.0), self.keepalive[1])
+        keepalive = self.keepalive
         try:
             async with asyncio.timeout(_CONNECT_TIMEOUT):
                 _, connection = await loop.create_connection(
-                    lambda: Connection(max_receive),
+                    lambda: Connection(max_receive, keepalive),
                     self.host,
                     self.port,
                     ssl=self.tls,

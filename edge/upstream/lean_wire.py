@@ -160,6 +160,10 @@ _CODE_NAMES = (
 ).split()
 
 
+def _text(value: bytes | None) -> str:
+    return value.decode("latin-1") if value is not None else "none"
+
+
 def header_error(headers: Headers) -> UpstreamStatus | None:
     """What a reply's leading header block already shows is wrong, or None.
 
@@ -175,7 +179,7 @@ def header_error(headers: Headers) -> UpstreamStatus | None:
             content_type = value
     if http_status != b"200":
         code = _HTTP_CODES.get(http_status or b"", 2)
-        return UpstreamStatus(code, f"Received http2 header with status: {http_status!r}")
+        return UpstreamStatus(code, f"Received http2 header with status: {_text(http_status)}")
     if content_type is None or not content_type.startswith(b"application/grpc"):
         return UpstreamStatus(2, f"unexpected content-type {content_type!r}")
     return None
@@ -195,7 +199,7 @@ def outcome(
             content_type = value
     if http_status != b"200":
         code = _HTTP_CODES.get(http_status or b"", 2)
-        raise UpstreamStatus(code, f"Received http2 header with status: {http_status!r}")
+        raise UpstreamStatus(code, f"Received http2 header with status: {_text(http_status)}")
     if trailers is None:  # trailers-only: the status is in the one block
         error = status_of(headers, None)
         raise error or UpstreamStatus(13, "OK status without a response message")

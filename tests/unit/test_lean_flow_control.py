@@ -218,3 +218,58 @@ def test_streams_a_goaway_leaves_out_are_refused_for_a_retry_elsewhere() -> None
     refused, still_open = asyncio.run(run())
     assert type(refused) is Refused
     assert still_open  # stream 1 is the server's to finish
+
+
+def test_a_turn_is_handed_on_when_the_woken_call_leaves() -> None:
+    # Each stream that ends wakes one call waiting for a stream slot; if that call is
+    # cancelled (its client left) in the same step, the next one must get the slot.
+    async def run() -> bool:
+        connection = Connection(max_receive=1024)
+        connection.connection_made(_Transport())
+        first = asyncio.create_task(connection.wait_turn(None))
+        second = asyncio.create_task(connection.wait_turn(None))
+        await asyncio.sleep(0)
+        connection._wake()  # a stream ended: the first waiter's turn
+        first.cancel()  # ...but its call goes away before it runs
+        await asyncio.gather(first, return_exceptions=True)
+        await asyncio.sleep(0)
+        handed_on = second.done()
+        second.cancel()
+        await asyncio.gather(second, return_exceptions=True)
+        return handed_on
+
+    assert asyncio.run(run())
+
+
+def test_keepalive_sends_at_most_two_pings_between_our_frames() -> None:
+    # grpc servers allow one PING per 5 minutes of quiet and strike after two more; a
+    # long quiet call must not be killed for pinging (grpc's max_pings_without_data).
+    async def run() -> tuple[int, bool, bool]:
+        connection = Connection(max_receive=1024, keepalive=(0.02, 0.05))
+        transport = _Transport()
+        connection.connection_made(transport)
+        connection.data_received(_frame(SETTINGS, 0, 0, b""))
+        block = request_block("/pkg.Svc/Method", "upstream")
+        call = asyncio.create_task(connection.call(block, b"\0\0\0\0\0", [], None))
+        pings, seen = 0, len(PREFACE)
+        for _ in range(40):  # about 0.4 s: twenty keepalive intervals of quiet
+            await asyncio.sleep(0.01)
+            written = bytes(transport.written)
+            while len(written) - seen >= 9:
+                high, low, kind, flags, _ = struct.unpack_from(">BHBBL", written, seen)
+                payload = written[seen + 9 : seen + 9 + ((high << 16) | low)]
+                seen += 9 + len(payload)
+                if kind == 6 and not flags & 0x1:  # a PING of ours: the server answers
+                    pings += 1
+                    connection.data_received(_frame(6, 0x1, 0, payload))
+        alive = not transport.closing and not call.done()
+        connection.data_received(_frame(7, 0, 0, struct.pack(">LL", 1, 0xB) + b"too_many_pings"))
+        calmed = connection.too_many_pings
+        call.cancel()
+        await asyncio.gather(call, return_exceptions=True)
+        return pings, alive, calmed
+
+    pings, alive, calmed = asyncio.run(run())
+    assert pings == 2
+    assert alive
+    assert calmed  # the channel doubles the interval for the next connection
