@@ -102,6 +102,11 @@ class OutlierDetectionConfig(_Model):
     request_volume: int = Field(default=20, ge=1)  # calls an endpoint needs to be judged
 
 
+_PROXY_VARIABLES = tuple(
+    name for base in ("grpc_proxy", "https_proxy", "http_proxy") for name in (base, base.upper())
+)
+
+
 def _host_port(address: str) -> str | None:
     """The host of a plain ``host:port`` address; None for gRPC target forms (unix:, dns:)."""
     host, _, port = address.rpartition(":")
@@ -143,6 +148,19 @@ class UpstreamConfig(_Model):
     def _one_address_form(self) -> UpstreamConfig:
         if (self.address is None) == (not self.addresses):
             raise ValueError("give exactly one of address or addresses")
+        if len(self.all_addresses) > 1:
+            # grpc takes a list only as an ipv4: or ipv6: target: IP addresses, one family
+            families = set()
+            for address in self.all_addresses:
+                host = _host_port(address)
+                if host is None or not _is_ip(host):
+                    raise ValueError(
+                        f"addresses are IP addresses with ports (grpc's ipv4:/ipv6: targets), "
+                        f"not {address!r}; give a host name as address instead"
+                    )
+                families.add(ipaddress.ip_address(host).version)
+            if len(families) > 1:
+                raise ValueError("addresses must be all IPv4 or all IPv6")
         if self.client == "lean":
             if self.outlier_detection is not None:
                 raise ValueError("client: lean has no outlier detection; use client: grpcio for it")
@@ -160,6 +178,8 @@ class UpstreamConfig(_Model):
             return self.client == "lean"
         if self.outlier_detection is not None:
             return False
+        if any(os.environ.get(name) for name in _PROXY_VARIABLES):
+            return False  # grpc.aio goes through the proxy these name; lean would not
         for address in self.all_addresses:
             host = _host_port(address)
             # A host name may resolve to several records, which grpc.aio balances over and

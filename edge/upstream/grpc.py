@@ -60,10 +60,12 @@ class UpstreamSettings:
 
 
 def grpc_target(addresses: Sequence[str]) -> str:
-    """A gRPC target for one or several ``host:port`` addresses (several: round-robin)."""
+    """A gRPC target for one or several ``host:port`` addresses (several: IP addresses of
+    one family, which config validation guarantees)."""
     if len(addresses) == 1:
         return addresses[0]
-    return "ipv4:" + ",".join(addresses)
+    scheme = "ipv6:" if addresses[0].startswith("[") else "ipv4:"
+    return scheme + ",".join(addresses)
 
 
 def service_config(policy: str, outlier: Mapping[str, Any] | None) -> str:

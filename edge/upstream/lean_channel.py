@@ -12,19 +12,23 @@ into calls on connections, the way a grpc.aio channel would for the same setting
   uses one connection; a host name with several records is therefore pick-first over
   those records (grpc's DNS resolver balances over them, which is why ``client: auto``
   leaves host names to grpc.aio).
-- TLS: a context built once at load time from the configured CA (the system's roots
-  when none), client certificate and key, with ALPN ``h2``; ``server_name`` is both the
-  name verified and the ``:authority`` sent, as grpc's ``ssl_target_name_override`` is.
+- TLS: a context built once at load time from the configured CA (when none, the roots
+  grpc ships, as grpc.aio), client certificate and key, with ALPN ``h2``;
+  ``server_name`` is both the name verified and the ``:authority`` sent, as grpc's
+  ``ssl_target_name_override`` is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import ssl
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import grpc
 from google.protobuf.message import DecodeError
 
 from edge.call import Call, Reply
@@ -55,9 +59,20 @@ class _Unreachable(UpstreamStatus):
     """UNAVAILABLE before anything was sent: the call may go to another address."""
 
 
+def _grpc_roots() -> str | None:
+    """The root certificates grpc.aio trusts when no CA is configured: the ones it ships
+    (or the file ``GRPC_DEFAULT_SSL_ROOTS_FILE_PATH`` names), not the system's, which a
+    slim container image may not have."""
+    override = os.environ.get("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH")
+    if override:
+        return override
+    shipped = Path(grpc.__file__).parent / "_cython" / "_credentials" / "roots.pem"
+    return str(shipped) if shipped.is_file() else None
+
+
 def tls_context(settings: UpstreamSettings) -> ssl.SSLContext:
     """The client TLS context for an upstream, made once; a bad file is a config error."""
-    ca = str(settings.ca_file) if settings.ca_file is not None else None
+    ca = str(settings.ca_file) if settings.ca_file is not None else _grpc_roots()
     try:
         context = ssl.create_default_context(cafile=ca)
         if settings.cert_file is not None:

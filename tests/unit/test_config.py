@@ -119,7 +119,7 @@ def test_admin_bind_must_be_a_port_of_its_own() -> None:
         ({"addresses": ["10.0.0.1:50051", "10.0.0.2:50051"]}, True),
         # a name may stand for several records, which grpc.aio balances over and re-resolves
         ({"address": "library.default.svc:50051"}, False),
-        ({"addresses": ["10.0.0.1:50051", "library:50051"]}, False),
+        ({"addresses": ["[::1]:50051", "[::2]:50051"]}, True),
         ({"address": "dns:///library:50051"}, False),
         ({"address": "unix:/run/library.sock"}, False),
         ({"address": "127.0.0.1:50051", "outlier_detection": {}}, False),  # grpcio's feature
@@ -128,7 +128,38 @@ def test_admin_bind_must_be_a_port_of_its_own() -> None:
     ],
 )
 def test_client_auto_takes_lean_only_where_it_behaves_as_grpcio(
-    upstream: dict[str, object], lean: bool
+    upstream: dict[str, object], lean: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    for name in ("grpc_proxy", "https_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
     data = {"upstreams": {"lib": upstream}, "services": {"*": {"upstream": "lib"}}}
     assert parse_config(data, base=Path("/"), env={}).upstreams["lib"].lean is lean
+
+
+def test_client_auto_leaves_proxied_upstreams_to_grpcio(monkeypatch: pytest.MonkeyPatch) -> None:
+    # grpc.aio sends its calls through the proxy these variables name; lean would not
+    monkeypatch.setenv("https_proxy", "http://proxy.internal:3128")
+    data = {"upstreams": {"lib": {"address": "10.0.0.1:50051"}}}
+    assert parse_config(data, base=Path("/"), env={}).upstreams["lib"].lean is False
+
+
+@pytest.mark.parametrize(
+    ("addresses", "problem"),
+    [
+        (["10.0.0.1:50051", "library:50051"], "IP addresses with ports"),
+        (["localhost:1", "localhost:2"], "IP addresses with ports"),
+        (["10.0.0.1:50051", "[::1]:50051"], "all IPv4 or all IPv6"),
+    ],
+)
+def test_address_lists_are_what_grpc_takes(addresses: list[str], problem: str) -> None:
+    data = {"upstreams": {"lib": {"addresses": addresses}}}
+    with pytest.raises(ConfigError, match=problem):
+        parse_config(data, base=Path("/"), env={})
+
+
+def test_ipv6_address_lists_make_an_ipv6_target() -> None:
+    from edge.upstream.grpc import grpc_target
+
+    assert grpc_target(["[::1]:1", "[::2]:2"]) == "ipv6:[::1]:1,[::2]:2"
+    assert grpc_target(["10.0.0.1:1", "10.0.0.2:2"]) == "ipv4:10.0.0.1:1,10.0.0.2:2"
