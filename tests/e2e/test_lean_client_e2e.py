@@ -473,7 +473,7 @@ async def test_header_memo_is_dropped_when_the_table_changes() -> None:
     [
         ({"address": "127.0.0.1:1", "outlier_detection": {}}, "no outlier detection"),
         ({"address": "unix:/tmp/socket"}, "host:port"),
-        ({"addresses": ["127.0.0.1:1", "dns:///x:2"]}, "host:port"),
+        ({"addresses": ["127.0.0.1:1", "dns:///x:2"]}, "IP addresses with ports"),
     ],
 )
 def test_lean_config_limits_are_checked_at_load(settings: dict[str, Any], problem: str) -> None:
