@@ -192,6 +192,9 @@ class HttpProxyTerminal:
                 f"HTTP upstream {call.upstream!r} did not answer within {call.timeout}s"
             ) from exc
         except (aiohttp.ClientError, OSError) as exc:
+            left = _client_left(exc)
+            if left is not None:  # the client hung up mid-upload: not the upstream's doing
+                raise left from exc
             raise BadGateway(f"HTTP upstream {call.upstream!r}: {_describe(exc)}") from exc
         upstream.endpoints.succeeded(endpoint)
         reply_headers = [
@@ -326,6 +329,18 @@ async def _response_body(
 async def _no_body() -> AsyncIterator[bytes]:
     return
     yield  # pragma: no cover - makes this an async generator
+
+
+def _client_left(exc: BaseException) -> ClientDisconnected | None:
+    """The ClientDisconnected aiohttp wrapped, when sending the request body failed so."""
+    seen: BaseException | None = exc
+    for _ in range(10):  # causes are short chains; never loop on a cycle
+        if seen is None:
+            return None
+        if isinstance(seen, ClientDisconnected):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _describe(exc: BaseException) -> str:

@@ -512,3 +512,35 @@ async def test_one_date_and_one_server_header_on_proxied_replies(upstream_port: 
     assert response.status_code == 200
     assert len(response.headers.get_list("date")) == 1
     assert len(response.headers.get_list("server")) == 1
+
+
+async def test_clients_leaving_mid_upload_do_not_count_against_the_upstream(
+    upstream_port: int,
+) -> None:
+    config = make_config(
+        closed_port(),
+        extra={
+            "http_upstreams": {"web": {"url": f"http://127.0.0.1:{upstream_port}"}},
+            "proxy_routes": [{"prefix": "/api", "upstream": "web"}],
+            "breakers": {"default": {"consecutive_failures": 1, "cooldown": "60s"}},
+        },
+    )
+    async with run_gateway(config) as gateway, gateway.client() as client:
+        for _ in range(2):  # a 1 MB upload announced, 20 KB sent, then the client leaves
+            _, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+            head = b"POST /api/up HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n"
+            writer.write(head + b"a" * 20_000)
+            await writer.drain()
+            await asyncio.sleep(0.2)
+            writer.close()
+            await writer.wait_closed()
+        for _ in range(100):
+            state = (await client.get("/admin/pipeline")).json()
+            web = next(b for b in state["breakers"] if b["upstream"] == "web")
+            if web["in_flight"] == 0:
+                break
+            await asyncio.sleep(0.02)
+        after = await client.get("/api/x")
+    assert web["in_flight"] == 0
+    assert web["state"] == "closed" and web["transitions"] == []
+    assert after.status_code == 200
