@@ -3,15 +3,16 @@
 ``edge.upstream.lean`` is one HTTP/2 connection; this module turns an upstream's settings
 into calls on connections, the way a grpc.aio channel would for the same settings:
 
-- Addresses: one, or several balanced ``round_robin`` (each call to the next address) or
-  ``pick_first`` (the first address that works). An address whose connect failed is
-  skipped while it backs off (0.1 s doubling to 5 s, jittered), and a call whose address
-  cannot be reached moves to the next one, so a dead replica costs no call while another
-  is up. With every address backing off, calls fail at once with UNAVAILABLE, as grpc's
-  fail-fast calls do. Each address resolves by the system resolver when connected and
-  uses one connection; a host name with several records is therefore pick-first over
-  those records (grpc's DNS resolver balances over them, which is why ``client: auto``
-  leaves host names to grpc.aio).
+- Addresses: one, or several balanced ``round_robin`` (each call to the next connected
+  address, the others connecting in the background) or ``pick_first`` (the first
+  connected address; with none, each address gets 250 ms before the next is tried too).
+  Only connected addresses take calls, as in grpc's balancers, so a replica that refuses
+  connections (skipped while it backs off, 0.1 s doubling to 5 s, jittered) or accepts
+  and hangs costs no call while another is up. With every address failing or backing
+  off, calls fail at once with UNAVAILABLE, as grpc's fail-fast calls do. Each address
+  resolves by the system resolver when connected and uses one connection; a host name
+  with several records is therefore pick-first over those records (grpc's DNS resolver
+  balances over them, which is why ``client: auto`` leaves host names to grpc.aio).
 - TLS: a context built once at load time from the configured CA (when none, the roots
   grpc ships, as grpc.aio), client certificate and key, with ALPN ``h2``;
   ``server_name`` is both the name verified and the ``:authority`` sent, as grpc's
@@ -53,6 +54,7 @@ Invoker = Callable[[Call], Awaitable[Reply]]
 _CONNECT_TIMEOUT = 20.0  # grpc's minimum connect timeout
 _BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 5.0
 _REFUSED_RETRIES = 50  # C-core can refuse many in a row under a small stream limit
+_NEXT_ADDRESS_AFTER = 0.25  # a connect this slow: also try the next address (pick_first's)
 
 
 class _Unreachable(UpstreamStatus):
@@ -116,9 +118,26 @@ class _Endpoint:
         # doubled each time a connection ends with GOAWAY "too_many_pings", as grpc does
         self.keepalive = (lean.KEEPALIVE_TIME, lean.KEEPALIVE_TIMEOUT)
 
-    def usable(self, now: float) -> bool:
+    @property
+    def ready(self) -> bool:
+        """Connected (SETTINGS received) and taking new calls."""
         connection = self.connection
-        return (connection is not None and connection.closed is None) or now >= self.retry_at
+        return connection is not None and connection.closed is None
+
+    @property
+    def last_error(self) -> str:
+        return self._last_error
+
+    def start(self) -> asyncio.Task[Connection] | None:
+        """Begin connecting, unless connected, connecting already, or backing off."""
+        if self._connecting is not None:
+            return self._connecting
+        loop = asyncio.get_running_loop()
+        if self.ready or loop.time() < self.retry_at:
+            return None
+        self._connecting = loop.create_task(self._open())
+        self._connecting.add_done_callback(self._opened)
+        return self._connecting
 
     async def unary(
         self, block: bytes, framed: bytes, metadata: list[bytes], deadline: float | None
@@ -137,19 +156,22 @@ class _Endpoint:
 
     async def _connect(self, deadline: float | None) -> Connection:
         """The connection for new calls, opening one (shared by every waiting call)."""
-        loop = asyncio.get_running_loop()
-        if self._connecting is None:
-            if loop.time() < self.retry_at:
-                raise _Unreachable(14, self._last_error)
-            self._connecting = loop.create_task(self._open())
-            self._connecting.add_done_callback(self._opened)
+        connecting = self.start()
+        if connecting is None:
+            raise _Unreachable(14, self._last_error)
         try:
             async with asyncio.timeout_at(deadline):
-                return await asyncio.shield(self._connecting)
+                return await asyncio.shield(connecting)
         except TimeoutError:
             raise UpstreamStatus(4, DEADLINE_MESSAGE) from None
         except UpstreamStatus as error:  # one fresh exception per waiting call
             raise _Unreachable(error.grpc_code, error.message) from None
+        except asyncio.CancelledError:
+            this = asyncio.current_task()
+            if connecting.cancelled() and this is not None and not this.cancelling():
+                # the channel was closed under the connect (shutdown), not this call
+                raise _Unreachable(14, "the gateway closed the upstream channel") from None
+            raise
 
     async def _open(self) -> Connection:
         loop = asyncio.get_running_loop()
@@ -275,25 +297,75 @@ class LeanChannel:
         metadata: list[bytes],
         deadline: float | None,
     ) -> tuple[bytes, Pairs, Pairs]:
-        """Send on the next usable address; one that cannot be reached passes the call on."""
+        """Send on the next connected address, as grpc's balancers pick only ready ones.
+
+        round_robin rotates over the connected addresses and keeps connecting to the
+        rest in the background; pick_first takes the first connected one in address
+        order. With none connected, ``_first_ready`` connects. A replica that accepts TCP
+        and then hangs is never given calls, and one lost between the pick and the send
+        passes the call on.
+        """
         endpoints = self._endpoints
         count = len(endpoints)
         start = 0
         if self._round_robin:
             start, self._next = self._next, (self._next + 1) % count
         order = [(start + step) % count for step in range(count)]
-        now = asyncio.get_running_loop().time()
-        usable = [i for i in order if endpoints[i].usable(now)]
-        if not usable:  # all backing off: the one due soonest answers (at once, UNAVAILABLE)
-            usable = [min(order, key=lambda i: endpoints[i].retry_at)]
+        ready = [i for i in order if endpoints[i].ready]
+        if self._round_robin and len(ready) < count:
+            for i in order:
+                endpoints[i].start()  # no-op when connected, connecting or backing off
+        if not ready:
+            ready = [await self._first_ready(order, deadline)]
         failure: UpstreamStatus | None = None
-        for index in usable:
+        for index in ready:
             try:
                 return await endpoints[index].unary(blocks[index], framed, metadata, deadline)
             except _Unreachable as error:
                 failure = error
         assert failure is not None
         raise UpstreamStatus(failure.grpc_code, failure.message)
+
+    async def _first_ready(self, order: list[int], deadline: float | None) -> int:
+        """Connect in ``order``, giving each address 250 ms before also trying the next
+        (grpc's pick_first does the same), and take the first that is ready."""
+        endpoints = self._endpoints
+        loop = asyncio.get_running_loop()
+        pending: dict[asyncio.Task[Connection], int] = {}
+
+        def left() -> float | None:
+            if deadline is None:
+                return None
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise UpstreamStatus(4, DEADLINE_MESSAGE)
+            return remaining
+
+        for i in order:
+            task = endpoints[i].start()
+            if endpoints[i].ready:
+                return i
+            if task is None:
+                continue  # backing off
+            pending[task] = i
+            remaining = left()
+            step = _NEXT_ADDRESS_AFTER if remaining is None else min(_NEXT_ADDRESS_AFTER, remaining)
+            await asyncio.wait([task], timeout=step)
+            if endpoints[i].ready:
+                return i
+        while pending:
+            done, _ = await asyncio.wait(
+                pending, timeout=left(), return_when=asyncio.FIRST_COMPLETED
+            )
+            if not done:
+                raise UpstreamStatus(4, DEADLINE_MESSAGE)
+            for task in done:
+                index = pending.pop(task)
+                if endpoints[index].ready:
+                    return index
+        # every address failed to connect or is backing off: fail at once, as grpc does
+        soonest = min(order, key=lambda i: endpoints[i].retry_at)
+        raise UpstreamStatus(14, endpoints[soonest].last_error or "no address could be reached")
 
     async def close(self) -> None:
         for endpoint in self._endpoints:

@@ -437,6 +437,46 @@ async def test_pick_first_passes_over_an_address_that_refuses() -> None:
     assert len(kitchen.seen) == 4
 
 
+@contextlib.asynccontextmanager
+async def hung_server() -> AsyncIterator[int]:
+    """A replica that accepts connections and then never answers (no SETTINGS)."""
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()
+        writer.close()
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize("balancing", ["round_robin", "pick_first"])
+async def test_a_replica_that_accepts_and_hangs_gets_no_calls(balancing: str) -> None:
+    # grpc's balancers send calls only to connected addresses; a blackholed replica must
+    # not cost every other call its deadline (pick_first tries the next after 250 ms)
+    server, port, kitchen = await start_kitchen_at()
+    try:
+        async with hung_server() as hung:
+            addresses = [f"127.0.0.1:{hung}", f"127.0.0.1:{port}"]
+            if balancing == "round_robin":
+                addresses.reverse()  # the good one first: the hung one is next in turn
+            upstream = {
+                "address": None,
+                "addresses": addresses,
+                "load_balancing": balancing,
+                "timeout": "2s",
+            }
+            async with gateway_for(port, "lean", upstream=upstream) as http:
+                responses = [await http.get(f"/v1/kitchen/h{i}") for i in range(6)]
+    finally:
+        await server.stop(grace=None)
+    assert [r.status_code for r in responses] == [200] * 6
+    assert len(kitchen.seen) == 6
+
+
 async def test_streaming_methods_on_a_lean_upstream_use_grpc_aio(kitchen_upstream: Any) -> None:
     port, kitchen = kitchen_upstream
     async with gateway_for(port, "lean") as http:
