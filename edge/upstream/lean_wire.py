@@ -164,6 +164,25 @@ def _text(value: bytes | None) -> str:
     return value.decode("latin-1") if value is not None else "none"
 
 
+def _http_errors(headers: Headers) -> tuple[UpstreamStatus | None, UpstreamStatus | None]:
+    """(the HTTP status's error, the content-type's error) of a leading header block."""
+    http_status = content_type = None
+    for name, value in headers:
+        if name == b":status":
+            http_status = value
+        elif name == b"content-type":
+            content_type = value
+    status_error = type_error = None
+    if http_status != b"200":
+        code = _HTTP_CODES.get(http_status or b"", 2)
+        status_error = UpstreamStatus(
+            code, f"Received http2 header with status: {_text(http_status)}"
+        )
+    if content_type is None or not content_type.startswith(b"application/grpc"):
+        type_error = UpstreamStatus(2, f"unexpected content-type {content_type!r}")
+    return status_error, type_error
+
+
 def header_error(headers: Headers) -> UpstreamStatus | None:
     """What a reply's leading header block already shows is wrong, or None.
 
@@ -171,18 +190,8 @@ def header_error(headers: Headers) -> UpstreamStatus | None:
     on the headers, as grpc-go's does, instead of its body being read as gRPC messages
     (a JSON body's first bytes read as a length prefix looked like a 500 MB message).
     """
-    http_status = content_type = None
-    for name, value in headers:
-        if name == b":status":
-            http_status = value
-        elif name == b"content-type":
-            content_type = value
-    if http_status != b"200":
-        code = _HTTP_CODES.get(http_status or b"", 2)
-        return UpstreamStatus(code, f"Received http2 header with status: {_text(http_status)}")
-    if content_type is None or not content_type.startswith(b"application/grpc"):
-        return UpstreamStatus(2, f"unexpected content-type {content_type!r}")
-    return None
+    status_error, type_error = _http_errors(headers)
+    return status_error or type_error
 
 
 def outcome(
@@ -191,23 +200,17 @@ def outcome(
     """A cleanly ended stream as (message, initial metadata, trailers), or UpstreamStatus."""
     if headers is None:
         raise UpstreamStatus(13, "stream ended without headers")
-    http_status = content_type = None
-    for name, value in headers:
-        if name == b":status":
-            http_status = value
-        elif name == b"content-type":
-            content_type = value
-    if http_status != b"200":
-        code = _HTTP_CODES.get(http_status or b"", 2)
-        raise UpstreamStatus(code, f"Received http2 header with status: {_text(http_status)}")
+    status_error, type_error = _http_errors(headers)
+    if status_error is not None:
+        raise status_error
     if trailers is None:  # trailers-only: the status is in the one block
         error = status_of(headers, None)
         raise error or UpstreamStatus(13, "OK status without a response message")
     error = status_of(trailers, headers)
     if error is not None:
         raise error
-    if content_type is None or not content_type.startswith(b"application/grpc"):
-        raise UpstreamStatus(2, f"unexpected content-type {content_type!r}")
+    if type_error is not None:
+        raise type_error
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if len(body) < 5:
         raise UpstreamStatus(13, "OK status without a response message")

@@ -481,24 +481,12 @@ async def test_clients_leaving_mid_body_do_not_count_against_the_upstream(
 ) -> None:
     # A load generator stopping, or users closing tabs, must not open the breaker: the
     # gateway closing the upstream response for them is not the upstream failing.
-    config = make_config(
-        closed_port(),
-        extra={
-            "http_upstreams": {"web": {"url": f"http://127.0.0.1:{upstream_port}"}},
-            "proxy_routes": [{"prefix": "/api", "upstream": "web"}],
-            "breakers": {"default": {"consecutive_failures": 1, "cooldown": "60s"}},
-        },
-    )
+    config = one_failure_opens(upstream_port)
     async with run_gateway(config) as gateway, gateway.client() as client:
         for _ in range(3):
             async with client.stream("GET", "/api/x?download=50000000") as download:
                 await anext(download.aiter_raw())  # then leave, the body unread
-        for _ in range(100):  # the gateway hears each disconnect a little later
-            state = (await client.get("/admin/pipeline")).json()
-            web = next(b for b in state["breakers"] if b["upstream"] == "web")
-            if web["in_flight"] == 0:
-                break
-            await asyncio.sleep(0.02)
+        web = await settled_breaker(client, "web")
         after = await client.get("/api/x")
     assert web["in_flight"] == 0
     assert web["state"] == "closed" and web["transitions"] == []
@@ -517,14 +505,7 @@ async def test_one_date_and_one_server_header_on_proxied_replies(upstream_port: 
 async def test_clients_leaving_mid_upload_do_not_count_against_the_upstream(
     upstream_port: int,
 ) -> None:
-    config = make_config(
-        closed_port(),
-        extra={
-            "http_upstreams": {"web": {"url": f"http://127.0.0.1:{upstream_port}"}},
-            "proxy_routes": [{"prefix": "/api", "upstream": "web"}],
-            "breakers": {"default": {"consecutive_failures": 1, "cooldown": "60s"}},
-        },
-    )
+    config = one_failure_opens(upstream_port)
     async with run_gateway(config) as gateway, gateway.client() as client:
         for _ in range(2):  # a 1 MB upload announced, 20 KB sent, then the client leaves
             _, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
@@ -534,13 +515,31 @@ async def test_clients_leaving_mid_upload_do_not_count_against_the_upstream(
             await asyncio.sleep(0.2)
             writer.close()
             await writer.wait_closed()
-        for _ in range(100):
-            state = (await client.get("/admin/pipeline")).json()
-            web = next(b for b in state["breakers"] if b["upstream"] == "web")
-            if web["in_flight"] == 0:
-                break
-            await asyncio.sleep(0.02)
+        web = await settled_breaker(client, "web")
         after = await client.get("/api/x")
     assert web["in_flight"] == 0
     assert web["state"] == "closed" and web["transitions"] == []
     assert after.status_code == 200
+
+
+def one_failure_opens(port: int) -> Any:
+    """A proxy to the test upstream whose breaker opens on the first failure."""
+    return make_config(
+        closed_port(),
+        extra={
+            "http_upstreams": {"web": {"url": f"http://127.0.0.1:{port}"}},
+            "proxy_routes": [{"prefix": "/api", "upstream": "web"}],
+            "breakers": {"default": {"consecutive_failures": 1, "cooldown": "60s"}},
+        },
+    )
+
+
+async def settled_breaker(client: httpx.AsyncClient, name: str) -> dict[str, Any]:
+    """The breaker's admin view once no call is in flight (disconnects are heard late)."""
+    for _ in range(100):
+        state = (await client.get("/admin/pipeline")).json()
+        breaker: dict[str, Any] = next(b for b in state["breakers"] if b["upstream"] == name)
+        if breaker["in_flight"] == 0:
+            break
+        await asyncio.sleep(0.02)
+    return breaker

@@ -19,6 +19,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any
 
+from h2_frames import FakeTransport
+from h2_frames import frame as make_frame
 from hpack import Encoder
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -30,27 +32,6 @@ DATA, HEADERS, RST_STREAM, SETTINGS, WINDOW_UPDATE = 0, 1, 3, 4, 8
 END_STREAM, END_HEADERS = 0x1, 0x4
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 MAX_FRAME = 16_384
-
-
-class _Transport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.written = bytearray()
-        self.closing = False
-
-    def write(self, data: Any) -> None:
-        self.written += data
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-
-def _frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
-    size = len(payload)
-    return struct.pack(">BHBBL", size >> 16, size & 0xFFFF, kind, flags, stream_id) + payload
 
 
 @dataclass
@@ -116,11 +97,11 @@ def test_sends_stay_within_every_window(
 ) -> None:
     async def run() -> None:
         connection = Connection(max_receive=4 * 1024 * 1024)
-        transport = _Transport()
+        transport = FakeTransport()
         connection.connection_made(transport)
         model = _Model(initial=first_window)
         encoder = Encoder()
-        connection.data_received(_frame(SETTINGS, 0, 0, struct.pack(">HL", 0x4, first_window)))
+        connection.data_received(make_frame(SETTINGS, 0, 0, struct.pack(">HL", 0x4, first_window)))
         block = request_block("/pkg.Svc/Method", "upstream")
         calls = [
             asyncio.create_task(
@@ -137,21 +118,21 @@ def test_sends_stay_within_every_window(
             kind = event[0]
             if kind == "conn":
                 model.connection += event[1]
-                frame = _frame(WINDOW_UPDATE, 0, 0, struct.pack(">L", event[1]))
+                frame = make_frame(WINDOW_UPDATE, 0, 0, struct.pack(">L", event[1]))
             elif kind == "stream":
                 if event[1] in model.windows:
                     model.windows[event[1]] += event[2]
-                frame = _frame(WINDOW_UPDATE, 0, event[1], struct.pack(">L", event[2]))
+                frame = make_frame(WINDOW_UPDATE, 0, event[1], struct.pack(">L", event[2]))
             elif kind == "initial":
                 for stream in model.windows:
                     model.windows[stream] += event[1] - model.initial
                 model.initial = event[1]
-                frame = _frame(SETTINGS, 0, 0, struct.pack(">HL", 0x4, event[1]))
+                frame = make_frame(SETTINGS, 0, 0, struct.pack(">HL", 0x4, event[1]))
             elif kind == "reset":
                 if event[1] not in model.windows or event[1] in model.answered:
                     continue
                 model.reset.add(event[1])
-                frame = _frame(RST_STREAM, 0, event[1], struct.pack(">L", 0x8))
+                frame = make_frame(RST_STREAM, 0, event[1], struct.pack(">L", 0x8))
             else:
                 stream = event[1]
                 if stream not in model.windows or stream in model.reset | model.answered:
@@ -160,16 +141,16 @@ def test_sends_stay_within_every_window(
                 head = encoder.encode([(":status", "200"), ("content-type", "application/grpc")])
                 tail = encoder.encode([("grpc-status", "0")])
                 frame = (
-                    _frame(HEADERS, END_HEADERS, stream, head)
-                    + _frame(DATA, 0, stream, b"\0\0\0\0\0")
-                    + _frame(HEADERS, END_HEADERS | END_STREAM, stream, tail)
+                    make_frame(HEADERS, END_HEADERS, stream, head)
+                    + make_frame(DATA, 0, stream, b"\0\0\0\0\0")
+                    + make_frame(HEADERS, END_HEADERS | END_STREAM, stream, tail)
                 )
             connection.data_received(frame)
             await asyncio.sleep(0)
             model.read(bytes(transport.written))
         # the server opens every window wide: whatever is still open must go out whole
-        wide = _frame(WINDOW_UPDATE, 0, 0, struct.pack(">L", 1 << 20))
-        wide += _frame(SETTINGS, 0, 0, struct.pack(">HL", 0x4, 1 << 20))
+        wide = make_frame(WINDOW_UPDATE, 0, 0, struct.pack(">L", 1 << 20))
+        wide += make_frame(SETTINGS, 0, 0, struct.pack(">HL", 0x4, 1 << 20))
         for stream in streams:
             model.windows[stream] += (1 << 20) - model.initial
         model.initial = 1 << 20
@@ -199,15 +180,15 @@ def test_streams_a_goaway_leaves_out_are_refused_for_a_retry_elsewhere() -> None
     # the ones it covers still finish here.
     async def run() -> tuple[BaseException | None, bool]:
         connection = Connection(max_receive=1024)
-        transport = _Transport()
+        transport = FakeTransport()
         connection.connection_made(transport)
-        connection.data_received(_frame(SETTINGS, 0, 0, b""))
+        connection.data_received(make_frame(SETTINGS, 0, 0, b""))
         block = request_block("/pkg.Svc/Method", "upstream")
         first, second = (
             asyncio.create_task(connection.call(block, b"\0\0\0\0\0", [], None)) for _ in range(2)
         )
         await asyncio.sleep(0)
-        connection.data_received(_frame(7, 0, 0, struct.pack(">LL", 1, 0)))  # GOAWAY, last 1
+        connection.data_received(make_frame(7, 0, 0, struct.pack(">LL", 1, 0)))  # GOAWAY, last 1
         await asyncio.sleep(0)
         refused = second.exception() if second.done() else None
         still_open = not first.done()
@@ -225,7 +206,7 @@ def test_a_turn_is_handed_on_when_the_woken_call_leaves() -> None:
     # cancelled (its client left) in the same step, the next one must get the slot.
     async def run() -> bool:
         connection = Connection(max_receive=1024)
-        connection.connection_made(_Transport())
+        connection.connection_made(FakeTransport())
         first = asyncio.create_task(connection.wait_turn(None))
         second = asyncio.create_task(connection.wait_turn(None))
         await asyncio.sleep(0)
@@ -246,9 +227,9 @@ def test_keepalive_sends_at_most_two_pings_between_our_frames() -> None:
     # long quiet call must not be killed for pinging (grpc's max_pings_without_data).
     async def run() -> tuple[int, bool, bool]:
         connection = Connection(max_receive=1024, keepalive=(0.02, 0.05))
-        transport = _Transport()
+        transport = FakeTransport()
         connection.connection_made(transport)
-        connection.data_received(_frame(SETTINGS, 0, 0, b""))
+        connection.data_received(make_frame(SETTINGS, 0, 0, b""))
         block = request_block("/pkg.Svc/Method", "upstream")
         call = asyncio.create_task(connection.call(block, b"\0\0\0\0\0", [], None))
         pings, seen = 0, len(PREFACE)
@@ -261,9 +242,11 @@ def test_keepalive_sends_at_most_two_pings_between_our_frames() -> None:
                 seen += 9 + len(payload)
                 if kind == 6 and not flags & 0x1:  # a PING of ours: the server answers
                     pings += 1
-                    connection.data_received(_frame(6, 0x1, 0, payload))
+                    connection.data_received(make_frame(6, 0x1, 0, payload))
         alive = not transport.closing and not call.done()
-        connection.data_received(_frame(7, 0, 0, struct.pack(">LL", 1, 0xB) + b"too_many_pings"))
+        connection.data_received(
+            make_frame(7, 0, 0, struct.pack(">LL", 1, 0xB) + b"too_many_pings")
+        )
         calmed = connection.too_many_pings
         call.cancel()
         await asyncio.gather(call, return_exceptions=True)

@@ -10,9 +10,9 @@ GOAWAY and every open call gets a gRPC status. Sans-IO: a fake transport, no net
 from __future__ import annotations
 
 import asyncio
-import struct
-from typing import Any
 
+from h2_frames import FakeTransport
+from h2_frames import frame as make_frame
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,36 +20,10 @@ from edge.errors import UpstreamStatus
 from edge.upstream.lean import Connection
 from edge.upstream.lean_wire import request_block
 
-
-class _Transport(asyncio.Transport):
-    def __init__(self) -> None:
-        super().__init__()
-        self.written: list[bytes] = []
-        self.closing = False
-
-    def write(self, data: Any) -> None:
-        self.written.append(bytes(data))
-
-    def writelines(self, list_of_data: Any) -> None:
-        for data in list_of_data:
-            self.write(data)
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def close(self) -> None:
-        self.closing = True
-
-
-def _frame(kind: int, flags: int, stream_id: int, payload: bytes) -> bytes:
-    size = len(payload)
-    return struct.pack(">BHBBL", size >> 16, size & 0xFFFF, kind, flags, stream_id) + payload
-
-
 # Frames that are mostly well-formed on the outside (so the parser gets past the header)
 # with anything inside; stream ids favour the ones a call actually uses (1 and 3).
 frames = st.builds(
-    _frame,
+    make_frame,
     kind=st.integers(0, 11),
     flags=st.sampled_from([0, 0x1, 0x4, 0x5, 0x8, 0x9, 0x20, 0x25, 0xFF]),
     stream_id=st.sampled_from([0, 1, 3, 5, 2**31 - 1]),
@@ -63,9 +37,9 @@ inputs = st.lists(st.one_of(frames, st.binary(max_size=30)), max_size=12)
 def test_no_server_bytes_escape_the_parser(chunks: list[bytes], split: int) -> None:
     async def run() -> None:
         connection = Connection(max_receive=4 * 1024 * 1024)
-        transport = _Transport()
+        transport = FakeTransport()
         connection.connection_made(transport)
-        connection.data_received(_frame(0x4, 0, 0, b""))  # the server's SETTINGS
+        connection.data_received(make_frame(0x4, 0, 0, b""))  # the server's SETTINGS
         call = asyncio.create_task(
             connection.call(request_block("/pkg.Svc/Method", "upstream"), b"\0\0\0\0\0", [], None)
         )
