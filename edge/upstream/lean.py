@@ -1,4 +1,4 @@
-"""The lean gRPC client's wire: HTTP/2 framing of our own for unary calls, on asyncio.
+"""The lean gRPC client's connection: unary calls over one HTTP/2 connection, on asyncio.
 
 grpc.aio costs 170-250 us of gateway CPU per unary call, most of it thread hops between
 its C-core poller and the event loop; this client runs on the loop itself and frames
@@ -28,7 +28,10 @@ over TLS (ALPN ``h2`` required, as C-core and grpc-go require it):
   and handed back with WINDOW_UPDATE at half; sends respect the server's windows and
   MAX_FRAME_SIZE and resume on WINDOW_UPDATE. SETTINGS and PING are acked.
 - Keepalive: while calls are open, a connection silent for 30 s is PINGed and failed if
-  no answer comes within 10 s (grpc.aio's settings here); idle connections are not.
+  no answer comes within 10 s (grpc.aio's settings here); idle connections are not, and
+  as in grpc at most 2 PINGs go out between frames we send (see ``KEEPALIVE_TIME``).
+- Replies: a header block over 16 KiB fails its call (grpc's limit); one that is not
+  gRPC (an HTTP error, another content-type) fails the call on the headers.
 - GOAWAY: streams at or below last-stream-id finish; the rest, never processed, are
   sent again on a new connection (grpc's transparent retry); new calls open a new
   connection. A lost connection fails its calls with UNAVAILABLE.
