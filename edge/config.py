@@ -141,7 +141,8 @@ class UpstreamConfig(_Model):
     # The gRPC client for this upstream's unary calls: "lean" (edge/upstream/lean.py, HTTP/2
     # on the event loop, about half grpc.aio's CPU per call), "grpcio" (grpc.aio), or "auto":
     # lean where it behaves exactly as grpc.aio would (IP or localhost addresses, no outlier
-    # detection), grpcio otherwise. Streaming methods always use grpc.aio.
+    # detection, no proxy in the environment), grpcio otherwise. Streaming methods always
+    # use grpc.aio.
     client: Literal["auto", "grpcio", "lean"] = "auto"
 
     @model_validator(mode="after")
