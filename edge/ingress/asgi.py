@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
@@ -50,6 +51,57 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
         if not message.get("more_body", False):
             break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+# How much of a refused request body is read and dropped after the 413, and for how long.
+LINGER_BYTES = 64 * 1024 * 1024
+LINGER_SECONDS = 10.0
+
+
+async def send_refusal(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: Sequence[tuple[bytes, bytes]],
+) -> None:
+    """Answer a request whose body is refused (413) while the client may still send it.
+
+    The answer goes out at once, but on HTTP/1.1 its end is held back while the rest of
+    the body is read and dropped, within bounds: Hypercorn closes the connection when a
+    response ends before its request has, and a client that reads only after sending
+    everything would then write into a closed connection and lose the answer (nginx's
+    "lingering close" is for the same). The client has every byte of the answer from the
+    start (its Content-Length is met); only the connection's fate waits. Not for
+    ``Expect: 100-continue``, whose client waits for our answer before sending and must
+    not be invited to send it all for nothing; HTTP/2 resets just the stream.
+    """
+    linger = scope.get("http_version") == "1.1" and not any(
+        name == b"expect" and value.lower() == b"100-continue" for name, value in scope["headers"]
+    )
+    if not linger:
+        await send_response(send, status, body, headers)
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [*headers, (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body, "more_body": True})
+    drained = 0
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(LINGER_SECONDS):
+            while drained <= LINGER_BYTES:
+                message = await receive()
+                if message["type"] != "http.request":
+                    break
+                drained += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    break
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def send_response(

@@ -35,6 +35,7 @@ from edge.ingress.asgi import (
     close_stream,
     error_response,
     read_body,
+    send_refusal,
     send_response,
 )
 from edge.ingress.websocket import serve_websocket
@@ -198,7 +199,10 @@ class TranscodingASGI:
             info = scope.get("edge")
             if info is not None:
                 info["grpc_code"] = error.grpc_code
-            await send_response(send, status, payload, error_headers)
+            if isinstance(error, BodyTooLarge):  # the client may still be sending
+                await send_refusal(scope, receive, send, status, payload, error_headers)
+            else:
+                await send_response(send, status, payload, error_headers)
             return
         except Exception:
             # the one broad except: a bug must cost one request, never the worker

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Any
 
@@ -100,6 +101,32 @@ async def test_oversized_body_is_413(stack_factory: Any) -> None:
     assert large.json()["code"] == 8
     assert "limit" in large.json()["message"]
     assert streamed.status_code == 413
+
+
+@pytest.mark.parametrize("declared", [True, False])
+async def test_a_client_that_sends_all_before_reading_gets_its_413(
+    stack_factory: Any, declared: bool
+) -> None:
+    # The 413 goes out while the upload goes on; the gateway keeps reading (and dropping)
+    # the rest, so this client's writes do not fail and the answer is there to read.
+    async with stack_factory(transcoding={"max_body_bytes": "1KiB"}) as stack:
+        reader, writer = await asyncio.open_connection("127.0.0.1", stack.gateway.port)
+        body = b" " * (8 * 1024 * 1024)
+        length = f"Content-Length: {len(body)}" if declared else "Transfer-Encoding: chunked"
+        head = f"POST /v1/kitchen HTTP/1.1\r\nHost: x\r\n{length}\r\n\r\n".encode()
+        writer.write(head)
+        piece = 64 * 1024
+        for start in range(0, len(body), piece):
+            chunk = body[start : start + piece]
+            writer.write(chunk if declared else b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            await writer.drain()  # raises if the gateway stopped reading and reset us
+        if not declared:
+            writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        writer.close()
+        await writer.wait_closed()
+    assert answer.startswith(b"HTTP/1.1 413")
 
 
 def closed_port() -> int:
