@@ -56,6 +56,7 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
 # How much of a refused request body is read and dropped after the 413, and for how long.
 LINGER_BYTES = 64 * 1024 * 1024
 LINGER_SECONDS = 10.0
+LINGER_IDLE_SECONDS = 2.0  # a client that stops sending is not waited for (nginx: 5 s)
 
 
 async def send_refusal(
@@ -95,7 +96,8 @@ async def send_refusal(
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(LINGER_SECONDS):
             while drained <= LINGER_BYTES:
-                message = await receive()
+                async with asyncio.timeout(LINGER_IDLE_SECONDS):
+                    message = await receive()
                 if message["type"] != "http.request":
                     break
                 drained += len(message.get("body", b""))
