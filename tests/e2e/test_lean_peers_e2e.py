@@ -168,6 +168,19 @@ def narrow_peer(grpcjs_installed: str, tmp_path_factory: pytest.TempPathFactory)
         yield running
 
 
+@pytest.fixture(scope="session")
+def tls_peer(
+    grpcjs_installed: str, tmp_path_factory: pytest.TempPathFactory, tls_files: tuple[Path, Path]
+) -> Iterator[Peer]:
+    """A grpc-js server over TLS (Node's TLS and ALPN), with the tests' certificate."""
+    cert, key = tls_files
+    folder = tmp_path_factory.mktemp("grpcjs-tls")
+    with running_peer(
+        grpcjs_installed, folder, PEER_TLS_CERT=str(cert), PEER_TLS_KEY=str(key)
+    ) as running:
+        yield running
+
+
 # -- the same call through both clients ------------------------------------------------
 
 
@@ -617,3 +630,34 @@ async def test_server_stopping_with_calls_in_flight(grpcjs_installed: str, tmp_p
     slow = results["grpcio"].pop("slow")
     assert set(slow) <= {1, 14}, slow
     assert results["grpcio"] == {"warm": [0], "during": [14], "quick": [0] * 5, "after": [14]}
+
+
+async def test_over_tls_both_clients_agree(tls_peer: Peer, tls_files: tuple[Path, Path]) -> None:
+    """h2 over Node's TLS: ALPN, the certificate check, then the same calls as in h2c."""
+    cert, _ = tls_files
+    async with clients(tls_peer.port, tls={"ca": str(cert)}) as pair:
+        echoed = await same(
+            pair,
+            lambda c: c.call("Echo", c.request("Echo", string_value="tls"), [("echo-x", "1")]),
+        )
+        big = await same(
+            pair,
+            lambda c: c.call("Echo", c.request("Echo", bytes_value=b"z" * 200_000)),
+        )
+        failed = await same(
+            pair,
+            lambda c: c.call(
+                "Fail", c.request("Fail", code=5, message="nowhere é"), [("echo-y", "2")]
+            ),
+        )
+    assert echoed.code == 0 and echoed.reply is not None
+    assert echoed.reply.string_value == "tls"
+    assert ("echo-x", "1") in echoed.initial
+    assert big.code == 0
+    assert (failed.code, failed.message) == (5, "nowhere é")
+    # a name the certificate does not carry: UNAVAILABLE from both (each TLS stack words
+    # its own message)
+    async with clients(tls_peer.port, tls={"ca": str(cert), "server_name": "other.test"}) as pair:
+        refused = {kind: await client.call("Echo") for kind, client in pair.items()}
+    assert {kind: outcome.code for kind, outcome in refused.items()} == {"grpcio": 14, "lean": 14}
+    assert "other.test" in refused["lean"].message

@@ -7,7 +7,8 @@
 //
 // PROTO_ROOT holds edgetest/v1/kitchen.proto; the include dirs hold google/api, google/rpc
 // and the well-known types. Listens on 127.0.0.1, port 0, and prints the bound port as the
-// first line of stdout. Environment: PEER_MAX_STREAMS sets grpc.max_concurrent_streams.
+// first line of stdout. Environment: PEER_MAX_STREAMS sets grpc.max_concurrent_streams;
+// PEER_TLS_CERT and PEER_TLS_KEY serve over TLS.
 //
 // stdin: the server exits when it closes (so a dead test run never leaves it behind).
 // A line "stop MS" calls tryShutdown (GOAWAY; calls in flight may finish) and, MS
@@ -175,7 +176,16 @@ if (process.env.PEER_MAX_STREAMS) {
 const server = new grpc.Server(options);
 server.addService(kitchenPackage.KitchenService.service, kitchen);
 
-server.bindAsync('127.0.0.1:0', grpc.ServerCredentials.createInsecure(), (error, port) => {
+// PEER_TLS_CERT and PEER_TLS_KEY (PEM files): serve h2 over TLS instead of h2c.
+const fs = require('fs');
+const credentials = process.env.PEER_TLS_CERT
+  ? grpc.ServerCredentials.createSsl(null, [{
+      cert_chain: fs.readFileSync(process.env.PEER_TLS_CERT),
+      private_key: fs.readFileSync(process.env.PEER_TLS_KEY),
+    }], false)
+  : grpc.ServerCredentials.createInsecure();
+
+server.bindAsync('127.0.0.1:0', credentials, (error, port) => {
   if (error) {
     process.stderr.write(`bind failed: ${error.message}\n`);
     process.exit(1);
