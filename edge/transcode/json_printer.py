@@ -83,11 +83,16 @@ class CompiledPrinter:
             out: dict[str, Any] = {}
             for field, value in message.ListFields():
                 spec = fields.get(field.number)
-                if spec is None or field.is_extension:
-                    out[self._key(field)] = self._slow(field, value)
-                    continue
-                key, convert = spec
-                out[key] = convert(value)
+                try:
+                    if spec is None or field.is_extension:
+                        out[self._key(field)] = self._slow(field, value)
+                        continue
+                    key, convert = spec
+                    out[key] = convert(value)
+                except ValueError as exc:  # json_format's error, worded as it words it
+                    raise json_format.SerializeToJsonError(
+                        f"Failed to serialize {field.name} field: {exc}."
+                    ) from exc
             return out
 
         # registered before the fields are compiled: a type may contain itself

@@ -278,3 +278,20 @@ def test_merge_leaves_well_known_request_types_to_parse_dict() -> None:
         except BadRequest:
             continue
         raise AssertionError(f"{type(message).__name__} took {data} as an object")
+
+
+def test_an_unprintable_reply_fails_as_json_format_fails() -> None:
+    # a Timestamp out of range: the same exception type and words from both
+    message = kitchen_pb2.Kitchen(string_value="x")
+    message.timestamp.seconds = 2**62
+    compiled = CompiledPrinter(
+        descriptor_pool.Default(), proto_field_names=False, enums_as_ints=False
+    )
+    errors = []
+    for printer in (compiled.printer(message.DESCRIPTOR), json_format.MessageToDict):
+        try:
+            printer(message)
+        except Exception as exc:
+            errors.append((type(exc), str(exc)))
+    assert len(errors) == 2
+    assert errors[0] == errors[1]
