@@ -197,20 +197,21 @@ def header_error(headers: Headers) -> UpstreamStatus | None:
 def outcome(
     headers: Headers | None, trailers: Headers | None, chunks: list[bytes]
 ) -> tuple[bytes, Pairs, Pairs]:
-    """A cleanly ended stream as (message, initial metadata, trailers), or UpstreamStatus."""
+    """A cleanly ended stream as (message, initial metadata, trailers), or UpstreamStatus.
+
+    Leading headers followed by more (not trailers-only) were already checked by
+    ``header_error`` when they arrived (a stream they fail never ends cleanly), so only a
+    trailers-only reply's one block is checked here.
+    """
     if headers is None:
         raise UpstreamStatus(13, "stream ended without headers")
-    status_error, type_error = _http_errors(headers)
-    if status_error is not None:
-        raise status_error
     if trailers is None:  # trailers-only: the status is in the one block
-        error = status_of(headers, None)
+        status_error, _ = _http_errors(headers)
+        error = status_error or status_of(headers, None)
         raise error or UpstreamStatus(13, "OK status without a response message")
     error = status_of(trailers, headers)
     if error is not None:
         raise error
-    if type_error is not None:
-        raise type_error
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if len(body) < 5:
         raise UpstreamStatus(13, "OK status without a response message")
