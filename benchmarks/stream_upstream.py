@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc.aio
 
-from benchmarks.upstream import write_atomically
+from benchmarks.upstream import serve_until_signalled
 from edgetest.v1 import kitchen_pb2 as pb
 from edgetest.v1 import kitchen_pb2_grpc as pb_grpc
 
@@ -34,15 +33,7 @@ async def serve(port_file: Path) -> None:
     pb_grpc.add_StreamServiceServicer_to_server(Streams(), server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    write_atomically(port_file, str(port))
-    try:
-        await stop.wait()
-    finally:
-        await server.stop(grace=0.5)
+    await serve_until_signalled(server, port, port_file)
 
 
 def main() -> None:

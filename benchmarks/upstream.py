@@ -12,6 +12,7 @@ import asyncio
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 from edge.demo.library import start_library
 
@@ -25,6 +26,11 @@ def write_atomically(path: Path, text: str) -> None:
 
 async def serve(port_file: Path) -> None:
     server, port = await start_library("127.0.0.1:0")
+    await serve_until_signalled(server, port, port_file)
+
+
+async def serve_until_signalled(server: Any, port: int, port_file: Path) -> None:
+    """Publish the port, then serve until SIGINT or SIGTERM (both benchmark upstreams)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
