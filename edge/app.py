@@ -22,12 +22,14 @@ from edge.config import Config
 from edge.health import health
 from edge.ingress.http import GatewayState, StateHolder, TranscodingASGI
 from edge.ingress.proxy import ProxyASGI, compile_proxy_routes
+from edge.ingress.request_guard import RequestGuardASGI, RequestRules
 from edge.ingress.websocket_policy import WebSocketPolicy
 from edge.observability.endpoints import metrics_blueprint
 from edge.observability.middleware import ObserveASGI
 from edge.openapi.views import docs
 from edge.pipeline.build import Pipeline, build_pipeline
 from edge.pipeline.chain import Layer, build_chain
+from edge.pipeline.credentials import parse_networks
 from edge.reload import Reloader
 from edge.routes import Routes, load_routes, upstream_settings
 from edge.transcode.response import status_body
@@ -173,8 +175,14 @@ def create_app(
             token_cookie=config.auth.token_cookie,
             websocket_policy=WebSocketPolicy.of(config.websocket),
             limiter=pipeline.ratelimit,
+            paths=config.paths,
+            trusted=parse_networks(config.rate_limiting.trusted_proxies),
         )
-    app.asgi_app = TranscodingASGI(holder, fallback)  # type: ignore[method-assign, assignment, arg-type]
+    rules = RequestRules(config.paths.merge_slashes, config.headers.underscores)
+    app.asgi_app = RequestGuardASGI(  # type: ignore[method-assign, assignment]
+        TranscodingASGI(holder, fallback),  # type: ignore[arg-type]
+        rules,
+    )
     observed = config.observability
     if observed.metrics or observed.access_log or tracing is not None:
         # outermost: sees 404s and handshakes too

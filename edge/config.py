@@ -221,6 +221,24 @@ class HeadersConfig(_Model):
         default_factory=lambda: ["authorization", "x-request-id", "traceparent", "tracestate"]
     )
     forward_response: list[str] = Field(default_factory=list)
+    # Request headers whose names hold "_": WSGI/CGI upstreams read X_User_Id and
+    # X-User-Id as one name (HTTP_X_USER_ID), so one could smuggle a value past a header
+    # the gateway sets. "drop" them (nginx's default), "reject" the request (400, Envoy's
+    # REJECT_REQUEST), or "allow" them through.
+    underscores: Literal["drop", "reject", "allow"] = "drop"
+
+
+class PathsConfig(_Model):
+    """How request paths are normalised before routing (docs/edge-guarantees.md)."""
+
+    merge_slashes: bool = True  # //a///b is /a/b
+    # Proxied routes only (transcoded routes decode %2F inside a variable, per
+    # google.api.http): "reject" paths holding %2F or %5C (400), "unescape" them into
+    # slashes and match the result, or "keep" them as sent (the upstream must not decode).
+    escaped_slashes: Literal["reject", "keep", "unescape"] = "reject"
+    # Proxied routes only: ";" path parameters, which Java servers strip from segments
+    # (/admin;x/ is /admin/ to them), are refused unless allowed here.
+    allow_path_parameters: bool = False
 
 
 class WebSocketConfig(_Model):
@@ -391,6 +409,7 @@ class Config(_Model):
     methods: dict[str, MethodConfig] = Field(default_factory=dict)
     transcoding: TranscodingConfig = Field(default_factory=TranscodingConfig)
     headers: HeadersConfig = Field(default_factory=HeadersConfig)
+    paths: PathsConfig = Field(default_factory=PathsConfig)
     websocket: WebSocketConfig = Field(default_factory=WebSocketConfig)
     http_upstreams: dict[str, HttpUpstreamConfig] = Field(default_factory=dict)
     proxy_routes: list[ProxyRouteConfig] = Field(default_factory=list)

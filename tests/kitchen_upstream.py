@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -18,6 +19,10 @@ class Kitchen(pb_grpc.KitchenServiceServicer):
     streams: Streams
 
     def __init__(self) -> None:
+        # every call that reached this server, any service: (method path, all metadata
+        # pairs as received, repeated keys included), so a test can prove a refused
+        # request never got here and see every value a forged header tried to add
+        self.received: list[tuple[str, list[tuple[str, str | bytes]]]] = []
         self.seen: list[pb.Kitchen] = []
         self.cancelled = 0
         self.fail_calls: dict[str, int] = {}
@@ -36,6 +41,8 @@ class Kitchen(pb_grpc.KitchenServiceServicer):
         for key, value in context.invocation_metadata() or ():
             if isinstance(value, bytes):
                 value = "bin:" + value.hex()
+            if key in inspection.metadata:  # every value of a repeated key, as HTTP joins them
+                value = f"{inspection.metadata[key]}, {value}"
             inspection.metadata[key] = value
         remaining = context.time_remaining()
         inspection.deadline_seconds = remaining if remaining is not None else 0.0
@@ -130,9 +137,18 @@ def _code(number: int) -> grpc.StatusCode:
     return next(c for c in grpc.StatusCode if c.value[0] == number)
 
 
+class _Recorder(grpc.aio.ServerInterceptor):
+    def __init__(self, kitchen: Kitchen) -> None:
+        self.kitchen = kitchen
+
+    async def intercept_service(self, continuation: Any, details: Any) -> Any:
+        self.kitchen.received.append((details.method, list(details.invocation_metadata or ())))
+        return await continuation(details)
+
+
 async def start_kitchen() -> tuple[grpc.aio.Server, int, Kitchen]:
-    server = grpc.aio.server()
     kitchen = Kitchen()
+    server = grpc.aio.server(interceptors=[_Recorder(kitchen)])
     kitchen.streams = Streams()
     pb_grpc.add_KitchenServiceServicer_to_server(kitchen, server)
     pb_grpc.add_StreamServiceServicer_to_server(kitchen.streams, server)

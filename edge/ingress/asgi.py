@@ -139,6 +139,28 @@ def error_response(
     return error.status, status_body(error.grpc_code, error.message, details), headers
 
 
+async def refuse_handshake(
+    scope: Scope,
+    send: Send,
+    status: int,
+    body: bytes,
+    headers: Sequence[tuple[bytes, bytes]] = JSON_HEADERS,
+    close_code: int = 1008,
+) -> None:
+    """Refuse a WebSocket handshake with an HTTP answer where the server can send one.
+
+    Without the ``websocket.http.response`` extension the only refusal ASGI has is a
+    close before accepting, which the client sees as a 403 with no body; ``close_code`` is
+    what a server that reports it would say.
+    """
+    if "websocket.http.response" in scope.get("extensions", {}):
+        out = [*headers, (b"content-length", str(len(body)).encode())]
+        await send({"type": "websocket.http.response.start", "status": status, "headers": out})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": close_code})
+
+
 async def close_stream(stream: Any) -> None:
     """End a reply stream however we stopped reading it: records its outcome, frees the call."""
     close = getattr(stream, "aclose", None)

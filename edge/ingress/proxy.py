@@ -26,18 +26,32 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import unquote
 
 from websockets.exceptions import ConnectionClosed
 
 from edge.call import Call, HttpRequest, HttpResponse
-from edge.config import HttpUpstreamConfig, ProxyRouteConfig
+from edge.config import HttpUpstreamConfig, PathsConfig, ProxyRouteConfig
 from edge.errors import BadRequest, ClientDisconnected, EdgeError, PermissionDenied
-from edge.ingress.asgi import ASGIApp, Receive, Scope, Send, error_response, send_response
+from edge.ingress.asgi import (
+    ASGIApp,
+    Receive,
+    Scope,
+    Send,
+    error_response,
+    refuse_handshake,
+    send_response,
+)
 from edge.ingress.websocket_policy import WebSocketPolicy, origin_allowed
 from edge.pipeline.chain import Next
-from edge.pipeline.credentials import find_token
+from edge.pipeline.credentials import (
+    Network,
+    client_address,
+    find_token,
+    is_trusted,
+    unmapped,
+)
 from edge.pipeline.ratelimit import RateLimitLayer
+from edge.routing.normalize import BadPath, check_proxied_path
 from edge.transcode.response import status_body
 from edge.upstream.http_proxy import UpstreamSocket, clean_headers
 
@@ -47,6 +61,8 @@ log = logging.getLogger("edge.proxy")
 # send instead: 1005 "no status" is a normal close; 1006 "dropped" is 1014 "bad gateway".
 _UNSENDABLE_CLOSE = {1005: 1000, 1006: 1014, 1015: 1014}
 # Request headers a WebSocket handshake to the upstream makes for itself.
+# Request headers the proxy writes itself, whatever the client sent.
+_SET_BY_GATEWAY = frozenset({b"host", b"x-forwarded-proto", b"x-forwarded-host", b"x-real-ip"})
 _HANDSHAKE_HEADERS = frozenset(
     {b"sec-websocket-key", b"sec-websocket-version", b"sec-websocket-extensions"}
 )
@@ -82,18 +98,6 @@ class ProxyRoute:
         if not out.startswith("/"):
             out = "/" + out
         return out
-
-
-def _ambiguous(path: str) -> bool:
-    """Whether an upstream could resolve ``path`` to somewhere other than it looks."""
-    for raw in path.split("/"):
-        if "%" in raw or raw.startswith("."):
-            # a dot segment, or one hidden behind an encoded slash (a%2F..%2Fb) for
-            # upstreams that decode slashes before resolving
-            pieces = unquote(raw).replace("\\", "/").split("/")
-            if any(piece in (".", "..") for piece in pieces):
-                return True
-    return False
 
 
 class ProxyTable:
@@ -162,7 +166,16 @@ class ProxyASGI:
         token_cookie: str | None = None,
         websocket_policy: WebSocketPolicy | None = None,
         limiter: RateLimitLayer | None = None,
+        paths: PathsConfig | None = None,
+        trusted: Sequence[Network] = (),
     ) -> None:
+        self.trusted = tuple(trusted)
+        paths = paths or PathsConfig()
+        self.path_rules: dict[str, Any] = {
+            "escaped_slashes": paths.escaped_slashes,
+            "path_parameters": paths.allow_path_parameters,
+            "merge_slashes": paths.merge_slashes,
+        }
         self.routes = routes
         self.chain = chain
         self.fallback = fallback
@@ -186,8 +199,13 @@ class ProxyASGI:
             await self.fallback(scope, receive, send)
             return
         raw_path = scope.get("raw_path")
+        # normalised by the request guard; checked here for what only upstreams misread
         path = raw_path.decode("latin-1") if raw_path else scope["path"]
-        path = path.split("?", 1)[0]
+        refused: BadPath | None = None
+        try:
+            path = check_proxied_path(path, **self.path_rules)
+        except BadPath as exc:
+            refused = exc
         host = _host(scope)
         websocket = kind == "websocket"
         method = "GET" if websocket else scope["method"]
@@ -195,14 +213,14 @@ class ProxyASGI:
         if route is None:
             await self.fallback(scope, receive, send)
             return
-        if _ambiguous(path):
-            # /public/../admin would be matched as /public here and resolved as /admin by
-            # the upstream: a route's policy must cover the path the upstream serves
-            error = BadRequest("dot segments (. and ..) are not allowed in proxied paths")
+        if refused is not None:
+            # /public/..%2Fadmin or /admin;x would be matched here as one route and served
+            # by the upstream as another: a route's policy must cover what the upstream serves
+            error = BadRequest(str(refused))
             status, payload, headers = error_response(error, None, None)
             if websocket:
                 await receive()  # websocket.connect
-                await _refuse(send, scope, status, payload, headers)
+                await refuse_handshake(scope, send, status, payload, headers)
             else:
                 await send_response(send, status, payload, headers)
             return
@@ -217,7 +235,7 @@ class ProxyASGI:
     async def _proxy(
         self, route: ProxyRoute, path: str, host: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
-        headers, client = _forward_headers(scope, host)
+        headers, client = _forward_headers(scope, host, self.trusted)
         body_done = asyncio.Event()
         call = Call(
             upstream=route.upstream,
@@ -281,9 +299,9 @@ class ProxyASGI:
             # by another site's page would act as the victim
             error = PermissionDenied("origin not allowed")
             status, payload, error_headers = error_response(error, None, None)
-            await _refuse(send, scope, status, payload, error_headers)
+            await refuse_handshake(scope, send, status, payload, error_headers)
             return
-        headers, client = _forward_headers(scope, host)
+        headers, client = _forward_headers(scope, host, self.trusted)
         headers = [(n, v) for n, v in headers if n not in _HANDSHAKE_HEADERS]
         call = Call(
             upstream=route.upstream,
@@ -303,11 +321,13 @@ class ProxyASGI:
             assert http is not None and isinstance(http.upgrade, UpstreamSocket)
         except EdgeError as error:
             status, payload, error_headers = error_response(error, None, None)
-            await _refuse(send, scope, status, payload, error_headers)
+            await refuse_handshake(scope, send, status, payload, error_headers, close_code=1014)
             return
         except Exception:
             log.exception("unhandled error opening a proxied WebSocket on %s", path)
-            await _refuse(send, scope, 500, status_body(13, "internal error"), [])
+            await refuse_handshake(
+                scope, send, 500, status_body(13, "internal error"), [], close_code=1011
+            )
             return
         upstream: UpstreamSocket = http.upgrade
         await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
@@ -392,18 +412,6 @@ async def _relay(
         await upstream.close()
 
 
-async def _refuse(
-    send: Send, scope: Scope, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]]
-) -> None:
-    """Refuse a handshake with an HTTP answer where the server can send one, else a 1014 close."""
-    if "websocket.http.response" in scope.get("extensions", {}):
-        out = [*headers, (b"content-length", str(len(body)).encode())]
-        await send({"type": "websocket.http.response.start", "status": status, "headers": out})
-        await send({"type": "websocket.http.response.body", "body": body})
-    else:
-        await send({"type": "websocket.close", "code": 1014})
-
-
 def _host(scope: Scope) -> str:
     for name, value in scope["headers"]:
         if name == b"host" or name == b":authority":
@@ -413,20 +421,35 @@ def _host(scope: Scope) -> str:
     return f"{server[0]}:{server[1]}" if server else ""
 
 
-def _forward_headers(scope: Scope, host: str) -> tuple[list[tuple[bytes, bytes]], str | None]:
-    """End-to-end request headers plus X-Forwarded-*; the client's address, if known."""
+def _forward_headers(
+    scope: Scope, host: str, trusted: Sequence[Network]
+) -> tuple[list[tuple[bytes, bytes]], str | None]:
+    """End-to-end request headers plus X-Forwarded-* and X-Real-IP; the peer's address.
+
+    ``X-Forwarded-Proto``, ``X-Forwarded-Host`` and ``X-Real-IP`` are always the
+    gateway's own (X-Real-IP is the client address believed through ``trusted`` proxies);
+    a ``Forwarded`` header passes only from a trusted proxy, since from anyone else it is
+    whatever the client chose to claim. ``X-Forwarded-For`` is appended to, as nginx's
+    ``$proxy_add_x_forwarded_for`` does: its last entry is always the real peer.
+    """
+    peer = scope.get("client")
+    client = unmapped(peer[0]) if peer else None
+    from_proxy = client is not None and bool(trusted) and is_trusted(client, trusted)
     forwarded_for = b""
     headers = []
     for name, value in clean_headers(scope["headers"]):
         if name == b"x-forwarded-for":
             forwarded_for = forwarded_for + b", " + value if forwarded_for else value
-        elif name not in (b"host", b"x-forwarded-proto", b"x-forwarded-host"):
+        elif name == b"forwarded":
+            if from_proxy:
+                headers.append((name, value))
+        elif name not in _SET_BY_GATEWAY:
             headers.append((name, value))
-    peer = scope.get("client")
-    client = peer[0] if peer else None
     if client:
         address = client.encode("latin-1")
         forwarded_for = forwarded_for + b", " + address if forwarded_for else address
+        real = client_address(client, scope["headers"], trusted) or client
+        headers.append((b"x-real-ip", real.encode("latin-1")))
     if forwarded_for:
         headers.append((b"x-forwarded-for", forwarded_for))
     scheme = scope.get("scheme", "http")

@@ -37,7 +37,7 @@ from google.protobuf.message import DecodeError, Message
 
 from edge.call import Call
 from edge.errors import BadRequest, ClientDisconnected, EdgeError, UpstreamStatus
-from edge.ingress.asgi import Receive, Scope, Send, close_stream
+from edge.ingress.asgi import JSON_HEADERS, Receive, Scope, Send, close_stream, refuse_handshake
 from edge.ingress.websocket_policy import (
     WebSocketPolicy,
     origin_allowed,
@@ -511,20 +511,5 @@ async def _refuse(
     headers: dict[str, str] | None = None,
 ) -> None:
     """Refuse the handshake with an HTTP status and a Status body where the server can."""
-    if "websocket.http.response" in scope.get("extensions", {}):
-        body = status_body(code, message)
-        extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
-        await send(
-            {
-                "type": "websocket.http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    *extra,
-                ],
-            }
-        )
-        await send({"type": "websocket.http.response.body", "body": body})
-    else:
-        await send({"type": "websocket.close", "code": 1008})
+    extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
+    await refuse_handshake(scope, send, status, status_body(code, message), [*JSON_HEADERS, *extra])

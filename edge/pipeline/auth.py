@@ -174,6 +174,15 @@ async def _fetch_with_aiohttp(url: str) -> tuple[bytes, str | None]:
         return await response.read(), response.headers.get("cache-control")
 
 
+def _spelling(name: str) -> str:
+    """A header name as an upstream might read it: any case, ``_`` and ``-`` alike.
+
+    CGI-style servers (WSGI, PHP) read ``X_User_Id`` and ``x-user-id`` as one variable,
+    so a claim header is stripped in every spelling, not just the configured one.
+    """
+    return name.lower().replace("_", "-")
+
+
 def _challenge(error: str | None, description: str | None = None, scope: str | None = None) -> str:
     parts = ['Bearer realm="edge"']
     if error:
@@ -207,11 +216,11 @@ class AuthLayer:
             )
             for i in config.issuers
         }
-        stripped = {name.lower() for name in config.claims_to_metadata}
+        stripped = {_spelling(name) for name in config.claims_to_metadata}
         if not config.forward_authorization:
             stripped.add("authorization")
             if config.api_keys.header:
-                stripped.add(config.api_keys.header.lower())
+                stripped.add(_spelling(config.api_keys.header))
         self._stripped = frozenset(stripped)
         self._verified: OrderedDict[str, tuple[dict[str, Any], int]] = OrderedDict()
         self._jwks_issuers = tuple(i.issuer for i in config.issuers if i.jwks_url)
@@ -258,7 +267,8 @@ class AuthLayer:
                             )
                         },
                     ) from exc
-        metadata = [(k, v) for k, v in call.metadata if k.lower() not in self._stripped]
+        stripped = self._stripped
+        metadata = [(k, v) for k, v in call.metadata if _spelling(k) not in stripped]
         if claims is not None:
             for name, claim in self.config.claims_to_metadata.items():
                 value = claims.get(claim)

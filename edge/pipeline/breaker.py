@@ -123,7 +123,11 @@ class BreakerLayer:
         )
         breaker = guard.breaker
         now = self.clock()
-        ticket = breaker.admit(now) if breaker is not None else None
+        ticket = None
+        if breaker is not None:
+            prior = breaker.state
+            ticket = breaker.admit(now)  # may move open -> half-open
+            _report(guard, breaker, prior)
         if breaker is not None and ticket is None:
             wait = max(1, round(breaker.retry_after(now)))
             raise CircuitOpen(
@@ -138,16 +142,15 @@ class BreakerLayer:
             raise Overloaded(f"too many calls in flight to upstream {guard.name!r}")
         guard.in_flight += 1
         guard.streams += streaming
-        before = breaker.state if breaker else None
         try:
             reply = await next_(call)
         except BaseException as error:
-            self._finish(guard, streaming, self.is_failure(error), before, ticket)
+            self._finish(guard, streaming, self.is_failure(error), ticket)
             raise
         if reply.stream is not None:
             reply.stream = WatchedStream(
                 reply.stream,
-                lambda outcome: self._finish(guard, streaming, outcome, before, ticket),
+                lambda outcome: self._finish(guard, streaming, outcome, ticket),
                 self.is_failure,
             )
             return reply
@@ -159,13 +162,13 @@ class BreakerLayer:
             http.body = WatchedStream(
                 http.body,
                 lambda outcome: self._finish(
-                    guard, streaming, True if failed_status else outcome, before, ticket
+                    guard, streaming, True if failed_status else outcome, ticket
                 ),
                 self.is_failure,
             )
             return reply
         failed = http is not None and http.status >= 500
-        self._finish(guard, streaming, failed, before, ticket)
+        self._finish(guard, streaming, failed, ticket)
         return reply
 
     def _finish(
@@ -173,7 +176,6 @@ class BreakerLayer:
         guard: UpstreamGuard,
         streaming: bool,
         failed: bool | None,
-        before: object,
         ticket: str | None,
     ) -> None:
         guard.in_flight -= 1
@@ -181,19 +183,29 @@ class BreakerLayer:
         breaker = guard.breaker
         if breaker is None:
             return
+        prior = breaker.state
         if failed is None:
             breaker.release(ticket)
         else:
             breaker.record(self.clock(), failed=failed, ticket=ticket)
-        if breaker.state is not before:
-            metrics.BREAKER_TRANSITIONS.labels(guard.name, breaker.state.value).inc()
-            metrics.BREAKER_STATE.labels(guard.name).set(_STATE_NUMBER[breaker.state])
-            log.warning(
-                "circuit breaker for upstream %r: %s -> %s",
-                guard.name,
-                getattr(before, "value", before),
-                breaker.state.value,
-            )
+        _report(guard, breaker, prior)
+
+
+def _report(guard: UpstreamGuard, breaker: Breaker, prior: BreakerState) -> None:
+    """Count and log a transition once: where the breaker moved, not per call in flight.
+
+    Comparing with the state at the start of each call counted one real trip once per
+    call that was in flight across it (thirty concurrent failures, thirty "transitions").
+    """
+    if breaker.state is not prior:
+        metrics.BREAKER_TRANSITIONS.labels(guard.name, breaker.state.value).inc()
+        metrics.BREAKER_STATE.labels(guard.name).set(_STATE_NUMBER[breaker.state])
+        log.warning(
+            "circuit breaker for upstream %r: %s -> %s",
+            guard.name,
+            prior.value,
+            breaker.state.value,
+        )
 
 
 def failure_code_numbers(names: list[str]) -> frozenset[int]:

@@ -65,9 +65,26 @@ def parse_networks(cidrs: Sequence[str]) -> tuple[Network, ...]:
     return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
 
 
-def _trusted(address: str, networks: Sequence[Network]) -> bool:
+def unmapped(address: str) -> str:
+    """An IPv4-mapped IPv6 address (``::ffff:a.b.c.d``) as the IPv4 address it is.
+
+    A dual-stack listener (``[::]:8080``) reports IPv4 clients in mapped form; keyed as
+    IPv6 they would share one /64 (every IPv4 client in one rate-limit bucket) and miss
+    IPv4 trusted-proxy networks. Anything else is returned as it is.
+    """
+    if address.startswith("::ffff:") or address.startswith("::FFFF:"):
+        try:
+            mapped = ipaddress.IPv6Address(address).ipv4_mapped
+        except ValueError:
+            return address
+        if mapped is not None:
+            return str(mapped)
+    return address
+
+
+def is_trusted(address: str, networks: Sequence[Network]) -> bool:
     try:
-        ip = ipaddress.ip_address(address)
+        ip = ipaddress.ip_address(unmapped(address))
     except ValueError:
         return False
     return any(ip in network for network in networks)
@@ -79,7 +96,10 @@ def client_address(peer: str | None, headers: Headers, trusted: Sequence[Network
     Walks the chain from the nearest hop outwards and stops at the first address that is
     not a trusted proxy: entries further left were written by the client and may be forged.
     """
-    if peer is None or not trusted or not _trusted(peer, trusted):
+    if peer is None:
+        return None
+    peer = unmapped(peer)
+    if not trusted or not is_trusted(peer, trusted):
         return peer
     hops: list[str] = []
     for key, value in headers:
@@ -89,7 +109,7 @@ def client_address(peer: str | None, headers: Headers, trusted: Sequence[Network
     for hop in reversed(hops):
         if not hop:
             continue
-        address = hop
-        if not _trusted(hop, trusted):
+        address = unmapped(hop)
+        if not is_trusted(hop, trusted):
             break
     return address
