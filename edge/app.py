@@ -178,7 +178,12 @@ def create_app(
             paths=config.paths,
             trusted=parse_networks(config.rate_limiting.trusted_proxies),
         )
-    rules = RequestRules(config.paths.merge_slashes, config.headers.underscores)
+    rules = RequestRules(
+        merge_slashes=config.paths.merge_slashes,
+        underscores=config.headers.underscores,
+        body_idle_timeout=config.server.body_idle_timeout,
+        body_min_rate=config.server.body_min_rate,
+    )
     app.asgi_app = RequestGuardASGI(  # type: ignore[method-assign, assignment]
         TranscodingASGI(holder, fallback),  # type: ignore[arg-type]
         rules,

@@ -335,6 +335,12 @@ class ServerConfig(_Model):
     loop: Literal["auto", "asyncio", "uvloop"] = "auto"
     access_log: bool = False
     graceful_timeout: Seconds = 10.0
+    # A request body that stalls this long between two reads is answered 408 and its
+    # connection closed (nginx's client_body_timeout); null waits for ever.
+    body_idle_timeout: Seconds | None = 20.0
+    # ...and one that, after its first body_idle_timeout, averages fewer bytes per second
+    # than this (a slow-drip client holding a connection); null turns the check off.
+    body_min_rate: Bytes | None = 256
 
     @property
     def event_loop(self) -> Literal["asyncio", "uvloop"]:

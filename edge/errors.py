@@ -58,6 +58,13 @@ class BodyTooLarge(EdgeError):
     http_status = 413
 
 
+class RequestTimeout(EdgeError):
+    """The client stopped sending its request body, or sends it too slowly (408)."""
+
+    grpc_code = 4  # DEADLINE_EXCEEDED
+    http_status = 408
+
+
 class ClientDisconnected(EdgeError):
     """The client went away mid-request; nobody reads the answer (499, as nginx logs it)."""
 

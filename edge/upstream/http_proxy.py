@@ -37,7 +37,13 @@ from yarl import URL
 
 from edge.call import Call, HttpRequest, HttpResponse, Reply
 from edge.config import HttpUpstreamConfig
-from edge.errors import BadGateway, ClientDisconnected, UpstreamTimeout, UpstreamUnavailable
+from edge.errors import (
+    BadGateway,
+    ClientDisconnected,
+    RequestTimeout,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from edge.upstream.endpoints import Endpoint, EndpointPicker
 from edge.upstream.headers import HOP_BY_HOP
 
@@ -331,13 +337,17 @@ async def _no_body() -> AsyncIterator[bytes]:
     yield  # pragma: no cover - makes this an async generator
 
 
-def _client_left(exc: BaseException) -> ClientDisconnected | None:
-    """The ClientDisconnected aiohttp wrapped, when sending the request body failed so."""
+def _client_left(exc: BaseException) -> ClientDisconnected | RequestTimeout | None:
+    """The client's own failure aiohttp wrapped, when sending the request body failed so.
+
+    A client that hung up or stalled mid-upload is not the upstream's doing: it must reach
+    the client as itself (499, 408), and never count against the upstream's breaker.
+    """
     seen: BaseException | None = exc
     for _ in range(10):  # causes are short chains; never loop on a cycle
         if seen is None:
             return None
-        if isinstance(seen, ClientDisconnected):
+        if isinstance(seen, ClientDisconnected | RequestTimeout):
             return seen
         seen = seen.__cause__ or seen.__context__
     return None
