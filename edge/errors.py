@@ -7,6 +7,7 @@ exceptions (grpc, JSON, protobuf) are translated into these at the boundary that
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,11 +26,15 @@ class EdgeError(Exception):
         *,
         details: list[dict[str, Any]] | None = None,
         headers: dict[str, str] | None = None,
+        internal: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
         self.details = details or []
         self.headers = headers or {}
+        # what the operator needs and the client must not see (addresses, exception
+        # text): logged with the request id by the ingress, never rendered
+        self.internal = internal
 
     @property
     def status(self) -> int:
@@ -77,6 +82,21 @@ class UpstreamUnavailable(EdgeError):
     grpc_code = 14  # UNAVAILABLE
 
 
+# Where a gRPC client library names an upstream in its own words: "ipv4:10.0.0.7:50051",
+# "127.0.0.1:50051", "[::1]:50051", "unix:/run/x.sock", "dns:///svc.internal:443".
+_ADDRESS = re.compile(
+    r"(?:(?:ipv4|ipv6|dns|unix|unix-abstract):[^\s,;'\"()]*[^\s,;'\"():])"
+    r"|(?:\[[0-9A-Fa-f:.]+\](?::\d+)?)"
+    r"|(?:\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b)"
+    r"|(?:\b[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+:\d{2,5}\b)"
+)
+
+
+def scrub_addresses(text: str) -> str:
+    """``text`` with network addresses replaced by ``<upstream>``."""
+    return _ADDRESS.sub("<upstream>", text)
+
+
 class UpstreamStatus(EdgeError):
     """The upstream answered with a non-OK gRPC status; passed through to the client.
 
@@ -92,7 +112,11 @@ class UpstreamStatus(EdgeError):
         initial_metadata: Sequence[tuple[str, str | bytes]] = (),
         trailing_metadata: Sequence[tuple[str, str | bytes]] = (),
     ) -> None:
-        super().__init__(message)
+        # A status the client library made up itself ("failed to connect to all
+        # addresses; last error: ... 10.0.0.7:50051") names the upstream's address; a
+        # client learns the code and the gist, the operator the address, from the log.
+        scrubbed = scrub_addresses(message)
+        super().__init__(scrubbed, internal=message if scrubbed != message else None)
         self.grpc_code = code
         self.initial_metadata = initial_metadata
         self.trailing_metadata = trailing_metadata

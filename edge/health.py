@@ -10,6 +10,7 @@ so a busy probe cannot load the upstreams.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -22,6 +23,7 @@ from edge.ingress.http import StateHolder
 from edge.pipeline.build import Pipeline
 from edge.upstream.grpc import GrpcTerminal
 
+log = logging.getLogger("edge.health")
 health = Blueprint("edge_health", __name__)
 
 CACHE_SECONDS = 2.0
@@ -44,7 +46,9 @@ async def check_upstream(channel: grpc.aio.Channel) -> tuple[bool, str]:
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
             return True, "reachable (no health service)"
-        return False, f"{exc.code().name}: {exc.details()}"
+        # /readyz is public: the code only; the details (addresses) go to the log
+        log.warning("readiness check failed: %s: %s", exc.code().name, exc.details())
+        return False, exc.code().name
     if answer == _SERVING:
         return True, "serving"
     return False, "not serving"

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from edge.errors import BodyTooLarge, EdgeError, UpstreamStatus
@@ -19,6 +21,14 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 JSON_HEADERS = ((b"content-type", b"application/json"),)
+log = logging.getLogger("edge.errors")
+# The request id of the request this task serves (set by the observe middleware), so an
+# error logged deep in an ingress can be matched with the access log line and the client.
+REQUEST_ID: ContextVar[str | None] = ContextVar("edge_request_id", default=None)
+
+
+def current_request_id() -> str | None:
+    return REQUEST_ID.get()
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
@@ -122,7 +132,15 @@ async def send_response(
 def error_response(
     error: EdgeError, codec: JsonCodec | None, policy: HeaderPolicy | None
 ) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    """Status, google.rpc.Status body and headers for any gateway or upstream error."""
+    """Status, google.rpc.Status body and headers for any gateway or upstream error.
+
+    What the error keeps for the operator (``internal``: addresses, exception text) is
+    logged here, once, with the request id; the body carries only ``message``.
+    """
+    if error.internal is not None:
+        log.warning(
+            "%s (request %s): %s", error.message, current_request_id() or "-", error.internal
+        )
     headers = list(JSON_HEADERS)
     headers.extend(
         (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from edge.ingress.asgi import ASGIApp, Message, Receive, Scope, Send
+from edge.ingress.asgi import REQUEST_ID, ASGIApp, Message, Receive, Scope, Send
 from edge.observability import metrics
 
 access_log = logging.getLogger("edge.access")
@@ -98,6 +98,7 @@ class ObserveASGI:
             request_id = os.urandom(8).hex()
             headers.append((b"x-request-id", request_id.encode()))
         scope["headers"] = headers
+        REQUEST_ID.set(request_id)
         info: dict[str, Any] = {"route": "unmatched"}
         scope["edge"] = info
         answer = {"status": 0, "bytes": 0}

@@ -192,7 +192,9 @@ class HttpProxyTerminal:
                 raise UpstreamTimeout(
                     f"HTTP upstream {call.upstream!r}: connect timed out"
                 ) from exc
-            raise BadGateway(f"HTTP upstream {call.upstream!r}: {_describe(exc)}") from exc
+            raise BadGateway(
+                f"HTTP upstream {call.upstream!r} could not be reached", internal=_describe(exc)
+            ) from exc
         except aiohttp.ServerTimeoutError as exc:
             raise UpstreamTimeout(
                 f"HTTP upstream {call.upstream!r} did not answer within {call.timeout}s"
@@ -201,7 +203,9 @@ class HttpProxyTerminal:
             left = _client_left(exc)
             if left is not None:  # the client hung up mid-upload: not the upstream's doing
                 raise left from exc
-            raise BadGateway(f"HTTP upstream {call.upstream!r}: {_describe(exc)}") from exc
+            raise BadGateway(
+                f"HTTP upstream {call.upstream!r} could not be reached", internal=_describe(exc)
+            ) from exc
         upstream.endpoints.succeeded(endpoint)
         reply_headers = [
             (n, v) for n, v in clean_headers(response.raw_headers) if n not in _OWN_HEADERS
@@ -254,7 +258,8 @@ class HttpProxyTerminal:
             if isinstance(exc, OSError):  # could not connect: count it against the endpoint
                 self._connect_failed(call.upstream, upstream, endpoint)
             raise BadGateway(
-                f"HTTP upstream {call.upstream!r}: WebSocket handshake failed: {_describe(exc)}"
+                f"HTTP upstream {call.upstream!r}: WebSocket handshake failed",
+                internal=_describe(exc),
             ) from exc
         upstream.endpoints.succeeded(endpoint)
         socket = UpstreamSocket(connection)
@@ -324,7 +329,9 @@ async def _response_body(
             raise UpstreamTimeout(
                 f"HTTP upstream {call.upstream!r} went silent for {call.timeout}s mid-body"
             ) from exc
-        raise BadGateway(f"HTTP upstream {call.upstream!r}: {_describe(exc)}") from exc
+        raise BadGateway(
+            f"HTTP upstream {call.upstream!r} failed mid-response", internal=_describe(exc)
+        ) from exc
     finally:
         if finished:
             response.release()

@@ -196,7 +196,10 @@ class _Endpoint:
                 connection.close()
             if not isinstance(exc, OSError | TimeoutError):
                 raise
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            # the errno's own words ("Connection refused"): uvloop's strerror repeats the
+            # address as a Python tuple
+            errno = exc.errno if isinstance(exc, OSError) else None
+            reason = os.strerror(errno) if errno else str(exc)
             self._last_error = f"failed to connect to {self.address}: {reason or 'timed out'}"
             delay = self._backoff * random.uniform(0.8, 1.2)  # jitter
             self.retry_at = loop.time() + delay
