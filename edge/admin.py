@@ -11,7 +11,6 @@ anything.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import orjson
@@ -22,6 +21,7 @@ from edge.errors import EdgeError
 from edge.ingress.http import StateHolder
 from edge.pipeline.build import Pipeline
 from edge.pipeline.jwt_core import same_secret
+from edge.redaction import redact_url
 from edge.reload import Reloader
 from edge.routing.table import NoRoute, RouteMatch, WrongMethod
 from edge.transcode.response import status_body
@@ -29,7 +29,6 @@ from edge.transcode.response import status_body
 admin = Blueprint("edge_admin", __name__, url_prefix="/admin")
 
 _SECRET_KEYS = frozenset({"secret", "token", "password"})
-_URL_PASSWORD = re.compile(r"(//[^:/@]*:)[^@]*@")
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -131,7 +130,8 @@ async def reload() -> Response:
 
 
 def redact(value: Any, key: str = "") -> Any:
-    """The config with secrets replaced: keys, tokens, passwords, API keys, URL passwords."""
+    """The config with secrets replaced: keys, tokens, passwords, API keys, and in every
+    string, URL credentials (``edge.redaction``: userinfo passwords, secret query values)."""
     if isinstance(value, dict):
         if key == "keys" and all(isinstance(v, str) for v in value.values()):
             return {k: "***" for k in value}  # api_keys.keys: name -> key
@@ -141,7 +141,7 @@ def redact(value: Any, key: str = "") -> Any:
     if isinstance(value, str):
         if key in _SECRET_KEYS:
             return "***"
-        return _URL_PASSWORD.sub(r"\1***@", value)
+        return redact_url(value)
     return value
 
 

@@ -38,6 +38,7 @@ from edge.config import Config, ServerConfig, load_config
 from edge.errors import ConfigError
 from edge.ingress.asgi import ASGIApp, Receive, Scope, Send
 from edge.ingress.websocket_policy import SHUTDOWN_STATE_KEY
+from edge.redaction import redact_url
 from edge.routes import load_routes
 
 _CONFIG_ENV = "EDGE_CONFIG"
@@ -338,8 +339,12 @@ def _check(args: argparse.Namespace) -> int:
     for name, upstream in config.upstreams.items():
         client = "lean" if upstream.lean else "grpcio"
         how = f"client: {upstream.client}" + (f" -> {client}" if upstream.client == "auto" else "")
-        addresses = ", ".join(upstream.all_addresses)
+        addresses = ", ".join(redact_url(address) for address in upstream.all_addresses)
         print(f"upstream {name}: {addresses}; unary calls by {client} ({how})")
+    for name, http in config.http_upstreams.items():  # URLs shown redacted (edge.redaction)
+        print(f"http upstream {name}: {', '.join(redact_url(url) for url in http.all_urls)}")
+    if config.rate_limiting.backend == "redis":
+        print(f"rate limiting: redis at {redact_url(config.rate_limiting.redis_url)}")
     for service in routes.unrouted:
         print(f"unrouted: {service} (no entry under services, and no '*')")
     for note in routes.notes:

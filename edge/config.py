@@ -33,6 +33,7 @@ from edge.policy_config import (
     RateLimitingConfig,
     RetryBudgetConfig,
 )
+from edge.redaction import redact_url
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
@@ -282,10 +283,11 @@ class HttpUpstreamConfig(_Model):
             raise ValueError("give exactly one of url or urls")
         for url in self.all_urls:
             scheme, sep, rest = url.partition("://")
+            shown = redact_url(url)  # an error message is printed and logged
             if not sep or scheme.lower() not in ("http", "https") or not rest.split("/")[0]:
-                raise ValueError(f"url {url!r} must be http://host[:port][/path] or https://...")
+                raise ValueError(f"url {shown!r} must be http://host[:port][/path] or https://...")
             if "?" in rest or "#" in rest:
-                raise ValueError(f"url {url!r} must not have a query or fragment")
+                raise ValueError(f"url {shown!r} must not have a query or fragment")
         return self
 
     @property
@@ -425,6 +427,12 @@ class Config(_Model):
     breakers: BreakersConfig = Field(default_factory=BreakersConfig)
     policies: list[PolicyConfig] = Field(default_factory=list)
     default_policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    # Services (globs over "package.Service") whose *.edge.yaml sidecars may loosen
+    # default_policy: set an auth looser than its own (public where it needs a token, a
+    # token without its scopes), and replace its rate limits rather than add to them.
+    # Elsewhere a sidecar only tightens; a looser auth does not apply (the stricter one
+    # does) and is reported as a route problem naming the file and the method.
+    sidecars_may_loosen: list[str] = Field(default_factory=list)
     retry_budget: RetryBudgetConfig = Field(default_factory=RetryBudgetConfig)
     admin: AdminConfig = Field(default_factory=AdminConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)

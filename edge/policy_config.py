@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from edge.pipeline.jwt_core import SUPPORTED_ALGORITHMS
+from edge.redaction import redact_url
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -136,9 +137,20 @@ class RateLimitingConfig(_Model):
     redis_prefix: str = "edge:rl:"
     on_backend_error: Literal["allow", "deny"] = "allow"
     max_keys: int = Field(default=100_000, gt=0)
+    max_bytes: int = Field(default=64 * 1024 * 1024, gt=0)  # memory backend: approximate bound
     # peers whose X-Forwarded-For is believed (e.g. the load balancer)
     trusted_proxies: list[str] = Field(default_factory=list)
     policy_header: bool = True  # also send RateLimit-Policy
+
+    @model_validator(mode="after")
+    def _redis_scheme(self) -> RateLimitingConfig:
+        # redis-py would refuse it only at start-up; the message shows the URL redacted
+        if not self.redis_url.lower().startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(
+                f"redis_url {redact_url(self.redis_url)!r} must start with redis://, "
+                "rediss:// or unix://"
+            )
+        return self
 
 
 class BreakerConfig(_Model):

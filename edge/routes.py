@@ -10,15 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from fnmatch import fnmatchcase
 
 from edge.config import Config, ServiceConfig
 from edge.descriptors.http_rules import HttpRule
 from edge.descriptors.reflection import DEFAULT_DEADLINE, ReflectionSource, reflect_upstreams
 from edge.descriptors.registry import MethodInfo, Registry
-from edge.policy_config import PolicyConfig
 from edge.routing.table import RouteConflict, RouteMatch, RouteTable
 from edge.routing.template import parse_template
-from edge.sidecar import MethodSettings, Sidecars, load_sidecars
+from edge.sidecar import MethodSettings, SidecarPolicy, Sidecars, load_sidecars, sidecar_policy_for
 from edge.transcode.binding import BindingError, RequestBinder
 from edge.transcode.json_codec import JsonCodec, JsonOptions
 from edge.transcode.response import ResponseRenderer
@@ -51,7 +51,7 @@ class Routes:
     routes: list[TranscodeRoute] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # worth knowing, not wrong
-    sidecar_policies: list[PolicyConfig] = field(default_factory=list)
+    sidecar_policies: list[SidecarPolicy] = field(default_factory=list)
     unrouted: list[str] = field(default_factory=list)  # services with no upstream
 
     def upstream_methods(self) -> list[tuple[str, MethodInfo]]:
@@ -117,16 +117,8 @@ def build_routes(
         for method in methods:
             method_config = config.methods.get(method.full_name)
             settings = sidecars.for_method(method.full_name)
-            if settings is not None and settings.auth is not None:
-                if settings.auth.require != "public" and not (
-                    config.auth.issuers or config.auth.api_keys.keys
-                ):
-                    # fail closed: never serve a method whose owner asked for auth unchecked
-                    routes.problems.append(
-                        f"{method.full_name}: its .edge.yaml requires auth, but the gateway "
-                        "has no auth issuers or api_keys; the method is not served"
-                    )
-                    continue
+            if not _check_sidecar_policy(routes, config, method.full_name):
+                continue
             timeout = (
                 (method_config.timeout if method_config else None)
                 or (settings.timeout if settings else None)
@@ -151,6 +143,30 @@ def build_routes(
                 for ws_rule in [*generic_ws, *method.http_rules]:
                     _add_ws_route(routes, codec, config, method, ws_rule, upstream, timeout)
     return routes
+
+
+def _check_sidecar_policy(routes: Routes, config: Config, method: str) -> bool:
+    """Report what the method's sidecar policy asks and does not get (a looser auth than
+    ``default_policy`` is a problem, limits that add rather than replace are a note);
+    False when the method must not be served at all."""
+    entry = sidecar_policy_for(routes.sidecar_policies, method)
+    if entry is None:
+        return True
+    wanted = entry.wanted_auth
+    if wanted is not None and wanted.require != "public":
+        if not (config.auth.issuers or config.auth.api_keys.keys):
+            # fail closed: never serve a method whose owner asked for auth unchecked
+            routes.problems.append(
+                f"{entry.source}: {method}: its .edge.yaml requires auth, but the gateway "
+                "has no auth issuers or api_keys; the method is not served"
+            )
+            return False
+    if any(fnmatchcase(method, pattern) for p in config.policies for pattern in p.match):
+        return True  # the config's own policy applies, not the sidecar's
+    applied = entry.for_method(method, config.sidecars_may_loosen)
+    routes.problems.extend(f"{entry.source}: {method}: {why}" for why in applied.refused)
+    routes.notes.extend(f"{entry.source}: {method}: {note}" for note in applied.notes)
+    return True
 
 
 def _add_ws_route(

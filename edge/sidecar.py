@@ -12,12 +12,20 @@ Precedence, most specific last:
   applies, and the sidecar's policy settings do not);
 * the gateway config's ``methods.<name>.timeout`` wins over a sidecar's ``timeout``;
 * otherwise a sidecar's settings apply to the methods its keys match (full method names
-  or shell-style globs; the first matching key in a file wins, files in path order);
+  or shell-style globs; the first matching key in a file wins, files in path order; for
+  auth, limits and retries, the first matching key that sets any of them);
 * ``default_policy`` and the transcoding settings apply to everything else.
+
+A sidecar only ever tightens ``default_policy`` (``bound_policy``): its auth applies when
+it is at least as strict, else the stricter of the two applies and the sidecar is reported
+as a route problem; its rate limits are added to the default policy's, which keep
+counting. The config's ``sidecars_may_loosen`` (globs over ``package.Service``) names the
+services whose sidecars may do otherwise: set a looser auth, and replace the limits.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -83,29 +91,153 @@ class Sidecars:
                 return entry.settings
         return None
 
-    def policies(self, default: PolicyConfig) -> list[PolicyConfig]:
-        """Policy configs for the entries that set policy, on top of the default policy."""
-        out = []
-        for entry in self.entries:
-            settings = entry.settings
-            if not settings.sets_policy:
-                continue
-            out.append(
-                default.model_copy(
-                    update={
-                        "match": [entry.pattern],
-                        "auth": settings.auth or default.auth,
-                        "rate_limits": settings.rate_limits
-                        if settings.rate_limits is not None
-                        else default.rate_limits,
-                        "limit_messages": settings.limit_messages
-                        if settings.limit_messages is not None
-                        else default.limit_messages,
-                        "retry": settings.retry or default.retry,
-                    }
-                )
+    def policies(self, default: PolicyConfig) -> list[SidecarPolicy]:
+        """The entries that set policy, in order, each bounded by the default policy."""
+        return [
+            SidecarPolicy(
+                entry.pattern,
+                entry.source,
+                entry.settings.auth,
+                bound_policy(default, entry.settings, may_loosen=False),
+                bound_policy(default, entry.settings, may_loosen=True),
             )
-        return out
+            for entry in self.entries
+            if entry.settings.sets_policy
+        ]
+
+
+# -- what a sidecar may change: tighten the default policy, never loosen it --------------
+#
+# Auth, ordered by the credentials a requirement accepts (each level accepts a subset of
+# the one before): public (anyone) < token with api_keys (a valid token or an API key)
+# < token without api_keys (a valid token) < scopes S (a valid token holding S), and
+# scopes S < scopes T when S is a subset of T (``require: scopes`` never takes an API
+# key, so its api_keys flag changes nothing). Two scope sets where neither holds the
+# other are not ordered; the stricter of the two is then a token holding both.
+
+
+def _accepted(requirement: AuthRequirement) -> tuple[int, frozenset[str]]:
+    """(level, scopes): 0 anyone, 1 a token or an API key, 2 a token holding the scopes."""
+    if requirement.require == "public":
+        return 0, frozenset()
+    if requirement.require == "token":
+        return (1 if requirement.api_keys else 2), frozenset()
+    return 2, frozenset(requirement.scopes)
+
+
+def at_least_as_strict(candidate: AuthRequirement, floor: AuthRequirement) -> bool:
+    """Whether every call ``candidate`` admits is one ``floor`` admits as well."""
+    level, scopes = _accepted(candidate)
+    floor_level, floor_scopes = _accepted(floor)
+    return level >= floor_level and scopes >= floor_scopes
+
+
+def stricter_auth(floor: AuthRequirement, wanted: AuthRequirement) -> AuthRequirement:
+    """The loosest requirement at least as strict as both (one of them, when ordered)."""
+    if at_least_as_strict(wanted, floor):
+        return wanted
+    if at_least_as_strict(floor, wanted):
+        return floor
+    return AuthRequirement(require="scopes", scopes=sorted({*floor.scopes, *wanted.scopes}))
+
+
+def describe_auth(requirement: AuthRequirement) -> str:
+    if requirement.require == "scopes":
+        return f"scopes [{', '.join(sorted(requirement.scopes))}]"
+    if requirement.require == "token" and not requirement.api_keys:
+        return "token (no API keys)"
+    return requirement.require
+
+
+@dataclass(frozen=True, slots=True)
+class BoundedPolicy:
+    """A sidecar key's policy as it applies: within the default policy, unless allowed.
+
+    The limits are the sidecar's own; ``keep_default_limits`` says whether the default
+    policy's limits (with their counters, shared with every route under the default
+    policy) count as well.
+    """
+
+    auth: AuthRequirement
+    rate_limits: tuple[LimitConfig, ...]
+    limit_messages: tuple[LimitConfig, ...]
+    keep_default_limits: bool
+    keep_default_message_limits: bool
+    retry: RetryConfig
+    refused: tuple[str, ...] = ()  # what it asked and did not get: route problems
+    notes: tuple[str, ...] = ()  # how it applies differently from what it says
+
+
+def bound_policy(
+    default: PolicyConfig, settings: MethodSettings, *, may_loosen: bool
+) -> BoundedPolicy:
+    """What a sidecar's auth, limits and retry come to on top of ``default`` (pure).
+
+    Without ``may_loosen``: a looser auth does not apply (the stricter of the two does,
+    and the attempt is in ``refused``), and the sidecar's limits add to the default's.
+    With it: the sidecar's auth applies as written, and its limits replace the default's.
+    A setting the sidecar leaves out is the default's either way.
+    """
+    refused: list[str] = []
+    notes: list[str] = []
+    auth = default.auth
+    if settings.auth is not None:
+        auth = settings.auth if may_loosen else stricter_auth(default.auth, settings.auth)
+        if auth != settings.auth:
+            refused.append(
+                f"auth {describe_auth(settings.auth)} would loosen default_policy's "
+                f"{describe_auth(default.auth)}, so {describe_auth(auth)} applies "
+                "(sidecars_may_loosen can allow it for this service)"
+            )
+    keep: dict[str, bool] = {}
+    for field, ours, theirs in (
+        ("rate_limits", settings.rate_limits, default.rate_limits),
+        ("limit_messages", settings.limit_messages, default.limit_messages),
+    ):
+        keep[field] = ours is None or not may_loosen
+        if ours is not None and theirs and keep[field]:
+            labels = ", ".join(
+                limit.name or f"{limit.limit};w={limit.period:g}" for limit in theirs
+            )
+            notes.append(
+                f"{field} add to default_policy's ({labels}), which still apply "
+                "(sidecars_may_loosen lets a service's sidecars replace them)"
+            )
+    return BoundedPolicy(
+        auth=auth,
+        rate_limits=tuple(settings.rate_limits or ()),
+        limit_messages=tuple(settings.limit_messages or ()),
+        keep_default_limits=keep["rate_limits"],
+        keep_default_message_limits=keep["limit_messages"],
+        retry=settings.retry or default.retry,
+        refused=tuple(refused),
+        notes=tuple(notes),
+    )
+
+
+def may_loosen(services: Sequence[str], method: str) -> bool:
+    """Whether the method's service (``pkg.Service`` of ``pkg.Service.Method``) is listed."""
+    service = method.rpartition(".")[0]
+    return any(fnmatchcase(service, pattern) for pattern in services)
+
+
+@dataclass(frozen=True, slots=True)
+class SidecarPolicy:
+    """One sidecar key that sets policy: bounded, and as written (for allowed services)."""
+
+    pattern: str
+    source: str  # the file, relative to its proto folder
+    wanted_auth: AuthRequirement | None  # as written (the fail-closed check reads it)
+    bounded: BoundedPolicy
+    loose: BoundedPolicy
+
+    def for_method(self, method: str, services: Sequence[str]) -> BoundedPolicy:
+        return self.loose if may_loosen(services, method) else self.bounded
+
+
+def sidecar_policy_for(policies: Sequence[SidecarPolicy], method: str) -> SidecarPolicy | None:
+    """The first policy-setting key that matches the method, as the pipeline picks it."""
+    return next((p for p in policies if fnmatchcase(method, p.pattern)), None)
 
 
 def load_sidecars(roots: list[Path]) -> tuple[Sidecars, list[str]]:

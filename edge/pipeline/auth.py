@@ -42,6 +42,7 @@ from edge.pipeline.jwt_core import (
 )
 from edge.pipeline.policy import PolicyIndex, RoutePolicy
 from edge.policy_config import AuthConfig, IssuerConfig
+from edge.redaction import redact_text, redact_url
 
 log = logging.getLogger("edge.auth")
 
@@ -152,7 +153,11 @@ class KeyRing:
                 document, cache_control = await self._fetch(entry.config.jwks_url)
                 keys = parse_jwks(document)
             except Exception as exc:  # a JWKS outage must not take the old keys with it
-                log.warning("JWKS fetch from %s failed: %s", entry.config.jwks_url, exc)
+                log.warning(  # the URL may carry credentials, and the error repeats it
+                    "JWKS fetch from %s failed: %s",
+                    redact_url(entry.config.jwks_url),
+                    redact_text(str(exc)),
+                )
                 return False
             max_age = entry.config.jwks_max_age
             match = _MAX_AGE.search(cache_control or "")
@@ -161,7 +166,7 @@ class KeyRing:
             entry.fetched = keys
             entry.expires = now + max_age
             self.generation += 1
-            log.info("loaded %d keys from %s", len(keys), entry.config.jwks_url)
+            log.info("loaded %d keys from %s", len(keys), redact_url(entry.config.jwks_url))
             return True
 
 

@@ -24,6 +24,7 @@ from edge.pipeline.policy import PolicyIndex
 from edge.pipeline.ratelimit import RateLimitLayer
 from edge.pipeline.retry import RetryBudget, RetryLayer
 from edge.policy_config import PolicyConfig
+from edge.sidecar import SidecarPolicy
 
 
 @dataclass(slots=True)
@@ -75,16 +76,16 @@ class Pipeline:
 def build_pipeline(
     config: Config,
     upstreams: Iterable[str] | None = None,
-    sidecar_policies: Sequence[PolicyConfig] = (),
+    sidecar_policies: Sequence[SidecarPolicy] = (),
 ) -> Pipeline:
-    index = PolicyIndex(config.policies, config.default_policy)
+    index = PolicyIndex(config.policies, config.default_policy, config.sidecars_may_loosen)
     pipeline = Pipeline(index=index)
     auth_config = config.auth
     has_credentials = bool(auth_config.issuers or auth_config.api_keys.keys)
     if index.any_auth and not has_credentials:
         raise ConfigError("a policy requires auth, but auth has no issuers and no api_keys")
     # (sidecars that require auth without credentials are refused route by route instead)
-    index.set_sidecars(list(sidecar_policies))
+    index.set_sidecars(sidecar_policies)
     if has_credentials or auth_config.claims_to_metadata:
         pipeline.auth = AuthLayer(auth_config, index, KeyRing(auth_config.issuers))
         pipeline.layers.append(pipeline.auth)
@@ -99,7 +100,7 @@ def build_pipeline(
         store = redis_store
         pipeline.closers.append(redis_store.close)
     else:
-        store = MemoryLimiterStore(limiting.max_keys)
+        store = MemoryLimiterStore(limiting.max_keys, max_bytes=limiting.max_bytes)
     pipeline.ratelimit = RateLimitLayer(
         index,
         store,

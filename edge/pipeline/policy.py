@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 
 from edge.pipeline.limiter_core import LimitSpec
 from edge.policy_config import LimitConfig, PolicyConfig, RetryConfig
+from edge.sidecar import BoundedPolicy, SidecarPolicy, may_loosen
 from edge.transcode.status import GRPC_CODE_BY_NUMBER
 
 
@@ -29,7 +31,9 @@ class RoutePolicy:
     retry: RetryPolicy | None
 
 
-def _limits(policy_index: int | str, configs: list[LimitConfig], kind: str) -> tuple[Limit, ...]:
+def _limits(
+    policy_index: int | str, configs: Sequence[LimitConfig], kind: str
+) -> tuple[Limit, ...]:
     limits = []
     for index, config in enumerate(configs):
         spec = LimitSpec(
@@ -45,16 +49,20 @@ def _limits(policy_index: int | str, configs: list[LimitConfig], kind: str) -> t
     return tuple(limits)
 
 
-def _compile_sidecar(config: PolicyConfig) -> RoutePolicy:
-    pattern = config.match[0]
+def _compile_sidecar(pattern: str, bounded: BoundedPolicy, default: RoutePolicy) -> RoutePolicy:
+    """A sidecar key's policy; the default's limits, kept, keep the default's counters."""
+    auth = bounded.auth
+    limits = _limits(f"s:{pattern}:", bounded.rate_limits, "p")
+    messages = _limits(f"s:{pattern}:", bounded.limit_messages, "m")
     return RoutePolicy(
         name=f"sidecar:{pattern}",
-        require=config.auth.require,
-        scopes=frozenset(config.auth.scopes),
-        api_keys=config.auth.api_keys,
-        limits=_limits(f"s:{pattern}:", config.rate_limits, "p"),
-        message_limits=_limits(f"s:{pattern}:", config.limit_messages, "m"),
-        retry=_retry(config.retry),
+        require=auth.require,
+        scopes=frozenset(auth.scopes),
+        api_keys=auth.api_keys,
+        limits=(default.limits if bounded.keep_default_limits else ()) + limits,
+        message_limits=(default.message_limits if bounded.keep_default_message_limits else ())
+        + messages,
+        retry=_retry(bounded.retry),
     )
 
 
@@ -93,62 +101,77 @@ class RetryPolicy:
 
 
 class PolicyIndex:
-    """Route name -> policy: the first policy whose ``match`` globs accept the name."""
+    """Route name -> policy: the first policy whose ``match`` globs accept the name.
 
-    def __init__(self, policies: list[PolicyConfig], default: PolicyConfig) -> None:
+    Tiers, first match wins: the config's ``policies``, then the sidecars' keys (gRPC
+    methods only), then ``default_policy``. A sidecar's policy comes bounded by the
+    default policy (``edge.sidecar.bound_policy``), unless the method's service is listed
+    in ``sidecars_may_loosen``.
+    """
+
+    def __init__(
+        self,
+        policies: list[PolicyConfig],
+        default: PolicyConfig,
+        sidecars_may_loosen: Sequence[str] = (),
+    ) -> None:
         self._policies = [
             (tuple(p.match), _compile(i, ",".join(p.match), p)) for i, p in enumerate(policies)
         ]
         self._default = _compile(len(policies), "default", default)
-        self._sidecars: list[tuple[tuple[str, ...], RoutePolicy]] = []
+        self._may_loosen = tuple(sidecars_may_loosen)
+        # per sidecar key: (pattern, policy bounded by the default, policy as written)
+        self._sidecars: list[tuple[str, RoutePolicy, RoutePolicy]] = []
         self._cache: dict[str, RoutePolicy] = {}
 
-    def set_sidecars(self, policies: list[PolicyConfig]) -> None:
+    def set_sidecars(self, policies: Sequence[SidecarPolicy]) -> None:
         """Policies from ``*.edge.yaml`` files: below the config's, above the default.
 
         Called at start-up and on every descriptor reload; limit counters are keyed by the
         sidecar's method pattern, so they survive reloads that keep it.
         """
-        self._sidecars = [(tuple(p.match), _compile_sidecar(p)) for p in policies]
+        self._sidecars = [
+            (
+                p.pattern,
+                _compile_sidecar(p.pattern, p.bounded, self._default),
+                _compile_sidecar(p.pattern, p.loose, self._default),
+            )
+            for p in policies
+        ]
         self._cache = {}
 
     def for_route(self, route: str) -> RoutePolicy:
         found = self._cache.get(route)
         if found is None:
-            # sidecars speak for gRPC methods only, never for the operator's proxy routes
-            tiers = (
-                self._policies
-                if route.startswith("proxy:")
-                else (
-                    *self._policies,
-                    *self._sidecars,
-                )
-            )
-            found = next(
-                (
-                    policy
-                    for patterns, policy in tiers
-                    if any(fnmatchcase(route, pattern) for pattern in patterns)
-                ),
-                self._default,
-            )
+            found = self._resolve(route)
             self._cache[route] = found  # route names are finite: methods and proxy prefixes
         return found
 
+    def _resolve(self, route: str) -> RoutePolicy:
+        for patterns, policy in self._policies:
+            if any(fnmatchcase(route, pattern) for pattern in patterns):
+                return policy
+        if not route.startswith("proxy:"):  # sidecars never speak for proxy routes
+            for pattern, bounded, loose in self._sidecars:
+                if fnmatchcase(route, pattern):
+                    return loose if may_loosen(self._may_loosen, route) else bounded
+        return self._default
+
+    def _all(self) -> list[RoutePolicy]:
+        return [
+            *(p for _, p in self._policies),
+            *(p for _, bounded, loose in self._sidecars for p in (bounded, loose)),
+            self._default,
+        ]
+
     @property
     def any_auth(self) -> bool:
-        return any(p.require != "public" for _, p in (*self._policies, *self._sidecars)) or (
-            self._default.require != "public"
-        )
+        return any(p.require != "public" for p in self._all())
 
     @property
     def any_retries(self) -> bool:
-        return any(p.retry for _, p in (*self._policies, *self._sidecars)) or (
-            self._default.retry is not None
-        )
+        return any(p.retry is not None for p in self._all())
 
     @property
     def any_limits(self) -> bool:
-        return any(
-            p.limits or p.message_limits for _, p in (*self._policies, *self._sidecars)
-        ) or bool(self._default.limits or self._default.message_limits)
+        return any(p.limits or p.message_limits for p in self._all())

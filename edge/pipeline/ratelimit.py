@@ -13,6 +13,7 @@ counted, and the next call simply tries the store again.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import logging
 import math
@@ -49,7 +50,38 @@ def _subject_address(address: str | None) -> str:
     return address
 
 
+MAX_KEY_PART = 64  # longer key parts (ASCII characters) are replaced by their digest
+DIGEST_MARK = "#"  # starts every digest, and no part kept as it is
+
+
+def bounded_part(value: str) -> str:
+    """``value`` when it is short, plain ASCII; otherwise ``#`` and a 128-bit digest of it.
+
+    Key parts come from the client (a header, a claim), so a key could be as long as the
+    longest header a client may send, and the memory store and Redis would keep every
+    byte of it. A part kept as it is is at most ``MAX_KEY_PART`` ASCII characters and
+    holds neither the ``|`` separator nor a leading ``#``; every other value (long,
+    non-ASCII, or one of those) becomes ``#`` and 32 hex digits (BLAKE2b-128), so a key
+    has a bounded length and is ASCII, a client cannot make its value read as another
+    key's parts, and a literal value can never equal a digest.
+    """
+    if (
+        len(value) <= MAX_KEY_PART
+        and value.isascii()
+        and "|" not in value
+        and not value.startswith(DIGEST_MARK)
+    ):
+        return value
+    data = value.encode("utf-8", "surrogatepass")  # claims may hold lone surrogates
+    return DIGEST_MARK + hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
 def limit_key(limit: Limit, call: Call, trusted: Sequence[Network]) -> str:
+    """The counter a call is counted against: the limit's prefix and the call's parts.
+
+    Parts are joined with ``|`` after ``bounded_part``, so the key of any call is at most
+    ``len(prefix) + parts * (MAX_KEY_PART + 1)`` ASCII characters, whatever it sent.
+    """
     parts = [limit.key_prefix]
     claims = call.state.get("claims") or {}
     for part in limit.key_parts:
@@ -65,7 +97,7 @@ def limit_key(limit: Limit, call: Call, trusted: Sequence[Network]) -> str:
             value = str(claims.get(part[6:], "-"))
         else:  # header:<name>
             value = header_value(call.headers, part[7:].lower().encode()) or "-"
-        parts.append(value)
+        parts.append(bounded_part(value))
     return "|".join(parts)
 
 

@@ -199,7 +199,10 @@ class _Endpoint:
             # the errno's own words ("Connection refused"): uvloop's strerror repeats the
             # address as a Python tuple
             errno = exc.errno if isinstance(exc, OSError) else None
-            reason = os.strerror(errno) if errno else str(exc)
+            if errno and not isinstance(exc, ssl.SSLError):
+                reason = os.strerror(errno)
+            else:  # a TLS failure's own words say which check failed
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             self._last_error = f"failed to connect to {self.address}: {reason or 'timed out'}"
             delay = self._backoff * random.uniform(0.8, 1.2)  # jitter
             self.retry_at = loop.time() + delay

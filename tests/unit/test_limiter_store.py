@@ -1,9 +1,21 @@
-"""The bounded in-memory limiter store (no network)."""
+"""The bounded in-memory limiter store (no network): key count and byte budget."""
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from edge.pipeline.limiter_core import LimitSpec
-from edge.pipeline.limiter_store import MemoryLimiterStore
+from edge.pipeline.limiter_store import (
+    ENTRY_BYTES,
+    LOG_TIMESTAMP_BYTES,
+    MemoryLimiterStore,
+    entry_bytes,
+)
 
 SPEC = LimitSpec("token_bucket", limit=2, period=1.0)
 
@@ -32,3 +44,119 @@ def test_expired_state_is_dropped_and_starts_fresh() -> None:
     store.decide_now(SPEC, "b", 100.0)
     assert len(store) == 1
     assert store.decide_now(SPEC, "a", 100.0).remaining == 1
+
+
+# -- the byte budget --------------------------------------------------------------------
+
+SPECS = {
+    "token_bucket": LimitSpec("token_bucket", limit=5, period=1.0),
+    "sliding_window": LimitSpec("sliding_window", limit=5, period=1.0),
+    "sliding_log": LimitSpec("sliding_log", limit=50, period=10.0),
+    "leaky_bucket": LimitSpec("leaky_bucket", limit=5, period=1.0),
+}
+
+
+def accounted(store: MemoryLimiterStore) -> int:
+    """What the store's entries cost by ``entry_bytes``, summed from scratch."""
+    return sum(entry_bytes(spec, key, state) for key, (state, _, spec) in store._states.items())
+
+
+def test_a_flood_of_long_keys_stays_within_the_byte_budget() -> None:
+    budget = 256 * 1024
+    store = MemoryLimiterStore(max_keys=10**9, max_bytes=budget)
+    per_entry = 4096 + ENTRY_BYTES["token_bucket"]
+    for index in range(5000):
+        store.decide_now(SPEC, f"{index:08d}".ljust(4096, "k"), index * 1e-6)
+        assert store.bytes <= budget
+    assert len(store) == budget // per_entry  # the key bound (10**9) never bound
+    assert store.bytes == len(store) * per_entry == accounted(store)
+    assert store.evicted == 5000 - len(store)
+
+
+def test_the_least_recently_used_key_goes_first() -> None:
+    per_entry = 8 + ENTRY_BYTES["token_bucket"]
+    store = MemoryLimiterStore(max_bytes=3 * per_entry)
+    for key in ("a-------", "b-------", "c-------"):
+        store.decide_now(SPEC, key, 0.0)
+    store.decide_now(SPEC, "a-------", 0.0)  # a is used again: b is now the oldest
+    store.decide_now(SPEC, "d-------", 0.0)
+    assert list(store._states) == ["c-------", "a-------", "d-------"]
+    assert store.bytes == 3 * per_entry
+
+
+def test_a_sliding_log_is_charged_per_timestamp() -> None:
+    spec = LimitSpec("sliding_log", limit=1000, period=60.0)
+    store = MemoryLimiterStore()
+    for index in range(500):
+        store.decide_now(spec, "user", index * 0.01)
+    assert store.bytes == 4 + ENTRY_BYTES["sliding_log"] + 500 * LOG_TIMESTAMP_BYTES
+    assert store.bytes == accounted(store)
+    # a budget below one entry: the newest entry is kept, so the limit still holds
+    small = MemoryLimiterStore(max_bytes=1000)
+    for index in range(1001):
+        decision = small.decide_now(spec, "user", index * 0.01)
+    assert len(small) == 1 and not decision.allowed
+
+
+def test_expired_entries_give_their_bytes_back() -> None:
+    store = MemoryLimiterStore()
+    for index in range(3):
+        store.decide_now(SPEC, f"k{index}", 0.0)
+    store.decide_now(SPEC, "late", 100.0)  # long past every ttl: the front is dropped
+    assert len(store) == 1
+    assert store.bytes == 4 + ENTRY_BYTES["token_bucket"] == accounted(store)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(sorted(SPECS)),
+            st.integers(0, 12),  # which key
+            st.integers(1, 200),  # its length
+            st.floats(0.0, 3.0),  # time passing before the step
+            st.integers(1, 3),  # cost
+        ),
+        max_size=120,
+    ),
+    budget=st.integers(1, 8000),
+    max_keys=st.integers(1, 10),
+)
+def test_the_byte_count_is_exact_and_bounded(
+    steps: list[tuple[str, int, int, float, int]], budget: int, max_keys: int
+) -> None:
+    """Whatever the mix of algorithms, keys and times: ``bytes`` is the sum over entries,
+    and over the budget only when the newest entry alone is."""
+    store = MemoryLimiterStore(max_keys=max_keys, max_bytes=budget)
+    now = 0.0
+    for algorithm, which, length, wait, cost in steps:
+        now += wait
+        # a key belongs to one limit, as the key prefix makes it in the gateway
+        key = f"{algorithm}:{which}".ljust(length, "x")
+        store.decide_now(SPECS[algorithm], key, now, cost)
+        assert store.bytes == accounted(store)
+        assert len(store) <= max_keys
+        assert store.bytes <= budget or len(store) == 1
+
+
+@pytest.mark.parametrize("algorithm", sorted(SPECS))
+def test_the_accounting_matches_what_tracemalloc_measures(algorithm: str) -> None:
+    """The fixed overheads in ENTRY_BYTES, measured again: a store at its byte budget
+    under a flood (the worst case: every entry stepped at its own time) holds about what
+    it accounts for. Fails when a Python's objects grew past the constants."""
+    spec = SPECS[algorithm]
+    budget = 2 * 1024 * 1024
+    store = MemoryLimiterStore(max_keys=10**9, max_bytes=budget)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        ratios = []
+        for index in range(30_000):
+            store.decide_now(spec, f"p0.0|client-{index}", 1000.0 + index * 1e-6)
+            if index > 15_000 and index % 1000 == 0:
+                ratios.append((tracemalloc.get_traced_memory()[0] - base) / store.bytes)
+    finally:
+        tracemalloc.stop()
+    assert store.evicted > 0
+    assert 0.7 < min(ratios) and max(ratios) < 1.05, ratios

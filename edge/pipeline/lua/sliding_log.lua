@@ -1,6 +1,11 @@
 -- sliding log: mirrors limiter_core.sliding_log line for line; time from the Redis server.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+-- Scores go to Redis as numbers (exact); results come back with 17 significant digits.
+local function num(x) return string.format('%.17g', x) end
+local now = ARGV[5] and tonumber(ARGV[5])  -- the store's clock, when it has one (tests)
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
 local limit, period, cost, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - period)
 local count = redis.call('ZCARD', KEYS[1])
@@ -9,7 +14,7 @@ if count + cost <= limit then
   allowed = 1
   for i = 1, cost do
     local seq = redis.call('INCR', KEYS[2])
-    redis.call('ZADD', KEYS[1], now, tostring(now) .. ':' .. seq)
+    redis.call('ZADD', KEYS[1], now, num(now) .. ':' .. seq)
   end
   redis.call('PEXPIRE', KEYS[2], ttl)
   count = count + cost
@@ -22,4 +27,4 @@ redis.call('PEXPIRE', KEYS[1], ttl)
 local reset = 0
 local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
 if oldest[2] then reset = tonumber(oldest[2]) + period - now end
-return {allowed, tostring(math.max(0, limit - count)), tostring(reset), tostring(math.max(0, retry))}
+return {allowed, num(math.max(0, limit - count)), num(reset), num(math.max(0, retry))}

@@ -1,6 +1,12 @@
 -- sliding window: mirrors limiter_core.sliding_window line for line; time from the Redis server.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+-- Numbers are stored and returned with 17 significant digits: with tostring's 14, a short
+-- window's start read back as another number, and the window never counted its requests.
+local function num(x) return string.format('%.17g', x) end
+local now = ARGV[5] and tonumber(ARGV[5])  -- the store's clock, when it has one (tests)
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
 local limit, period, cost, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local start = math.floor(now / period) * period
 local state = redis.call('HMGET', KEYS[1], 'start', 'current', 'previous')
@@ -33,7 +39,7 @@ else
     end
   end
 end
-redis.call('HSET', KEYS[1], 'start', tostring(start), 'current', current, 'previous', previous)
+redis.call('HSET', KEYS[1], 'start', num(start), 'current', num(current), 'previous', num(previous))
 redis.call('PEXPIRE', KEYS[1], ttl)
 local remaining = math.max(0, math.floor(limit - estimate))
-return {allowed, tostring(remaining), tostring(period - elapsed), tostring(retry)}
+return {allowed, num(remaining), num(period - elapsed), num(retry)}

@@ -1,6 +1,12 @@
 -- token bucket: mirrors limiter_core.token_bucket line for line; time from the Redis server.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+-- Numbers are stored and returned with 17 significant digits (tostring keeps 14, which
+-- moves today's Unix time by up to 50 us: a burst then found its bucket short of a token).
+local function num(x) return string.format('%.17g', x) end
+local now = ARGV[5] and tonumber(ARGV[5])  -- the store's clock, when it has one (tests)
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+end
 local capacity, rate, cost, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local state = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
 local tokens = capacity
@@ -15,6 +21,6 @@ if tokens >= cost then
 else
   retry = (cost - tokens) / rate
 end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated', tostring(now))
+redis.call('HSET', KEYS[1], 'tokens', num(tokens), 'updated', num(now))
 redis.call('PEXPIRE', KEYS[1], ttl)
-return {allowed, tostring(math.floor(tokens)), tostring((capacity - tokens) / rate), tostring(retry)}
+return {allowed, num(math.floor(tokens)), num((capacity - tokens) / rate), num(retry)}

@@ -1,0 +1,119 @@
+"""Credentials out of URLs before a URL is shown: logs, errors, ``edge check``, /admin.
+
+The gateway is configured with URLs that may carry credentials (the Redis URL of the
+shared rate limiter, an issuer's JWKS URL, HTTP upstreams, the tracing collector), and it
+shows them in several places. Every such place goes through ``redact_url`` (a whole URL)
+or ``redact_text`` (a message that may hold URLs), one rule for all:
+
+* **the userinfo password**: everything from the first ``:`` after ``//`` to the *last*
+  ``@`` before the query. Passwords often hold a raw ``@``, ``/`` or ``#``
+  (``redis://:p@ss@host``), which URL parsers then split in the wrong place; taking the
+  last ``@`` hides all of it. The query starts at the first ``?`` followed by a parameter
+  name and ``=``, so an ``@`` in a query value (``?password=p@ss``) is not taken for the
+  end of a password. The user name stays: it says which account, and is not a secret.
+* **secret query parameters**: the value of every query (or fragment) parameter whose
+  name looks secret: ``password``, ``pass``, ``pwd``, ``secret``, ``token``,
+  ``access_token``, ``api_key``, ``apikey``, ``key``, ``auth``, and any name whose last
+  word (split at ``_``, ``-``, ``.``) is one of those or ``passwd``, ``signature``,
+  ``sig``, ``credential`` (``client_secret``, ``X-Amz-Signature``), compared
+  case-insensitively after percent-decoding. A secret value runs to the next ``&`` (a raw
+  ``#`` in it is hidden too).
+
+Both err on the side of hiding: a URL whose path holds an ``@`` after a ``:`` loses the
+text between them as well (``https://host:8443/a@b`` shows ``https://host:***@b``). Pure
+functions of a string: no URL library (which might normalise, or reject, exactly what
+must be hidden), never an exception.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote_plus
+
+MASK = "***"
+
+_SECRET_NAMES = frozenset(
+    {"password", "pass", "pwd", "secret", "token", "access_token", "api_key", "apikey"}
+    | {"key", "auth"}
+)
+_SECRET_WORDS = frozenset(
+    {"password", "passwd", "pass", "pwd", "secret", "token", "key", "apikey", "auth"}
+    | {"signature", "sig", "credential", "credentials"}
+)
+_WORDS = re.compile(r"[_.\-]")
+# where a query starts, for finding the end of the userinfo: "?name=" (a "?" inside a
+# password is rarely followed by a name and "=")
+_QUERY_START = re.compile(r"\?[\w.~%+\-]*=")
+# a URL inside free text: a scheme, "//", and everything up to white space or a quote
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+
+
+def secret_parameter(name: str) -> bool:
+    """Whether a query parameter of this name carries a secret (see the module's rule)."""
+    plain = unquote_plus(name).strip().lower()
+    return plain in _SECRET_NAMES or _WORDS.split(plain)[-1] in _SECRET_WORDS
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its userinfo password and secret query values replaced by ``***``.
+
+    Anything is accepted, URL or not; a string with no ``//`` and no ``?`` comes back
+    unchanged.
+    """
+    authority = url.find("//")
+    query = url.find("?")
+    tail_from = 0
+    if authority >= 0 and not 0 <= query < authority:
+        start = authority + 2
+        anchor = _QUERY_START.search(url, start)
+        at = url.rfind("@", start, anchor.start() if anchor else len(url))
+        if at >= 0:
+            colon = url.find(":", start, at)
+            if 0 <= colon < at - 1:  # a password, not just "user:" before the "@"
+                url = url[: colon + 1] + MASK + url[at:]
+                at = colon + 1 + len(MASK)
+            tail_from = at + 1
+        else:
+            tail_from = start
+    starts = [i for i in (url.find("?", tail_from), url.find("#", tail_from)) if i >= 0]
+    if not starts:
+        return url
+    tail = min(starts)
+    return url[:tail] + _redact_parameters(url[tail:])
+
+
+def _redact_parameters(tail: str) -> str:
+    """``?a=1&password=x#frag`` with secret values masked; ``tail`` starts at ``?`` or ``#``."""
+    out: list[str] = []
+    i, end = 0, len(tail)
+    while i < end:
+        out.append(tail[i])  # the delimiter: "?", "&" or "#"
+        i += 1
+        j = i
+        while j < end and tail[j] not in "=&#":
+            j += 1
+        name = tail[i:j]
+        out.append(name)
+        i = j
+        if i < end and tail[i] == "=":
+            out.append("=")
+            i += 1
+            secret = secret_parameter(name)
+            stops = "&" if secret else "&#"
+            j = i
+            while j < end and tail[j] not in stops:
+                j += 1
+            out.append(MASK if secret and j > i else tail[i:j])
+            i = j
+    return "".join(out)
+
+
+def redact_text(text: str) -> str:
+    """``text`` (a log line, an exception's message) with every URL in it redacted.
+
+    A URL in free text ends at white space or a quote, so a password holding one of
+    those is only partly found; use ``redact_url`` on a value known to be a whole URL.
+    """
+    if "//" not in text:
+        return text
+    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)

@@ -1,0 +1,121 @@
+"""Tokens with made-up key ids must not turn the gateway into a JWKS fetch amplifier.
+
+An unknown ``kid`` makes the gateway refetch the issuer's JWKS (a key may have been rotated
+in), at most once per ``jwks_min_refresh``. A client that sends many tokens with made-up
+kids, one after another and all at once, must cause one fetch in that time, not one each,
+whether the JWKS answers, answers with ``max-age=0`` or fails. The JWKS here is a real
+server on an ephemeral loopback port that counts what it is asked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import jwt
+import pytest
+from conftest import make_config, run_gateway
+from cryptography.hazmat.primitives.asymmetric import rsa
+from hypercorn.asyncio import serve
+from hypercorn.config import Config as HypercornConfig
+from listening import wait_listening
+
+pytestmark = pytest.mark.e2e
+
+ISSUER = "https://issuer.test"
+RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+FLOOD = 40
+
+
+class CountingJwks:
+    """An ASGI JWKS endpoint serving RSA_KEY as ``k1``; counts every request it answers."""
+
+    def __init__(self, status: int, max_age: int) -> None:
+        self.status = status
+        self.max_age = max_age
+        self.fetches = 0
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        self.fetches += 1
+        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(RSA_KEY.public_key(), as_dict=True)
+        body = json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]})
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"cache-control", f"max-age={self.max_age}".encode()),
+        ]
+        await send({"type": "http.response.start", "status": self.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body.encode()})
+
+
+@contextlib.asynccontextmanager
+async def serving(app: CountingJwks) -> AsyncIterator[str]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    hc = HypercornConfig()
+    hc.bind = [f"fd://{sock.detach()}"]
+    hc.errorlog = None
+    hc.accesslog = None
+    stop = asyncio.Event()
+    task = asyncio.create_task(serve(app, hc, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    try:
+        await wait_listening(port, task)
+        yield f"http://127.0.0.1:{port}/jwks"
+    finally:
+        stop.set()
+        await task
+
+
+def token(kid: str) -> dict[str, str]:
+    claims = {"iss": ISSUER, "aud": "edge", "sub": "mallory", "exp": time.time() + 60}
+    encoded = jwt.encode(claims, RSA_KEY, algorithm="RS256", headers={"kid": kid})
+    return {"authorization": f"Bearer {encoded}"}
+
+
+@pytest.mark.parametrize(
+    ("status", "max_age"),
+    [(200, 600), (200, 0), (500, 600)],
+    ids=["answers", "max-age=0", "fails"],
+)
+async def test_unknown_kids_cause_one_fetch_per_min_refresh(
+    kitchen_upstream: Any, status: int, max_age: int
+) -> None:
+    jwks = CountingJwks(status, max_age)
+    async with serving(jwks) as url:
+        issuer = {
+            "issuer": ISSUER,
+            "algorithms": ["RS256"],
+            "audiences": ["edge"],
+            "jwks_url": url,
+            "jwks_min_refresh": "30s",
+        }
+        extra = {
+            "auth": {"issuers": [issuer]},
+            "policies": [{"match": ["*"], "auth": {"require": "token"}}],
+        }
+        port, _ = kitchen_upstream
+        async with run_gateway(make_config(port, extra=extra)) as gateway:
+            async with gateway.client() as client:
+                known = await client.get("/v1/kitchen/a", headers=token("k1"))
+                one_by_one = [
+                    await client.get("/v1/kitchen/b", headers=token(f"made-up-{index}"))
+                    for index in range(FLOOD)
+                ]
+                at_once = await asyncio.gather(
+                    *(
+                        client.get("/v1/kitchen/c", headers=token(f"at-once-{index}"))
+                        for index in range(FLOOD)
+                    )
+                )
+                known_after = await client.get("/v1/kitchen/d", headers=token("k1"))
+    assert jwks.fetches == 1
+    assert {r.status_code for r in [*one_by_one, *at_once]} == {401}
+    expected = 200 if status == 200 else 401  # a failing JWKS leaves no keys to verify with
+    assert known.status_code == known_after.status_code == expected

@@ -1,0 +1,188 @@
+"""Rate-limit keys (pure): who shares a counter and who does not, for every key part.
+
+A key that ignored its part (every user on ``-``) would put all users in one bucket and
+still pass a test that only ever sends one user, so each part is checked with two users
+(different keys) and with the same user twice (the same key).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.call import Call
+from edge.pipeline.limiter_core import LimitSpec
+from edge.pipeline.policy import Limit
+from edge.pipeline.ratelimit import DIGEST_MARK, MAX_KEY_PART, bounded_part, limit_key
+
+SPEC = LimitSpec("token_bucket", limit=10, period=1.0)
+
+
+def limit(*parts: str, prefix: str = "p0.0") -> Limit:
+    return Limit(SPEC, parts, prefix, "10;w=1")
+
+
+def call(
+    *,
+    client: str = "198.51.100.1",
+    route: str = "edgetest.v1.KitchenService.Echo",
+    claims: dict[str, Any] | None = None,
+    api_key: str | None = None,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> Call:
+    """A call as the auth layer leaves it: verified claims and the API key's name in state."""
+    made = Call(
+        upstream="kitchen",
+        route=route,
+        metadata=[],
+        timeout=None,
+        client=client,
+        headers=headers or [],
+    )
+    if claims is not None:
+        made.state["claims"] = claims
+    if api_key is not None:
+        made.state["api_key"] = api_key
+    return made
+
+
+def key(parts: tuple[str, ...], made: Call) -> str:
+    return limit_key(limit(*parts), made, ())
+
+
+# (the key, a call from one user, a call from another), for every kind of key part
+USERS: dict[str, tuple[tuple[str, ...], Any, Any]] = {
+    "ip": (("ip",), lambda: call(client="198.51.100.1"), lambda: call(client="198.51.100.2")),
+    "route": (
+        ("route",),
+        lambda: call(route="edgetest.v1.KitchenService.Echo"),
+        lambda: call(route="edgetest.v1.KitchenService.Inspect"),
+    ),
+    "sub": (("sub",), lambda: call(claims={"sub": "alice"}), lambda: call(claims={"sub": "bob"})),
+    "api_key": (("api_key",), lambda: call(api_key="ci"), lambda: call(api_key="deploy-bot")),
+    "claim": (
+        ("claim:tenant",),
+        lambda: call(claims={"sub": "same", "tenant": "acme"}),
+        lambda: call(claims={"sub": "same", "tenant": "globex"}),
+    ),
+    "header": (
+        ("header:X-Tenant",),  # the name as configured; headers arrive lower-cased
+        lambda: call(headers=[(b"x-tenant", b"acme")]),
+        lambda: call(headers=[(b"x-tenant", b"globex")]),
+    ),
+    "sub and ip": (
+        ("sub", "ip"),
+        lambda: call(claims={"sub": "alice"}, client="198.51.100.1"),
+        lambda: call(claims={"sub": "alice"}, client="198.51.100.2"),
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(USERS))
+def test_two_users_two_keys_one_user_one_key(kind: str) -> None:
+    parts, first, second = USERS[kind]
+    assert key(parts, first()) != key(parts, second())
+    assert key(parts, first()) == key(parts, first())  # a new call from the same user
+    assert key(parts, second()) == key(parts, second())
+
+
+def test_the_readme_sub_example_gives_each_user_a_key() -> None:
+    """``key: [sub]`` (the README's example): the subject is the key, the address is not."""
+    alice = key(("sub",), call(claims={"sub": "alice"}, client="198.51.100.1"))
+    assert alice == "p0.0|alice"
+    assert key(("sub",), call(claims={"sub": "alice"}, client="203.0.113.9")) == alice
+    assert key(("sub",), call(claims={"sub": "bob"}, client="198.51.100.1")) == "p0.0|bob"
+
+
+@pytest.mark.parametrize(
+    ("parts", "made", "expected"),
+    [
+        (("ip",), call(client="198.51.100.7"), "p0.0|198.51.100.7"),
+        (("route",), call(), "p0.0|edgetest.v1.KitchenService.Echo"),
+        (("sub",), call(claims={"sub": "alice"}), "p0.0|alice"),
+        (("api_key",), call(api_key="ci"), "p0.0|ci"),
+        (("claim:org",), call(claims={"org": 42}), "p0.0|42"),
+        (("header:x-tenant",), call(headers=[(b"x-tenant", b"acme")]), "p0.0|acme"),
+        (("sub", "header:x-tenant"), call(), "p0.0|-|-"),  # absent: the shared "-"
+    ],
+)
+def test_each_part_reads_its_value(parts: tuple[str, ...], made: Call, expected: str) -> None:
+    assert key(parts, made) == expected
+
+
+def test_a_limit_prefix_keeps_two_limits_apart() -> None:
+    made = call(claims={"sub": "alice"})
+    assert limit_key(limit("sub", prefix="p0.0"), made, ()) != limit_key(
+        limit("sub", prefix="p0.1"), made, ()
+    )
+
+
+def test_a_trusted_proxy_forwards_the_client_address() -> None:
+    proxy = [ipaddress.ip_network("10.0.0.0/8")]
+    parts = limit("ip")
+
+    def via_proxy(forwarded: bytes) -> Call:
+        return call(client="10.1.2.3", headers=[(b"x-forwarded-for", forwarded)])
+
+    first = limit_key(parts, via_proxy(b"198.51.100.1"), proxy)
+    assert first == limit_key(parts, via_proxy(b"198.51.100.1"), proxy)
+    assert first != limit_key(parts, via_proxy(b"198.51.100.2"), proxy)
+
+
+# -- hostile values: bounded, and never read as another key ----------------------------
+
+
+def digest_of(value: str) -> str:
+    return key(("header:x-tenant",), call(headers=[(b"x-tenant", value.encode("latin-1"))]))
+
+
+def test_a_huge_header_becomes_a_fixed_size_digest() -> None:
+    first, second = digest_of("a" * 60_000), digest_of("a" * 59_999 + "b")
+    assert first != second
+    assert first == digest_of("a" * 60_000)
+    assert len(first) == len("p0.0|") + 1 + 32
+    assert first.startswith("p0.0|" + DIGEST_MARK)
+
+
+def test_values_up_to_the_bound_are_kept_as_they_are() -> None:
+    assert digest_of("a" * MAX_KEY_PART) == "p0.0|" + "a" * MAX_KEY_PART
+    assert digest_of("a" * (MAX_KEY_PART + 1)).startswith("p0.0|" + DIGEST_MARK)
+
+
+def test_a_separator_in_a_value_cannot_forge_another_split() -> None:
+    parts = ("header:a", "header:b")
+    left = call(headers=[(b"a", b"x|y"), (b"b", b"z")])
+    right = call(headers=[(b"a", b"x"), (b"b", b"y|z")])
+    assert key(parts, left) != key(parts, right)
+    assert key(parts, left).count("|") == 2
+
+
+def test_a_literal_value_never_equals_a_digest() -> None:
+    """A client that sends the digest of someone's long value gets a digest of its own."""
+    long = "t" * 100
+    forged = bounded_part(long)
+    assert digest_of(forged) != digest_of(long)
+
+
+def test_non_ascii_claims_and_lone_surrogates_are_digested() -> None:
+    assert key(("sub",), call(claims={"sub": "José"})) != key(
+        ("sub",), call(claims={"sub": "Jose"})
+    )
+    assert key(("sub",), call(claims={"sub": "José"})).isascii()
+    lone = key(("sub",), call(claims={"sub": "\ud800"}))  # json.loads lets these through
+    assert lone.isascii() and lone.startswith("p0.0|" + DIGEST_MARK)
+
+
+@settings(max_examples=200)
+@given(st.text(), st.text())
+def test_bounded_parts_are_short_ascii_and_keep_values_apart(first: str, second: str) -> None:
+    for value in (first, second):
+        part = bounded_part(value)
+        assert len(part) <= MAX_KEY_PART and part.isascii() and "|" not in part
+        assert part == bounded_part(value)
+    if first != second:
+        assert bounded_part(first) != bounded_part(second)
