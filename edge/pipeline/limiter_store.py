@@ -61,10 +61,11 @@ class LimiterStore(Protocol):
 
 
 # Bytes one entry costs besides its key's characters, measured with tracemalloc on CPython
-# 3.11 (64-bit), every entry stepped at a distinct time (the worst case), at the dict's
-# fullest: the key's string header, the OrderedDict slot and node, the (state, expiry, spec)
-# tuple, the expiry float and the algorithm's state, rounded up to 16. A sliding log's
-# state also holds a tuple slot and a float per timestamp. tests/unit/test_limiter_store.py
+# 3.11 (64-bit) in a store held at its byte budget by a flood of distinct keys, each
+# stepped at its own time (the worst case): the key's string header, the OrderedDict's
+# slots and links (with the free slots a churning dict carries), the (state, expiry, spec)
+# tuple, the expiry float and the algorithm's state; rounded up. A sliding log's state
+# also holds a tuple slot and a float per timestamp. tests/unit/test_limiter_store.py
 # measures them again, so a Python whose objects grew fails there rather than in production.
 ENTRY_BYTES: dict[str, int] = {
     "token_bucket": 384,
@@ -117,7 +118,7 @@ class MemoryLimiterStore:
         size = len(key) + ENTRY_BYTES[algorithm]
         if entry is not None:
             old_state, expires, old_spec = entry
-            if old_spec is not spec:  # another limit's entry under this key (never, today)
+            if old_spec is not spec:  # the limit was rebuilt since (a reload, a sidecar)
                 self.bytes -= entry_bytes(old_spec, key, old_state) - size
                 if old_spec.algorithm != algorithm:
                     expires = now  # another algorithm's state means nothing to this one

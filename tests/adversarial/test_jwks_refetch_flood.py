@@ -64,7 +64,7 @@ async def serving(app: CountingJwks) -> AsyncIterator[str]:
     hc.errorlog = None
     hc.accesslog = None
     stop = asyncio.Event()
-    task = asyncio.create_task(serve(app, hc, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
+    task = asyncio.create_task(serve(app, hc, shutdown_trigger=stop.wait))
     try:
         await wait_listening(port, task)
         yield f"http://127.0.0.1:{port}/jwks"

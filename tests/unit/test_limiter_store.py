@@ -160,3 +160,18 @@ def test_the_accounting_matches_what_tracemalloc_measures(algorithm: str) -> Non
         tracemalloc.stop()
     assert store.evicted > 0
     assert 0.7 < min(ratios) and max(ratios) < 1.05, ratios
+
+
+def test_a_limit_rebuilt_with_another_algorithm_starts_its_key_afresh() -> None:
+    """A reload (a sidecar) may rebuild a limit under the same key prefix with another
+    algorithm: the old state means nothing to it (a token bucket's state handed to the
+    leaky bucket raised TypeError), and the entry is charged as the new kind."""
+    store = MemoryLimiterStore()
+    for _ in range(2):
+        store.decide_now(SPEC, "p0.0|alice", 0.0)
+    leaky = LimitSpec("leaky_bucket", limit=2, period=1.0)
+    assert store.decide_now(leaky, "p0.0|alice", 0.0).remaining == 1  # a full allowance
+    assert store.bytes == accounted(store) == len("p0.0|alice") + ENTRY_BYTES["leaky_bucket"]
+    rebuilt = LimitSpec("leaky_bucket", limit=2, period=1.0)  # equal, but another object
+    assert store.decide_now(rebuilt, "p0.0|alice", 0.0).remaining == 0  # the state is kept
+    assert store.bytes == accounted(store)
