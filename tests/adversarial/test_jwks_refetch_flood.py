@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,9 +20,7 @@ import jwt
 import pytest
 from conftest import make_config, run_gateway
 from cryptography.hazmat.primitives.asymmetric import rsa
-from hypercorn.asyncio import serve
-from hypercorn.config import Config as HypercornConfig
-from listening import wait_listening
+from http_upstream import serve_asgi
 
 pytestmark = pytest.mark.e2e
 
@@ -56,21 +53,8 @@ class CountingJwks:
 
 @contextlib.asynccontextmanager
 async def serving(app: CountingJwks) -> AsyncIterator[str]:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    hc = HypercornConfig()
-    hc.bind = [f"fd://{sock.detach()}"]
-    hc.errorlog = None
-    hc.accesslog = None
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(app, hc, shutdown_trigger=stop.wait))
-    try:
-        await wait_listening(port, task)
+    async with serve_asgi(app) as port:
         yield f"http://127.0.0.1:{port}/jwks"
-    finally:
-        stop.set()
-        await task
 
 
 def token(kid: str) -> dict[str, str]:
