@@ -20,6 +20,7 @@ from werkzeug.exceptions import HTTPException
 from edge.admin import admin
 from edge.config import Config
 from edge.health import health
+from edge.ingress import h2_resets
 from edge.ingress.http import GatewayState, StateHolder, TranscodingASGI
 from edge.ingress.proxy import ProxyASGI, compile_proxy_routes
 from edge.ingress.request_guard import RequestGuardASGI, RequestRules
@@ -66,6 +67,7 @@ def create_app(
     ``span_exporter`` turns tracing on with that exporter whatever the config says (the
     tests pass an in-memory one).
     """
+    h2_resets.install()  # whatever Hypercorn serves this app gets the reset budget
     if routes is None:
         routes = load_routes(config)
     for problem in routes.problems:

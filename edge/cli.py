@@ -37,6 +37,7 @@ from hypercorn.config import Sockets
 from edge.config import Config, ServerConfig, load_config
 from edge.errors import ConfigError
 from edge.ingress.asgi import ASGIApp, Receive, Scope, Send
+from edge.ingress.h2_resets import EdgeHypercornConfig
 from edge.ingress.websocket_policy import SHUTDOWN_STATE_KEY
 from edge.redaction import redact_url
 from edge.routes import load_routes
@@ -54,7 +55,9 @@ log = logging.getLogger("edge.serve")
 
 def hypercorn_config(config: Config) -> HypercornConfig:
     server = config.server
-    hc = HypercornConfig()
+    hc = EdgeHypercornConfig()
+    hc.h2_reset_burst = server.h2_reset_burst
+    hc.h2_reset_rate = server.h2_reset_rate
     hc.bind = list(server.bind)
     if config.admin.bind is not None:
         hc.bind.append(config.admin.bind)

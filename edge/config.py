@@ -343,6 +343,11 @@ class ServerConfig(_Model):
     # ...and one that, after its first body_idle_timeout, averages fewer bytes per second
     # than this (a slow-drip client holding a connection); null turns the check off.
     body_min_rate: Bytes | None = 256
+    # HTTP/2 rapid reset: a connection may cancel this many streams at once, refilled at
+    # h2_reset_rate per second; one that cancels faster gets GOAWAY (ENHANCE_YOUR_CALM).
+    # null: no budget (Hypercorn's own limit of 1,000 requests per connection remains).
+    h2_reset_burst: int | None = Field(default=200, ge=1)
+    h2_reset_rate: int = Field(default=50, ge=1)
 
     @property
     def event_loop(self) -> Literal["asyncio", "uvloop"]:

@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import pytest
 from hypercorn.asyncio import serve
-from hypercorn.config import Config as HypercornConfig
 from kitchen_upstream import Kitchen, start_kitchen
 from listening import wait_listening
 
 from edge.app import create_app
+from edge.cli import hypercorn_config
 from edge.config import Config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -47,7 +47,7 @@ async def run_gateway(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    hc = HypercornConfig()
+    hc = hypercorn_config(config)  # what `edge serve` gives Hypercorn, then the test's own
     hc.bind = [f"fd://{sock.detach()}"]  # Hypercorn owns (and closes) the fd from here
     hc.graceful_timeout = 1
     hc.errorlog = None
