@@ -20,7 +20,7 @@ from werkzeug.exceptions import HTTPException
 from edge.admin import admin
 from edge.config import Config
 from edge.health import health
-from edge.ingress import h2_resets
+from edge.ingress import h2_resets, h11_continue
 from edge.ingress.http import GatewayState, StateHolder, TranscodingASGI
 from edge.ingress.proxy import ProxyASGI, compile_proxy_routes
 from edge.ingress.request_guard import RequestGuardASGI, RequestRules
@@ -67,7 +67,9 @@ def create_app(
     ``span_exporter`` turns tracing on with that exporter whatever the config says (the
     tests pass an in-memory one).
     """
-    h2_resets.install()  # whatever Hypercorn serves this app gets the reset budget
+    # whatever Hypercorn serves this app gets the HTTP/2 reset budget and the deferred 100
+    h2_resets.install()
+    h11_continue.install()
     if routes is None:
         routes = load_routes(config)
     for problem in routes.problems:

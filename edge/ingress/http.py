@@ -142,15 +142,8 @@ class TranscodingASGI:
     ) -> None:
         route = found.target
         method = route.method
+        body_unread = False  # an answer given before the body is read must drain it
         try:
-            request: Message | AsyncIterator[Message]
-            if method.client_streaming:
-                request = _ndjson_requests(route, found, scope, receive, state.max_body_bytes)
-            elif route.binder.takes_body:
-                body = await read_body(scope, receive, state.max_body_bytes)
-                request = route.binder.bind(found.bindings, scope["query_string"].decode(), body)
-            else:
-                request = route.binder.bind(found.bindings, scope["query_string"].decode(), b"")
             client = scope.get("client")
             headers = scope["headers"]
             timeout = route.timeout
@@ -166,12 +159,28 @@ class TranscodingASGI:
                 metadata=request_metadata(headers, state.policy, address),
                 timeout=timeout,
                 method=method,
-                request=request,
                 client=address,
                 headers=headers,
                 query=query,
                 token=find_token(headers, query, state.token_query, state.token_cookie),
             )
+            if route.binder.takes_body or method.client_streaming:
+                auth = state.pipeline.auth
+                if auth is not None:
+                    # credentials first, as Envoy's jwt_authn runs before its transcoder: a
+                    # client without them is refused before its body is read (after
+                    # Expect: 100-continue, before it is even invited)
+                    body_unread = True
+                    await auth.authenticate(call)
+            if method.client_streaming:
+                call.request = _ndjson_requests(route, found, scope, receive, state.max_body_bytes)
+            elif route.binder.takes_body:
+                body = await read_body(scope, receive, state.max_body_bytes)
+                body_unread = False
+                call.request = route.binder.bind(found.bindings, query.decode(), body)
+            else:
+                call.request = route.binder.bind(found.bindings, query.decode(), b"")
+            body_unread = False
             info = scope.get("edge")
             if info is not None:  # for the access log and the request metrics
                 info["route"] = method.full_name
@@ -199,7 +208,7 @@ class TranscodingASGI:
             info = scope.get("edge")
             if info is not None:
                 info["grpc_code"] = error.grpc_code
-            if isinstance(error, BodyTooLarge):  # the client may still be sending
+            if isinstance(error, BodyTooLarge) or body_unread:  # the client may still be sending
                 await send_refusal(scope, receive, send, status, payload, error_headers)
             else:
                 await send_response(send, status, payload, error_headers)

@@ -1,0 +1,101 @@
+"""``Expect: 100-continue`` on HTTP/1.1: invite the body only when the app reads it.
+
+A client that sends ``Expect: 100-continue`` waits for ``100 Continue`` before sending its
+body, so that a request the server will refuse (413 from its ``Content-Length``, 401, 404,
+429) costs no upload. Hypercorn 0.18 sends ``100 Continue`` as soon as the request head is
+parsed, before the app has seen it, so every refusal came after the client had been told
+to send everything (and a client stream answered early was left uploading into a queue
+nobody read).
+
+Here Hypercorn's HTTP/1.1 protocol is given an h11 connection that keeps the 100 back,
+and the app's ``receive`` sends it on the first call, as uvicorn does: a route that reads
+its body invites it; one that answers without reading never does, and the client sends
+nothing. HTTP/2 is not affected (Hypercorn sends no 100 there).
+
+``install`` (called by ``create_app``) puts the protocol in place, the same way as
+``h2_resets.install``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import h11
+from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, Scope
+
+
+class ContinueOnRead(h11.Connection):
+    """h11's server connection whose 100 Continue waits until ``body_wanted``."""
+
+    body_wanted = False
+
+    @property
+    def they_are_waiting_for_100_continue(self) -> bool:
+        return self.body_wanted and bool(super().they_are_waiting_for_100_continue)
+
+
+class _InviteOnRead:
+    """The app as Hypercorn calls it, with a ``receive`` that sends the 100 first."""
+
+    def __init__(self, app: Any, protocol: GuardedH11Protocol) -> None:
+        self.app = app
+        self.protocol = protocol
+
+    async def __call__(
+        self,
+        scope: Scope,
+        receive: ASGIReceiveCallable,
+        send: ASGISendCallable,
+        sync_spawn: Callable[..., Any],
+        call_soon: Callable[..., Any],
+    ) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send, sync_spawn, call_soon)
+            return
+        protocol = self.protocol
+        request_number = protocol.keep_alive_requests  # this request's, on this connection
+
+        async def receive_inviting() -> ASGIReceiveEvent:
+            connection = protocol.connection
+            if (
+                isinstance(connection, ContinueOnRead)
+                and not connection.body_wanted
+                and protocol.keep_alive_requests == request_number
+            ):
+                connection.body_wanted = True
+                await protocol.invite_body()
+            return await receive()
+
+        await self.app(scope, receive_inviting, send, sync_spawn, call_soon)
+
+
+class GuardedH11Protocol(H11Protocol):
+    """Hypercorn's HTTP/1.1 protocol; ``100 Continue`` on the app's first read."""
+
+    def __init__(self, app: Any, config: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(_InviteOnRead(app, self), config, *args, **kwargs)
+        self.connection = ContinueOnRead(
+            h11.SERVER, max_incomplete_event_size=config.h11_max_incomplete_size
+        )
+
+    async def _create_stream(self, request: h11.Request) -> None:
+        if isinstance(self.connection, ContinueOnRead):
+            self.connection.body_wanted = False  # each request waits for its own read
+        await super()._create_stream(request)
+
+    async def invite_body(self) -> None:
+        if self.connection.they_are_waiting_for_100_continue:
+            await self._send_h11_event(
+                h11.InformationalResponse(
+                    status_code=100, headers=self.config.response_headers("h11")
+                )
+            )
+
+
+def install() -> None:
+    """Make Hypercorn build ``GuardedH11Protocol`` for every HTTP/1.1 connection."""
+    import hypercorn.protocol
+
+    hypercorn.protocol.H11Protocol = GuardedH11Protocol  # type: ignore[attr-defined]
