@@ -19,6 +19,9 @@ class EdgeError(Exception):
 
     grpc_code: int = 2  # UNKNOWN
     http_status: int | None = None  # None: derive from grpc_code
+    # no connection to the upstream could be made, so nothing reached it (the breaker
+    # then probes again after its short unreachable_cooldown)
+    unreachable: bool = False
 
     def __init__(
         self,
@@ -128,6 +131,17 @@ class UpstreamStatus(EdgeError):
         return None
 
 
+class UpstreamUnreachable(UpstreamStatus):
+    """UNAVAILABLE because no connection to the upstream could be made: nothing was sent.
+
+    A circuit breaker opened by these probes again after ``unreachable_cooldown``, not its
+    full cooldown: the probe costs a connect attempt, and an upstream that is back is used
+    at once instead of seconds later.
+    """
+
+    unreachable = True
+
+
 class BadGateway(EdgeError):
     """An HTTP upstream refused the connection, dropped it, or did not answer in HTTP.
 
@@ -137,6 +151,12 @@ class BadGateway(EdgeError):
 
     grpc_code = 14  # UNAVAILABLE
     http_status = 502
+
+
+class UnreachableHttpUpstream(BadGateway):
+    """No connection to an HTTP upstream could be made (refused, no route, DNS)."""
+
+    unreachable = True
 
 
 class UpstreamTimeout(EdgeError):

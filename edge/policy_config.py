@@ -160,6 +160,9 @@ class BreakerConfig(_Model):
     minimum_calls: int = Field(default=20, ge=1)
     window: Seconds = 10.0
     cooldown: Seconds = 5.0
+    # the wait instead of cooldown when the upstream could not be connected to at all:
+    # the probe is then a connect attempt, and an upstream that is back is used at once
+    unreachable_cooldown: Seconds = 0.25
     probes: int = Field(default=1, ge=1)
     max_requests: int | None = Field(default=None, ge=1)  # in flight to the upstream
     max_streams: int | None = Field(default=None, ge=1)  # streaming calls in flight

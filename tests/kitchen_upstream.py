@@ -146,12 +146,13 @@ class _Recorder(grpc.aio.ServerInterceptor):
         return await continuation(details)
 
 
-async def start_kitchen() -> tuple[grpc.aio.Server, int, Kitchen]:
+async def start_kitchen(port: int = 0) -> tuple[grpc.aio.Server, int, Kitchen]:
+    """The kitchen on ``port`` (0: an ephemeral one; a test restarting an upstream reuses it)."""
     kitchen = Kitchen()
     server = grpc.aio.server(interceptors=[_Recorder(kitchen)])
     kitchen.streams = Streams()
     pb_grpc.add_KitchenServiceServicer_to_server(kitchen, server)
     pb_grpc.add_StreamServiceServicer_to_server(kitchen.streams, server)
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     return server, port, kitchen

@@ -69,6 +69,7 @@ def guard_for(name: str, config: BreakerConfig) -> UpstreamGuard:
                 minimum_calls=config.minimum_calls,
                 window=config.window,
                 cooldown=config.cooldown,
+                unreachable_cooldown=config.unreachable_cooldown,
                 probes=config.probes,
             )
         )
@@ -145,7 +146,13 @@ class BreakerLayer:
         try:
             reply = await next_(call)
         except BaseException as error:
-            self._finish(guard, streaming, self.is_failure(error), ticket)
+            self._finish(
+                guard,
+                streaming,
+                self.is_failure(error),
+                ticket,
+                unreachable=getattr(error, "unreachable", False),
+            )
             raise
         if reply.stream is not None:
             reply.stream = WatchedStream(
@@ -177,6 +184,8 @@ class BreakerLayer:
         streaming: bool,
         failed: bool | None,
         ticket: str | None,
+        *,
+        unreachable: bool = False,
     ) -> None:
         guard.in_flight -= 1
         guard.streams -= streaming
@@ -187,7 +196,7 @@ class BreakerLayer:
         if failed is None:
             breaker.release(ticket)
         else:
-            breaker.record(self.clock(), failed=failed, ticket=ticket)
+            breaker.record(self.clock(), failed=failed, ticket=ticket, unreachable=unreachable)
         _report(guard, breaker, prior)
 
 

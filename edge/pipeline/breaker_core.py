@@ -8,7 +8,11 @@ Rules, in prose first:
   ``failure_rate``.
 * **open** — calls are refused at once, without touching the upstream, until
   ``cooldown`` seconds have passed since the breaker opened; the first call after that
-  moves it to half-open.
+  moves it to half-open. When the failure that opened it was *unreachable* (no
+  connection could be made, so nothing reached the upstream), the wait is
+  ``unreachable_cooldown`` instead: the probe is then a connect attempt, cheap for both
+  sides, and an upstream that comes back is used within that time, not a full cooldown
+  later.
 * **half_open** — at most ``probes`` calls are let through at a time; the others are
   refused as if open. One failed probe re-opens the breaker (a fresh cooldown);
   ``probes`` successful probes close it, with every count reset.
@@ -53,6 +57,7 @@ class BreakerSpec:
     minimum_calls: int = 20
     window: float = 10.0  # seconds
     cooldown: float = 5.0  # seconds
+    unreachable_cooldown: float = 0.25  # seconds, after a failure that reached nothing
     probes: int = 1
     buckets: int = 10  # resolution of the rolling window
 
@@ -97,6 +102,8 @@ class Breaker:
     spec: BreakerSpec
     state: BreakerState = BreakerState.CLOSED
     opened_at: float = 0.0
+    cooldown: float = 0.0  # of the current opening: the spec's, or its unreachable_cooldown
+    unreachable: bool = False  # whether the last failure recorded reached nothing
     consecutive: int = 0
     probes_in_flight: int = 0
     probes_passed: int = 0
@@ -114,6 +121,10 @@ class Breaker:
         self.state = new
         if new is BreakerState.OPEN:
             self.opened_at = now
+            spec = self.spec
+            self.cooldown = (
+                min(spec.cooldown, spec.unreachable_cooldown) if self.unreachable else spec.cooldown
+            )
         if new is not BreakerState.HALF_OPEN:
             self.probes_in_flight = 0
             self.probes_passed = 0
@@ -132,7 +143,7 @@ class Breaker:
         while closed and finishing after a trip is never taken for a probe.
         """
         if self.state is BreakerState.OPEN:
-            if now < self.opened_at + self.spec.cooldown:
+            if now < self.opened_at + self.cooldown:
                 return None
             self._move(BreakerEvent.COOLED, now)
         if self.state is BreakerState.HALF_OPEN:
@@ -145,11 +156,17 @@ class Breaker:
     def retry_after(self, now: float) -> float:
         """Seconds until the breaker will let a probe through."""
         if self.state is BreakerState.OPEN:
-            return max(0.0, self.opened_at + self.spec.cooldown - now)
+            return max(0.0, self.opened_at + self.cooldown - now)
         return 0.0
 
-    def record(self, now: float, *, failed: bool, ticket: str | None = None) -> None:
-        """The outcome of a call that ``allow`` let through (``ticket``: what ``admit`` said)."""
+    def record(
+        self, now: float, *, failed: bool, ticket: str | None = None, unreachable: bool = False
+    ) -> None:
+        """The outcome of a call that ``allow`` let through (``ticket``: what ``admit`` said).
+
+        ``unreachable``: the call failed without reaching the upstream (no connection).
+        """
+        self.unreachable = failed and unreachable
         if self.state is BreakerState.HALF_OPEN and ticket == "call":
             return  # a call from before the trip says nothing about the probes
         if self.state is BreakerState.HALF_OPEN:

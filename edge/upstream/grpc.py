@@ -30,7 +30,7 @@ from google.protobuf.message import Message
 
 from edge.call import Call, Reply
 from edge.descriptors.registry import MethodInfo
-from edge.errors import ConfigError, InternalError, UpstreamStatus
+from edge.errors import ConfigError, InternalError, UpstreamStatus, UpstreamUnreachable
 from edge.transcode.status import code_number
 from edge.upstream.lean_channel import LeanChannel
 
@@ -106,6 +106,10 @@ def open_channel(settings: UpstreamSettings) -> grpc.aio.Channel:
         ("grpc.enable_retries", 0),  # retries are the pipeline's job, under its budget
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
+        # reconnect soon after an upstream comes back, as the lean channel does (grpc's
+        # default backoff, 1 s doubling to 120 s, outlasts the outage it follows)
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", 250),
     ]
     if settings.service_config is not None:
         options.append(("grpc.service_config", settings.service_config))
@@ -135,10 +139,20 @@ def _pairs(metadata: Any) -> tuple[tuple[str, str | bytes], ...]:
     return tuple((str(key), value) for key, value in metadata or ())
 
 
+_UNREACHABLE_WORDS = ("failed to connect to all addresses", "connections to all backends failing")
+
+
 def _status(exc: grpc.aio.AioRpcError) -> UpstreamStatus:
-    return UpstreamStatus(
+    details = exc.details() or exc.code().name
+    # C-core's own words when no address could be connected to, so nothing was sent
+    # (pick_first's, and round_robin's or a channel's that had been connected before);
+    # tests/e2e/test_upstream_recovery_e2e.py notices if a grpcio upgrade rewords them
+    unreachable = exc.code() is grpc.StatusCode.UNAVAILABLE and details.startswith(
+        _UNREACHABLE_WORDS
+    )
+    return (UpstreamUnreachable if unreachable else UpstreamStatus)(
         code_number(exc.code()),
-        exc.details() or exc.code().name,
+        details,
         initial_metadata=_pairs(exc.initial_metadata()),
         trailing_metadata=_pairs(exc.trailing_metadata()),
     )

@@ -41,6 +41,7 @@ from edge.errors import (
     BadGateway,
     ClientDisconnected,
     RequestTimeout,
+    UnreachableHttpUpstream,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -192,7 +193,7 @@ class HttpProxyTerminal:
                 raise UpstreamTimeout(
                     f"HTTP upstream {call.upstream!r}: connect timed out"
                 ) from exc
-            raise BadGateway(
+            raise UnreachableHttpUpstream(
                 f"HTTP upstream {call.upstream!r} could not be reached", internal=_describe(exc)
             ) from exc
         except aiohttp.ServerTimeoutError as exc:

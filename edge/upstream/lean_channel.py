@@ -7,7 +7,7 @@ into calls on connections, the way a grpc.aio channel would for the same setting
   address, the others connecting in the background) or ``pick_first`` (the first
   connected address; with none, each address gets 250 ms before the next is tried too).
   Only connected addresses take calls, as in grpc's balancers, so a replica that refuses
-  connections (skipped while it backs off, 0.1 s doubling to 5 s, jittered) or accepts
+  connections (skipped while it backs off, 0.1 s doubling to 0.25 s, jittered) or accepts
   and hangs costs no call while another is up. With every address failing or backing
   off, calls fail at once with UNAVAILABLE, as grpc's fail-fast calls do. Each address
   resolves by the system resolver when connected and uses one connection; a host name
@@ -34,7 +34,7 @@ from google.protobuf.message import DecodeError
 
 from edge.call import Call, Reply
 from edge.descriptors.registry import MethodInfo
-from edge.errors import ConfigError, UpstreamStatus
+from edge.errors import ConfigError, UpstreamStatus, UpstreamUnreachable
 from edge.upstream import lean
 from edge.upstream.lean import Connection, Refused
 from edge.upstream.lean_wire import (
@@ -52,12 +52,17 @@ if TYPE_CHECKING:
 Invoker = Callable[[Call], Awaitable[Reply]]
 
 _CONNECT_TIMEOUT = 20.0  # grpc's minimum connect timeout
-_BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 5.0
+# Reconnects happen on demand (a call, a balancer's background connect or a breaker's
+# probe needs the connection), at most one in flight per address and one per backoff.
+# The backoff stays short so that an upstream that comes back is used within ~0.3 s:
+# grpc's default (1 s doubling to 120 s) let an outage of a minute cost a minute more.
+# A dead upstream sees at most ~4 connects a second, and none while no call wants it.
+_BACKOFF_FIRST, _BACKOFF_MAX = 0.1, 0.25
 _REFUSED_RETRIES = 50  # C-core can refuse many in a row under a small stream limit
 _NEXT_ADDRESS_AFTER = 0.25  # a connect this slow: also try the next address (pick_first's)
 
 
-class _Unreachable(UpstreamStatus):
+class _Unreachable(UpstreamUnreachable):
     """UNAVAILABLE before anything was sent: the call may go to another address."""
 
 
@@ -266,8 +271,8 @@ class LeanChannel:
             ) -> tuple[bytes, Pairs, Pairs]:
                 try:
                     return await endpoint.unary(block, framed, metadata, deadline)
-                except _Unreachable as error:
-                    raise UpstreamStatus(error.grpc_code, error.message) from None
+                except _Unreachable as error:  # nothing was sent: the breaker may know it
+                    raise UpstreamUnreachable(error.grpc_code, error.message) from None
 
         else:
 
@@ -330,7 +335,7 @@ class LeanChannel:
             except _Unreachable as error:
                 failure = error
         assert failure is not None
-        raise UpstreamStatus(failure.grpc_code, failure.message)
+        raise UpstreamUnreachable(failure.grpc_code, failure.message)
 
     async def _first_ready(self, order: list[int], deadline: float | None) -> int:
         """Connect in ``order``, giving each address 250 ms before also trying the next
