@@ -253,8 +253,15 @@ class WebSocketConfig(_Model):
     queue_messages: int = Field(default=16, ge=1)  # per direction, then backpressure
     ping_interval: Seconds | None = 20.0
     idle_timeout: Seconds | None = 300.0
-    # Seconds a socket may stay silent before its first frame starts the call.
+    # Seconds a socket may stay silent before its first frame starts the call; then it is
+    # closed with INVALID_ARGUMENT (4003), or UNAUTHENTICATED (4016) when its route needs
+    # credentials it has not given.
     first_frame_timeout: Seconds = 10.0
+    # Whether a token may come in the first frame's metadata. Off: a route that needs
+    # credentials refuses a handshake without them (401), so no socket is ever open
+    # unauthenticated. On: such a handshake is accepted and the socket has until
+    # first_frame_timeout to send its token (checked as soon as the first frame arrives).
+    first_frame_auth: bool = False
     # Where a browser may put its token besides the first frame's metadata and the
     # "edge.bearer.<token>" subprotocol; null turns a form off.
     token_query_parameter: str | None = "access_token"

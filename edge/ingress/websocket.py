@@ -36,7 +36,7 @@ import orjson
 from google.protobuf.message import DecodeError, Message
 
 from edge.call import Call
-from edge.errors import BadRequest, ClientDisconnected, EdgeError, UpstreamStatus
+from edge.errors import BadRequest, ClientDisconnected, EdgeError, Unauthenticated, UpstreamStatus
 from edge.ingress.asgi import JSON_HEADERS, Receive, Scope, Send, close_stream, refuse_handshake
 from edge.ingress.websocket_policy import (
     WebSocketPolicy,
@@ -45,6 +45,7 @@ from edge.ingress.websocket_policy import (
     socket_token,
 )
 from edge.observability import metrics
+from edge.pipeline.auth import AuthLayer
 from edge.pipeline.build import Pipeline
 from edge.pipeline.chain import Next
 from edge.pipeline.credentials import bearer_token
@@ -201,6 +202,13 @@ class WebSocketSession:
             if name == "authorization" and self.call.token is not None:
                 # the handshake already carried a (checked) token: never a second one
                 raise BadRequest("the token was already given at the handshake")
+            if (
+                name == "authorization"
+                and self._auth is not None
+                and not self.policy.first_frame_auth
+            ):
+                # unchecked, it must not reach the upstream either
+                raise BadRequest("a token goes on the handshake, not in the first frame")
             self.metadata.append((name, item))
 
     async def _accept_message(self, message: Message) -> None:
@@ -253,18 +261,22 @@ class WebSocketSession:
 
     # -- the call -----------------------------------------------------------------------
 
+    @property
+    def _auth(self) -> AuthLayer | None:
+        return self.pipeline.auth if self.pipeline is not None else None
+
     async def run_call(self) -> None:
-        """Wait for the first frame, make the call, stream the replies out."""
-        await asyncio.wait_for(self.started.wait(), self.policy.first_frame_timeout)
-        method = self.route.method
-        if not method.client_streaming:
-            while self.first_request is None:
-                if self.half_closed:
-                    raise BadRequest(f"{method.full_name} needs a request message before the end")
-                self.started.clear()
-                await self.started.wait()
+        """Wait for the first frame, check credentials, make the call, stream the replies out.
+
+        The credentials are checked as soon as the first frame arrives, not when the call
+        starts: after it no token can come any more, so a socket that has none for a route
+        that needs one is closed at once rather than held until its request message.
+        """
+        try:
+            await asyncio.wait_for(self.started.wait(), self.policy.first_frame_timeout)
+        except TimeoutError:
+            raise await self._silent_error() from None
         call = self.call
-        call.request = self.request_stream() if method.client_streaming else self.first_request
         if self.metadata:
             in_band = dict(self.metadata)
             authorization = in_band.get("authorization")
@@ -272,6 +284,16 @@ class WebSocketSession:
                 call.token = bearer_token([(b"authorization", authorization.encode())])
             call.metadata = [*call.metadata, *self.metadata]
             call.state.pop("auth.done", None)  # check again, stripping forged claim headers
+        if self._auth is not None:
+            await self._auth.authenticate(call)  # the chain's auth layer sees it done
+        method = self.route.method
+        if not method.client_streaming:
+            while self.first_request is None:
+                if self.half_closed:
+                    raise BadRequest(f"{method.full_name} needs a request message before the end")
+                self.started.clear()
+                await self.started.wait()
+        call.request = self.request_stream() if method.client_streaming else self.first_request
         reply = await self.chain(call)
         try:
             if reply.initial_metadata:
@@ -292,6 +314,20 @@ class WebSocketSession:
             }
         )
         await self.close(CLOSE_OK)
+
+    async def _silent_error(self) -> EdgeError:
+        """Why a socket without a first frame by ``first_frame_timeout`` is closed.
+
+        UNAUTHENTICATED when its route needs credentials the handshake did not bring (only
+        possible with ``first_frame_auth``), else INVALID_ARGUMENT.
+        """
+        timeout = self.policy.first_frame_timeout
+        if self._auth is not None and "auth.done" not in self.call.state:
+            try:
+                await self._auth.authenticate(self.call)
+            except Unauthenticated:
+                return Unauthenticated(f"no token arrived within {timeout:g}s")
+        return BadRequest(f"no frame arrived within {timeout:g}s to start the call")
 
     async def fail(self, error: EdgeError) -> None:
         details = error.details
@@ -366,7 +402,10 @@ async def serve_websocket(
 
     Credentials and limits that can be checked at the handshake are checked there, so a
     refused socket is a refused handshake (401, 403, 429) rather than an opened socket
-    closed at once; a token that only comes in the first frame is checked with the call.
+    closed at once. A route that needs credentials refuses a handshake without them (401),
+    unless ``websocket.first_frame_auth`` lets the token come in the first frame: then it
+    is checked when that frame arrives, and a socket that sends none within
+    ``first_frame_timeout`` is closed UNAUTHENTICATED.
     """
     event = await receive()
     if event["type"] != "websocket.connect":
@@ -420,6 +459,8 @@ async def serve_websocket(
     )
     if pipeline is not None:
         try:
+            if pipeline.auth is not None and not policy.first_frame_auth:
+                await pipeline.auth.authenticate(call)  # no token can come later
             await pipeline.precheck(call)
         except EdgeError as error:
             await _refuse(scope, send, error.status, error.grpc_code, error.message, error.headers)
@@ -489,9 +530,6 @@ async def _settle(done: set[asyncio.Task[None]], session: WebSocketSession) -> s
             return "finished"
         if isinstance(error, _Idle):
             await session.close(CLOSE_GOING_AWAY, f"idle timeout: {error}")
-            return "finished"
-        if isinstance(error, TimeoutError):
-            await session.fail(BadRequest("no frame arrived to start the call"))
             return "finished"
         if isinstance(error, EdgeError):
             await session.fail(error)

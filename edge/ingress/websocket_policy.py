@@ -33,6 +33,7 @@ class WebSocketPolicy:
     queue_messages: int
     idle_timeout: float | None
     first_frame_timeout: float
+    first_frame_auth: bool  # a token may come in the first frame (else: at the handshake)
     token_query_parameter: str | None
     token_cookie: str | None
 
@@ -47,6 +48,7 @@ class WebSocketPolicy:
             queue_messages=config.queue_messages,
             idle_timeout=config.idle_timeout,
             first_frame_timeout=config.first_frame_timeout,
+            first_frame_auth=config.first_frame_auth,
             token_query_parameter=config.token_query_parameter,
             token_cookie=config.token_cookie,
         )

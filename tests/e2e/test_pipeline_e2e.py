@@ -217,7 +217,24 @@ async def test_websocket_token_forms(stack_factory: Any, auth_extra: Any) -> Non
     async with stack_factory(**auth_extra) as stack:
         base = stack.gateway.base_url.replace("http", "ws")
         url = base + "/ws/edgetest.v1.KitchenService/Inspect"
-        # in the first frame: the handshake is accepted, the call checks the token
+        # no token at the handshake: refused there, as over HTTP
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(url, subprotocols=["edge.grpc-ws.v1"]):
+                pass
+        assert refused.value.response.status_code == 401
+        assert json.loads(refused.value.response.body)["code"] == 16
+        # as a subprotocol: checked at the handshake
+        async with connect(
+            url, subprotocols=["edge.grpc-ws.v1", f"edge.bearer.{token(sub='sp')}"]
+        ) as ws:
+            await ws.send(json.dumps({"message": {}}))
+            reply = json.loads(await ws.recv())
+        assert reply["message"]["metadata"]["x-user-id"] == "sp"
+    async with stack_factory(**auth_extra, websocket={"first_frame_auth": True}) as stack:
+        url = (
+            stack.gateway.base_url.replace("http", "ws") + "/ws/edgetest.v1.KitchenService/Inspect"
+        )
+        # in the first frame: the handshake is accepted, the token checked with that frame
         async with connect(url, subprotocols=["edge.grpc-ws.v1"]) as ws:
             await ws.send(json.dumps({"metadata": {"authorization": f"Bearer {token(sub='ws')}"}}))
             await ws.send(json.dumps({"message": {}}))
@@ -231,13 +248,6 @@ async def test_websocket_token_forms(stack_factory: Any, auth_extra: Any) -> Non
                 await ws.recv()
         assert status["status"]["code"] == 16
         assert ws.close_code == 4016
-        # as a subprotocol: checked at the handshake
-        async with connect(
-            url, subprotocols=["edge.grpc-ws.v1", f"edge.bearer.{token(sub='sp')}"]
-        ) as ws:
-            await ws.send(json.dumps({"message": {}}))
-            reply = json.loads(await ws.recv())
-        assert reply["message"]["metadata"]["x-user-id"] == "sp"
 
 
 async def test_rate_limit_headers_and_429(stack_factory: Any) -> None:

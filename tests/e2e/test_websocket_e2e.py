@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,14 +28,42 @@ def open_socket(stack: Any, path: str, **kwargs: Any) -> Any:
     return connect(ws_url(stack, path), open_timeout=5, **kwargs)
 
 
-async def frames_until_close(ws: ClientConnection) -> list[Any]:
+async def frames_until_close(ws: ClientConnection, within: float = 10) -> list[Any]:
+    """Every frame the gateway sends until it closes the socket; fails after ``within`` s."""
     frames: list[Any] = []
-    try:
-        while True:
-            frame = await asyncio.wait_for(ws.recv(), 5)
-            frames.append(json.loads(frame) if isinstance(frame, str) else frame)
-    except ConnectionClosed:
-        return frames
+    async with asyncio.timeout(within):
+        try:
+            while True:
+                frame = await ws.recv()
+                frames.append(json.loads(frame) if isinstance(frame, str) else frame)
+        except ConnectionClosed:
+            return frames
+
+
+async def until(condition: Callable[[], bool], within: float) -> bool:
+    """Poll ``condition()`` until it holds or ``within`` seconds pass; its last value."""
+    deadline = time.monotonic() + within
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+    return condition()
+
+
+async def settled(read: Callable[[], int], quiet: float, within: float) -> int:
+    """``read()`` once it has not changed for ``quiet`` seconds; fails after ``within``.
+
+    Load can only stretch how long a value takes to settle, so this is safe where "the
+    value is the same 0.5 s after a 1 s sleep" is not.
+    """
+    deadline = time.monotonic() + within
+    value, since = read(), time.monotonic()
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+        now = read()
+        if now != value:
+            value, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return value
+    raise AssertionError(f"still changing after {within}s (at {value})")
 
 
 OK = {"status": {"code": 0, "message": "", "details": []}, "trailers": {}}
@@ -230,6 +260,23 @@ async def test_binary_protobuf_frames(stack: Any) -> None:
     assert status == OK
 
 
+async def test_a_socket_that_sends_nothing_is_closed_at_the_first_frame_timeout(
+    stack_factory: Any,
+) -> None:
+    """Not held until the 300 s idle timeout: a socket that starts no call costs 500 ms."""
+    async with stack_factory(websocket={"first_frame_timeout": "500ms"}) as stack:
+        started = time.monotonic()
+        async with open_socket(stack, "/ws/edgetest.v1.StreamService/Shout") as ws:
+            frames = await frames_until_close(ws)  # sends nothing
+        waited = time.monotonic() - started
+    message = "no frame arrived within 0.5s to start the call"
+    assert frames == [{"status": {"code": 3, "message": message, "details": []}, "trailers": {}}]
+    assert ws.close_code == 4003
+    assert ws.close_reason == message
+    assert waited >= 0.5  # not before the timeout either (load can only make it later)
+    assert stack.kitchen.received == []
+
+
 async def test_idle_socket_is_closed(stack_factory: Any) -> None:
     async with stack_factory(websocket={"idle_timeout": "300ms"}) as stack:
         async with open_socket(stack, "/ws/edgetest.v1.StreamService/Shout") as ws:
@@ -241,14 +288,18 @@ async def test_idle_socket_is_closed(stack_factory: Any) -> None:
 
 async def test_slow_reader_backpressures_the_upstream(stack: Any) -> None:
     streams = stack.kitchen.streams
-    # compression off: padding of one repeated letter would deflate to nothing
+    # compression off: padding of one repeated letter would deflate to nothing; a short
+    # close timeout: the gateway, stuck writing to a reader that stopped, cannot answer
+    # the Close in time, and waiting for it proves nothing
     async with open_socket(
-        stack, "/v1/count/2000", max_size=None, max_queue=1, compression=None
+        stack, "/v1/count/2000", max_size=None, max_queue=1, compression=None, close_timeout=1
     ) as ws:
         await ws.send(json.dumps({"message": {"padding": 65536}}))
         await ws.recv()
-        await asyncio.sleep(1.0)  # a browser that stopped reading
-        sent_while_stalled = streams.sent
-        await asyncio.sleep(0.5)
-        assert streams.sent == sent_while_stalled  # the upstream is held, not buffered
-        assert sent_while_stalled < 400  # bounded by socket and HTTP/2 windows, not 2000
+        # a browser that stopped reading: the upstream stops too (held, not buffered)...
+        held = await settled(lambda: streams.sent, quiet=0.5, within=20)
+        assert held < 400  # bounded by socket and HTTP/2 windows, not 2000
+        assert not streams.cancelled.is_set()
+        for _ in range(50):  # ...and goes on when the browser reads again
+            await asyncio.wait_for(ws.recv(), 10)
+        assert await until(lambda: streams.sent > held, within=10)
