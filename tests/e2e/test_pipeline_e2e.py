@@ -345,26 +345,28 @@ async def test_breaker_opens_answers_alone_then_closes(kitchen_upstream: Any) ->
     from test_errors_e2e import closed_port
 
     port = closed_port()
-    extra = {"breakers": {"default": {"consecutive_failures": 3, "cooldown": "1s", "probes": 1}}}
+    # unreachable_cooldown as long as cooldown: the upstream is back before the test looks
+    breaker = {"consecutive_failures": 3, "cooldown": "1s", "unreachable_cooldown": "1s"}
+    extra = {"breakers": {"default": {**breaker, "probes": 1}}}
     config = make_config(port, extra=extra)
     async with run_gateway(config) as gateway, gateway.client() as client:
         failures = [await client.get("/v1/kitchen/x") for _ in range(3)]
         assert [r.status_code for r in failures] == [503, 503, 503]
         async with kitchen_on(port) as kitchen:  # the upstream is back...
-            await asyncio.sleep(0.2)
-            started = time.perf_counter()
             open_answer = await client.get("/v1/kitchen/x")
-            elapsed = time.perf_counter() - started
             assert open_answer.status_code == 503  # ...but the breaker answers alone
             assert "circuit breaker is open" in open_answer.json()["message"]
             assert int(open_answer.headers["retry-after"]) >= 1
             assert kitchen.seen == []  # and the upstream was never asked
-            assert elapsed < 0.5
             snapshot = gateway.app.extensions["edge.pipeline"].snapshot()
             assert snapshot["breakers"][0]["state"] == "open"
-            await asyncio.sleep(1.1)  # cooldown over: one probe goes through
-            probe = await client.get("/v1/kitchen/x")
-            assert probe.status_code == 200
+            deadline = asyncio.get_running_loop().time() + 10
+            while (probe := await client.get("/v1/kitchen/x")).status_code == 503:
+                assert "circuit breaker is open" in probe.json()["message"]
+                assert kitchen.seen == []  # refused alone until the cooldown is over
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.05)
+            assert probe.status_code == 200  # cooldown over: one probe goes through
             assert len(kitchen.seen) == 1
             after = await client.get("/v1/kitchen/y")
             assert after.status_code == 200
@@ -387,9 +389,13 @@ async def test_in_flight_budget(stack_factory: Any) -> None:
     extra = {"breakers": {"default": {"max_requests": 2}}}
     async with stack_factory(**extra) as stack, stack.client() as client:
         slow = [
-            asyncio.create_task(client.post("/v1/sleep", json={"seconds": 0.5})) for _ in range(2)
+            asyncio.create_task(client.post("/v1/sleep", json={"seconds": 2})) for _ in range(2)
         ]
-        await asyncio.sleep(0.2)
+        pipeline = stack.gateway.app.extensions["edge.pipeline"]
+        deadline = asyncio.get_running_loop().time() + 1.5
+        while pipeline.snapshot()["breakers"][0]["in_flight"] < 2:  # both slow calls are in
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.01)
         third = await client.get("/v1/kitchen/x")
         results = await asyncio.gather(*slow)
     assert third.status_code == 503
@@ -575,8 +581,11 @@ async def test_a_key_removed_from_the_jwks_stops_verifying(kitchen_upstream: Any
             assert (await client.get("/v1/kitchen/a", headers=bearer("k1"))).status_code == 200
             kids.clear()  # the issuer revokes k1
             await asyncio.sleep(1.2)  # past max-age=1
-            await client.get("/v1/kitchen/b", headers=bearer("k1"))  # notices: refetches
-            await asyncio.sleep(0.3)
+            deadline = asyncio.get_running_loop().time() + 5
+            # the first call past max-age notices and refetches; soon k1 stops verifying
+            while (await client.get("/v1/kitchen/b", headers=bearer("k1"))).status_code == 200:
+                assert asyncio.get_running_loop().time() < deadline, "k1 still verifies"
+                await asyncio.sleep(0.05)
             revoked = await client.get("/v1/kitchen/c", headers=bearer("k1"))
     assert revoked.status_code == 401
 

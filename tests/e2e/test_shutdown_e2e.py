@@ -129,7 +129,7 @@ async def test_a_stream_in_flight_finishes_and_new_connections_are_refused(
 ) -> None:
     upstream_port, _ = kitchen_upstream
     async with (
-        edge_serve(upstream_port, tmp_path, workers=workers, graceful="5s") as served,
+        edge_serve(upstream_port, tmp_path, workers=workers, graceful="20s") as served,
         httpx.AsyncClient(base_url=served.base_url, timeout=10) as client,
     ):
         lines: list[Any] = []
@@ -145,7 +145,8 @@ async def test_a_stream_in_flight_finishes_and_new_connections_are_refused(
         code, elapsed = await served.exit_code(within=10)
     assert lines == [{"result": {}}, *({"result": {"index": i}} for i in range(1, 8))]
     assert code == 0, served.log.read_text()
-    assert 1.2 < elapsed < 4.0  # waited for the stream's ~1.75 s, not the 5 s drain
+    # waited for the stream's ~1.75 s, not the 20 s drain (wide: a loaded machine is slow)
+    assert 1.2 < elapsed < 12.0
     assert "draining: 1 requests/streams in flight" in _clean_log(served)
 
 
@@ -167,8 +168,9 @@ async def test_a_stream_longer_than_the_drain_is_cut_and_its_upstream_cancelled(
         code, elapsed = await served.exit_code(within=10)
         await asyncio.wait_for(kitchen.streams.cancelled.wait(), 5)
     assert code == 0, served.log.read_text()
-    assert 0.9 < elapsed < 3.0
-    assert 5 < lines < 100
+    # cut at the 1 s drain, not after the stream's 10 s (wide: a loaded machine is slow)
+    assert 0.9 < elapsed < 8.0
+    assert 5 < lines < 150
     assert "cancelling 1 requests/streams still running" in _clean_log(served)
 
 
@@ -176,7 +178,7 @@ async def test_an_open_websocket_is_closed_1001_with_a_status_frame(
     kitchen_upstream: Any, tmp_path: Path
 ) -> None:
     upstream_port, kitchen = kitchen_upstream
-    async with edge_serve(upstream_port, tmp_path, graceful="5s") as served:
+    async with edge_serve(upstream_port, tmp_path, graceful="20s") as served:
         url = f"ws://127.0.0.1:{served.port}/v1/count/1000"  # a server stream over WebSocket
         async with connect(url, subprotocols=["edge.grpc-ws.v1"], open_timeout=5) as ws:
             await ws.send(json.dumps({"message": {"intervalSeconds": 0.05}}))
@@ -199,5 +201,5 @@ async def test_an_open_websocket_is_closed_1001_with_a_status_frame(
     assert ws.close_code == 1001
     assert ws.close_reason == "the gateway is shutting down"
     assert code == 0, served.log.read_text()
-    assert elapsed < 2.0  # a socket does not hold the drain open
+    assert elapsed < 10.0  # a socket does not hold the 20 s drain open
     _clean_log(served)
