@@ -183,9 +183,12 @@ def _spelling(name: str) -> str:
     """A header name as an upstream might read it: any case, ``_`` and ``-`` alike.
 
     CGI-style servers (WSGI, PHP) read ``X_User_Id`` and ``x-user-id`` as one variable,
-    so a claim header is stripped in every spelling, not just the configured one.
+    so a claim header is stripped in every spelling, not just the configured one; and a
+    grpc-gateway behind a proxied route reads ``Grpc-Metadata-X-User-Id`` as the
+    ``x-user-id`` metadata, so the prefix is looked through too.
     """
-    return name.lower().replace("_", "-")
+    spelled = name.lower().replace("_", "-")
+    return spelled[14:] if spelled.startswith("grpc-metadata-") else spelled
 
 
 def _challenge(error: str | None, description: str | None = None, scope: str | None = None) -> str:

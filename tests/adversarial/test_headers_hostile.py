@@ -34,8 +34,13 @@ def forged_lines() -> list[str]:
 
 
 def user_headers(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Every header an upstream could read as X-User-Id (CGI folds case and _ into one)."""
-    return [(n, v) for n, v in headers if n.lower().replace("_", "-") == "x-user-id"]
+    """Every header an upstream could read as X-User-Id: CGI folds case and ``_`` into one,
+    and a grpc-gateway upstream reads ``Grpc-Metadata-X-User-Id`` as that metadata."""
+    return [
+        (n, v)
+        for n, v in headers
+        if n.lower().replace("_", "-").removeprefix("grpc-metadata-") == "x-user-id"
+    ]
 
 
 @pytest.mark.parametrize("underscores", ["drop", "allow"])
