@@ -1,4 +1,4 @@
-"""HTTP/2 rapid reset (CVE-2023-44487): what Hypercorn lets a client do, and our budget.
+"""HTTP/2 rapid reset (CVE-2023-44487) and early answers: what Hypercorn lets a client do.
 
 A client may open a stream and cancel it at once (HEADERS then RST_STREAM). A reset
 stream no longer counts against ``MAX_CONCURRENT_STREAMS``, so one connection can start
@@ -17,6 +17,11 @@ Two rules, applied in Hypercorn's HTTP/2 protocol by a subclass (installed by
   overspends it gets GOAWAY with ``ENHANCE_YOUR_CALM`` and is closed; its streams in
   flight see a disconnect. Browsers cancel a few fetches a second at most; an attacker
   cancels thousands.
+
+And one repair: a stream answered before its request body ended may still receive the
+rest of that body. Hypercorn no longer knows the stream, drops the data without giving
+its bytes back to the connection's flow-control window, and after 64 KiB every stream of
+the connection stalls. Here such data is dropped and acknowledged.
 
 What stays Hypercorn's: frame parsing and HPACK (h2) run before either rule sees a frame,
 so a flood costs CPU until the budget closes the connection (at the defaults, a few
@@ -87,6 +92,7 @@ class GuardedH2Protocol(H2Protocol):
 
     async def _handle_events(self, events: list[h2.events.Event]) -> None:
         stillborn = stillborn_streams(events)
+        opened = {e.stream_id for e in events if isinstance(e, h2.events.RequestReceived)}
         kept: list[h2.events.Event] = []
         now = time.monotonic()
         for event in events:
@@ -95,6 +101,18 @@ class GuardedH2Protocol(H2Protocol):
                     await self._calm_down()
                     return
             stream_id = getattr(event, "stream_id", None)
+            if (
+                isinstance(event, h2.events.DataReceived)
+                and stream_id not in self.streams
+                and stream_id not in opened
+            ):
+                # the rest of a body whose answer has ended (RFC 9113 8.1 lets a server
+                # answer early): dropped, but its bytes given back to the connection's
+                # window, which Hypercorn left spent, stalling every other stream
+                self.connection.acknowledge_received_data(
+                    event.flow_controlled_length, event.stream_id
+                )
+                continue
             if stream_id in stillborn:
                 if isinstance(event, h2.events.RequestReceived):
                     self.resets_refused += 1

@@ -12,7 +12,10 @@ same request. It
 * drops (or refuses) header names holding ``_``, which CGI-style upstreams would read as
   the ``-`` spelling of a header the gateway sets;
 * bounds the time a request body may take (an idle timeout between reads and a minimum
-  rate), answering 408, so a client that stops sending cannot hold a connection for ever.
+  rate), answering 408, so a client that stops sending cannot hold a connection for ever;
+* discards the rest of a request body that an answer came before (an error on the first
+  line of a client stream, a 401, an upstream that answered at once), so that the answer
+  can end at all (see ``_Body``).
 
 Refusals are 400 with a ``google.rpc.Status`` body (a refused handshake for WebSockets).
 The common case (a clean path, no underscores) costs one regex search and one pass over
@@ -22,6 +25,7 @@ the header names.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Literal
@@ -70,9 +74,9 @@ class RequestGuardASGI:
         except (BadPath, Refused) as refused:
             await _refuse(scope, receive, send, str(refused))
             return
-        idle = self.rules.body_idle_timeout
-        if idle is not None and kind == "http" and _has_body(scope["headers"]):
-            receive = _BodyClock(receive, idle, self.rules.body_min_rate).receive
+        if kind == "http" and _has_body(scope):
+            body = _Body(receive, send, self.rules.body_idle_timeout, self.rules.body_min_rate)
+            receive, send = body.receive, body.send
         await self.app(scope, receive, send)
 
     def _guarded(self, scope: Scope) -> Scope:
@@ -110,28 +114,52 @@ class RequestGuardASGI:
         return scope
 
 
-def _has_body(headers: list[tuple[bytes, bytes]]) -> bool:
-    for name, value in headers:
-        if name == b"transfer-encoding" or (name == b"content-length" and value != b"0"):
+def _has_body(scope: Scope) -> bool:
+    """Whether the request may carry a body (HTTP/2 says so in no header: assume it may)."""
+    length: bytes | None = None
+    for name, value in scope["headers"]:
+        if name == b"transfer-encoding":
             return True
-    return False
+        if name == b"content-length":
+            length = value
+    if length is not None:
+        return length != b"0"
+    return scope.get("http_version") not in ("1.0", "1.1")
 
 
-class _BodyClock:
-    """``receive`` with a deadline on each read of the request body, and a minimum rate.
+# How long an answer that came before the end of its request body waits for the rest to
+# be discarded; in practice the connection (HTTP/1.1) or the stream (h2) ends as soon as
+# the answer does, and the wait ends with it.
+DISCARD_SECONDS = 10.0
 
-    Hypercorn never times out a request body, so a client that sends headers and a
-    ``Content-Length`` and then nothing (or a drip) holds its connection and the handler
+
+class _Body:
+    """A request body's ``receive`` and the response's ``send``, as the app sees them.
+
+    **Time.** Hypercorn never times out a request body, so a client that sends headers and
+    a ``Content-Length`` and then nothing (or a drip) holds its connection and the handler
     for ever. Every ingress reads the body through ``receive``, so bounding it here bounds
     them all; the read that times out raises ``RequestTimeout`` (408) in the reader, which
     answers like any other error. Once the body has ended, ``receive`` is passed through
     untouched (the disconnect watchers wait on it for as long as the call lasts).
+
+    **Answers before the body's end.** Hypercorn hands body chunks to the app through a
+    queue of ten; when the app answers without reading the rest, the queue fills, and the
+    last ``send`` of the answer then blocks for ever: ending the answer makes Hypercorn
+    put ``http.disconnect`` on that full queue, from inside the app's own ``send`` (a task
+    and a socket lost for good, per request; an attack pass left 297 of 300 stuck). So
+    the message that ends such an answer is sent while a task discards what is left of
+    the body; the connection (HTTP/1.1) or stream (h2) then ends, the discarding task sees
+    the disconnect, and the request is over.
     """
 
-    __slots__ = ("_done", "_idle", "_inner", "_min_rate", "_received", "_started")
+    __slots__ = ("_done", "_idle", "_inner", "_min_rate", "_received", "_send", "_started")
 
-    def __init__(self, inner: Receive, idle: float, min_rate: int | None) -> None:
+    def __init__(
+        self, inner: Receive, send: Send, idle: float | None, min_rate: int | None
+    ) -> None:
         self._inner = inner
+        self._send = send
         self._idle = idle
         self._min_rate = min_rate
         self._done = False
@@ -139,8 +167,11 @@ class _BodyClock:
         self._started = asyncio.get_running_loop().time()
 
     async def receive(self) -> Message:
-        if self._done:
-            return await self._inner()
+        if self._done or self._idle is None:
+            message = await self._inner()
+            if not self._done:
+                self._done = message["type"] != "http.request" or not message.get("more_body")
+            return message
         try:
             async with asyncio.timeout(self._idle):
                 message = await self._inner()
@@ -159,6 +190,32 @@ class _BodyClock:
                     f"the request body arrives slower than {self._min_rate} bytes/s"
                 )
         return message
+
+    async def send(self, message: Message) -> None:
+        if self._done or not _ends_response(message):
+            await self._send(message)
+            return
+        discarding = asyncio.get_running_loop().create_task(self._discard_rest())
+        try:
+            await self._send(message)
+        finally:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(DISCARD_SECONDS):
+                    await discarding  # cancelled with the wait when it runs out
+
+    async def _discard_rest(self) -> None:
+        while True:
+            message = await self._inner()
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                self._done = True
+                return
+
+
+def _ends_response(message: Message) -> bool:
+    kind = message["type"]
+    if kind == "http.response.body":
+        return not message.get("more_body", False)
+    return kind == "http.response.trailers" and not message.get("more_trailers", False)
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, message: str) -> None:

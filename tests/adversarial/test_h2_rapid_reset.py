@@ -11,85 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import h2.config
 import h2.connection
 import h2.errors
 import h2.events
 import pytest
+from h2_client import h2_client
 from recording import Edge, start_edge
 
 from edge.ingress.h2_resets import ResetBudget, stillborn_streams
 from edge.observability.metrics import UPSTREAM_CALLS
 
 pytestmark = pytest.mark.e2e
-
-GET_HEADERS = [
-    (":method", "GET"),
-    (":scheme", "http"),
-    (":authority", "127.0.0.1"),
-    (":path", "/v1/kitchen/rapid"),
-]
-
-
-class H2Client:
-    """A raw h2c connection: frames written exactly as the test asks."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader, self.writer = reader, writer
-        self.conn = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding="utf-8")
-        )
-        self.conn.initiate_connection()
-        self.events: list[h2.events.Event] = []
-
-    def open_and_reset(self, count: int) -> None:
-        """HEADERS then RST_STREAM(CANCEL) for ``count`` new streams, unsent."""
-        for _ in range(count):
-            stream_id = self.conn.get_next_available_stream_id()
-            self.conn.send_headers(stream_id, GET_HEADERS, end_stream=True)
-            self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
-
-    def request(self) -> int:
-        stream_id = self.conn.get_next_available_stream_id()
-        self.conn.send_headers(stream_id, GET_HEADERS, end_stream=True)
-        return stream_id
-
-    async def flush(self) -> None:
-        self.writer.write(self.conn.data_to_send())
-        await self.writer.drain()
-
-    async def read_until(self, done: type[h2.events.Event], timeout: float = 10) -> bool:
-        """Read events until one of type ``done``; False if the connection ended first."""
-        async with asyncio.timeout(timeout):
-            while not any(isinstance(event, done) for event in self.events):
-                data = await self.reader.read(65536)
-                if not data:
-                    return False
-                with contextlib.suppress(h2.exceptions.ProtocolError):
-                    self.events += self.conn.receive_data(data)
-                await self.flush()
-        return True
-
-    def terminated(self) -> h2.events.ConnectionTerminated | None:
-        for event in self.events:
-            if isinstance(event, h2.events.ConnectionTerminated):
-                return event
-        return None
-
-
-@contextlib.asynccontextmanager
-async def h2_client(port: int) -> AsyncIterator[H2Client]:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    client = H2Client(reader, writer)
-    try:
-        await client.flush()
-        yield client
-    finally:
-        writer.close()
-        with contextlib.suppress(ConnectionError):
-            await writer.wait_closed()
 
 
 def upstream_calls() -> float:
