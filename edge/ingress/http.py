@@ -172,8 +172,12 @@ class TranscodingASGI:
                     # Expect: 100-continue, before it is even invited)
                     body_unread = True
                     await auth.authenticate(call)
+            body_ended: asyncio.Event | None = None
             if method.client_streaming:
-                call.request = _ndjson_requests(route, found, scope, receive, state.max_body_bytes)
+                body_ended = asyncio.Event()  # then a disconnect can be watched for
+                call.request = _ndjson_requests(
+                    route, found, scope, receive, state.max_body_bytes, body_ended
+                )
             elif route.binder.takes_body:
                 body = await read_body(scope, receive, state.max_body_bytes)
                 body_unread = False
@@ -184,10 +188,8 @@ class TranscodingASGI:
             info = scope.get("edge")
             if info is not None:  # for the access log and the request metrics
                 info["route"] = method.full_name
-            if method.client_streaming:  # the request stream itself sees the disconnect
-                answered: Reply | None = await state.chain(call)
-            else:
-                answered = await _call_unless_disconnected(state.chain, call, receive)
+            # (a client stream's own reader sees a disconnect until its body has ended)
+            answered = await _call_unless_disconnected(state.chain, call, receive, body_ended)
             if answered is None:
                 if info is not None:
                     info["grpc_code"] = 1  # CANCELLED; the access log says 499
@@ -199,7 +201,7 @@ class TranscodingASGI:
                 if claims:
                     info["user"] = claims.get("sub")
             if reply.stream is not None:
-                await _stream_reply(route, reply, scope, receive, send, state.policy)
+                await _stream_reply(route, reply, scope, receive, send, state.policy, body_ended)
                 return
             assert reply.message is not None
             payload = route.renderer.render(reply.message)
@@ -229,7 +231,9 @@ class TranscodingASGI:
             await send_response(send, route.success_status, payload)
 
 
-async def _call_unless_disconnected(chain: Next, call: Call, receive: Receive) -> Reply | None:
+async def _call_unless_disconnected(
+    chain: Next, call: Call, receive: Receive, body_ended: asyncio.Event | None = None
+) -> Reply | None:
     """Run the chain, cancelling it if the client hangs up first; None means it did.
 
     Hypercorn tells an app about a lost client only through ``receive``, and never cancels
@@ -238,11 +242,14 @@ async def _call_unless_disconnected(chain: Next, call: Call, receive: Receive) -
     The watcher cancels this very task rather than running the chain in a child task,
     which would cost a second task per request. The cancel always lands inside the chain:
     the watcher is cancelled in the same step that the chain returns, so it cannot fire
-    after.
+    after. For a client stream (``body_ended`` given), the request stream's reader sees a
+    disconnect while the body lasts; the watcher takes over once it has ended.
     """
     task = asyncio.current_task()
     assert task is not None
-    watcher = asyncio.get_running_loop().create_task(_cancel_task_on_disconnect(receive, task))
+    watcher = asyncio.get_running_loop().create_task(
+        _cancel_task_on_disconnect(receive, task, body_ended)
+    )
     try:
         return await chain(call)
     except asyncio.CancelledError:
@@ -254,7 +261,11 @@ async def _call_unless_disconnected(chain: Next, call: Call, receive: Receive) -
         watcher.cancel()
 
 
-async def _cancel_task_on_disconnect(receive: Receive, task: asyncio.Task[Any]) -> bool:
+async def _cancel_task_on_disconnect(
+    receive: Receive, task: asyncio.Task[Any], body_ended: asyncio.Event | None
+) -> bool:
+    if body_ended is not None:
+        await body_ended.wait()
     while True:  # an empty request's own http.request event may still be unread
         event = await receive()
         if event["type"] == "http.disconnect":
@@ -268,6 +279,7 @@ async def _ndjson_requests(
     scope: Scope,
     receive: Receive,
     max_line_bytes: int,
+    ended: asyncio.Event,
 ) -> AsyncIterator[Message]:
     """Request messages from an NDJSON body, each bound as it arrives (a client stream).
 
@@ -299,6 +311,7 @@ async def _ndjson_requests(
             raise BodyTooLarge(too_big)
         if not event.get("more_body", False):
             break
+    ended.set()  # from here on the disconnect watchers read ``receive``
     if buffer.strip():
         yield route.binder.bind(found.bindings, query, bytes(buffer))
 
@@ -310,17 +323,26 @@ async def _stream_reply(
     receive: Receive,
     send: Send,
     policy: HeaderPolicy,
+    body_ended: asyncio.Event | None,
 ) -> None:
-    """Write a server stream; raises EdgeError only before the response has started."""
+    """Write a server stream; raises EdgeError only before the response has started.
+
+    The disconnect watcher starts before the first message is awaited: a client that
+    leaves while the upstream is still silent cancels the call at once, not when the first
+    message finally comes. For a bidi stream it starts watching once the request body has
+    ended (until then the request stream's reader sees the disconnect).
+    """
     assert reply.stream is not None
     stream = reply.stream
     accept = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"accept"), None)
     framing = choose_format(accept, route.stream_format)
+    watcher = asyncio.create_task(_cancel_on_disconnect(receive, reply, body_ended))
     try:
         first: Message | None = await anext(stream)
     except StopAsyncIteration:
         first = None
     except BaseException:
+        await _stop(watcher)
         await close_stream(stream)
         raise
     headers = [
@@ -330,18 +352,20 @@ async def _stream_reply(
         *response_headers(reply.initial_metadata, (), policy),
         *reply.headers,
     ]
-    await send({"type": "http.response.start", "status": route.success_status, "headers": headers})
-    watcher = None
-    if not route.method.client_streaming:  # the body is read; the next event is a disconnect
-        watcher = asyncio.create_task(_cancel_on_disconnect(receive, reply))
     try:
+        await send(
+            {"type": "http.response.start", "status": route.success_status, "headers": headers}
+        )
         await _write_items(route, framing, stream, first, send)
     finally:
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+        await _stop(watcher)
         await close_stream(stream)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def _write_items(
@@ -372,7 +396,11 @@ async def _write_items(
     await send({"type": "http.response.body", "body": chunk + framing.closing, "more_body": False})
 
 
-async def _cancel_on_disconnect(receive: Receive, reply: Reply) -> None:
+async def _cancel_on_disconnect(
+    receive: Receive, reply: Reply, body_ended: asyncio.Event | None
+) -> None:
+    if body_ended is not None:
+        await body_ended.wait()
     while True:
         event = await receive()
         if event["type"] == "http.disconnect":

@@ -237,7 +237,11 @@ def _unary_stream(rpc: Any) -> Invoker:
     async def invoke(call: Call) -> Reply:
         grpc_call = rpc(call.request, timeout=call.timeout, metadata=call.metadata)
         reply = Reply(cancel=grpc_call.cancel)
-        reply.initial_metadata = _pairs(await grpc_call.initial_metadata())
+        try:  # a silent upstream: its headers may come only with the first message
+            reply.initial_metadata = _pairs(await grpc_call.initial_metadata())
+        except BaseException:  # the caller went away (cancelled) meanwhile: so does the call
+            grpc_call.cancel()
+            raise
         reply.stream = _read_stream(grpc_call, reply, None)
         return reply
 
