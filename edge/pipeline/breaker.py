@@ -155,17 +155,32 @@ class BreakerLayer:
             )
             raise
         if reply.stream is not None:
+            # A probe's verdict is its first message: a long stream taken as the half-open
+            # probe would otherwise hold the breaker half-open (everyone else refused) for
+            # as long as it lasts. The stream then ends as an ordinary call.
+            held = [ticket]
+
+            def first_message() -> None:
+                if held[0] == "probe":
+                    held[0] = "call"
+                    self._verdict(guard, failed=False)
+
             reply.stream = WatchedStream(
                 reply.stream,
-                lambda outcome: self._finish(guard, streaming, outcome, ticket),
+                lambda outcome: self._finish(guard, streaming, outcome, held[0]),
                 self.is_failure,
+                first=first_message if ticket == "probe" else None,
             )
             return reply
         http = reply.http
         if http is not None and http.upgrade is None:
             # a proxied body can still fail (a reset, a stall) after a good status line;
-            # the call ends, for the breaker and for max_requests, when the body does
+            # the call ends, for the breaker and for max_requests, when the body does; a
+            # probe's verdict is its status line, for the reason above
             failed_status = http.status >= 500
+            if ticket == "probe":
+                self._verdict(guard, failed=failed_status)
+                ticket = "call"
             http.body = WatchedStream(
                 http.body,
                 lambda outcome: self._finish(
@@ -177,6 +192,14 @@ class BreakerLayer:
         failed = http is not None and http.status >= 500
         self._finish(guard, streaming, failed, ticket)
         return reply
+
+    def _verdict(self, guard: UpstreamGuard, *, failed: bool) -> None:
+        """A half-open probe's outcome, given before its call ends (a stream, a body)."""
+        breaker = guard.breaker
+        assert breaker is not None
+        prior = breaker.state
+        breaker.record(self.clock(), failed=failed, ticket="probe")
+        _report(guard, breaker, prior)
 
     def _finish(
         self,

@@ -15,20 +15,23 @@ class WatchedStream(Generic[Item]):
     item (a WebSocket closed before the replies), leaking an in-flight count, a gauge and,
     when half-open, the breaker's only probe. Here ``finish`` is called on the last item
     (False: no failure), on an error (with ``classify``'s verdict), on ``aclose`` and, as a
-    last resort, when the object is collected (both None: no outcome).
+    last resort, when the object is collected (both None: no outcome). ``first``, when
+    given, is called once, with the first item (a breaker's probe takes its verdict there).
     """
 
-    __slots__ = ("_classify", "_done", "_finish", "_stream")
+    __slots__ = ("_classify", "_done", "_finish", "_first", "_stream")
 
     def __init__(
         self,
         stream: AsyncIterator[Item],
         finish: Callable[[bool | None], None],
         classify: Callable[[BaseException], bool | None],
+        first: Callable[[], None] | None = None,
     ) -> None:
         self._stream = stream
         self._finish = finish
         self._classify = classify
+        self._first = first
         self._done = False
 
     def __aiter__(self) -> WatchedStream[Item]:
@@ -36,13 +39,17 @@ class WatchedStream(Generic[Item]):
 
     async def __anext__(self) -> Item:
         try:
-            return await self._stream.__anext__()
+            item = await self._stream.__anext__()
         except StopAsyncIteration:
             self._end(False)
             raise
         except BaseException as error:
             self._end(self._classify(error))
             raise
+        if self._first is not None:
+            first, self._first = self._first, None
+            first()
+        return item
 
     async def aclose(self) -> None:
         self._end(None)
