@@ -94,7 +94,8 @@ def create_app(
             chain=build_chain(layers, terminal),
             policy=HeaderPolicy.of(config.headers.forward_request, config.headers.forward_response),
             max_body_bytes=config.transcoding.max_body_bytes,
-            websocket=WebSocketPolicy.of(config.websocket),
+            websocket=WebSocketPolicy.of(config.websocket, config.server.send_timeout),
+            send_timeout=config.server.send_timeout,
             pipeline=pipeline,
             token_query=config.auth.token_query_parameter,
             token_cookie=config.auth.token_cookie,
@@ -177,7 +178,7 @@ def create_app(
             fallback,  # type: ignore[arg-type]
             token_query=config.auth.token_query_parameter,
             token_cookie=config.auth.token_cookie,
-            websocket_policy=WebSocketPolicy.of(config.websocket),
+            websocket_policy=WebSocketPolicy.of(config.websocket, config.server.send_timeout),
             limiter=pipeline.ratelimit,
             paths=config.paths,
             trusted=parse_networks(config.rate_limiting.trusted_proxies),

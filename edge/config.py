@@ -355,6 +355,10 @@ class ServerConfig(_Model):
     # null: no budget (Hypercorn's own limit of 1,000 requests per connection remains).
     h2_reset_burst: int | None = Field(default=200, ge=1)
     h2_reset_rate: int = Field(default=50, ge=1)
+    # A write to a client (a stream's next message, a WebSocket frame, a close) that makes
+    # no progress this long: the client has stopped reading, and its connection is closed
+    # (nginx's send_timeout, default 60 s); null waits for ever.
+    send_timeout: Seconds | None = 60.0
 
     @property
     def event_loop(self) -> Literal["asyncio", "uvloop"]:

@@ -79,6 +79,10 @@ class ClientDisconnected(EdgeError):
     grpc_code = 1  # CANCELLED
 
 
+class ClientStalled(ClientDisconnected):
+    """The client stopped reading: a write made no progress for ``server.send_timeout``."""
+
+
 class UpstreamUnavailable(EdgeError):
     """The upstream cannot be reached (connection refused, DNS, TLS handshake)."""
 

@@ -89,12 +89,18 @@ class Streams(pb_grpc.StreamServiceServicer):
 
     def __init__(self) -> None:
         self.cancelled = asyncio.Event()
+        self.cancelled_count = 0  # calls cancelled, for tests that cancel many
+        self.counting = 0  # Count calls running now
         self.sent = 0
         self.received: list[int] = []
 
     async def Count(  # noqa: N802
         self, request: pb.CountRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Tick]:
+        # a cancel seen by grpc, whether the handler was sleeping (CancelledError here) or
+        # blocked writing to a full stream (then only grpc's context knows)
+        context.add_done_callback(self._count_done)
+        self.counting += 1
         try:
             for index in range(request.count):
                 if request.fail_code and index == request.fail_after:
@@ -108,6 +114,13 @@ class Streams(pb_grpc.StreamServiceServicer):
         except asyncio.CancelledError:
             self.cancelled.set()
             raise
+        finally:
+            self.counting -= 1
+
+    def _count_done(self, context: Any) -> None:
+        if context.cancelled():
+            self.cancelled.set()
+            self.cancelled_count += 1
 
     async def Sum(  # noqa: N802
         self, request_iterator: AsyncIterator[pb.Number], context: grpc.aio.ServicerContext

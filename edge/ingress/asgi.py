@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
-from edge.errors import BodyTooLarge, EdgeError, UpstreamStatus
+from edge.errors import BodyTooLarge, ClientStalled, EdgeError, UpstreamStatus
 from edge.transcode.json_codec import JsonCodec
 from edge.transcode.response import decode_details, status_body
 from edge.upstream.headers import HeaderPolicy, response_headers
@@ -25,6 +25,36 @@ log = logging.getLogger("edge.errors")
 # The request id of the request this task serves (set by the observe middleware), so an
 # error logged deep in an ingress can be matched with the access log line and the client.
 REQUEST_ID: ContextVar[str | None] = ContextVar("edge_request_id", default=None)
+
+
+# The scope extension through which the server lets the app drop a connection at once
+# (set by edge.ingress.h11_continue for Hypercorn's HTTP/1.1 connections).
+ABORT_EXTENSION = "edge.abort"
+
+
+def timed_send(send: Send, timeout: float | None, scope: Scope) -> Send:
+    """``send`` for a long answer (a stream, a WebSocket): a write stalled ``timeout`` s ends it.
+
+    A client that stops reading fills its connection's send buffer; every write then waits
+    for it, the close included, and the connection with its upstream call lives for ever.
+    On the timeout the connection is aborted (where the server offers ``edge.abort``) and
+    ``ClientStalled`` raised, so the caller ends its call as for a client that left.
+    """
+    if timeout is None:
+        return send
+    extensions = scope.get("extensions") or {}
+    abort = extensions.get(ABORT_EXTENSION)
+
+    async def send_timed(message: Message) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await send(message)
+        except TimeoutError:
+            if abort is not None:
+                abort()
+            raise ClientStalled(f"the client read nothing for {timeout:g}s") from None
+
+    return send_timed
 
 
 def current_request_id() -> str | None:

@@ -12,6 +12,12 @@ and the app's ``receive`` sends it on the first call, as uvicorn does: a route t
 its body invites it; one that answers without reading never does, and the client sends
 nothing. HTTP/2 is not affected (Hypercorn sends no 100 there).
 
+The same protocol offers the app one more door, as the scope extension
+``edge.abort``: a callable that aborts the connection at once. A client that stops
+reading leaves every write blocked on a full send buffer, the close frame and the end of
+the response included (Hypercorn's own close waits for that buffer to drain), so a write
+timeout can only end such a connection by aborting it.
+
 ``install`` (called by ``create_app``) puts the protocol in place, the same way as
 ``h2_resets.install``.
 """
@@ -24,6 +30,8 @@ from typing import Any
 import h11
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, Scope
+
+from edge.ingress.asgi import ABORT_EXTENSION
 
 
 class ContinueOnRead(h11.Connection):
@@ -51,10 +59,13 @@ class _InviteOnRead:
         sync_spawn: Callable[..., Any],
         call_soon: Callable[..., Any],
     ) -> None:
+        protocol = self.protocol
+        extensions: Any = scope.get("extensions")
+        if extensions is not None:
+            extensions[ABORT_EXTENSION] = protocol.abort
         if scope["type"] != "http":
             await self.app(scope, receive, send, sync_spawn, call_soon)
             return
-        protocol = self.protocol
         request_number = protocol.keep_alive_requests  # this request's, on this connection
 
         async def receive_inviting() -> ASGIReceiveEvent:
@@ -84,6 +95,13 @@ class GuardedH11Protocol(H11Protocol):
         if isinstance(self.connection, ContinueOnRead):
             self.connection.body_wanted = False  # each request waits for its own read
         await super()._create_stream(request)
+
+    def abort(self) -> None:
+        """Drop the connection now, whatever is still buffered for the client."""
+        writer = getattr(getattr(self.send, "__self__", None), "writer", None)  # asyncio's
+        transport = getattr(writer, "transport", None)
+        if transport is not None:
+            transport.abort()
 
     async def invite_body(self) -> None:
         if self.connection.they_are_waiting_for_100_continue:

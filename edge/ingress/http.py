@@ -37,6 +37,7 @@ from edge.ingress.asgi import (
     read_body,
     send_refusal,
     send_response,
+    timed_send,
 )
 from edge.ingress.websocket import serve_websocket
 from edge.ingress.websocket_policy import WebSocketPolicy
@@ -69,6 +70,7 @@ class GatewayState:
     pipeline: Pipeline
     token_query: str | None = None  # auth.token_query_parameter
     token_cookie: str | None = None  # auth.token_cookie
+    send_timeout: float | None = None  # server.send_timeout, for streams
 
 
 class StateHolder:
@@ -201,7 +203,10 @@ class TranscodingASGI:
                 if claims:
                     info["user"] = claims.get("sub")
             if reply.stream is not None:
-                await _stream_reply(route, reply, scope, receive, send, state.policy, body_ended)
+                streaming_send = timed_send(send, state.send_timeout, scope)
+                await _stream_reply(
+                    route, reply, scope, receive, streaming_send, state.policy, body_ended
+                )
                 return
             assert reply.message is not None
             payload = route.renderer.render(reply.message)
@@ -386,6 +391,8 @@ async def _write_items(
                 body = framing.item(route.renderer.render(message), first=False)
                 await send({"type": "http.response.body", "body": body, "more_body": True})
                 count += 1
+    except ClientDisconnected:
+        return  # stalled: the connection is gone, nothing more can be written
     except EdgeError as error:
         _, payload, _ = error_response(error, route.codec, None)
         chunk += framing.error(payload, first=count == 0)
@@ -393,7 +400,10 @@ async def _write_items(
         # the response has started: a bug can only end the stream, in-band, as INTERNAL
         log.exception("unhandled error writing a stream for %s", route.method.full_name)
         chunk += framing.error(status_body(13, "internal error"), first=count == 0)
-    await send({"type": "http.response.body", "body": chunk + framing.closing, "more_body": False})
+    with contextlib.suppress(ClientDisconnected):  # stalled at the very end
+        await send(
+            {"type": "http.response.body", "body": chunk + framing.closing, "more_body": False}
+        )
 
 
 async def _cancel_on_disconnect(

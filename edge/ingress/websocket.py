@@ -37,7 +37,15 @@ from google.protobuf.message import DecodeError, Message
 
 from edge.call import Call
 from edge.errors import BadRequest, ClientDisconnected, EdgeError, Unauthenticated, UpstreamStatus
-from edge.ingress.asgi import JSON_HEADERS, Receive, Scope, Send, close_stream, refuse_handshake
+from edge.ingress.asgi import (
+    JSON_HEADERS,
+    Receive,
+    Scope,
+    Send,
+    close_stream,
+    refuse_handshake,
+    timed_send,
+)
 from edge.ingress.websocket_policy import (
     WebSocketPolicy,
     origin_allowed,
@@ -114,7 +122,8 @@ class WebSocketSession:
         self.found = found
         self.scope = scope
         self.receive = receive
-        self.send_event = send
+        # a client that stops reading: a frame stalled send_timeout s ends the session
+        self.send_event = timed_send(send, policy.send_timeout, scope)
         self.chain = chain
         self.header_policy = header_policy
         self.policy = policy

@@ -36,9 +36,10 @@ class WebSocketPolicy:
     first_frame_auth: bool  # a token may come in the first frame (else: at the handshake)
     token_query_parameter: str | None
     token_cookie: str | None
+    send_timeout: float | None = None  # server.send_timeout: a stalled write ends the socket
 
     @classmethod
-    def of(cls, config: WebSocketConfig) -> WebSocketPolicy:
+    def of(cls, config: WebSocketConfig, send_timeout: float | None = None) -> WebSocketPolicy:
         origins = {origin.rstrip("/").lower() for origin in config.allowed_origins}
         return cls(
             allowed_origins=frozenset(o for o in origins if o not in ("same-origin", "*")),
@@ -51,6 +52,7 @@ class WebSocketPolicy:
             first_frame_auth=config.first_frame_auth,
             token_query_parameter=config.token_query_parameter,
             token_cookie=config.token_cookie,
+            send_timeout=send_timeout,
         )
 
 
