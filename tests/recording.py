@@ -135,3 +135,46 @@ def status_of(answer: bytes) -> int:
 
 def body_of(answer: bytes) -> bytes:
     return answer.partition(b"\r\n\r\n")[2]
+
+
+def answer_headers(answer: bytes) -> dict[str, str]:
+    """The response headers of a raw answer, names lower-cased (the last of repeated ones)."""
+    head = answer.partition(b"\r\n\r\n")[0].decode("latin-1")
+    pairs = (line.partition(":") for line in head.split("\r\n")[1:])
+    return {name.strip().lower(): value.strip() for name, _, value in pairs}
+
+
+def rpc_status(body: bytes | bytearray, code: int) -> dict[str, Any]:
+    """The ``google.rpc.Status`` an error body holds: exactly code, message and details.
+
+    Fails unless the body is that shape with the given code, a message and a details list.
+    """
+    import json
+
+    status = json.loads(body)
+    assert isinstance(status, dict), body
+    assert set(status) == {"code", "message", "details"}, status
+    assert status["code"] == code, status
+    assert isinstance(status["message"], str) and status["message"], status
+    assert isinstance(status["details"], list), status
+    return status
+
+
+async def handshake(url: str, **kwargs: Any) -> tuple[int, dict[str, str], bytes]:
+    """Open a WebSocket and close it again: (101, ...) if it opened, else the refusal.
+
+    The refusal is the handshake's HTTP status, its headers (names lower-cased) and body.
+    """
+    from websockets.asyncio.client import connect
+    from websockets.exceptions import InvalidStatus
+
+    try:
+        async with connect(url, open_timeout=5, **kwargs) as socket:
+            response = socket.response
+            assert response is not None
+            headers = {name.lower(): value for name, value in response.headers.raw_items()}
+            return response.status_code, headers, b""
+    except InvalidStatus as refused:
+        response = refused.response
+        headers = {name.lower(): value for name, value in response.headers.raw_items()}
+        return response.status_code, headers, bytes(response.body or b"")
