@@ -48,7 +48,8 @@ def _allowed() -> bool:
     return request.remote_addr in ("127.0.0.1", "::1")
 
 
-def _on_admin_listener() -> bool:
+def on_admin_listener() -> bool:
+    """Whether this request came in on the admin listener (always, without ``admin.bind``)."""
     port = _config().admin.port
     if port is None:
         return True
@@ -58,7 +59,7 @@ def _on_admin_listener() -> bool:
 
 @admin.before_request
 async def _guard() -> Response | None:
-    if not _on_admin_listener():  # as if there were no such route: nothing to probe
+    if not on_admin_listener():  # as if there were no such route: nothing to probe
         return Response(
             status_body(5, "no route for this path"),
             status=404,

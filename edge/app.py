@@ -14,10 +14,10 @@ import signal
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from quart import Quart, Response
+from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
-from edge.admin import admin
+from edge.admin import admin, on_admin_listener
 from edge.config import Config
 from edge.health import health
 from edge.ingress import h2_resets, h11_continue
@@ -160,6 +160,8 @@ def create_app(
     @app.errorhandler(HTTPException)
     async def http_error(error: HTTPException) -> Response:
         status = error.code or 500
+        if status == 405 and request.path.startswith("/admin/") and not on_admin_listener():
+            status = 404  # off the admin listener the admin routes do not exist, any method
         code = _GRPC_CODE_BY_HTTP_STATUS.get(status, 2)
         message = "no route for this path" if status == 404 else (error.description or error.name)
         return _json_error(status, code, message)

@@ -11,6 +11,8 @@ same request. It
   several ``Content-Length`` values that disagree;
 * drops (or refuses) header names holding ``_``, which CGI-style upstreams would read as
   the ``-`` spelling of a header the gateway sets;
+* refuses several ``Authorization`` headers: one is verified, and another could ride
+  along to an upstream that reads the other (with ``auth.forward_authorization``);
 * bounds the time a request body may take (an idle timeout between reads and a minimum
   rate), answering 408, so a client that stops sending cannot hold a connection for ever;
 * discards the rest of a request body that an answer came before (an error on the first
@@ -93,6 +95,7 @@ class RequestGuardASGI:
         underscored = False
         lengths: set[bytes] = set()
         chunked = False
+        authorizations = 0
         for name, value in headers:
             if b"_" in name:
                 underscored = True
@@ -100,6 +103,10 @@ class RequestGuardASGI:
                 lengths.add(value.strip())
             elif name == b"transfer-encoding":
                 chunked = True
+            elif name == b"authorization":
+                authorizations += 1
+        if authorizations > 1:  # a singleton field (RFC 9110 11.6.2): which one was checked?
+            raise Refused("several Authorization headers")
         if lengths and (chunked or len(lengths) > 1):
             raise Refused(
                 "Content-Length with Transfer-Encoding"

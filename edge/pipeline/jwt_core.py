@@ -18,6 +18,7 @@ I/O shell can refresh the issuer's JWKS (rate-limited) and try once more.
 from __future__ import annotations
 
 import hmac
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -169,13 +170,16 @@ def _number(claims: Mapping[str, Any], name: str) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TokenRejected(f"the {name} claim must be a number")
-    return float(value)
+    number = float(value)
+    if not math.isfinite(number):  # NaN compares false with everything: it would never expire
+        raise TokenRejected(f"the {name} claim must be a finite number")
+    return number
 
 
 def check_claims(claims: Mapping[str, Any], policy: IssuerPolicy, now: float) -> None:
     """The claims checks that depend on time (and presence): run again on every use."""
     for name in policy.required_claims:
-        if name not in claims:
+        if claims.get(name) is None:  # a null claim is no claim (an exp: null never expires)
             raise TokenRejected(f"the token has no {name} claim")
     leeway = policy.leeway
     expires = _number(claims, "exp")

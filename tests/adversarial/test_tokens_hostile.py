@@ -495,11 +495,6 @@ def good() -> str:
             lambda: [("Authorization", f"Bearer {good()} x")], "malformed", id="two-words"
         ),
         pytest.param(lambda: [("Authorization", f"Bearer {good()},x")], "malformed", id="comma"),
-        pytest.param(
-            lambda: [("Authorization", "Bearer x.y.z"), ("Authorization", f"Bearer {good()}")],
-            "malformed",
-            id="two-headers-bad-first",
-        ),
         pytest.param(lambda: [("X-Authorization", f"Bearer {good()}")], "required", id="x-auth"),
         pytest.param(lambda: [("Proxy-Authorization", f"Bearer {good()}")], "required", id="proxy"),
     ],
@@ -544,24 +539,20 @@ async def test_the_bearer_scheme_is_case_insensitive(
 
 
 @pytest.mark.parametrize("target", ["proxy", "transcoded"])
-async def test_with_two_authorization_headers_the_first_is_checked_and_neither_goes_upstream(
-    setup: Setup, target: str
+@pytest.mark.parametrize("forged_first", [False, True])
+async def test_two_authorization_headers_are_refused_and_neither_goes_upstream(
+    setup: Setup, target: str, forged_first: bool
 ) -> None:
+    """Authorization is a singleton field (RFC 9110 11.6.2): which of two was checked?"""
     headers = [("Authorization", f"Bearer {good()}"), ("Authorization", "Bearer forged")]
+    if forged_first:
+        headers.reverse()
     status, _, body = await present(setup.edge, TARGETS[target], headers)
-    assert status == 200, body
-    if target == "proxy":
-        assert not [v for n, v in setup.edge.http.headers_of() if n.lower() == "authorization"]
-    else:
-        (_, metadata) = setup.edge.kitchen.received[-1]
-        assert not [v for k, v in metadata if k == "authorization"]
+    assert status == 400, body
+    assert rpc_status(body, 3)["message"] == "several Authorization headers"
+    assert_untouched(setup)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with auth.forward_authorization, a second, never verified Authorization header "
-    "is forwarded next to the verified one (to proxied and gRPC upstreams alike)",
-)
 @pytest.mark.parametrize("path", ["/api/admin/x", "/v1/inspect"])
 async def test_an_unverified_second_authorization_header_never_reaches_an_upstream(
     path: str,
@@ -627,11 +618,6 @@ async def test_a_token_with_the_scope_passes(
 # -- bugs ---------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="jwt_core.check_claims: an exp that is present but null or NaN passes both the "
-    "required-claims check and the expiry check, so such a token never expires",
-)
 @pytest.mark.parametrize("exp", ["null", "NaN"])
 async def test_a_token_whose_exp_is_not_a_number_is_refused(setup: Setup, exp: str) -> None:
     payload = json.dumps(claims(exp=None))[:-1] + f', "exp": {exp}}}'
