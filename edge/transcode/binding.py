@@ -8,7 +8,10 @@ JSON string forms). Everything that can be resolved once per route — field des
 converters, which query names are allowed — is resolved in ``RequestBinder.__init__``.
 
 Binding assembles one JSON-shaped dict (body, then query, then path, which wins) and
-hands it to the JSON codec in one pass, so errors read the same whatever their source.
+hands it to the JSON codec in one pass. Query and path values are checked against their
+field as they are read, so a 400 names the parameter as the client wrote it; body errors
+name the field path (``json_check``). Every such 400 carries a ``google.rpc.BadRequest``
+detail naming the field, and no Python exception text.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from google.protobuf.message import Message
 
 from edge.descriptors.http_rules import HttpRule
 from edge.errors import BadRequest
+from edge.transcode.json_check import quick_fit, value_problem
 from edge.transcode.json_codec import JsonCodec, decode_json
+from edge.transcode.json_words import quoted
 
 FD = FieldDescriptor
 
@@ -42,22 +47,34 @@ class BindingError(ValueError):
     """An HTTP rule cannot be applied to its method's messages (a load-time problem)."""
 
 
+_UNFIT: Any = object()  # what a converter returns for a text it refuses
+
+
+# Text of a query or path value -> its JSON form. A text that does not convert is passed
+# on as it is, for the field check to refuse in the same words as in a body; bytes are
+# held to strict base64 here (_UNFIT), as json_format would skip the junk.
 Converter = Callable[[str], Any]
+Fits = Callable[[Any], bool]
+# a query parameter's field names, converter, repeatedness, leaf field and quick check
+_QueryTarget = tuple[tuple[str, ...], Converter, bool, FieldDescriptor, Fits]
 
 
-def _to_bool(text: str) -> bool:
+def _to_bool(text: str) -> bool | str:
     lowered = text.lower()
     if lowered in ("true", "1", "t"):
         return True
     if lowered in ("false", "0", "f"):
         return False
-    raise ValueError(f"{text!r} is not a boolean")
+    return text
 
 
 def _to_float(text: str) -> float | str:
     if text in ("NaN", "Infinity", "-Infinity"):
         return text
-    return float(text)
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _to_enum(text: str) -> str | int:
@@ -67,13 +84,13 @@ def _to_enum(text: str) -> str | int:
         return text
 
 
-def _to_bytes(text: str) -> str:
+def _to_bytes(text: str) -> Any:
     # validate now so the error names the parameter; json_format takes either alphabet
     standard = text.replace("-", "+").replace("_", "/")
     try:
         base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
-    except (binascii.Error, ValueError) as exc:
-        raise ValueError(f"{text!r} is not base64") from exc
+    except (binascii.Error, ValueError):
+        return _UNFIT
     return text
 
 
@@ -149,7 +166,7 @@ def _set_path(target: dict[str, Any], names: Sequence[str], value: Any) -> None:
 
 
 class _PathBinding:
-    __slots__ = ("convert", "names", "shown")
+    __slots__ = ("convert", "field", "fits", "names", "shown")
 
     def __init__(self, descriptor: Descriptor, path: tuple[str, ...]) -> None:
         fields = resolve_field_path(descriptor, path)
@@ -161,6 +178,8 @@ class _PathBinding:
             )
         self.names = tuple(f.name for f in fields)
         self.convert = convert
+        self.field = leaf
+        self.fits = quick_fit(leaf)
         self.shown = ".".join(path)
 
 
@@ -193,7 +212,7 @@ class RequestBinder:
         self._codec = codec
         self._reject_unknown_query = reject_unknown_query
         self._ignored_query = frozenset(ignored_query)
-        self._query_cache: dict[str, tuple[tuple[str, ...], Converter, bool]] = {}
+        self._query_cache: dict[str, _QueryTarget] = {}
         self._path: dict[tuple[str, ...], _PathBinding] = {}
         reserved: set[tuple[str, ...]] = set()
         variables = rule.template.variables if rule is not None else ()
@@ -262,32 +281,48 @@ class RequestBinder:
                 self._bind_query(data, query)
         for field_path, text in bindings:
             binding = self._path[field_path]
-            try:
-                value = binding.convert(text)
-            except ValueError as exc:
-                raise BadRequest(f"path parameter {binding.shown!r}: {exc}") from exc
+            value = binding.convert(text)
+            if not binding.fits(value):
+                self._check(binding.field, value, text, "path", binding.shown)
             _set_path(data, binding.names, value)
         message = self._input()
         if data:
             self._codec.merge(data, message)
         return message
 
+    def _check(self, field: FieldDescriptor, value: Any, text: str, kind: str, name: str) -> None:
+        """Refuse a query or path value that does not fit, in the words of a body error."""
+        if value is _UNFIT:
+            problem: str | None = f"expected a base64 string, got {quoted(text)}"
+        else:
+            problem = value_problem(
+                value,
+                field,
+                pool=self._codec.pool,
+                ignore_unknown_fields=self._codec.options.ignore_unknown_fields,
+            )
+        if problem is not None:
+            message = f"{kind} parameter {quoted(name)}: {problem}"
+            raise self._codec.field_error(name, message, problem)
+
+    def _query_error(self, key: str, problem: str) -> BadRequest:
+        return self._codec.field_error(key, f"query parameter {quoted(key)} {problem}", problem)
+
     def _bind_query(self, data: dict[str, Any], query: str) -> None:
         try:
             pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=False)
         except ValueError as exc:
-            raise BadRequest(f"malformed query string: {exc}") from exc
+            raise BadRequest("malformed query string", internal=str(exc)) from exc
         for key, text in pairs:
             if key in self._ignored_query:
                 continue
             target = self._query_target(key)
             if target is None:
                 continue
-            names, convert, repeated = target
-            try:
-                value = convert(text)
-            except ValueError as exc:
-                raise BadRequest(f"query parameter {key!r}: {exc}") from exc
+            names, convert, repeated, leaf, fits = target
+            value = convert(text)
+            if not fits(value):
+                self._check(leaf, value, text, "query", key)
             if repeated:
                 parent = data
                 for name in names[:-1]:
@@ -295,10 +330,10 @@ class RequestBinder:
                 parent.setdefault(names[-1], []).append(value)
             else:
                 if _get_path(data, names) is not None:
-                    raise BadRequest(f"query parameter {key!r} given more than once")
+                    raise self._query_error(key, "given more than once")
                 _set_path(data, names, value)
 
-    def _query_target(self, key: str) -> tuple[tuple[str, ...], Converter, bool] | None:
+    def _query_target(self, key: str) -> _QueryTarget | None:
         cached = self._query_cache.get(key)
         if cached is not None:
             return cached
@@ -306,19 +341,19 @@ class RequestBinder:
             fields = resolve_field_path(message_descriptor(self._input), key.split("."))
         except BindingError as exc:
             if self._reject_unknown_query:
-                raise BadRequest(f"unknown query parameter {key!r}: {exc}") from exc
+                raise self._codec.field_error(
+                    key, f"unknown query parameter {quoted(key)}: {exc}", str(exc)
+                ) from exc
             return None
         names = tuple(f.name for f in fields)
         for length in range(1, len(names) + 1):
             if names[:length] in self._reserved:
-                raise BadRequest(
-                    f"query parameter {key!r} sets a field already bound by the path or body"
-                )
+                raise self._query_error(key, "sets a field already bound by the path or body")
         leaf = fields[-1]
         convert = _scalar_converter(leaf)
         if convert is None or _is_map(leaf):
-            raise BadRequest(f"query parameter {key!r} names a message field, not a value")
-        target = (names, convert, _is_repeated(leaf))
+            raise self._query_error(key, "names a message field, not a value")
+        target = (names, convert, _is_repeated(leaf), leaf, quick_fit(leaf))
         if len(self._query_cache) < 1024:  # bounded: keys come from clients
             self._query_cache[key] = target
         return target

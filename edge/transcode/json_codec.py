@@ -9,8 +9,9 @@ times faster than the json module.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from google.protobuf import descriptor_pool, json_format
@@ -18,8 +19,14 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 
 from edge.errors import BadRequest
+from edge.transcode.json_check import LIBRARY_REFUSALS, find_violation
 from edge.transcode.json_merge import NOT_FAST, Check, fast_values, plain_fields
 from edge.transcode.json_printer import CompiledPrinter, Printer
+
+# ParseDict's refusals: its ParseError, and what it lets out of library calls unwrapped
+_REFUSALS: tuple[type[Exception], ...] = (json_format.ParseError, *LIBRARY_REFUSALS)
+_BAD_REQUEST_TYPE = "type.googleapis.com/google.rpc.BadRequest"
+_INTERNAL_CHARS = 300  # of an exception's text in the log: it may quote the body
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,16 +108,53 @@ class JsonCodec:
             json_format.ParseDict(
                 value, message, ignore_unknown_fields=self._ignore, descriptor_pool=self.pool
             )
-        except json_format.ParseError as exc:
-            raise BadRequest(str(exc)) from exc
-        except (ValueError, TypeError, AttributeError) as exc:
-            # json_format lets some conversion errors escape unwrapped
-            raise BadRequest(f"invalid value: {exc}") from exc
+        except _REFUSALS as exc:
+            raise self._refusal(value, cast(Descriptor, message.DESCRIPTOR), exc) from exc
+
+    def _refusal(self, value: Any, descriptor: Descriptor, exc: Exception) -> BadRequest:
+        """A 400 naming where ``value`` breaks ``descriptor``; exc's words go to the log."""
+        internal = _clipped(f"{type(exc).__name__}: {exc}")
+        violation = find_violation(
+            value, descriptor, pool=self.pool, ignore_unknown_fields=self._ignore
+        )
+        if violation is None:  # json_check misses a rule ParseDict has: still no Python text
+            return BadRequest(f"the request does not fit {descriptor.full_name}", internal=internal)
+        return self.field_error(
+            violation.field, violation.message, violation.description, internal=internal
+        )
+
+    def field_error(
+        self, field: str, message: str, description: str, *, internal: str | None = None
+    ) -> BadRequest:
+        """A 400 about one field, with a ``google.rpc.BadRequest`` detail naming it.
+
+        ``field`` is the path as the client spelled it (``book.tags[2]``) or the query or
+        path parameter's name; the detail's keys follow the route's JSON naming option.
+        """
+        key = "field_violations" if self._names else "fieldViolations"
+        detail = {
+            "@type": _BAD_REQUEST_TYPE,
+            key: [{"field": field, "description": description}],
+        }
+        return BadRequest(message, details=[detail], internal=internal)
+
+
+def _clipped(text: str) -> str:
+    """Exception text fit for one log line: it quotes the client's values, so it is
+    clipped, and its newlines and control characters are escaped."""
+    if len(text) > _INTERNAL_CHARS:
+        text = text[:_INTERNAL_CHARS] + "..."
+    return json.dumps(text, ensure_ascii=False)[1:-1].encode("utf-8", "backslashreplace").decode()
 
 
 def decode_json(body: bytes) -> Any:
-    """Parse a request body; malformed JSON is a 400 that says where it broke."""
+    """Parse a request body; malformed JSON is a 400 that says where it broke.
+
+    The position is the client's to act on; orjson's words for the fault ("unexpected
+    character", "depth limit exceeded") change between its releases and go to the log.
+    """
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise BadRequest(f"malformed JSON body: {exc}") from exc
+        where = f"line {exc.lineno}, column {exc.colno}"
+        raise BadRequest(f"malformed JSON body at {where}", internal=exc.msg) from exc

@@ -164,7 +164,9 @@ async def test_bad_query_parameters_are_400(stack: Any, query: str, problem: str
     assert status == 400
     assert payload["code"] == 3
     assert problem.lower() in payload["message"].lower()
-    assert payload["details"] == []
+    (detail,) = payload["details"]  # a google.rpc.BadRequest naming the parameter
+    assert detail["@type"] == "type.googleapis.com/google.rpc.BadRequest"
+    assert detail["fieldViolations"][0]["field"] == query.partition("=")[0]
 
 
 async def test_query_cannot_override_path_or_body_fields(stack: Any) -> None:
