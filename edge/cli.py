@@ -9,6 +9,8 @@ UNAVAILABLE status frame; a second signal cuts the drain short. Exit status 0 af
 drain.
 ``check`` loads config and descriptors exactly as ``serve`` would and prints the route
 table or the problems, exiting 1 on any problem, so CI can gate a proto change on it.
+Everything it prints, log lines included, has its URLs redacted (``edge.redaction``): CI
+logs are read by more people than the config's secrets are meant for.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from multiprocessing.connection import wait as wait_for_sentinels
 from pathlib import Path
 from types import FrameType
@@ -39,7 +41,7 @@ from edge.errors import ConfigError
 from edge.ingress.asgi import ASGIApp, Receive, Scope, Send
 from edge.ingress.h2_resets import EdgeHypercornConfig
 from edge.ingress.websocket_policy import SHUTDOWN_STATE_KEY
-from edge.redaction import redact_url
+from edge.redaction import redact_text, redact_url
 from edge.routes import load_routes
 
 _CONFIG_ENV = "EDGE_CONFIG"
@@ -332,29 +334,63 @@ def run_with_loop(coro: Coroutine[Any, Any, None], loop: str) -> None:
         asyncio.run(coro)
 
 
+class _RedactingFormatter(logging.Formatter):
+    """Another formatter's lines with their URLs redacted (for ``edge check``'s logs)."""
+
+    def __init__(self, wrapped: logging.Formatter | None) -> None:
+        super().__init__()
+        self.wrapped = wrapped or logging.Formatter()
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_text(self.wrapped.format(record))
+
+
+@contextlib.contextmanager
+def _redacted_logs() -> Iterator[None]:
+    """While it lasts, the root logger's handlers redact what they print."""
+    handlers = list(logging.getLogger().handlers)
+    formatters = [handler.formatter for handler in handlers]
+    for handler, formatter in zip(handlers, formatters, strict=True):
+        handler.setFormatter(_RedactingFormatter(formatter))
+    try:
+        yield
+    finally:
+        for handler, formatter in zip(handlers, formatters, strict=True):
+            handler.setFormatter(formatter)
+
+
+def _say(line: str, *, problem: bool = False) -> None:
+    """One line of ``edge check``'s output, its URLs redacted, whatever it came from."""
+    print(redact_text(line), file=sys.stderr if problem else sys.stdout)
+
+
 def _check(args: argparse.Namespace) -> int:
-    config = load_config(_config_path(args.config))
-    routes = load_routes(config)
+    with _redacted_logs():  # what loading logs is output too
+        config = load_config(_config_path(args.config))
+        routes = load_routes(config)
     width = max((len(r.http_method) for r in routes.routes), default=4)
     for route in sorted(routes.routes, key=lambda r: (r.template, r.http_method)):
         target = f"{route.method.full_name} @ {route.upstream}"
-        print(f"{route.http_method:<{width}} {route.template}  ->  {target}")
+        _say(f"{route.http_method:<{width}} {route.template}  ->  {target}")
     for name, upstream in config.upstreams.items():
         client = "lean" if upstream.lean else "grpcio"
         how = f"client: {upstream.client}" + (f" -> {client}" if upstream.client == "auto" else "")
         addresses = ", ".join(redact_url(address) for address in upstream.all_addresses)
-        print(f"upstream {name}: {addresses}; unary calls by {client} ({how})")
+        _say(f"upstream {name}: {addresses}; unary calls by {client} ({how})")
     for name, http in config.http_upstreams.items():  # URLs shown redacted (edge.redaction)
-        print(f"http upstream {name}: {', '.join(redact_url(url) for url in http.all_urls)}")
+        _say(f"http upstream {name}: {', '.join(redact_url(url) for url in http.all_urls)}")
+    for issuer in config.auth.issuers:
+        if issuer.jwks_url is not None:
+            _say(f"issuer {issuer.issuer}: keys from {redact_url(issuer.jwks_url)}")
     if config.rate_limiting.backend == "redis":
-        print(f"rate limiting: redis at {redact_url(config.rate_limiting.redis_url)}")
+        _say(f"rate limiting: redis at {redact_url(config.rate_limiting.redis_url)}")
     for service in routes.unrouted:
-        print(f"unrouted: {service} (no entry under services, and no '*')")
+        _say(f"unrouted: {service} (no entry under services, and no '*')")
     for note in routes.notes:
-        print(f"note: {note}")
+        _say(f"note: {note}")
     for problem in routes.problems:
-        print(f"problem: {problem}", file=sys.stderr)
-    print(f"{len(routes.routes)} routes, {len(routes.problems)} problems", file=sys.stderr)
+        _say(f"problem: {problem}", problem=True)
+    _say(f"{len(routes.routes)} routes, {len(routes.problems)} problems", problem=True)
     return 1 if routes.problems else 0
 
 
@@ -420,8 +456,8 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"serve": _serve, "check": _check, "openapi": _openapi, "demo": _demo}
     try:
         return handlers[args.command](args)
-    except ConfigError as exc:
-        print(f"edge: {exc}", file=sys.stderr)
+    except ConfigError as exc:  # shown redacted: it may quote a configured URL
+        print(f"edge: {redact_text(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -6,8 +6,12 @@ the environment, for secrets and addresses:
 
 * ``${NAME}`` or ``${NAME:-default}`` inside any string value of the file;
 * ``EDGE__<KEY>__<KEY>...=value`` overriding one key by path, e.g.
-  ``EDGE__UPSTREAMS__LIBRARY__ADDRESS=10.0.0.5:50051`` (keys match case-insensitively;
-  the value is read as YAML, so ``true`` and ``42`` keep their types).
+  ``EDGE__UPSTREAMS__LIBRARY__ADDRESS=10.0.0.5:50051`` (keys match case-insensitively).
+  The value is read by the type of the key it sets (``_override_value``), never as YAML:
+  a string key takes the text exactly as given (``s3cr3t #1``, ``0123``, ``no``, ``null``
+  and ``${X}`` stay those characters), numbers and booleans must be written as such,
+  durations and sizes as in the file, lists and sections as JSON. A value that does not
+  fit, an empty one, or a key the config does not have is an error naming the variable.
 
 Relative paths are relative to the config file's folder (the working directory when
 there is no file).
@@ -16,11 +20,14 @@ there is no file).
 from __future__ import annotations
 
 import ipaddress
+import json
+import math
 import os
 import re
+import types
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
@@ -33,7 +40,7 @@ from edge.policy_config import (
     RateLimitingConfig,
     RetryBudgetConfig,
 )
-from edge.redaction import redact_url
+from edge.redaction import redact_text, redact_url
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
@@ -511,34 +518,197 @@ def _interpolate(value: Any, env: Mapping[str, str], where: str) -> Any:
     return value
 
 
-def _apply_overrides(data: dict[str, Any], env: Mapping[str, str]) -> None:
+_OVERRIDE_PREFIX = "EDGE__"
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_TRUE = frozenset({"true", "yes", "on", "1"})
+_FALSE = frozenset({"false", "no", "off", "0"})
+_SHOWN_CHARACTERS = 60
+_MAX_DIGITS = 100  # no field wants more; and int() refuses past 4,300
+
+
+def _apply_overrides(data: dict[str, Any], env: Mapping[str, str]) -> dict[tuple[str, ...], str]:
+    """Set every ``EDGE__A__B=value`` of ``env`` in ``data``; returns key path -> variable.
+
+    The path is walked through the models, so an unknown key is refused here, naming the
+    variable, and the value is read by the type of the field it lands on
+    (``_override_value``). The values are not ``${...}``-interpolated: the file was, before
+    this; a variable's value is used as the environment holds it.
+    """
+    landed: dict[tuple[str, ...], str] = {}
+    problems: list[str] = []
     for name, raw in sorted(env.items()):
-        if not name.startswith("EDGE__"):
-            continue
-        keys = [k for k in name[len("EDGE__") :].split("__") if k]
-        if not keys:
-            continue
-        target = data
-        for key in keys[:-1]:
-            existing = next((k for k in target if k.lower() == key.lower()), None)
-            if existing is None:
-                existing = key.lower()
-                target[existing] = {}
-            if not isinstance(target[existing], dict):
-                raise ConfigError(f"{name}: {existing!r} is not a section")
-            target = target[existing]
-        last = next((k for k in target if k.lower() == keys[-1].lower()), keys[-1].lower())
-        target[last] = yaml.safe_load(raw) if raw else raw
+        if name.startswith(_OVERRIDE_PREFIX):
+            try:
+                landed[_apply_override(data, name, raw)] = name
+            except ConfigError as exc:
+                problems.append(str(exc))
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    return landed
+
+
+def _apply_override(data: dict[str, Any], name: str, raw: str) -> tuple[str, ...]:
+    """Set one override in ``data``, creating the sections it names; its key path.
+
+    ConfigError, naming the variable, for a key the models do not have, a path through
+    a list or a value, and a value its field cannot take.
+    """
+    keys = name[len(_OVERRIDE_PREFIX) :].split("__")
+    if not all(keys):
+        raise ConfigError(f"{name}: an empty key in the name (EDGE__SECTION__KEY, one '__' apart)")
+    node: dict[str, Any] = data
+    annotation: Any = Config
+    parses = False
+    path: list[str] = []
+    for depth, key in enumerate(keys):
+        kind = _unwrap(annotation)[0]
+        where = ".".join(path) or "the config"
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            slot = key.lower()
+            field = kind.model_fields.get(slot)
+            if field is None:
+                raise ConfigError(f"{name}: {where} has no key {slot!r}")
+            annotation = field.annotation
+            parses = any(isinstance(item, BeforeValidator) for item in field.metadata)
+        elif get_origin(kind) is dict:
+            existing = (k for k in node if isinstance(k, str) and k.lower() == key.lower())
+            slot = next(existing, key.lower())
+            annotation, parses = get_args(kind)[1], False
+        elif get_origin(kind) is list:
+            raise ConfigError(f"{name}: {where} is a list; set it whole, as a JSON array")
+        else:
+            raise ConfigError(f"{name}: {where} is a value, not a section")
+        path.append(slot)
+        if depth == len(keys) - 1:
+            node[slot] = _override_value(name, raw, annotation, parses)
+            break
+        child = node.get(slot)
+        if child is None:  # absent, or null in the file: the override fills it in
+            child = node[slot] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"{name}: {'.'.join(path)} is not a section in the config file")
+        node = child
+    return tuple(path)
+
+
+def _unwrap(annotation: Any) -> tuple[Any, bool, bool]:
+    """A field's type without ``Annotated`` and ``| None``: (type, nullable, parses text).
+
+    "Parses text": a ``BeforeValidator`` reads strings (``Seconds``, ``Bytes``), so the
+    value goes to it as written.
+    """
+    nullable = parses = False
+    while True:
+        origin = get_origin(annotation)
+        if origin is Annotated:
+            annotation, *metadata = get_args(annotation)
+            parses = parses or any(isinstance(item, BeforeValidator) for item in metadata)
+        elif origin in (Union, types.UnionType):
+            members = [arg for arg in get_args(annotation) if arg is not type(None)]
+            nullable = nullable or len(members) < len(get_args(annotation))
+            if len(members) != 1:
+                return annotation, nullable, parses
+            annotation = members[0]
+        else:
+            return annotation, nullable, parses
+
+
+def _override_value(name: str, raw: str, annotation: Any, parses: bool) -> Any:
+    """An override's text as the value its field takes (see the module's docstring).
+
+    Never YAML: a YAML reading turns ``s3cr3t #2024`` into ``s3cr3t``, ``null``, ``~`` or
+    ``#x`` into no token at all, ``no`` into False and ``0123`` into 83, and fails on
+    ``*x`` and ``!!python/...``. Every refusal is a ConfigError that names the variable
+    and shows a scalar value (redacted, cut short) but never a structured one, which may
+    hold secrets.
+    """
+    kind, nullable, validated = _unwrap(annotation)
+    parses = parses or validated
+    if raw == "":
+        raise ConfigError(f"{name}: empty; unset it to keep the file's value")
+    if kind in (str, Path) or (
+        get_origin(kind) is Literal and all(isinstance(arg, str) for arg in get_args(kind))
+    ):
+        return raw  # a string key: exactly as given
+    if nullable and raw == "null":
+        return None
+    if parses:
+        return raw  # a duration or a size: its field's validator reads the text
+    if kind is bool:
+        if raw.lower() in _TRUE | _FALSE:
+            return raw.lower() in _TRUE
+        raise ConfigError(f"{name}: expected true or false, got {_shown(raw)}")
+    if kind is int:
+        if _INTEGER.fullmatch(raw) and len(raw) <= _MAX_DIGITS:
+            return int(raw)
+        raise ConfigError(f"{name}: expected an integer, got {_shown(raw)}")
+    if kind is float:
+        if _NUMBER.fullmatch(raw) and math.isfinite(number := float(raw)):
+            return number
+        raise ConfigError(f"{name}: expected a number, got {_shown(raw)}")
+    container = get_origin(kind) or kind
+    if container in (list, dict) or (isinstance(kind, type) and issubclass(kind, BaseModel)):
+        expected = "a JSON array" if container is list else "a JSON object"
+        try:
+            value = json.loads(raw)
+        except (ValueError, RecursionError) as exc:
+            where = (
+                f" ({exc.msg} at column {exc.colno})"
+                if isinstance(exc, json.JSONDecodeError)
+                else ""
+            )
+            raise ConfigError(
+                f"{name}: expected {expected}, got text that is not JSON{where}"
+            ) from exc
+        if not isinstance(value, list if container is list else dict):
+            if nullable and value is None:
+                return None
+            raise ConfigError(f"{name}: expected {expected}, got JSON of another kind")
+        return value
+    raise ConfigError(f"{name}: this key cannot be set from the environment")
+
+
+def _shown(raw: str) -> str:
+    """A refused value as an error shows it: redacted, one line, cut short."""
+    shown = redact_text(raw)
+    if len(shown) > _SHOWN_CHARACTERS:
+        shown = f"{shown[: _SHOWN_CHARACTERS - 3]}..."
+    return repr(shown)
+
+
+def _location_parts(loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """A pydantic error's location without its validator and type steps."""
+    return tuple(
+        item
+        for item in loc
+        if isinstance(item, int)
+        or (not str(item).startswith("function-") and item not in ("str", "float", "int"))
+    )
 
 
 def _location(loc: tuple[int | str, ...]) -> str:
     parts: list[str] = []
-    for item in loc:
+    for item in _location_parts(loc):
         if isinstance(item, int):
             parts.append(f"[{item}]")
-        elif not str(item).startswith("function-") and item not in ("str", "float", "int"):
+        else:
             parts.append(("." if parts else "") + str(item))
     return "".join(parts) or "<root>"
+
+
+def _problem(error: Any, overrides: Mapping[tuple[str, ...], str]) -> str:
+    """One line of a ConfigError: where, what, the variables that set it; URLs redacted."""
+    parts = _location_parts(error["loc"])
+    names = [
+        name
+        for path, name in overrides.items()
+        if parts and (path[: len(parts)] == parts or parts[: len(path)] == path)
+    ]
+    line = f"{_location(error['loc'])}: {error['msg']}"
+    if names:
+        line += f" (set by {', '.join(names)})"
+    return redact_text(line)
 
 
 def _resolve_paths(config: Config, base: Path) -> Config:
@@ -594,13 +764,24 @@ def parse_config(
     """Validate a decoded config; ConfigError lists every problem as ``key.path: problem``."""
     environ = dict(os.environ if env is None else env)
     resolved = _interpolate(dict(data), environ, "")
-    _apply_overrides(resolved, environ)
+    overrides = _apply_overrides(resolved, environ)
     try:
         config = Config.model_validate(resolved)
     except ValidationError as exc:
-        lines = [f"{_location(err['loc'])}: {err['msg']}" for err in exc.errors()]
+        lines = [_problem(error, overrides) for error in exc.errors()]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from exc
     return _resolve_paths(config, base)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """What is wrong and where, without PyYAML's quote of the line: it may hold a secret,
+    cut short where redaction can no longer recognise it (``...ss@host``)."""
+    if not isinstance(error, yaml.MarkedYAMLError):
+        return redact_text(str(error))
+    parts = [part for part in (error.context, error.problem) if part]
+    mark = error.problem_mark or error.context_mark
+    where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+    return redact_text(", ".join(parts) + where)
 
 
 def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Config:
@@ -614,7 +795,7 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Conf
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path}: not valid YAML: {_yaml_problem(exc)}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     return parse_config(data, base=path.parent.resolve(), env=env)

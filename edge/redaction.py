@@ -19,10 +19,19 @@ or ``redact_text`` (a message that may hold URLs), one rule for all:
   case-insensitively after percent-decoding. A secret value runs to the next ``&`` (a raw
   ``#`` in it is hidden too).
 
+A URL written without its scheme (``webuser:pw@host:8080``, the very mistake a config
+error reports) has its userinfo found the same way, from the start of the string, as long
+as no white space comes before the ``@``.
+
+``redact_text`` applies ``redact_url`` to every word of a message (a run of characters
+between white space and quotes), so it also finds what is not a whole URL: a scheme-less
+``user:pw@host``, and a secret parameter after any ``?``, ``&`` or ``#`` (a line of a file
+cut short before its scheme, ``...jwks?access_token=abc``).
+
 Both err on the side of hiding: a URL whose path holds an ``@`` after a ``:`` loses the
-text between them as well (``https://host:8443/a@b`` shows ``https://host:***@b``). Pure
-functions of a string: no URL library (which might normalise, or reject, exactly what
-must be hidden), never an exception.
+text between them as well (``https://host:8443/a@b`` shows ``https://host:***@b``), and
+so does a word such as ``read:books@v2``. Pure functions of a string: no URL library
+(which might normalise, or reject, exactly what must be hidden), never an exception.
 """
 
 from __future__ import annotations
@@ -46,6 +55,10 @@ _WORDS = re.compile(r"[_.\-]")
 _QUERY_START = re.compile(r"\?[\w.~%+\-]*=")
 # a URL inside free text: a scheme, "//", and everything up to white space or a quote
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>]+")
+# a word of free text: what a URL in it cannot extend past
+_WORD = re.compile(r"[^\s'\"<>]+")
+_SPACE = re.compile(r"\s")
+_SCHEME = re.compile(r"(?:[A-Za-z][A-Za-z0-9+.\-]*:)?")  # what may come before "//"
 
 
 def secret_parameter(name: str) -> bool:
@@ -57,14 +70,12 @@ def secret_parameter(name: str) -> bool:
 def redact_url(url: str) -> str:
     """``url`` with its userinfo password and secret query values replaced by ``***``.
 
-    Anything is accepted, URL or not; a string with no ``//`` and no ``?`` comes back
-    unchanged.
+    Anything is accepted, URL or not; a string with no ``?`` or ``#``, and no ``:``
+    followed by an ``@``, comes back unchanged.
     """
-    authority = url.find("//")
-    query = url.find("?")
+    start = _userinfo_start(url)
     tail_from = 0
-    if authority >= 0 and not 0 <= query < authority:
-        start = authority + 2
+    if start is not None:
         anchor = _QUERY_START.search(url, start)
         at = url.rfind("@", start, anchor.start() if anchor else len(url))
         if at >= 0:
@@ -82,8 +93,29 @@ def redact_url(url: str) -> str:
     return url[:tail] + _redact_parameters(url[tail:])
 
 
+def _userinfo_start(url: str) -> int | None:
+    """Where ``url``'s userinfo would begin; None where it cannot have one.
+
+    After ``//`` when a scheme (or nothing) comes before it; else from the start, when no
+    white space comes before the last ``@`` (a URL without its scheme, whose password may
+    hold a ``//``); else after a ``//`` further on (prose holding a URL).
+    """
+    authority = url.find("//")
+    query = url.find("?")
+    if 0 <= query < authority:
+        authority = -1  # a "//" in the query: no authority
+    if authority >= 0 and _SCHEME.fullmatch(url, 0, authority):
+        return authority + 2
+    anchor = _QUERY_START.search(url)
+    at = url.rfind("@", 0, anchor.start() if anchor else len(url))
+    if at >= 0 and _SPACE.search(url, 0, at) is None:
+        return 0
+    return authority + 2 if authority >= 0 else None
+
+
 def _redact_parameters(tail: str) -> str:
-    """``?a=1&password=x#frag`` with secret values masked; ``tail`` starts at ``?`` or ``#``."""
+    """``?a=1&password=x#frag`` with secret values masked; ``tail`` starts at ``?``, ``#``
+    or ``&``."""
     out: list[str] = []
     i, end = 0, len(tail)
     while i < end:
@@ -111,9 +143,23 @@ def _redact_parameters(tail: str) -> str:
 def redact_text(text: str) -> str:
     """``text`` (a log line, an exception's message) with every URL in it redacted.
 
-    A URL in free text ends at white space or a quote, so a password holding one of
-    those is only partly found; use ``redact_url`` on a value known to be a whole URL.
+    Word by word (see the module's rule): a URL in free text ends at white space or a
+    quote, so a password holding one of those is only partly found; use ``redact_url`` on
+    a value known to be a whole URL.
     """
-    if "//" not in text:
-        return text
-    return _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), text)
+    if not any(mark in text for mark in "@?&#"):
+        return text  # nothing that could hide a secret
+    return _WORD.sub(lambda match: _redact_word(match.group(0)), text)
+
+
+def _redact_word(word: str) -> str:
+    """One word of free text: the URLs in it, then any parameters it still holds."""
+    if _URL_IN_TEXT.search(word):
+        word = _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), word)
+    else:
+        word = redact_url(word)
+    starts = [i for i in (word.find("?"), word.find("&"), word.find("#")) if i >= 0]
+    if not starts:
+        return word
+    tail = min(starts)
+    return word[:tail] + _redact_parameters(word[tail:])

@@ -251,3 +251,109 @@ def test_an_unreadable_redis_url_is_a_config_error_without_its_password(url: str
         RedisLimiterStore.from_url(url)
     assert "s3cret" not in str(raised.value)
     assert str(raised.value).startswith("rate_limiting.redis_url ")
+
+
+# -- forms that are not a whole URL with a scheme: what config errors and CI logs quote ---
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        # written without the scheme (the mistake "must be http://..." reports)
+        ("webuser:pw@web.example:8080", "webuser:***@web.example:8080"),
+        ("webuser:p@ss@web.example", "webuser:***@web.example"),
+        ("http:/webuser:pw@web", "http:***@web"),  # one slash: from the start, as well
+        ("u:pw@host?key=k&x=1", "u:***@host?key=***&x=1"),
+        ("mailto:a@b", "mailto:***@b"),  # errs on the side of hiding
+        ("read:books@v2", "read:***@v2"),
+        # nothing to hide: no ":" before the "@", or white space in between (prose)
+        ("user@host", "user@host"),
+        ("a@b:c", "a@b:c"),
+        ("Contact: team@example.com", "Contact: team@example.com"),
+        ("cache:6379?password=pw", "cache:6379?password=***"),
+    ],
+)
+def test_redact_url_without_a_scheme(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+    assert redact_url(shown) == shown
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        # PyYAML's quote of a line, cut short before the scheme
+        ("  ... ple/jwks?access_token=abc: [", "  ... ple/jwks?access_token=*** ["),
+        ("... en=abc&access_token=abc&v=2", "... en=abc&access_token=***&v=2"),
+        ("...ssword=x#token=abc", "...ssword=x#token=***"),
+        # a config error quoting a URL without its scheme
+        (
+            "url 'webuser:pw@web:8080' must be http://host[:port][/path] or https://...",
+            "url 'webuser:***@web:8080' must be http://host[:port][/path] or https://...",
+        ),
+        # a URL as a key of the config, in an error's location
+        (
+            "http_upstreams.http://u:pw@web.url: Input should be a valid string",
+            "http_upstreams.http://u:***@web.url: Input should be a valid string",
+        ),
+        ("(set by EDGE__X) a=1&b=2", "(set by EDGE__X) a=1&b=2"),
+        ("library:50051, see #12 & co", "library:50051, see #12 & co"),
+        ("", ""),
+    ],
+)
+def test_redact_text_finds_secrets_that_are_not_whole_urls(text: str, shown: str) -> None:
+    assert redact_text(text) == shown
+    assert redact_text(shown) == shown
+
+
+@given(
+    password=PASSWORDS.filter(lambda p: not any(c.isspace() or c in "'\"<>" for c in p)),
+    user=st.from_regex(r"[a-z0-9]{1,6}", fullmatch=True),
+    host=HOSTS,
+    port=PORTS,
+    quote=st.sampled_from(["'", '"', " "]),
+    slashes=st.sampled_from(["", "/", "//"]),
+)
+def test_a_scheme_less_password_in_a_message_never_shows(
+    password: str, user: str, host: str, port: str, quote: str, slashes: str
+) -> None:
+    """A message quoting a URL written without its scheme, as a config error does."""
+    password = f"{password[:2]}{slashes}{password[2:]}"
+    url = f"{user}:{password}@{host}{port}"
+    assume(password not in f"{user}:{MASK}@{host}{port}")
+    assume(QUERY_START.search(password) is None)
+    shown = redact_text(f"url {quote}{url}{quote} must be http://host")
+    assert password not in shown
+    assert f"{user}:{MASK}@{host}{port}" in shown
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("u:a//b@host", "u:***@host"),  # a "//" in the password of a scheme-less URL
+        ("see https://u:pw@x", "see https://u:***@x"),  # prose holding a URL
+        ("//u:pw@host", "//u:***@host"),  # scheme-relative
+    ],
+)
+def test_redact_url_tells_a_scheme_from_a_slash_in_a_password(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+@pytest.mark.parametrize(
+    ("data", "env"),
+    [
+        ({"http_upstreams": {"web": {"url": "webuser:pw-s3cret@web:8080"}}}, {}),
+        ({"http_upstreams": {"web": {"url": "http:/webuser:pw-s3cret@web"}}}, {}),
+        ({"http_upstreams": {"http://u:pw-s3cret@web?token=tok-s3cret": {"url": 1}}}, {}),
+        ({}, {"EDGE__HTTP_UPSTREAMS__WEB__URL": "web:pw-s3cret@10.0.0.9:80"}),
+        ({}, {"EDGE__SERVER__WORKERS": "http://u:pw-s3cret@host/?token=tok-s3cret"}),
+    ],
+    ids=["no-scheme", "one-slash", "url-as-name", "override-no-scheme", "override-scalar"],
+)
+def test_config_errors_redact_what_is_not_a_whole_url(
+    data: dict[str, Any], env: dict[str, str]
+) -> None:
+    """The ConfigError itself, as reload logs it and /admin/reload answers it."""
+    with pytest.raises(ConfigError) as raised:
+        parse_config(data, base=Path("/tmp"), env=env)
+    assert "s3cret" not in str(raised.value)
+    assert "***" in str(raised.value)
