@@ -7,7 +7,8 @@ the new routes. A reload whose set has a *new* problem (a file that compiled bef
 no longer does, a new broken file, a conflicting rule) is refused: the last good set
 keeps being served and the problem is reported (log, ``/admin/descriptors``, ``edge
 check``). Problems the current set already had (a file broken since start-up) do not
-block reloads of the others.
+block reloads of the others, nor do problems with what an upstream's reflection sent
+(those files are left out alone; the problem is reported and logged).
 
 Triggers: the watcher (polling, so it also sees Kubernetes ConfigMap symlink swaps and
 network file systems), SIGHUP, ``POST /admin/reload``, and for upstreams with
@@ -66,10 +67,21 @@ class ReloadResult:
     routes: int
 
 
+# Problems with what an upstream's reflection sent (a file clashing with one on disk, more
+# than edge takes): its files are left out on their own and the rest loads, so they are
+# reported but do not refuse a reload, or one upstream could freeze every other change.
+UPSTREAM_PROBLEM = "reflection from upstream "
+
+
 def problem_subject(problem: str) -> str:
     """What a problem is about: its file for compile errors (whose line may move), else all."""
     head = problem.split(":", 1)[0]
     return head if head.endswith(WATCHED_SUFFIXES) else problem
+
+
+def blocks_reload(problem: str) -> bool:
+    """Whether a new problem refuses a reload: any but an upstream's reflection's."""
+    return not problem.startswith(UPSTREAM_PROBLEM)
 
 
 def snapshot_files(config: Config) -> dict[str, tuple[int, int]]:
@@ -123,8 +135,11 @@ class Reloader:
                 return self._refused([f"reload failed: {exc}"], current)
             known = {problem_subject(p) for p in current.problems}
             new_problems = [p for p in routes.problems if problem_subject(p) not in known]
-            if new_problems:
-                return self._refused(new_problems, current)
+            blocking = [p for p in new_problems if blocks_reload(p)]
+            if blocking:
+                return self._refused(blocking, current)
+            for problem in new_problems:
+                log.warning("reloaded with a problem from an upstream: %s", problem)
             if self.terminal is not None:
                 self.terminal.open(routes.upstream_methods())
             if self.policies is not None:

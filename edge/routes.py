@@ -316,7 +316,7 @@ def load_routes(config: Config) -> Routes:
         descriptors.proto_paths,
         descriptors.include_paths,
         descriptors.descriptor_sets,
-        extra_sets=reflection.sets,
+        reflected=reflection.sets,
     )
     sidecars, sidecar_problems = load_sidecars(descriptors.proto_paths)
     routes = build_routes(config, registry, sidecars, reflection.services)

@@ -25,11 +25,12 @@ services whose sidecars may do otherwise: set a looser auth, and replace the lim
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
@@ -240,20 +241,131 @@ def sidecar_policy_for(policies: Sequence[SidecarPolicy], method: str) -> Sideca
     return next((p for p in policies if fnmatchcase(method, p.pattern)), None)
 
 
+# What a sidecar may be: its size, and how deep its mappings and lists may nest (a real one
+# nests about six deep; PyYAML composes documents by recursion, so twenty thousand
+# nested "[" would otherwise end the load with RecursionError).
+MAX_SIDECAR_BYTES = 256 * 1024
+MAX_YAML_DEPTH = 32
+# libyaml's parser when PyYAML has it (256 KiB: 0.6 s, against 4 s in pure Python)
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# quoted text in a PyYAML message is the file's own (a character, a tag, an alias name),
+# except the grammar's own tokens: punctuation (',', '}') and token kinds ('<scalar>')
+_QUOTED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"")
+_GRAMMAR = re.compile(r"<[a-z ]+>|[^\w\s]{1,3}")
+
+
+def _unquoted(message: str) -> str:
+    """The message with every quoted piece of the file replaced by an ellipsis."""
+    return _QUOTED.sub(lambda m: m[0] if _GRAMMAR.fullmatch(m[0][1:-1]) else "…", message)
+
+
+class YamlProblem(Exception):
+    """A YAML document that cannot be used, described by place and kind only: never a
+    fragment of the file, which could be anything (a sidecar may link to a secret).
+    ``line`` and ``column`` are 1-based, 0 when the problem is the whole file."""
+
+    def __init__(self, kind: str, line: int = 0, column: int = 0) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.line = line
+        self.column = column
+
+    def about(self, name: str) -> str:
+        """The problem as reported: ``name:line:column: kind``."""
+        where = f"{name}:{self.line}:{self.column}" if self.line else name
+        return f"{where}: {self.kind}"
+
+
+def _where(text: str, position: int) -> tuple[int, int]:
+    """1-based (line, column) of a character offset."""
+    line_start = text.rfind("\n", 0, position) + 1
+    return text.count("\n", 0, position) + 1, position - line_start + 1
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> YamlProblem:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        kind = _unquoted(exc.problem or exc.context or "invalid YAML")[:120]
+        if "maximum nesting depth" in kind:  # libyaml's own bound (1,000) came first
+            kind = f"nested deeper than {MAX_YAML_DEPTH} levels"
+        else:
+            kind = f"YAML {type(exc).__name__}: {kind}"
+        if mark is None:
+            return YamlProblem(kind)
+        return YamlProblem(kind, mark.line + 1, mark.column + 1)
+    if isinstance(exc, yaml.reader.ReaderError):
+        return YamlProblem("YAML ReaderError: unacceptable character", *_where(text, exc.position))
+    return YamlProblem(f"YAML {type(exc).__name__}")
+
+
+def load_yaml(text: str, max_depth: int = MAX_YAML_DEPTH) -> Any:
+    """``yaml.safe_load``, with mappings and lists nested at most ``max_depth`` deep.
+
+    The depth is checked on the event stream (the parser keeps a stack of states; only
+    the composer recurses) before the document is composed. Raises YamlProblem,
+    which says where and what kind of error, and never quotes the text.
+    """
+    try:
+        depth = 0
+        for event in yaml.parse(text, Loader=_LOADER):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > max_depth:
+                    mark = event.start_mark
+                    line, column = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+                    raise YamlProblem(f"nested deeper than {max_depth} levels", line, column)
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+        return yaml.load(text, Loader=_LOADER)  # a safe loader: plain data only
+    except yaml.YAMLError as exc:
+        raise _yaml_problem(exc, text) from None
+
+
+def _read_sidecar(path: Path, root: Path) -> str:
+    """The text of a sidecar that is a file inside ``root`` (links are followed only as
+    far as that: a ConfigMap's ``..data`` links stay inside, a link to /etc does not)."""
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError) as exc:
+        raise YamlProblem(f"cannot be read ({type(exc).__name__})") from None
+    if not real.is_relative_to(root):
+        raise YamlProblem("is a link to a file outside the proto folder; not read")
+    if not real.is_file():
+        raise YamlProblem("is not a file")
+    try:
+        with real.open("rb") as file:
+            data = file.read(MAX_SIDECAR_BYTES + 1)
+    except OSError as exc:
+        raise YamlProblem(f"cannot be read ({exc.strerror})") from None
+    if len(data) > MAX_SIDECAR_BYTES:
+        raise YamlProblem(f"is larger than {MAX_SIDECAR_BYTES // 1024} KiB; not read")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start].decode("utf-8", "replace")
+        raise YamlProblem("not UTF-8", *_where(before, len(before))) from None
+
+
 def load_sidecars(roots: list[Path]) -> tuple[Sidecars, list[str]]:
-    """Every ``*.edge.yaml`` below the proto folders; a bad file is a problem, not a crash."""
+    """Every ``*.edge.yaml`` below the proto folders; a bad file is a problem, not a crash.
+
+    Blocking (file reads, YAML parsing): called by ``load_routes``, which runs in a worker
+    thread at reload. A sidecar linking outside its proto folder, larger than
+    ``MAX_SIDECAR_BYTES`` or nested deeper than ``MAX_YAML_DEPTH`` is a problem, not read.
+    """
     entries: list[Sidecar] = []
     problems: list[str] = []
     for root in roots:
         if not root.is_dir():
             continue
+        real_root = root.resolve()
         for path in sorted(root.rglob(f"*{SUFFIX}")):
             name = path.relative_to(root).as_posix()
             try:
-                data = yaml.safe_load(path.read_text()) or {}
+                data = load_yaml(_read_sidecar(path, real_root)) or {}
                 sidecar = SidecarFile.model_validate(data)
-            except (OSError, yaml.YAMLError) as exc:
-                problems.append(f"{name}: cannot read: {exc}")
+            except YamlProblem as exc:
+                problems.append(exc.about(name))
                 continue
             except ValidationError as exc:
                 for error in exc.errors():

@@ -17,6 +17,13 @@ a problem (or, when an earlier fetch succeeded, a note), and the last good set f
 from that upstream keeps being used, so a restart of an upstream does not drop its routes.
 That last good set is kept per process, keyed by upstream name and address.
 
+What one upstream may send is bounded: ``MAX_REFLECTED_BYTES`` of distinct file
+descriptors and ``MAX_REFLECTED_FILES`` files per fetch, counted as the answers stream in
+(each answer is dropped once its new files are kept), so a server sending hundreds of
+megabytes costs at most that much before the fetch is abandoned. Going over is a problem
+naming the upstream, not a note, even when an earlier set is still served: it will not
+go away by itself.
+
 This is blocking I/O with a short deadline, on the *sync* grpc API: loads run in a worker
 thread at reload and before the event loop at start-up, never on the loop.
 """
@@ -26,7 +33,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +46,7 @@ from google.protobuf.message import DecodeError
 # grpcio-reflection ships the v1alpha messages, which are identical on the wire to v1's.
 from grpc_reflection.v1alpha import reflection_pb2
 
+from edge.descriptors.compiler import file_name_of
 from edge.errors import EdgeError
 from edge.upstream.grpc import UpstreamSettings
 
@@ -51,6 +59,12 @@ UNROUTED_PREFIXES = ("grpc.reflection.", "grpc.health.v1.")
 # The longest a fetch from one upstream may take (also capped by the upstream's timeout).
 DEFAULT_DEADLINE = 5.0
 _MAX_ROUNDS = 16  # import chains deeper than this are left to the registry to report
+# The most one upstream's reflection may bring: distinct file descriptors, in bytes and in
+# files. Far above what servers send for even a large API (runtimes drop comments: a few
+# MiB, a few hundred files), far below what costs the gateway (60 files of 3.8 MB took
+# 1.4 GiB of memory to load before these bounds).
+MAX_REFLECTED_BYTES = 32 * 1024 * 1024
+MAX_REFLECTED_FILES = 5_000
 
 _Request: Any = reflection_pb2.ServerReflectionRequest
 _Response: Any = reflection_pb2.ServerReflectionResponse
@@ -60,6 +74,15 @@ class ReflectionFailed(EdgeError):
     """An upstream's reflection service could not be used (down, slow, absent, broken)."""
 
     grpc_code = 14  # UNAVAILABLE
+    # not a passing outage (the upstream sends more than edge takes): reported as a
+    # problem even while an earlier set is still served
+    lasting = False
+
+
+class ReflectionTooLarge(ReflectionFailed):
+    """An upstream's descriptors exceed MAX_REFLECTED_BYTES or MAX_REFLECTED_FILES."""
+
+    lasting = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +114,8 @@ class ReflectedSet:
 class ReflectionLoad:
     """The reflection part of one load: sets to merge, service -> upstream, what went wrong."""
 
-    sets: list[descriptor_pb2.FileDescriptorSet] = field(default_factory=list)
+    # (upstream name, its files), in config order
+    sets: list[tuple[str, descriptor_pb2.FileDescriptorSet]] = field(default_factory=list)
     services: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -161,17 +185,35 @@ class _Session:
         )
         self._deadline_at = deadline_at
 
-    def exchange(self, requests: Sequence[Any]) -> list[Any]:
-        """Send ``requests`` on one stream; the server answers each, in order."""
+    def exchange(
+        self, requests: Sequence[Any], each: Callable[[Any], None] | None = None
+    ) -> list[Any]:
+        """Send ``requests`` on one stream; the server answers each, in order.
+
+        With ``each``, every answer is handed to it as it arrives and not kept (it may
+        raise ReflectionFailed to abandon the stream); else the answers are returned.
+        """
         remaining = self._deadline_at - time.monotonic()
         if remaining <= 0:
             raise ReflectionFailed("deadline exceeded")
-        responses = list(self._call(iter(requests), timeout=remaining))
-        if len(responses) != len(requests):
+        call = self._call(iter(requests), timeout=remaining)
+        answers: list[Any] = []
+        count = 0
+        try:
+            for answer in call:
+                count += 1
+                if each is None:
+                    answers.append(answer)
+                else:
+                    each(answer)
+        except ReflectionFailed:
+            call.cancel()  # type: ignore[no-untyped-call]
+            raise
+        if count != len(requests):
             raise ReflectionFailed(
-                f"{len(requests)} requests got {len(responses)} responses (protocol error)"
+                f"{len(requests)} requests got {count} responses (protocol error)"
             )
-        return responses
+        return answers
 
 
 def _open_session(channel: grpc.Channel, deadline_at: float) -> tuple[str, _Session, list[str]]:
@@ -190,14 +232,40 @@ def _open_session(channel: grpc.Channel, deadline_at: float) -> tuple[str, _Sess
     raise ReflectionFailed("the upstream implements neither grpc.reflection.v1 nor v1alpha")
 
 
-def _add_files(answer: Any, files: dict[str, descriptor_pb2.FileDescriptorProto]) -> None:
-    for raw in answer.file_descriptor_response.file_descriptor_proto:
-        proto = descriptor_pb2.FileDescriptorProto()
-        try:
-            proto.ParseFromString(raw)
-        except DecodeError as exc:
-            raise ReflectionFailed(f"a file descriptor does not decode: {exc}") from exc
-        files.setdefault(proto.name, proto)
+@dataclass(slots=True)
+class _Files:
+    """The files fetched so far, within MAX_REFLECTED_BYTES and MAX_REFLECTED_FILES."""
+
+    found: dict[str, descriptor_pb2.FileDescriptorProto] = field(default_factory=dict)
+    size: int = 0
+
+    def add(self, answer: Any) -> None:
+        """Keep the answer's files not seen yet (a server may send each import again with
+        every answer: those are recognised by name without being decoded)."""
+        if answer.HasField("error_response"):
+            return
+        for raw in answer.file_descriptor_response.file_descriptor_proto:
+            if file_name_of(raw) in self.found:
+                continue
+            proto = descriptor_pb2.FileDescriptorProto()
+            try:
+                proto.ParseFromString(raw)
+            except DecodeError as exc:
+                raise ReflectionFailed(f"a file descriptor does not decode: {exc}") from exc
+            if proto.name in self.found:
+                continue
+            self.size += len(raw)
+            if self.size > MAX_REFLECTED_BYTES:
+                raise ReflectionTooLarge(
+                    f"its descriptors exceed {MAX_REFLECTED_BYTES // 2**20} MiB "
+                    "(MAX_REFLECTED_BYTES); none of them is used"
+                )
+            if len(self.found) >= MAX_REFLECTED_FILES:
+                raise ReflectionTooLarge(
+                    f"it sends more than {MAX_REFLECTED_FILES} files "
+                    "(MAX_REFLECTED_FILES); none of them is used"
+                )
+            self.found[proto.name] = proto
 
 
 def _local_file(name: str) -> descriptor_pb2.FileDescriptorProto | None:
@@ -221,32 +289,38 @@ def fetch_reflection(source: ReflectionSource, *, now: float | None = None) -> R
     with open_sync_channel(source.upstream) as channel:
         protocol, session, listed = _open_session(channel, deadline_at)
         wanted = sorted(s for s in set(listed) if not s.startswith(UNROUTED_PREFIXES))
-        files: dict[str, descriptor_pb2.FileDescriptorProto] = {}
+        files = _Files()
         services: list[str] = []
         missing: list[str] = []
         if wanted:
-            answers = session.exchange([_Request(file_containing_symbol=s) for s in wanted])
-            for service, answer in zip(wanted, answers, strict=True):
-                if answer.HasField("error_response"):
-                    missing.append(service)
-                    continue
-                _add_files(answer, files)
-                services.append(service)
-        asked: set[str] = set(files)
+            outcomes: list[bool] = []
+
+            def by_symbol(answer: Any) -> None:
+                outcomes.append(not answer.HasField("error_response"))
+                files.add(answer)
+
+            session.exchange([_Request(file_containing_symbol=s) for s in wanted], by_symbol)
+            for service, found in zip(wanted, outcomes, strict=True):
+                (services if found else missing).append(service)
+        asked: set[str] = set(files.found)
         for _ in range(_MAX_ROUNDS):
             needed = sorted(
-                {dep for f in files.values() for dep in f.dependency if dep not in files} - asked
+                {
+                    dep
+                    for f in files.found.values()
+                    for dep in f.dependency
+                    if dep not in files.found
+                }
+                - asked
             )
             if not needed:
                 break
             asked.update(needed)
-            answers = session.exchange([_Request(file_by_filename=n) for n in needed])
-            for name, answer in zip(needed, answers, strict=True):
-                if not answer.HasField("error_response"):
-                    _add_files(answer, files)
-                if name not in files and (local := _local_file(name)) is not None:
-                    files[name] = local
-    files_set = descriptor_pb2.FileDescriptorSet(file=list(files.values()))
+            session.exchange([_Request(file_by_filename=n) for n in needed], files.add)
+            for name in needed:
+                if name not in files.found and (local := _local_file(name)) is not None:
+                    files.found[name] = local
+    files_set = descriptor_pb2.FileDescriptorSet(file=list(files.found.values()))
     return ReflectedSet(
         upstream=source.upstream.name,
         protocol=protocol,
@@ -302,6 +376,8 @@ def reflect_upstreams(
             log.warning("%s", failure)
             if found is None:
                 load.problems.append(failure)
+            elif isinstance(outcome, ReflectionFailed) and outcome.lasting:
+                load.problems.append(f"{failure}; still serving its last good set")
             else:
                 ago = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(found.fetched_at))
                 load.notes.append(
@@ -310,7 +386,7 @@ def reflect_upstreams(
                 )
         if found is None:
             continue
-        load.sets.append(found.files)
+        load.sets.append((name, found.files))
         for service in found.services:
             owner = load.services.setdefault(service, name)
             if owner != name:

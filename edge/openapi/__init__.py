@@ -7,6 +7,6 @@ it at ``/openapi.json`` with a Swagger UI page at ``/docs`` (assets in
 
 from __future__ import annotations
 
-from edge.openapi.document import build_openapi, openapi_path
+from edge.openapi.document import build_openapi, document_key, openapi_path
 
-__all__ = ["build_openapi", "openapi_path"]
+__all__ = ["build_openapi", "document_key", "openapi_path"]

@@ -53,19 +53,6 @@ class Comments:
             if text is not None:
                 self._by_name[name] = text
 
-        def message(
-            proto: descriptor_pb2.DescriptorProto, path: tuple[int, ...], name: str
-        ) -> None:
-            note(path, name)
-            for index, field in enumerate(proto.field):
-                note((*path, _MESSAGE_FIELD, index), f"{name}.{field.name}")
-            for index, oneof in enumerate(proto.oneof_decl):
-                note((*path, _MESSAGE_ONEOF, index), f"{name}.{oneof.name}")
-            for index, nested in enumerate(proto.nested_type):
-                message(nested, (*path, _MESSAGE_NESTED, index), f"{name}.{nested.name}")
-            for index, enum_proto in enumerate(proto.enum_type):
-                enum(enum_proto, (*path, _MESSAGE_ENUM, index), f"{name}.{enum_proto.name}")
-
         def enum(
             proto: descriptor_pb2.EnumDescriptorProto, path: tuple[int, ...], name: str
         ) -> None:
@@ -73,8 +60,23 @@ class Comments:
             for index, value in enumerate(proto.value):
                 note((*path, _ENUM_VALUE, index), f"{name}.{value.name}")
 
-        for index, message_proto in enumerate(file.message_type):
-            message(message_proto, (_FILE_MESSAGE, index), prefix + message_proto.name)
+        # messages nest (a descriptor set or a reflected file may nest them ~100 deep):
+        # walked from a work list, not by recursion
+        messages: list[tuple[descriptor_pb2.DescriptorProto, tuple[int, ...], str]] = [
+            (message_proto, (_FILE_MESSAGE, index), prefix + message_proto.name)
+            for index, message_proto in enumerate(file.message_type)
+        ]
+        while messages:
+            proto, path, name = messages.pop()
+            note(path, name)
+            for index, field in enumerate(proto.field):
+                note((*path, _MESSAGE_FIELD, index), f"{name}.{field.name}")
+            for index, oneof in enumerate(proto.oneof_decl):
+                note((*path, _MESSAGE_ONEOF, index), f"{name}.{oneof.name}")
+            for index, nested in enumerate(proto.nested_type):
+                messages.append((nested, (*path, _MESSAGE_NESTED, index), f"{name}.{nested.name}"))
+            for index, enum_proto in enumerate(proto.enum_type):
+                enum(enum_proto, (*path, _MESSAGE_ENUM, index), f"{name}.{enum_proto.name}")
         for index, enum_proto in enumerate(file.enum_type):
             enum(enum_proto, (_FILE_ENUM, index), prefix + enum_proto.name)
         for index, service in enumerate(file.service):

@@ -15,6 +15,7 @@ slashes, which generic clients percent-encode; custom HTTP methods (``custom: {k
 
 from __future__ import annotations
 
+import hashlib
 import re
 from typing import Any
 
@@ -105,6 +106,24 @@ def build_openapi(routes: Routes, config: Config) -> dict[str, Any]:
     if omitted:
         document["x-edge-omitted"] = omitted
     return document
+
+
+def document_key(routes: Routes) -> bytes:
+    """What the document depends on besides the config, as a digest: every loaded file
+    (comments included) and every route's method, template and gRPC method. A reload that
+    changes nothing gives the same key, so its document is not built again.
+
+    Blocking (it serialises every file): run it where ``build_openapi`` runs.
+    """
+    digest = hashlib.sha256()
+    for name, file in sorted(routes.registry.file_protos.items()):
+        data = file.SerializeToString(deterministic=True)
+        digest.update(b"F%d:%s%d:" % (len(name), name.encode(), len(data)))
+        digest.update(data)
+    for route in routes.routes:
+        line = f"{route.http_method} {route.template} {route.method.full_name}".encode()
+        digest.update(b"R%d:" % len(line) + line)
+    return digest.digest()
 
 
 def _rule_of(route: TranscodeRoute) -> HttpRule | None:

@@ -122,8 +122,10 @@ def _with_description(schema: Schema, description: str | None) -> Schema:
 class SchemaBuilder:
     """Collects the component schemas reached from the operations' messages.
 
-    ``ref`` registers a message or enum (and, transitively, every type it uses) and
-    returns the ``$ref`` to it; ``components`` is the finished, name-sorted collection.
+    ``ref`` registers a message or enum and returns the ``$ref`` to it; ``components``
+    builds every type registered, and every type those use, and returns the name-sorted
+    collection. Types are built from a work list, never by recursion, so a chain of
+    message types thousands deep is documented like any other (one component each).
     """
 
     def __init__(
@@ -133,18 +135,22 @@ class SchemaBuilder:
         self._proto_field_names = proto_field_names
         self._enums_as_ints = enums_as_ints
         self._schemas: dict[str, Schema] = {}
+        self._pending: list[Descriptor | EnumDescriptor] = []
 
     def components(self) -> dict[str, Schema]:
+        while self._pending:
+            descriptor = self._pending.pop()
+            if isinstance(descriptor, Descriptor):
+                self._schemas[descriptor.full_name] = self._message(descriptor)
+            else:
+                self._schemas[descriptor.full_name] = self._enum(descriptor)
         return dict(sorted(self._schemas.items()))
 
     def ref(self, descriptor: Descriptor | EnumDescriptor) -> Schema:
         name = descriptor.full_name
         if name not in self._schemas:
-            self._schemas[name] = {}  # placeholder first: a recursive type finds itself
-            if isinstance(descriptor, Descriptor):
-                self._schemas[name] = self._message(descriptor)
-            else:
-                self._schemas[name] = self._enum(descriptor)
+            self._schemas[name] = {}  # a placeholder until components() builds it
+            self._pending.append(descriptor)
         return {"$ref": REF_PREFIX + name}
 
     def property_name(self, field: FieldDescriptor) -> str:
