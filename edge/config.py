@@ -366,6 +366,11 @@ class ServerConfig(_Model):
     # no progress this long: the client has stopped reading, and its connection is closed
     # (nginx's send_timeout, default 60 s); null waits for ever.
     send_timeout: Seconds | None = 60.0
+    # Streams (server, client and bidi streaming calls, over HTTP or WebSocket) open at
+    # once in one worker, and from one client (rate_limiting's idea of a client); past
+    # either a new one is refused: 503 in total, 429 for the client. null: no limit.
+    max_streams: int | None = Field(default=10_000, ge=1)
+    max_streams_per_client: int | None = Field(default=100, ge=1)
 
     @property
     def event_loop(self) -> Literal["asyncio", "uvloop"]:

@@ -23,6 +23,7 @@ from edge.pipeline.limiter_store import LimiterStore, MemoryLimiterStore, RedisL
 from edge.pipeline.policy import PolicyIndex
 from edge.pipeline.ratelimit import RateLimitLayer
 from edge.pipeline.retry import RetryBudget, RetryLayer
+from edge.pipeline.stream_limits import StreamCounts, StreamLimitLayer
 from edge.policy_config import PolicyConfig
 from edge.sidecar import SidecarPolicy
 
@@ -35,6 +36,7 @@ class Pipeline:
     ratelimit: RateLimitLayer | None = None
     breakers: BreakerLayer | None = None
     retry: RetryLayer | None = None
+    streams: StreamLimitLayer | None = None
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
     async def precheck(self, call: Call) -> None:
@@ -60,6 +62,7 @@ class Pipeline:
             if self.breakers
             else [],
             "rate_limiting": self.ratelimit.snapshot() if self.ratelimit else None,
+            "streams": self.streams.snapshot() if self.streams else None,
             "retries": {
                 "retried": self.retry.retried,
                 "refused_by_budget": self.retry.budget_refusals,
@@ -110,6 +113,13 @@ def build_pipeline(
         backend=limiting.backend,
     )
     pipeline.layers.append(pipeline.ratelimit)
+    server = config.server
+    if server.max_streams is not None or server.max_streams_per_client is not None:
+        pipeline.streams = StreamLimitLayer(
+            StreamCounts(server.max_streams, server.max_streams_per_client),
+            parse_networks(limiting.trusted_proxies),
+        )
+        pipeline.layers.append(pipeline.streams)
     names = (
         list(upstreams) if upstreams is not None else [*config.upstreams, *config.http_upstreams]
     )

@@ -37,7 +37,7 @@ class LimiterUnavailable(EdgeError):
     grpc_code = 14
 
 
-def _subject_address(address: str | None) -> str:
+def subject_address(address: str | None) -> str:
     """IPv4 addresses as they are; IPv6 by /64, the block one client usually holds."""
     if address is None:
         return "-"
@@ -86,7 +86,7 @@ def limit_key(limit: Limit, call: Call, trusted: Sequence[Network]) -> str:
     claims = call.state.get("claims") or {}
     for part in limit.key_parts:
         if part == "ip":
-            value = _subject_address(client_address(call.client, call.headers, trusted))
+            value = subject_address(client_address(call.client, call.headers, trusted))
         elif part == "route":
             value = call.route
         elif part == "sub":
