@@ -277,12 +277,6 @@ async def test_well_formed_unusual_strings_are_served(edge: Edge, body: bytes, b
     assert edge.kitchen.seen[-1].string_value == bound
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="duplicate keys are accepted, the last one winning (orjson.loads + ParseDict); "
-    "json_format.Parse, which the fast path stands in for, and grpc-gateway's protojson "
-    "refuse them",
-)
 @pytest.mark.parametrize(
     "body",
     [
