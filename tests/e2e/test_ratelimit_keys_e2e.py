@@ -20,7 +20,8 @@ ROUTE = "/v1/kitchen/limited"
 
 
 def bearer(sub: str, **claims: Any) -> dict[str, str]:
-    payload = {"iss": ISSUER, "aud": "edge", "sub": sub, "exp": time.time() + 60, **claims}
+    # made when the module is imported (USERS below), minutes before the test runs
+    payload = {"iss": ISSUER, "aud": "edge", "sub": sub, "exp": time.time() + 3600, **claims}
     return {"authorization": "Bearer " + jwt.encode(payload, SECRET, algorithm="HS256")}
 
 
