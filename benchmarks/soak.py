@@ -112,7 +112,8 @@ async def _stalled_websocket(soak: Soak) -> None:
     target = "/v1/count/100000000"
     writer.write(client.send(Request(host="soak", target=target, subprotocols=["edge.grpc-ws.v1"])))
     with contextlib.suppress(ConnectionError, TimeoutError, asyncio.IncompleteReadError):
-        await reader.readuntil(b"\r\n\r\n")
+        client.receive_data(await reader.readuntil(b"\r\n\r\n"))
+        list(client.events())  # the handshake's answer: the socket is open
         writer.write(client.send(Message(data=json.dumps({"message": {"padding": 2000}}))))
         async with asyncio.timeout(15):
             await asyncio.sleep(15)  # and never reads again
