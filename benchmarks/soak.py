@@ -44,6 +44,7 @@ class Sample:
     rss_mib: float
     fds: int
     open_streams: int
+    tasks: int
     good_calls: int
 
 
@@ -67,10 +68,11 @@ def _rss_mib(pid: int) -> float:
     return 0.0
 
 
-def _open_streams(base: str) -> int:
+def _streams_and_tasks(base: str) -> tuple[int, int]:
+    """Streams the gateway holds open, and its asyncio tasks (``/admin/pipeline``)."""
     with urllib.request.urlopen(f"{base}/admin/pipeline", timeout=5) as answer:
-        streams = json.load(answer).get("streams") or {}
-    return int(streams.get("open", 0))
+        state = json.load(answer)
+    return int((state.get("streams") or {}).get("open", 0)), int(state.get("tasks", 0))
 
 
 async def _connect(
@@ -171,13 +173,15 @@ async def run(gateway: Child, base: str, seconds: float) -> tuple[list[Sample], 
         while (elapsed := time.monotonic() - started) < seconds:
             soak.hostile = elapsed < seconds / 2
             gateway.check_alive()
+            streams, tasks_open = await asyncio.to_thread(_streams_and_tasks, base)
             samples.append(
                 Sample(
                     round(elapsed),
                     soak.phase,
                     _rss_mib(gateway.pid),
                     len(list(Path(f"/proc/{gateway.pid}/fd").iterdir())),
-                    await asyncio.to_thread(_open_streams, base),
+                    streams,
+                    tasks_open,
                     sum(len(v) for v in soak.latencies.values()),
                 )
             )
@@ -191,12 +195,13 @@ async def run(gateway: Child, base: str, seconds: float) -> tuple[list[Sample], 
 
 def report(samples: list[Sample], soak: Soak) -> str:
     lines = [
-        f"{'t (s)':>6}  {'phase':<8}  {'RSS MiB':>8}  {'fds':>5}  {'streams':>7}  {'calls':>6}"
+        f"{'t (s)':>6}  {'phase':<8}  {'RSS MiB':>8}  {'fds':>5}  {'streams':>7}  {'tasks':>5}  "
+        f"{'calls':>6}"
     ]
     for s in samples:
         lines.append(
             f"{s.at:>6}  {s.phase:<8}  {s.rss_mib:>8.1f}  {s.fds:>5}  {s.open_streams:>7}  "
-            f"{s.good_calls:>6}"
+            f"{s.tasks:>5}  {s.good_calls:>6}"
         )
     for phase, latencies in soak.latencies.items():
         if latencies:
@@ -212,6 +217,7 @@ def report(samples: list[Sample], soak: Soak) -> str:
             f"hostile clients: {soak.hostile_clients}; after they left: RSS "
             f"{calm[0].rss_mib:.1f} -> {calm[-1].rss_mib:.1f} MiB (started at "
             f"{first_hostile.rss_mib:.1f}), fds {calm[-1].fds} (started at {first_hostile.fds}), "
+            f"tasks {calm[-1].tasks} (started at {first_hostile.tasks}), "
             f"open streams {calm[-1].open_streams}"
         )
     return "\n".join(lines)

@@ -11,6 +11,7 @@ anything.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -82,7 +83,9 @@ def _holder() -> StateHolder:
 @admin.get("/pipeline")
 async def pipeline_state() -> Response:
     pipeline: Pipeline = current_app.extensions["edge.pipeline"]
-    return _json(pipeline.snapshot())
+    # the worker's asyncio tasks: requests, streams and sockets in flight, and what a leak
+    # would leave behind (the soak benchmark watches it)
+    return _json({**pipeline.snapshot(), "tasks": len(asyncio.all_tasks())})
 
 
 @admin.get("/routes")
