@@ -55,6 +55,7 @@ class Soak:
     hostile: bool = True
     latencies: dict[str, list[float]] = field(default_factory=lambda: {"hostile": [], "calm": []})
     hostile_clients: int = 0
+    hostile_sockets: set[asyncio.StreamWriter] = field(default_factory=set)
 
     @property
     def phase(self) -> str:
@@ -76,14 +77,17 @@ def _streams_and_tasks(base: str) -> tuple[int, int]:
 
 
 async def _connect(
-    soak: Soak, rcvbuf: int | None = None
+    soak: Soak, rcvbuf: int | None = None, *, hostile: bool = True
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     sock = socket.socket()
     if rcvbuf is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, (soak.host, soak.port))
-    return await asyncio.open_connection(sock=sock)
+    reader, writer = await asyncio.open_connection(sock=sock)
+    if hostile:
+        soak.hostile_sockets.add(writer)  # dropped at once when the calm half begins
+    return reader, writer
 
 
 async def _early_answered_upload(soak: Soak) -> None:
@@ -146,7 +150,7 @@ async def _hostile(soak: Soak, kind: str) -> None:
 
 async def _well_behaved(soak: Soak) -> None:
     while True:
-        reader, writer = await _connect(soak)
+        reader, writer = await _connect(soak, hostile=False)
         try:
             for _ in range(50):
                 started = time.perf_counter()
@@ -162,16 +166,23 @@ async def run(gateway: Child, base: str, seconds: float) -> tuple[list[Sample], 
     host, port = base.removeprefix("http://").split(":")
     soak = Soak(host, int(port))
     tasks = [asyncio.create_task(_well_behaved(soak)) for _ in range(4)]
-    tasks += [
+    hostile = [
         asyncio.create_task(_hostile(soak, kind))
         for kind in ("upload", "http-reader", "http-reader", "websocket", "websocket", "hang-up")
         for _ in range(3)
     ]
+    tasks += hostile
     samples: list[Sample] = []
     started = time.monotonic()
     try:
         while (elapsed := time.monotonic() - started) < seconds:
-            soak.hostile = elapsed < seconds / 2
+            if soak.hostile and elapsed >= seconds / 2:  # the hostile clients leave, all
+                soak.hostile = False
+                for task in hostile:
+                    task.cancel()
+                await asyncio.gather(*hostile, return_exceptions=True)
+                for writer in soak.hostile_sockets:
+                    writer.transport.abort()
             gateway.check_alive()
             streams, tasks_open = await asyncio.to_thread(_streams_and_tasks, base)
             samples.append(
