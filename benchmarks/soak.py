@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import json
 import socket
-import sys
 import tempfile
 import time
 import urllib.request
@@ -30,8 +29,9 @@ from pathlib import Path
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import Message, Request
 
-from benchmarks.processes import Child, free_port, spawn, stop, wait_for_file, wait_for_http
+from benchmarks.processes import Child, stop
 from benchmarks.stats import percentile
+from benchmarks.streaming import start_stream_stack
 
 REPO = Path(__file__).resolve().parents[1]
 SEND_TIMEOUT = "3s"  # the gateway's server.send_timeout here: stalled readers turn over
@@ -244,41 +244,10 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         children: list[Child] = []
         try:
-            port_file = workdir / "upstream.port"
-            upstream = spawn(
-                "soak-upstream",
-                [sys.executable, "-m", "benchmarks.stream_upstream", str(port_file)],
-                workdir,
-                REPO,
+            _, gateway, _, bind = start_stream_stack(
+                workdir, children, "soak", {"send_timeout": SEND_TIMEOUT}
             )
-            children.append(upstream)
-            address = f"127.0.0.1:{wait_for_file(upstream, port_file)}"
-            bind = f"127.0.0.1:{free_port()}"
-            config = workdir / "soak.yaml"
-            config.write_text(
-                json.dumps(
-                    {
-                        "server": {
-                            "bind": [bind],
-                            "graceful_timeout": "1s",
-                            "send_timeout": SEND_TIMEOUT,
-                        },
-                        "descriptors": {"proto_paths": [str(REPO / "tests" / "protos")]},
-                        "upstreams": {"streams": {"address": address, "timeout": "600s"}},
-                        "services": {"*": {"upstream": "streams"}},
-                        "websocket": {"allowed_origins": ["*"]},
-                    }
-                )
-            )
-            gateway = spawn(
-                "soak-gateway",
-                [sys.executable, "-m", "edge.cli", "serve", "--config", str(config)],
-                workdir,
-                REPO,
-            )
-            children.append(gateway)
             base = f"http://{bind}"
-            wait_for_http(gateway, f"{base}/v1/count/1")
             samples, soak = asyncio.run(run(gateway, base, seconds))
         finally:
             for child in reversed(children):

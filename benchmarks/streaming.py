@@ -89,39 +89,51 @@ def measure(scenario: str, run: object, gateway: Child | None, upstream: Child) 
     )
 
 
+def start_stream_stack(
+    workdir: Path, children: list[Child], name: str, server: dict[str, object] | None = None
+) -> tuple[Child, Child, str, str]:
+    """The stream upstream and a gateway in front of it, each a child process.
+
+    Returns (upstream, gateway, the upstream's address, the gateway's bind); both are
+    appended to ``children`` as soon as they start, for the caller to stop.
+    """
+    port_file = workdir / f"{name}-upstream.port"
+    upstream = spawn(
+        f"{name}-upstream",
+        [sys.executable, "-m", "benchmarks.stream_upstream", str(port_file)],
+        workdir,
+        REPO,
+    )
+    children.append(upstream)
+    address = f"127.0.0.1:{wait_for_file(upstream, port_file)}"
+    bind = f"127.0.0.1:{free_port()}"
+    config = workdir / f"{name}-gateway.yaml"
+    config.write_text(
+        json.dumps(
+            {
+                "server": {"bind": [bind], "graceful_timeout": "1s", **(server or {})},
+                "descriptors": {"proto_paths": [str(REPO / "tests" / "protos")]},
+                "upstreams": {"streams": {"address": address, "timeout": "600s"}},
+                "services": {"*": {"upstream": "streams"}},
+                "websocket": {"allowed_origins": ["*"]},
+            }
+        )
+    )
+    gateway = spawn(
+        f"{name}-gateway",
+        [sys.executable, "-m", "edge.cli", "serve", "--config", str(config)],
+        workdir,
+        REPO,
+    )
+    children.append(gateway)
+    wait_for_http(gateway, f"http://{bind}/v1/count/1")
+    return upstream, gateway, address, bind
+
+
 def run_all(count: int, padding: int, workdir: Path) -> list[StreamFigures]:
     children: list[Child] = []
     try:
-        port_file = workdir / "stream-upstream.port"
-        upstream = spawn(
-            "stream-upstream",
-            [sys.executable, "-m", "benchmarks.stream_upstream", str(port_file)],
-            workdir,
-            REPO,
-        )
-        children.append(upstream)
-        address = f"127.0.0.1:{wait_for_file(upstream, port_file)}"
-        bind = f"127.0.0.1:{free_port()}"
-        config = workdir / "stream-gateway.yaml"
-        config.write_text(
-            json.dumps(
-                {
-                    "server": {"bind": [bind], "graceful_timeout": "1s"},
-                    "descriptors": {"proto_paths": [str(REPO / "tests" / "protos")]},
-                    "upstreams": {"streams": {"address": address, "timeout": "600s"}},
-                    "services": {"*": {"upstream": "streams"}},
-                    "websocket": {"allowed_origins": ["*"]},
-                }
-            )
-        )
-        gateway = spawn(
-            "stream-gateway",
-            [sys.executable, "-m", "edge.cli", "serve", "--config", str(config)],
-            workdir,
-            REPO,
-        )
-        children.append(gateway)
-        wait_for_http(gateway, f"http://{bind}/v1/count/1")
+        upstream, gateway, address, bind = start_stream_stack(workdir, children, "stream")
         http_url = f"http://{bind}/v1/count/{count}?padding={padding}"
         ws_url = f"ws://{bind}/v1/count/{count}"
         figures = [
