@@ -24,7 +24,8 @@ SECRET = "an-adversarial-secret-long-enough-for-hs256"
 
 
 def token(**claims: Any) -> str:
-    payload = {"iss": ISSUER, "aud": "edge", "sub": "alice", "exp": time.time() + 60}
+    # an hour: some modules mint theirs at import, minutes before their tests run
+    payload = {"iss": ISSUER, "aud": "edge", "sub": "alice", "exp": time.time() + 3600}
     payload.update(claims)
     return jwt.encode(payload, SECRET, algorithm="HS256", headers={"kid": "hs"})
 

@@ -78,7 +78,7 @@ async def test_a_dead_upstream_is_not_hammered_with_connects(client: str) -> Non
                 answers = await asyncio.gather(*(http.get("/v1/kitchen/x") for _ in range(50)))
                 assert {answer.status_code for answer in answers} == {503}
                 calls += len(answers)
-    assert calls > 200
+    assert calls >= 100  # however few a loaded machine manages, far more calls than connects
     # one connect in flight per address, then at least 0.08 s (0.1 s, jittered) apart:
     # about 10 in 2 s, whatever the number of calls
     assert 1 <= len(accepted) <= 30, f"{len(accepted)} connects for {calls} calls"
