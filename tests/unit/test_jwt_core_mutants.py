@@ -160,3 +160,10 @@ def test_required_scopes_read_the_configured_claim() -> None:
 def test_an_unsupported_algorithm_is_named() -> None:
     with pytest.raises(ValueError, match=r"^unsupported JWT algorithm 'HS1'$"):
         algorithm_family("HS1")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_a_time_claim_must_be_a_finite_number(value: float) -> None:
+    with pytest.raises(TokenRejected) as rejected:
+        check_claims({"exp": value}, POLICY, NOW)
+    assert str(rejected.value) == "the exp claim must be a finite number"
