@@ -146,7 +146,9 @@ def verify_token(
                 },
             )
             break
-        except jwt.InvalidSignatureError:
+        except (jwt.InvalidSignatureError, jwt.InvalidKeyError):
+            # InvalidKeyError: a key this algorithm cannot use (an "HMAC secret" that is a
+            # PEM public key, which PyJWT refuses): it verifies nothing, like a wrong key
             continue
         except jwt.InvalidAudienceError as exc:
             raise TokenRejected("the token is not for this audience") from exc

@@ -168,3 +168,16 @@ def test_scopes() -> None:
     require_scopes({"scope": "read write"}, frozenset({"read"}), None)
     with pytest.raises(InsufficientScope, match="missing scope admin"):
         require_scopes({"scope": "read"}, frozenset({"admin", "read"}), None)
+
+
+def test_an_hmac_secret_that_is_a_pem_key_verifies_nothing_and_raises_no_other_error() -> None:
+    # PyJWT refuses a PEM public key as an HMAC secret with InvalidKeyError, which is no
+    # InvalidTokenError: unhandled, it was a 500 instead of a 401
+    pem_secret = {"hs": VerificationKey("hs", "oct", RSA_PUBLIC_PEM)}
+
+    def only_pem(issuer: str, kid: str | None) -> list[VerificationKey]:
+        return list(pem_secret.values())
+
+    token = sign(claims(), "HS256", "hs")
+    with pytest.raises(TokenRejected, match="signature does not verify"):
+        verify_token(token, {ISSUER: POLICY}, only_pem, NOW)
