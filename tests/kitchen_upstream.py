@@ -89,7 +89,6 @@ class Streams(pb_grpc.StreamServiceServicer):
 
     def __init__(self) -> None:
         self.cancelled = asyncio.Event()
-        self.cancelled_count = 0  # calls cancelled, for tests that cancel many
         self.counting = 0  # Count calls running now
         self.sent = 0
         self.received: list[int] = []
@@ -120,7 +119,6 @@ class Streams(pb_grpc.StreamServiceServicer):
     def _count_done(self, context: Any) -> None:
         if context.cancelled():
             self.cancelled.set()
-            self.cancelled_count += 1
 
     async def Sum(  # noqa: N802
         self, request_iterator: AsyncIterator[pb.Number], context: grpc.aio.ServicerContext

@@ -40,8 +40,13 @@ class ContinueOnRead(h11.Connection):
     body_wanted = False
 
     @property
+    def client_expects_continue(self) -> bool:
+        """Whether the request in progress sent ``Expect: 100-continue`` (h11's own view)."""
+        return bool(super().they_are_waiting_for_100_continue)
+
+    @property
     def they_are_waiting_for_100_continue(self) -> bool:
-        return self.body_wanted and bool(super().they_are_waiting_for_100_continue)
+        return self.body_wanted and self.client_expects_continue
 
 
 class _InviteOnRead:
@@ -63,7 +68,10 @@ class _InviteOnRead:
         extensions: Any = scope.get("extensions")
         if extensions is not None:
             extensions[ABORT_EXTENSION] = protocol.abort
-        if scope["type"] != "http":
+        connection = protocol.connection
+        if scope["type"] != "http" or not (
+            isinstance(connection, ContinueOnRead) and connection.client_expects_continue
+        ):  # the common case: nothing to invite, receive as it is
             await self.app(scope, receive, send, sync_spawn, call_soon)
             return
         request_number = protocol.keep_alive_requests  # this request's, on this connection

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 from collections.abc import AsyncIterator
 
 import grpc
@@ -23,25 +22,11 @@ from conftest import make_config, run_gateway
 from h2_client import h2_client, upload_until_answered
 from kitchen_upstream import Kitchen
 from recording import Edge, Recorded, start_edge, token
+from resources import open_fds, open_tasks, settled
 
 pytestmark = pytest.mark.e2e
 
 BIG = 1_500_000  # the body's size: far more than Hypercorn's queue and the socket buffers
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-async def settled(baseline_tasks: int, baseline_fds: int, within: float = 15.0) -> tuple[int, int]:
-    """Tasks and descriptors, polled until back near their baseline or ``within`` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while True:
-        tasks, fds = len(asyncio.all_tasks()), open_fds()
-        if (tasks <= baseline_tasks + 5 and fds <= baseline_fds + 5) or loop.time() > deadline:
-            return tasks, fds
-        await asyncio.sleep(0.1)
 
 
 async def upload_early_answered(port: int, head: bytes, body: bytes) -> bytes:
@@ -83,13 +68,14 @@ async def flood(
 ) -> None:
     port = edge.gateway.port
     await upload_early_answered(port, head, body)  # warm: first-use allocations
-    tasks, fds = len(asyncio.all_tasks()), open_fds()
+    tasks, fds = open_tasks(), open_fds()
     for start in range(0, count, 20):
         statuses = await asyncio.gather(
             *(upload_early_answered(port, head, body) for _ in range(start, start + 20))
         )
         assert {status.split(b" ")[1] for status in statuses} <= expected, statuses[:3]
-    after_tasks, after_fds = await settled(tasks, fds)
+    after_tasks = await settled(open_tasks, tasks, within=15)
+    after_fds = await settled(open_fds, fds, within=15)
     assert after_tasks <= tasks + 5, f"{after_tasks - tasks} tasks left behind"
     assert after_fds <= fds + 5, f"{after_fds - fds} descriptors left open"
 
@@ -144,14 +130,15 @@ async def test_early_answers_on_one_h2_connection_leave_it_working() -> None:
     # On h2 a full body queue also stalls every other stream of the connection
     body = b'{"value": 1}\n' * (BIG // 13)
     async with edge_before_an_empty_upstream() as edge, h2_client(edge.gateway.port) as client:
-        tasks, fds = len(asyncio.all_tasks()), open_fds()
+        tasks, fds = open_tasks(), open_fds()
         for _ in range(10):
             status, _ = await upload_until_answered(client, "/v1/sum", body)
             assert status in ("501", "500")
         bad_first_line = b"{not json\n" + body
         status, _ = await upload_until_answered(client, "/v1/sum", bad_first_line)
         assert status == "400"
-        after_tasks, after_fds = await settled(tasks, fds)
+        after_tasks = await settled(open_tasks, tasks, within=15)
+        after_fds = await settled(open_fds, fds, within=15)
     assert after_tasks <= tasks + 5, f"{after_tasks - tasks} tasks left behind"
     assert after_fds <= fds + 5
 

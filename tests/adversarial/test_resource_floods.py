@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
 from pathlib import Path
 
 import pytest
 from conftest import make_config, run_gateway
 from kitchen_upstream import start_kitchen
+from resources import open_fds, settled
 
 pytestmark = pytest.mark.e2e
 
@@ -27,19 +27,6 @@ def rss() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmRSS in /proc/self/status")
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
-async def settled_fds(baseline: int, slack: int = 5, within: float = 10.0) -> int:
-    """Open descriptors, polled until back within ``slack`` of ``baseline`` or ``within`` s."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while (count := open_fds()) > baseline + slack and loop.time() < deadline:
-        await asyncio.sleep(0.05)
-    return count
 
 
 async def keep_alive_client(port: int, tenants: range, filler: str) -> list[bytes]:
@@ -105,6 +92,6 @@ async def test_a_flood_of_distinct_huge_limiter_keys_costs_bounded_memory() -> N
             gc.collect()
             grown = rss() - rss_before
             assert grown < 40 * MiB, f"RSS grew {grown / MiB:.0f} MiB for 2,400 keys"
-            assert await settled_fds(fds_before) <= fds_before + 5
+            assert await settled(open_fds, fds_before) <= fds_before + 5
     finally:
         await server.stop(None)

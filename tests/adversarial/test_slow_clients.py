@@ -9,11 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 
 import pytest
 from recording import body_of, start_edge, status_of
+from resources import open_fds
 
 pytestmark = pytest.mark.e2e
 
@@ -90,10 +90,6 @@ async def test_a_body_sent_at_a_steady_pace_is_served() -> None:
         answer = await answer_of(reader)
         writer.close()
     assert status_of(answer) == 200
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 async def test_a_flood_of_silent_bodies_leaves_nothing_open() -> None:

@@ -13,13 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from recording import start_edge, token
+from resources import open_fds
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -197,10 +197,6 @@ async def test_a_silent_unauthenticated_socket_is_closed_at_the_first_frame_time
 
 
 # -- resources: a flood of silent sockets is closed, and leaves nothing open ---------------
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 async def until(condition: Callable[[], bool], within: float) -> bool:
