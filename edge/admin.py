@@ -19,12 +19,12 @@ from quart import Blueprint, Response, current_app, request
 
 from edge.config import Config
 from edge.errors import EdgeError
-from edge.ingress.http import StateHolder
 from edge.pipeline.build import Pipeline
 from edge.pipeline.jwt_core import same_secret
 from edge.redaction import redact_url
 from edge.reload import Reloader
 from edge.routing.table import NoRoute, RouteMatch, WrongMethod
+from edge.state import StateHolder
 from edge.transcode.response import status_body
 
 admin = Blueprint("edge_admin", __name__, url_prefix="/admin")

@@ -18,25 +18,37 @@ from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
 from edge.admin import admin, on_admin_listener
+from edge.call import Terminal
 from edge.config import Config
 from edge.health import health
 from edge.ingress import h2_resets, h11_continue
-from edge.ingress.http import GatewayState, StateHolder, TranscodingASGI
-from edge.ingress.proxy import ProxyASGI, compile_proxy_routes
+from edge.ingress.calls import CallFactory
+from edge.ingress.connect import ConnectAdapter
+from edge.ingress.cors import CorsRules
+from edge.ingress.dispatch import Adapter, Dispatch
+from edge.ingress.grpc_web import GrpcWebAdapter
+from edge.ingress.proxy import ProxyAdapter
 from edge.ingress.request_guard import RequestGuardASGI, RequestRules
+from edge.ingress.transcoded import TranscodedAdapter
+from edge.ingress.websocket import WebSocketAdapter
 from edge.ingress.websocket_policy import WebSocketPolicy
 from edge.observability.endpoints import metrics_blueprint
 from edge.observability.middleware import ObserveASGI
+from edge.observability.pipeline_events import PrometheusPipelineEvents
 from edge.openapi.views import docs
 from edge.pipeline.build import Pipeline, build_pipeline
 from edge.pipeline.chain import Layer, build_chain
 from edge.pipeline.credentials import parse_networks
+from edge.pipeline.events import NO_EVENTS
 from edge.reload import Reloader
-from edge.routes import Routes, load_routes, upstream_settings
+from edge.routes import Routes, load_routes
+from edge.routing.prefix_table import compile_proxy_routes
+from edge.state import GatewayState, StateHolder
 from edge.transcode.response import status_body
-from edge.upstream.grpc import GrpcTerminal, Terminal
+from edge.upstream.grpc import GrpcTerminal
 from edge.upstream.headers import HeaderPolicy
 from edge.upstream.http_proxy import HttpProxyTerminal
+from edge.upstream_settings import upstream_settings
 
 if TYPE_CHECKING:  # opentelemetry is imported only when tracing is configured
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -77,7 +89,11 @@ def create_app(
     if terminal is None:
         terminal = GrpcTerminal(upstream_settings(config))
     pipeline = (
-        build_pipeline(config, sidecar_policies=routes.sidecar_policies)
+        build_pipeline(
+            config,
+            sidecar_policies=routes.sidecar_policies,
+            events=PrometheusPipelineEvents() if config.observability.metrics else NO_EVENTS,
+        )
         if layers is None
         else Pipeline(layers=list(layers))
     )
@@ -88,17 +104,22 @@ def create_app(
         tracing = Tracing(config.observability.tracing, span_exporter)
         tracing.install(pipeline.layers)
     layers = pipeline.layers
+    calls = CallFactory(
+        HeaderPolicy.of(config.headers.forward_request, config.headers.forward_response),
+        token_query=config.auth.token_query_parameter,
+        token_cookie=config.auth.token_cookie,
+        trusted=parse_networks(config.rate_limiting.trusted_proxies),
+    )
+    websocket_policy = WebSocketPolicy.of(config.websocket, config.server.send_timeout)
     holder = StateHolder(
         GatewayState(
             routes=routes,
             chain=build_chain(layers, terminal),
-            policy=HeaderPolicy.of(config.headers.forward_request, config.headers.forward_response),
+            calls=calls,
             max_body_bytes=config.transcoding.max_body_bytes,
-            websocket=WebSocketPolicy.of(config.websocket, config.server.send_timeout),
+            websocket=websocket_policy,
             send_timeout=config.server.send_timeout,
             pipeline=pipeline,
-            token_query=config.auth.token_query_parameter,
-            token_cookie=config.auth.token_cookie,
         )
     )
     proxy = HttpProxyTerminal(config.http_upstreams) if config.proxy_routes else None
@@ -171,20 +192,30 @@ def create_app(
         log.exception("unhandled error", exc_info=error)
         return _json_error(500, 13, "internal error")
 
-    fallback = app.asgi_app
+    # the front door: each protocol's adapter claims its requests, Quart gets the rest
+    # (gRPC-Web and Connect first: on a shared path, their headers tell them apart)
+    adapters: list[Adapter] = []
+    if config.grpc_web.enabled:
+        adapters.append(GrpcWebAdapter(holder))
+    if config.connect.enabled:
+        adapters.append(ConnectAdapter(holder, config.connect))
+    adapters += [TranscodedAdapter(holder), WebSocketAdapter(holder)]
     if proxy is not None:  # plain HTTP proxy routes, through the same layers as gRPC calls
-        table = compile_proxy_routes(config.proxy_routes, config.http_upstreams)
-        fallback = ProxyASGI(  # type: ignore[assignment]
-            table,
-            build_chain(layers, proxy),
-            fallback,  # type: ignore[arg-type]
-            token_query=config.auth.token_query_parameter,
-            token_cookie=config.auth.token_cookie,
-            websocket_policy=WebSocketPolicy.of(config.websocket, config.server.send_timeout),
-            limiter=pipeline.ratelimit,
-            paths=config.paths,
-            trusted=parse_networks(config.rate_limiting.trusted_proxies),
+        adapters.append(
+            ProxyAdapter(
+                compile_proxy_routes(config.proxy_routes, config.http_upstreams),
+                build_chain(layers, proxy),
+                calls,
+                pipeline,
+                websocket_policy=websocket_policy,
+                paths=config.paths,
+            )
         )
+    cors = CorsRules.of(
+        config.cors,
+        [(policy.match, policy.cors) for policy in config.policies],
+        config.default_policy.cors,
+    )
     rules = RequestRules(
         merge_slashes=config.paths.merge_slashes,
         underscores=config.headers.underscores,
@@ -192,7 +223,7 @@ def create_app(
         body_min_rate=config.server.body_min_rate,
     )
     app.asgi_app = RequestGuardASGI(  # type: ignore[method-assign, assignment]
-        TranscodingASGI(holder, fallback),  # type: ignore[arg-type]
+        Dispatch(adapters, app.asgi_app, cors),  # type: ignore[arg-type]
         rules,
     )
     observed = config.observability

@@ -11,15 +11,17 @@ stream an async iterator in ``Reply.stream``. A layer that must see how a stream
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf.message import Message
 
 from edge.descriptors.registry import MethodInfo
-from edge.upstream.headers import Metadata
 
+# what a call sends upstream: gRPC metadata, or a proxied request's headers ("-bin" keys
+# carry bytes); mutable, so that the layers can strip and add
+Metadata = list[tuple[str, str | bytes]]
 MetadataPairs = Sequence[tuple[str, str | bytes]]
 
 
@@ -42,8 +44,8 @@ class HttpResponse:
     status: int
     headers: list[tuple[bytes, bytes]]
     body: AsyncIterator[bytes]
-    # a relayed WebSocket upgrade (status 101): the open upstream socket, an
-    # edge.upstream.http_proxy.UpstreamSocket, which the ingress relays frames to and from
+    # a relayed WebSocket upgrade (status 101): the open upstream socket (the HTTP proxy
+    # terminal's UpstreamSocket), which the ingress relays frames to and from
     upgrade: Any = None
 
 
@@ -77,3 +79,20 @@ class Reply:
     # extra response headers from the layers (RateLimit-*), added by every HTTP ingress
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     http: HttpResponse | None = None  # proxied calls
+
+
+class Terminal(Protocol):
+    """The last step of the pipeline: owns upstream connections for the app's lifetime.
+
+    The contract the gRPC dispatch fulfils, and any stand-in for it (the benchmarks' canned
+    upstream, the tests' fakes): ``open`` is called from inside the running loop with the
+    routed methods, before the first call and again after a reload (connections belong to
+    that loop); ``close`` once at shutdown; a call answers with a ``Reply`` or raises an
+    ``EdgeError``.
+    """
+
+    def open(self, routes: Iterable[tuple[str, MethodInfo]]) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def __call__(self, call: Call) -> Reply: ...

@@ -10,8 +10,9 @@ the environment, for secrets and addresses:
   The value is read by the type of the key it sets (``_override_value``), never as YAML:
   a string key takes the text exactly as given (``s3cr3t #1``, ``0123``, ``no``, ``null``
   and ``${X}`` stay those characters), numbers and booleans must be written as such,
-  durations and sizes as in the file, lists and sections as JSON. A value that does not
-  fit, an empty one, or a key the config does not have is an error naming the variable.
+  durations and sizes as in the file (``edge.units``), lists and sections as JSON. A
+  value that does not fit, an empty one, or a key the config does not have is an error
+  naming the variable.
 
 Relative paths are relative to the config file's folder (the working directory when
 there is no file).
@@ -32,6 +33,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from edge.cors_config import CorsConfig
 from edge.errors import ConfigError
 from edge.policy_config import (
     AuthConfig,
@@ -41,43 +43,7 @@ from edge.policy_config import (
     RetryBudgetConfig,
 )
 from edge.redaction import redact_text, redact_url
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$", re.IGNORECASE)
-_SIZE_UNITS = {
-    "b": 1,
-    "kb": 1000,
-    "kib": 1024,
-    "mb": 1000**2,
-    "mib": 1024**2,
-    "gb": 1000**3,
-    "gib": 1024**3,
-}
-
-
-def _duration(value: Any) -> Any:
-    """``250ms``, ``5s``, ``1m``, ``1h`` or a number of seconds -> float seconds."""
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match is None:
-            raise ValueError(f"{value!r} is not a duration (e.g. 250ms, 5s, 1m)")
-        number, unit = float(match.group(1)), match.group(2) or "s"
-        return number * {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[unit]
-    return value
-
-
-def _size(value: Any) -> Any:
-    """``4MiB``, ``512KB`` or a number of bytes -> int bytes."""
-    if isinstance(value, str):
-        match = _SIZE.match(value)
-        if match is None:
-            raise ValueError(f"{value!r} is not a size (e.g. 4MiB, 512KB, 1048576)")
-        return int(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()]
-    return value
-
-
-Seconds = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
-Bytes = Annotated[int, BeforeValidator(_size), Field(gt=0)]
+from edge.units import Bytes, Seconds
 
 
 class _Model(BaseModel):
@@ -249,8 +215,25 @@ class PathsConfig(_Model):
     allow_path_parameters: bool = False
 
 
+class GrpcWebConfig(_Model):
+    """gRPC-Web (``application/grpc-web``, ``+proto``, ``-text``) at every routed method's
+    gRPC path, ``POST /package.Service/Method``: what browsers' gRPC clients speak."""
+
+    enabled: bool = True
+
+
+class ConnectConfig(_Model):
+    """The Connect protocol at every routed method's gRPC path (unary POST and GET,
+    server streams): what connect-web and connect-go clients speak."""
+
+    enabled: bool = True
+    # a unary POST must carry Connect-Protocol-Version: 1 (Connect servers may require it);
+    # without it, a POST with only Content-Type: application/json is plain JSON transcoding
+    require_protocol_version: bool = False
+
+
 class WebSocketConfig(_Model):
-    """The gRPC-over-WebSocket bridge (see the README's WebSocket protocol)."""
+    """The gRPC-over-WebSocket bridge (its protocol: docs/websocket.md)."""
 
     enabled: bool = True
     # Origins allowed to open a socket: "same-origin" (the default, Origin's host equals
@@ -447,6 +430,11 @@ class Config(_Model):
     headers: HeadersConfig = Field(default_factory=HeadersConfig)
     paths: PathsConfig = Field(default_factory=PathsConfig)
     websocket: WebSocketConfig = Field(default_factory=WebSocketConfig)
+    grpc_web: GrpcWebConfig = Field(default_factory=GrpcWebConfig)
+    connect: ConnectConfig = Field(default_factory=ConnectConfig)
+    # browsers on other origins: answered preflights, labelled answers (a policy's own
+    # ``cors`` replaces this for the routes it matches); none: no CORS headers at all
+    cors: CorsConfig | None = None
     http_upstreams: dict[str, HttpUpstreamConfig] = Field(default_factory=dict)
     proxy_routes: list[ProxyRouteConfig] = Field(default_factory=list)
     # the policy pipeline (edge/policy_config.py)

@@ -19,8 +19,8 @@ import grpc.aio
 import orjson
 from quart import Blueprint, Response, current_app
 
-from edge.ingress.http import StateHolder
 from edge.pipeline.build import Pipeline
+from edge.state import StateHolder
 from edge.upstream.grpc import GrpcTerminal
 
 log = logging.getLogger("edge.health")

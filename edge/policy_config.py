@@ -9,29 +9,16 @@ a route applies to it, and ``default_policy`` applies where none does.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edge.cors_config import CorsConfig
 from edge.pipeline.jwt_core import SUPPORTED_ALGORITHMS
 from edge.redaction import redact_url
+from edge.units import Seconds, SecondsOrZero
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def _duration(value: Any) -> Any:
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match is None:
-            raise ValueError(f"{value!r} is not a duration (e.g. 250ms, 5s, 1m, 1h)")
-        return float(match.group(1)) * _UNITS[match.group(2) or "s"]
-    return value
-
-
-Seconds = Annotated[float, BeforeValidator(_duration), Field(gt=0)]
 GRPC_CODE_NAMES = (
     "CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOUND ALREADY_EXISTS "
     "PERMISSION_DENIED RESOURCE_EXHAUSTED FAILED_PRECONDITION ABORTED OUT_OF_RANGE "
@@ -61,7 +48,7 @@ class IssuerConfig(_Model):
     issuer: str
     algorithms: list[str]
     audiences: list[str] = Field(default_factory=list)
-    leeway: Annotated[float, BeforeValidator(_duration), Field(ge=0)] = 30.0
+    leeway: SecondsOrZero = 30.0
     required_claims: list[str] = Field(default_factory=lambda: ["exp"])
     keys: list[KeyConfig] = Field(default_factory=list)
     jwks_url: str | None = None
@@ -107,7 +94,7 @@ class LimitConfig(_Model):
     period: Seconds = 1.0
     burst: int | None = Field(default=None, gt=0)
     mode: Literal["reject", "queue"] = "reject"
-    max_delay: Annotated[float, BeforeValidator(_duration), Field(ge=0)] = 0.0
+    max_delay: SecondsOrZero = 0.0
     # what a client is: ip, route, sub, api_key, claim:<name>, header:<name>; combined
     key: list[str] = Field(default_factory=lambda: ["ip"])
     name: str | None = None
@@ -194,7 +181,7 @@ class AuthRequirement(_Model):
 
 
 class RetryConfig(_Model):
-    """Retries of unary calls, only where safe (see the README)."""
+    """Retries of unary calls, only where safe (docs/policies.md, "Retries")."""
 
     attempts: int = Field(default=1, ge=1, le=10)  # 1: no retries
     codes: list[str] = Field(default_factory=lambda: ["UNAVAILABLE"])
@@ -223,11 +210,5 @@ class PolicyConfig(_Model):
     rate_limits: list[LimitConfig] = Field(default_factory=list)
     limit_messages: list[LimitConfig] = Field(default_factory=list)  # per WebSocket message
     retry: RetryConfig = Field(default_factory=RetryConfig)
-
-
-class PipelineConfig(_Model):
-    auth: AuthConfig = Field(default_factory=AuthConfig)
-    rate_limiting: RateLimitingConfig = Field(default_factory=RateLimitingConfig)
-    breakers: BreakersConfig = Field(default_factory=BreakersConfig)
-    policies: list[PolicyConfig] = Field(default_factory=list)
-    default_policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    # CORS for the routes this policy matches, instead of the global ``cors``
+    cors: CorsConfig | None = None

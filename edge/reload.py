@@ -27,10 +27,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from edge.config import Config
-from edge.ingress.http import StateHolder
 from edge.observability import metrics
 from edge.pipeline.policy import PolicyIndex
 from edge.routes import Routes, load_routes
+from edge.state import StateHolder
 from edge.upstream.grpc import GrpcTerminal
 
 log = logging.getLogger("edge.reload")

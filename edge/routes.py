@@ -22,7 +22,7 @@ from edge.sidecar import MethodSettings, SidecarPolicy, Sidecars, load_sidecars,
 from edge.transcode.binding import BindingError, RequestBinder
 from edge.transcode.json_codec import JsonCodec, JsonOptions
 from edge.transcode.response import ResponseRenderer
-from edge.upstream.grpc import UpstreamSettings, grpc_target, service_config
+from edge.upstream_settings import upstream_settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +48,9 @@ class Routes:
     # WebSocket routes: /ws/package.Service/Method for every routed method, and each
     # HTTP rule's path (whatever its HTTP method) where that path is unambiguous
     ws_table: RouteTable[TranscodeRoute] = field(default_factory=RouteTable)
+    # every routed method at its gRPC path (/package.Service/Method), whatever its
+    # annotations: what gRPC-Web and Connect calls address (the body is the whole message)
+    rpcs: dict[str, TranscodeRoute] = field(default_factory=dict)
     routes: list[TranscodeRoute] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # worth knowing, not wrong
@@ -58,31 +61,6 @@ class Routes:
         return list(
             {(r.upstream, r.method.full_name): (r.upstream, r.method) for r in self.routes}.values()
         )
-
-
-def upstream_settings(config: Config) -> dict[str, UpstreamSettings]:
-    settings = {}
-    for name, upstream in config.upstreams.items():
-        tls = upstream.tls
-        settings[name] = UpstreamSettings(
-            name=name,
-            target=grpc_target(upstream.all_addresses),
-            tls=tls is not None,
-            ca_file=tls.ca if tls else None,
-            cert_file=tls.cert if tls else None,
-            key_file=tls.key if tls else None,
-            server_name=tls.server_name if tls else None,
-            max_send_bytes=upstream.max_request_bytes,
-            max_receive_bytes=upstream.max_response_bytes,
-            service_config=service_config(
-                upstream.load_balancing,
-                upstream.outlier_detection.model_dump() if upstream.outlier_detection else None,
-            ),
-            client="lean" if upstream.lean else "grpcio",
-            addresses=tuple(upstream.all_addresses),
-            load_balancing=upstream.load_balancing,
-        )
-    return settings
 
 
 def json_options(config: Config) -> JsonOptions:
@@ -136,6 +114,16 @@ def build_routes(
                 _add_route(
                     routes, codec, config, method, rule, service_config.upstream, timeout, settings
                 )
+            routes.rpcs[method.grpc_path] = TranscodeRoute(
+                method=method,
+                http_method="POST",
+                template=method.grpc_path,
+                upstream=service_config.upstream,
+                timeout=timeout,
+                binder=RequestBinder(method.input_type, None, codec, reject_unknown_query=False),
+                renderer=ResponseRenderer(method.output_type, None, codec),
+                codec=codec,
+            )
             if config.websocket.enabled:
                 upstream = service_config.upstream
                 # /ws/pkg.Svc/Method for every method, unless generic routes are off

@@ -30,12 +30,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from edge.policy_config import AuthRequirement, LimitConfig, PolicyConfig, RetryConfig, _duration
+from edge.policy_config import AuthRequirement, LimitConfig, PolicyConfig, RetryConfig
+from edge.units import Seconds
 
 SUFFIX = ".edge.yaml"
 
@@ -53,7 +54,7 @@ class JsonSettings(_Model):
 
 class MethodSettings(_Model):
     success_status: int | None = Field(default=None, ge=200, le=299)
-    timeout: Annotated[float, BeforeValidator(_duration), Field(gt=0)] | None = None
+    timeout: Seconds | None = None
     auth: AuthRequirement | None = None
     rate_limits: list[LimitConfig] | None = None
     limit_messages: list[LimitConfig] | None = None

@@ -48,7 +48,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 
 from edge.descriptors.compiler import file_name_of
 from edge.errors import EdgeError
-from edge.upstream.grpc import UpstreamSettings
+from edge.upstream_settings import UpstreamSettings
 
 log = logging.getLogger("edge.reflection")
 

@@ -47,6 +47,8 @@ class MethodInfo:
     source_file: str
     # declared idempotent (idempotency_level IDEMPOTENT or NO_SIDE_EFFECTS): safe to retry
     idempotent: bool = False
+    # declared NO_SIDE_EFFECTS: a read, which the Connect protocol may also send as a GET
+    no_side_effects: bool = False
 
     @property
     def full_name(self) -> str:
@@ -66,9 +68,6 @@ class Registry:
     problems: list[CompileProblem] = field(default_factory=list)
     # file name -> its FileDescriptorProto, source info (comments) included: for the docs
     file_protos: dict[str, descriptor_pb2.FileDescriptorProto] = field(default_factory=dict)
-
-    def message_class(self, full_name: str) -> type[Message]:
-        return message_factory.GetMessageClass(self.pool.FindMessageTypeByName(full_name))
 
     def services(self) -> dict[str, list[MethodInfo]]:
         grouped: dict[str, list[MethodInfo]] = {}
@@ -462,6 +461,8 @@ def build_registry(
                         descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
                         descriptor_pb2.MethodOptions.IDEMPOTENT,
                     ),
+                    no_side_effects=method.options.idempotency_level
+                    == descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
                 )
     return registry
 

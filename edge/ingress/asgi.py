@@ -1,18 +1,20 @@
-"""Small ASGI helpers shared by the ingress handlers."""
+"""The transport side every ingress adapter shares: sending, reading, watching a client.
+
+One body reader (with the size limit), one disconnect watcher, one way to answer with a
+body still arriving, one stalled-write rule. Errors are turned into protocol forms in
+``edge.ingress.render``; this module only moves bytes and ASGI events.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-from collections.abc import Awaitable, Callable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextvars import ContextVar
 from typing import Any
 
-from edge.errors import BodyTooLarge, ClientStalled, EdgeError, UpstreamStatus
-from edge.transcode.json_codec import JsonCodec
-from edge.transcode.response import decode_details, status_body
-from edge.upstream.headers import HeaderPolicy, response_headers
+from edge.call import Call, Reply
+from edge.errors import BodyTooLarge, ClientDisconnected, ClientStalled
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -21,34 +23,68 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 JSON_HEADERS = ((b"content-type", b"application/json"),)
-log = logging.getLogger("edge.errors")
 # The request id of the request this task serves (set by the observe middleware), so an
-# error logged deep in an ingress can be matched with the access log line and the client.
+# error logged deep in an adapter can be matched with the access log line and the client.
 REQUEST_ID: ContextVar[str | None] = ContextVar("edge_request_id", default=None)
 
 
-# The scope extension through which the server lets the app drop a connection at once
-# (set by edge.ingress.h11_continue for Hypercorn's HTTP/1.1 connections).
+# The scope extensions through which the server lets the app drop a connection at once,
+# and see whether its client is still taking bytes (both set by edge.ingress.h11_continue
+# for Hypercorn's HTTP/1.1 connections on asyncio).
 ABORT_EXTENSION = "edge.abort"
+PROGRESS_EXTENSION = "edge.progress"
 
 
 def timed_send(send: Send, timeout: float | None, scope: Scope) -> Send:
-    """``send`` for a long answer (a stream, a WebSocket): a write stalled ``timeout`` s ends it.
+    """``send`` for a long answer (a stream, a WebSocket): a client that takes nothing for
+    ``timeout`` s ends it.
 
     A client that stops reading fills its connection's send buffer; every write then waits
     for it, the close included, and the connection with its upstream call lives for ever.
-    On the timeout the connection is aborted (where the server offers ``edge.abort``) and
-    ``ClientStalled`` raised, so the caller ends its call as for a client that left.
+    The rule is about the client's progress, not about one ``send``: a single send of a
+    large message waits (write buffer above its high-water mark) until the client has
+    taken nearly all of it, and the kernel wakes the writer only when a third of its send
+    buffer (megabytes on a fast link) is free again, so a client steadily reading slower
+    than that per ``timeout`` saw one send outlast it. Where the server offers
+    ``edge.progress`` (bytes the client has acknowledged so far), a send is ended only
+    after ``timeout`` s in which that count did not grow (checked every quarter of it);
+    elsewhere (HTTP/2) one send may last ``timeout`` s. On the timeout the connection is
+    aborted (where the server offers ``edge.abort``) and ``ClientStalled`` raised, so the
+    caller ends its call as for a client that left.
     """
     if timeout is None:
         return send
     extensions = scope.get("extensions") or {}
     abort = extensions.get(ABORT_EXTENSION)
+    progress: Callable[[], int] | None = extensions.get(PROGRESS_EXTENSION)
+    step = timeout / 4
 
     async def send_timed(message: Message) -> None:
         try:
-            async with asyncio.timeout(timeout):
-                await send(message)
+            async with asyncio.timeout(timeout) as deadline:
+                if progress is None:
+                    await send(message)
+                    return
+                loop = asyncio.get_running_loop()
+                best = progress()
+                watch: asyncio.TimerHandle | None = None
+
+                def check() -> None:
+                    nonlocal best, watch
+                    if deadline.expired():
+                        return
+                    now = progress()
+                    if now > best:  # the client took bytes since the last look: more time
+                        best = now
+                        deadline.reschedule(loop.time() + timeout)
+                    watch = loop.call_later(step, check)
+
+                watch = loop.call_later(step, check)
+                try:
+                    await send(message)
+                finally:
+                    if watch is not None:
+                        watch.cancel()
         except TimeoutError:
             if abort is not None:
                 abort()
@@ -57,8 +93,41 @@ def timed_send(send: Send, timeout: float | None, scope: Scope) -> Send:
     return send_timed
 
 
-def current_request_id() -> str | None:
-    return REQUEST_ID.get()
+def declared_length(scope: Scope) -> int | None:
+    """The request's ``Content-Length`` (the guard has refused several that disagree)."""
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def request_body(
+    receive: Receive, limit: int | None = None, ended: asyncio.Event | None = None
+) -> AsyncIterator[bytes]:
+    """The request body chunk by chunk, as it arrives: the one reader every adapter uses.
+
+    More than ``limit`` bytes in all is BodyTooLarge (413); a client that goes away before
+    the end is ClientDisconnected. ``ended`` is set once the last chunk has been read:
+    from then on ``receive`` only reports a disconnect, and a watcher may take it over.
+    """
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ClientDisconnected("the client went away while sending its body")
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if limit is not None and size > limit:
+                raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes")
+            yield chunk
+        if not message.get("more_body", False):
+            break
+    if ended is not None:
+        ended.set()
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
@@ -67,29 +136,10 @@ async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
     ``Content-Length`` is checked before reading, so an honest oversized request is
     refused without its body being received at all.
     """
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            try:
-                declared = int(value)
-            except ValueError:
-                declared = 0
-            if declared > limit:
-                raise BodyTooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
-            break
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break  # http.disconnect: answer with what we have; the send is dropped anyway
-        chunk = message.get("body", b"")
-        if chunk:
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes")
-            chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
+    declared = declared_length(scope)
+    if declared is not None and declared > limit:
+        raise BodyTooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
+    chunks = [chunk async for chunk in request_body(receive, limit)]
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -159,59 +209,76 @@ async def send_response(
     await send({"type": "http.response.body", "body": body})
 
 
-def error_response(
-    error: EdgeError, codec: JsonCodec | None, policy: HeaderPolicy | None
-) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    """Status, google.rpc.Status body and headers for any gateway or upstream error.
-
-    What the error keeps for the operator (``internal``: addresses, exception text) is
-    logged here, once, with the request id; the body carries only ``message``.
-    """
-    if error.internal is not None:
-        log.warning(
-            "%s (request %s): %s", error.message, current_request_id() or "-", error.internal
-        )
-    headers = list(JSON_HEADERS)
-    headers.extend(
-        (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in error.headers.items()
-    )
-    details = error.details
-    if isinstance(error, UpstreamStatus):
-        raw = error.status_details_bin()
-        if raw is not None and codec is not None:
-            details = decode_details(raw, codec)
-        if policy is not None:
-            headers.extend(
-                response_headers(error.initial_metadata, error.trailing_metadata, policy)
-            )
-    return error.status, status_body(error.grpc_code, error.message, details), headers
-
-
-async def refuse_handshake(
-    scope: Scope,
-    send: Send,
-    status: int,
-    body: bytes,
-    headers: Sequence[tuple[bytes, bytes]] = JSON_HEADERS,
-    close_code: int = 1008,
-) -> None:
-    """Refuse a WebSocket handshake with an HTTP answer where the server can send one.
-
-    Without the ``websocket.http.response`` extension the only refusal ASGI has is a
-    close before accepting, which the client sees as a 403 with no body; ``close_code`` is
-    what a server that reports it would say.
-    """
-    if "websocket.http.response" in scope.get("extensions", {}):
-        out = [*headers, (b"content-length", str(len(body)).encode())]
-        await send({"type": "websocket.http.response.start", "status": status, "headers": out})
-        await send({"type": "websocket.http.response.body", "body": body})
-    else:
-        await send({"type": "websocket.close", "code": close_code})
-
-
 async def close_stream(stream: Any) -> None:
     """End a reply stream however we stopped reading it: records its outcome, frees the call."""
     close = getattr(stream, "aclose", None)
     if close is not None:
         with contextlib.suppress(Exception):
             await close()
+
+
+async def wait_for_disconnect(receive: Receive, after: asyncio.Event | None = None) -> None:
+    """Return when the client has gone; ``after``: only once the request body has ended.
+
+    Until the body has ended its own reader sees a disconnect (``request_body`` raises),
+    and two readers of one ``receive`` would steal each other's events.
+    """
+    if after is not None:
+        await after.wait()
+    while (await receive())["type"] != "http.disconnect":
+        pass  # an empty request's own http.request event may still be unread
+
+
+def watch_disconnect(
+    receive: Receive, on_disconnect: Callable[[], object], after: asyncio.Event | None = None
+) -> asyncio.Task[None]:
+    """A task calling ``on_disconnect`` when the client goes: the one disconnect watcher.
+
+    Hypercorn tells an app about a lost client only through ``receive``, and never
+    cancels it; without a watcher, a client that gives up leaves its upstream call running
+    to its deadline. Stop it with ``stop_watching`` when the answer is complete.
+    """
+
+    async def watch() -> None:
+        await wait_for_disconnect(receive, after)
+        on_disconnect()
+
+    return asyncio.get_running_loop().create_task(watch())
+
+
+async def stop_watching(watcher: asyncio.Task[None]) -> None:
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+
+
+def saw_disconnect(watcher: asyncio.Task[None]) -> bool:
+    return watcher.done() and not watcher.cancelled() and watcher.exception() is None
+
+
+async def call_unless_disconnected(
+    chain: Callable[[Call], Awaitable[Reply]],
+    call: Call,
+    receive: Receive,
+    body_ended: asyncio.Event | None = None,
+) -> Reply | None:
+    """Run the chain, cancelling it if the client hangs up first; None means it did.
+
+    The watcher cancels this very task rather than running the chain in a child task,
+    which would cost a second task per request. The cancel always lands inside the chain:
+    the watcher is stopped in the same step that the chain returns, so it cannot fire
+    after. For a client stream (``body_ended`` given), the request stream's reader sees a
+    disconnect while the body lasts; the watcher takes over once it has ended.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    watcher = watch_disconnect(receive, task.cancel, body_ended)
+    try:
+        return await chain(call)
+    except asyncio.CancelledError:
+        if saw_disconnect(watcher):
+            task.uncancel()
+            return None
+        raise
+    finally:
+        watcher.cancel()

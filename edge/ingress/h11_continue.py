@@ -16,7 +16,10 @@ The same protocol offers the app one more door, as the scope extension
 ``edge.abort``: a callable that aborts the connection at once. A client that stops
 reading leaves every write blocked on a full send buffer, the close frame and the end of
 the response included (Hypercorn's own close waits for that buffer to drain), so a write
-timeout can only end such a connection by aborting it.
+timeout can only end such a connection by aborting it. And one more, ``edge.progress``:
+the number of bytes the client has taken so far (written, less what still waits in the
+transport's buffer and, on Linux, in the kernel's send queue unacknowledged), which grows
+while the client reads even when a single write has to wait for megabytes to drain.
 
 ``install`` (called by ``create_app``) puts the protocol in place, the same way as
 ``h2_resets.install``.
@@ -24,14 +27,34 @@ timeout can only end such a connection by aborting it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import struct
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import h11
+from hypercorn.events import Event, RawData
 from hypercorn.protocol.h11 import H11Protocol
 from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, Scope
 
-from edge.ingress.asgi import ABORT_EXTENSION
+from edge.ingress.asgi import ABORT_EXTENSION, PROGRESS_EXTENSION
+
+try:  # Linux's SIOCOUTQ: a TCP socket's bytes not yet acknowledged by the peer
+    import fcntl
+    import termios
+
+    _OUTQ: int | None = termios.TIOCOUTQ
+except (ImportError, AttributeError):  # pragma: no cover - the transport's buffer only
+    _OUTQ = None
+
+
+def _unacknowledged(sock: Any) -> int:
+    """Bytes in the kernel's send queue the peer has not acknowledged (0 where unknown)."""
+    if _OUTQ is None or sock is None:
+        return 0
+    try:
+        return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), _OUTQ, b"\0" * 4))[0])
+    except (OSError, ValueError):  # not a TCP socket here (macOS: ENOTTY), or closed
+        return 0
 
 
 class ContinueOnRead(h11.Connection):
@@ -68,6 +91,8 @@ class _InviteOnRead:
         extensions: Any = scope.get("extensions")
         if extensions is not None:
             extensions[ABORT_EXTENSION] = protocol.abort
+            if protocol.transport() is not None:
+                extensions[PROGRESS_EXTENSION] = protocol.delivered
         connection = protocol.connection
         if scope["type"] != "http" or not (
             isinstance(connection, ContinueOnRead) and connection.client_expects_continue
@@ -98,6 +123,31 @@ class GuardedH11Protocol(H11Protocol):
         self.connection = ContinueOnRead(
             h11.SERVER, max_incomplete_event_size=config.h11_max_incomplete_size
         )
+        self.written = 0  # bytes handed to the server's writer on this connection
+        self._server_send: Callable[[Event], Awaitable[None]] = self.send
+        self.send = self._counting_send
+
+    async def _counting_send(self, event: Event) -> None:
+        if isinstance(event, RawData):
+            self.written += len(event.data)
+        await self._server_send(event)
+
+    def transport(self) -> Any:
+        """The asyncio transport under this connection (None on another worker class)."""
+        writer = getattr(getattr(self._server_send, "__self__", None), "writer", None)
+        return getattr(writer, "transport", None)
+
+    def delivered(self) -> int:
+        """Bytes the client has taken: written, less what waits in our buffer and the kernel's.
+
+        Counted before they reach the transport, so it may dip while a write waits for the
+        connection's lock; it only grows as the client acknowledges data.
+        """
+        transport = self.transport()
+        if transport is None:
+            return self.written
+        pending = int(transport.get_write_buffer_size())
+        return self.written - pending - _unacknowledged(transport.get_extra_info("socket"))
 
     async def _create_stream(self, request: h11.Request) -> None:
         if isinstance(self.connection, ContinueOnRead):
@@ -106,8 +156,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def abort(self) -> None:
         """Drop the connection now, whatever is still buffered for the client."""
-        writer = getattr(getattr(self.send, "__self__", None), "writer", None)  # asyncio's
-        transport = getattr(writer, "transport", None)
+        transport = self.transport()
         if transport is not None:
             transport.abort()
 

@@ -33,18 +33,16 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote
 
-from edge.errors import RequestTimeout
+from edge.errors import BadRequest, RequestTimeout
 from edge.ingress.asgi import (
     ASGIApp,
     Message,
     Receive,
     Scope,
     Send,
-    refuse_handshake,
-    send_response,
 )
+from edge.ingress.render import refuse_handshake, send_error
 from edge.routing.normalize import BadPath, normalize_path
-from edge.transcode.response import status_body
 
 log = logging.getLogger("edge.guard")
 
@@ -226,12 +224,12 @@ def _ends_response(message: Message) -> bool:
 
 
 async def _refuse(scope: Scope, receive: Receive, send: Send, message: str) -> None:
-    body = status_body(3, message)
+    error = BadRequest(message)
     info = scope.get("edge")
     if info is not None:
-        info["grpc_code"] = 3
+        info["grpc_code"] = error.grpc_code
     if scope["type"] == "websocket":
         await receive()  # websocket.connect
-        await refuse_handshake(scope, send, 400, body)
+        await refuse_handshake(scope, send, error)
     else:
-        await send_response(send, 400, body)
+        await send_error(send, error)

@@ -1,9 +1,9 @@
 """gRPC over WebSocket: one socket per call, all four RPC kinds (protocol ``edge.grpc-ws.v1``).
 
-The wire protocol is documented in the README ("WebSocket protocol"). In short: the
-client's first frame starts the call (optionally a ``{"metadata": {...}}`` frame, since
-browsers cannot set headers); ``{"message": ...}`` frames (or binary protobuf frames)
-carry request messages; ``{"end": true}`` half-closes the client stream while the socket
+The wire protocol is documented in docs/websocket.md and parsed in ``websocket_frames``.
+In short: the client's first frame starts the call (optionally a ``{"metadata": {...}}``
+frame, since browsers cannot set headers); ``{"message": ...}`` frames (or binary protobuf
+frames) carry request messages; ``{"end": true}`` half-closes the client stream while the socket
 stays open for the replies; the server sends ``{"headers": ...}``, ``{"message": ...}``
 frames and one final ``{"status": ..., "trailers": ...}`` frame, then closes with 1000 on
 OK or ``4000 + gRPC code`` otherwise.
@@ -25,26 +25,44 @@ wait for, which is why it is told at once rather than given the drain window.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
 from google.protobuf.message import DecodeError, Message
 
 from edge.call import Call
-from edge.errors import BadRequest, ClientDisconnected, EdgeError, Unauthenticated, UpstreamStatus
-from edge.ingress.asgi import (
-    JSON_HEADERS,
-    Receive,
-    Scope,
-    Send,
-    close_stream,
-    refuse_handshake,
-    timed_send,
+from edge.errors import (
+    BadRequest,
+    BodyTooLarge,
+    ClientDisconnected,
+    EdgeError,
+    InternalError,
+    PermissionDenied,
+    Unauthenticated,
+    UpstreamStatus,
+    UpstreamUnavailable,
+)
+from edge.ingress.asgi import Receive, Scope, Send, close_stream, timed_send
+from edge.ingress.render import refuse_handshake, status_payload
+from edge.ingress.websocket_frames import (
+    BINARY_SUBPROTOCOL,
+    CLOSE_GOING_AWAY,
+    CLOSE_OK,
+    CLOSE_STATUS_BASE,
+    CLOSE_TOO_BIG,
+    SUBPROTOCOL,
+    EndFrame,
+    MessageFrame,
+    MetadataFrame,
+    choose_subprotocol,
+    close_reason,
+    headers_frame,
+    message_frame,
+    parse_text_frame,
+    status_frame,
 )
 from edge.ingress.websocket_policy import (
     WebSocketPolicy,
@@ -53,52 +71,53 @@ from edge.ingress.websocket_policy import (
     socket_token,
 )
 from edge.observability import metrics
-from edge.pipeline.auth import AuthLayer
 from edge.pipeline.build import Pipeline
 from edge.pipeline.chain import Next
 from edge.pipeline.credentials import bearer_token
 from edge.routes import TranscodeRoute
 from edge.routing.table import RouteMatch
-from edge.transcode.response import decode_details, status_body
-from edge.upstream.headers import HeaderPolicy, Metadata, request_metadata
+from edge.state import GatewayState, StateHolder
 
 log = logging.getLogger("edge.websocket")
 
-SUBPROTOCOL = "edge.grpc-ws.v1"
-BINARY_SUBPROTOCOL = "edge.grpc-ws.v1.binary"
-CLOSE_OK = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_TOO_BIG = 1009
-CLOSE_STATUS_BASE = 4000  # 4000 + gRPC status code
 CLOSE_HANDSHAKE_SECONDS = 2.0  # how long we wait for the client's Close after ours
 SHUTTING_DOWN = "the gateway is shutting down"
-
-_RESERVED_METADATA = frozenset(
-    {
-        "connection",
-        "te",
-        "upgrade",
-        "host",
-        "content-type",
-        "content-length",
-        "user-agent",
-        # set by the gateway from the handshake: a page must not forge them
-        "x-forwarded-for",
-        "x-forwarded-host",
-        "x-forwarded-proto",
-        "forwarded",
-    }
-)
+_OK_STATUS = b'{"code":0,"message":"","details":[]}'
 
 
-def _close_reason(message: str) -> str:
-    """Close reasons are limited to 123 bytes of UTF-8."""
-    encoded = message.encode()[:123]
-    return encoded.decode(errors="ignore")
+class WebSocketAdapter:
+    """Serves WebSocket handshakes on the bridge's routes (``websocket_prefix``)."""
+
+    scope_types = frozenset({"websocket"})
+
+    def __init__(self, holder: StateHolder) -> None:
+        self.holder = holder
+
+    def claim(self, scope: Scope, path: str) -> RouteMatch[TranscodeRoute] | None:
+        found = self.holder.current.routes.ws_table.match("GET", path)
+        return found if type(found) is RouteMatch else None
+
+    def route_name(self, found: RouteMatch[TranscodeRoute]) -> str | None:
+        return found.target.method.full_name
+
+    def preflight_route(self, scope: Scope, path: str, method: str) -> str | None:
+        return None  # a handshake is never preflighted
+
+    async def serve(
+        self, found: RouteMatch[TranscodeRoute], scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        info = scope.get("edge")
+        if info is not None:  # metrics and access logs name the method, as for HTTP
+            info["route"] = found.target.method.full_name
+        await serve_websocket(self.holder.current, found, scope, receive, send)
 
 
-class _Closed(Exception):
-    """The socket is gone (client closed it, or we did)."""
+class _TooBig(Exception):
+    pass
+
+
+class _Idle(Exception):
+    pass
 
 
 class WebSocketSession:
@@ -106,32 +125,29 @@ class WebSocketSession:
 
     def __init__(
         self,
-        route: TranscodeRoute,
         found: RouteMatch[TranscodeRoute],
         scope: Scope,
         receive: Receive,
         send: Send,
         chain: Next,
-        header_policy: HeaderPolicy,
         policy: WebSocketPolicy,
         binary: bool,
         call: Call,
-        pipeline: Pipeline | None = None,
+        pipeline: Pipeline,
     ) -> None:
-        self.route = route
+        self.route = found.target
         self.found = found
         self.scope = scope
         self.receive = receive
         # a client that stops reading: a frame stalled send_timeout s ends the session
         self.send_event = timed_send(send, policy.send_timeout, scope)
         self.chain = chain
-        self.header_policy = header_policy
         self.policy = policy
         self.binary = binary
         self.call = call  # made at the handshake; the first frame completes it
         self.pipeline = pipeline
         self.connection = uuid.uuid4().hex  # keys per-connection message limits
-        self.metadata: Metadata = []  # from the first frame
+        self.metadata: list[tuple[str, str]] = []  # from the first frame
         self.loop = asyncio.get_running_loop()
         self.last_activity = self.loop.time()
         self.requests: asyncio.Queue[Message | None] = asyncio.Queue(policy.queue_messages)
@@ -142,6 +158,16 @@ class WebSocketSession:
         self.call_task: asyncio.Task[None] | None = None
 
     # -- frames in ----------------------------------------------------------------------
+
+    def _token_refusal(self) -> str | None:
+        """Why a token in the first frame is refused, or None when it may come there."""
+        if self.call.token is not None:
+            # the handshake already carried a (checked) token: never a second one
+            return "the token was already given at the handshake"
+        if self.pipeline.checks_credentials and not self.policy.first_frame_auth:
+            # unchecked, it must not reach the upstream either
+            return "a token goes on the handshake, not in the first frame"
+        return None
 
     async def read_frames(self) -> None:
         """Read client frames until the socket closes; raises the reason the call must end."""
@@ -161,7 +187,9 @@ class WebSocketSession:
             if data is not None:
                 await self._accept_message(self._decode_binary(data))
             else:
-                await self._accept_envelope(text or "", first=first)
+                refusal = self._token_refusal() if first else None
+                frame = parse_text_frame(text or "", first=first, token_refusal=refusal)
+                await self._accept_frame(frame)
             first = False
 
     def _decode_binary(self, data: bytes) -> Message:
@@ -172,60 +200,22 @@ class WebSocketSession:
             raise BadRequest(f"binary frame is not a valid {message.DESCRIPTOR.full_name}") from exc
         return message
 
-    async def _accept_envelope(self, text: str, *, first: bool) -> None:
-        try:
-            frame = orjson.loads(text)
-        except orjson.JSONDecodeError as exc:
-            raise BadRequest(f"malformed JSON frame: {exc}") from exc
-        if not isinstance(frame, dict) or len(frame) != 1:
-            raise BadRequest('a frame is one of {"metadata": ...}, {"message": ...}, {"end": true}')
-        ((kind, value),) = frame.items()
-        if kind == "metadata":
-            if not first:
-                raise BadRequest("metadata may only come in the first frame")
-            self._add_metadata(value)
+    async def _accept_frame(self, frame: MetadataFrame | MessageFrame | EndFrame) -> None:
+        if type(frame) is MessageFrame:
+            message = self.route.binder.bind(self.found.bindings, "", frame.body)
+            await self._accept_message(message)
+        elif type(frame) is MetadataFrame:
+            self.metadata.extend(frame.pairs)
             self.started.set()
-        elif kind == "message":
-            body = orjson.dumps(value)
-            await self._accept_message(self.route.binder.bind(self.found.bindings, "", body))
-        elif kind == "end":
-            if value is not True:
-                raise BadRequest('the half-close frame is {"end": true}')
+        else:
             self.half_closed = True
             self.started.set()
             await self.requests.put(None)
-        else:
-            raise BadRequest(f"unknown frame kind {kind!r}")
-
-    def _add_metadata(self, value: Any) -> None:
-        if not isinstance(value, dict):
-            raise BadRequest("metadata must be an object of string values")
-        for key, item in value.items():
-            name = str(key).lower()
-            if not isinstance(item, str):
-                raise BadRequest(f"metadata value for {name!r} must be a string")
-            if name in _RESERVED_METADATA or name.startswith(("grpc-", ":")):
-                raise BadRequest(f"metadata key {name!r} is reserved")
-            if name.endswith("-bin"):
-                raise BadRequest("binary (-bin) metadata is not accepted over WebSocket")
-            if name == "authorization" and self.call.token is not None:
-                # the handshake already carried a (checked) token: never a second one
-                raise BadRequest("the token was already given at the handshake")
-            if (
-                name == "authorization"
-                and self._auth is not None
-                and not self.policy.first_frame_auth
-            ):
-                # unchecked, it must not reach the upstream either
-                raise BadRequest("a token goes on the handshake, not in the first frame")
-            self.metadata.append((name, item))
 
     async def _accept_message(self, message: Message) -> None:
         if self.half_closed:
             raise BadRequest("message after the client half-closed")
-        limiter = self.pipeline.ratelimit if self.pipeline is not None else None
-        if limiter is not None:
-            await limiter.check_message(self.call, self.connection)
+        await self.pipeline.admit_message(self.call, self.connection)
         method = self.route.method
         if not method.client_streaming:
             if self.first_request is not None:
@@ -245,34 +235,27 @@ class WebSocketSession:
 
     # -- frames out ---------------------------------------------------------------------
 
-    async def send_json(self, frame: dict[str, Any] | bytes) -> None:
-        text = frame if isinstance(frame, bytes) else orjson.dumps(frame)
-        await self.send_event({"type": "websocket.send", "text": text.decode()})
+    async def send_text(self, frame: bytes | str) -> None:
+        text = frame if isinstance(frame, str) else frame.decode()
+        await self.send_event({"type": "websocket.send", "text": text})
         self.last_activity = self.loop.time()
 
     async def send_message(self, message: Message) -> None:
         if self.binary:
             await self.send_event({"type": "websocket.send", "bytes": message.SerializeToString()})
+            self.last_activity = self.loop.time()
         else:
-            payload = self.route.renderer.render(message)
-            await self.send_event(
-                {"type": "websocket.send", "text": '{"message":' + payload.decode() + "}"}
-            )
-        self.last_activity = self.loop.time()
+            await self.send_text(message_frame(self.route.renderer.render(message)))
 
     async def close(self, code: int, reason: str = "") -> None:
         if not self.closed:
             self.closed = True
             with contextlib.suppress(Exception):
                 await self.send_event(
-                    {"type": "websocket.close", "code": code, "reason": _close_reason(reason)}
+                    {"type": "websocket.close", "code": code, "reason": close_reason(reason)}
                 )
 
     # -- the call -----------------------------------------------------------------------
-
-    @property
-    def _auth(self) -> AuthLayer | None:
-        return self.pipeline.auth if self.pipeline is not None else None
 
     async def run_call(self) -> None:
         """Wait for the first frame, check credentials, make the call, stream the replies out.
@@ -292,9 +275,9 @@ class WebSocketSession:
             if call.token is None and isinstance(authorization, str):
                 call.token = bearer_token([(b"authorization", authorization.encode())])
             call.metadata = [*call.metadata, *self.metadata]
-            call.state.pop("auth.done", None)  # check again, stripping forged claim headers
-        if self._auth is not None:
-            await self._auth.authenticate(call)  # the chain's auth layer sees it done
+            await self.pipeline.authenticate(call, again=True)  # strips forged claim headers
+        else:
+            await self.pipeline.authenticate(call)  # the chain's auth layer sees it done
         method = self.route.method
         if not method.client_streaming:
             while self.first_request is None:
@@ -306,7 +289,7 @@ class WebSocketSession:
         reply = await self.chain(call)
         try:
             if reply.initial_metadata:
-                await self.send_json({"headers": _metadata_json(reply.initial_metadata)})
+                await self.send_text(headers_frame(reply.initial_metadata))
             if reply.stream is not None:
                 async for message in reply.stream:
                     await self.send_message(message)
@@ -316,12 +299,7 @@ class WebSocketSession:
         finally:
             if reply.stream is not None:
                 await close_stream(reply.stream)
-        await self.send_json(
-            {
-                "status": {"code": 0, "message": "", "details": []},
-                "trailers": _metadata_json(reply.trailing_metadata),
-            }
-        )
+        await self.send_text(status_frame(_OK_STATUS, reply.trailing_metadata))
         await self.close(CLOSE_OK)
 
     async def _silent_error(self) -> EdgeError:
@@ -331,26 +309,18 @@ class WebSocketSession:
         possible with ``first_frame_auth``), else INVALID_ARGUMENT.
         """
         timeout = self.policy.first_frame_timeout
-        if self._auth is not None and "auth.done" not in self.call.state:
-            try:
-                await self._auth.authenticate(self.call)
-            except Unauthenticated:
-                return Unauthenticated(f"no token arrived within {timeout:g}s")
+        try:
+            await self.pipeline.authenticate(self.call)
+        except Unauthenticated:
+            return Unauthenticated(f"no token arrived within {timeout:g}s")
         return BadRequest(f"no frame arrived within {timeout:g}s to start the call")
 
     async def fail(self, error: EdgeError) -> None:
-        details = error.details
-        trailers: dict[str, str] = {}
-        if isinstance(error, UpstreamStatus):
-            raw = error.status_details_bin()
-            if raw is not None:
-                details = decode_details(raw, self.route.codec)
-            trailers = _metadata_json(error.trailing_metadata)
-        body = status_body(error.grpc_code, error.message, details)
+        """End the call with ``error``: its status frame, then ``4000 + code``."""
+        trailers = error.trailing_metadata if isinstance(error, UpstreamStatus) else ()
+        frame = status_frame(status_payload(error, self.route.codec), trailers)
         with contextlib.suppress(Exception):
-            await self.send_json(
-                b'{"status":' + body + b',"trailers":' + orjson.dumps(trailers) + b"}"
-            )
+            await self.send_text(frame)
         await self.close(CLOSE_STATUS_BASE + error.grpc_code, error.message)
 
     async def going_away(self) -> None:
@@ -362,8 +332,8 @@ class WebSocketSession:
             with contextlib.suppress(BaseException):
                 await self.call_task
         with contextlib.suppress(Exception):
-            await self.send_json(
-                {"status": {"code": 14, "message": SHUTTING_DOWN, "details": []}, "trailers": {}}
+            await self.send_text(
+                status_frame(status_payload(UpstreamUnavailable(SHUTTING_DOWN)), ())
             )
         await self.close(CLOSE_GOING_AWAY, SHUTTING_DOWN)
 
@@ -378,34 +348,12 @@ class WebSocketSession:
             await asyncio.sleep(remaining)
 
 
-class _TooBig(Exception):
-    pass
-
-
-class _Idle(Exception):
-    pass
-
-
-def _metadata_json(pairs: Sequence[tuple[str, str | bytes]]) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for key, value in pairs:
-        if key.startswith("grpc-") or key.startswith(":"):
-            continue
-        text = base64.b64encode(value).decode() if isinstance(value, bytes) else value
-        out[key] = f"{out[key]},{text}" if key in out else text
-    return out
-
-
 async def serve_websocket(
-    route: TranscodeRoute,
+    state: GatewayState,
     found: RouteMatch[TranscodeRoute],
     scope: Scope,
     receive: Receive,
     send: Send,
-    chain: Next,
-    header_policy: HeaderPolicy,
-    policy: WebSocketPolicy,
-    pipeline: Pipeline | None = None,
 ) -> None:
     """Handshake, then run one call over the socket until it ends one way or another.
 
@@ -419,73 +367,51 @@ async def serve_websocket(
     event = await receive()
     if event["type"] != "websocket.connect":
         return
+    policy = state.websocket
     shutdown = shutdown_signal(scope)
-    if shutdown is not None and shutdown.is_set():
-        await _refuse(scope, send, 503, 14, SHUTTING_DOWN)
-        return
-    headers = scope["headers"]
-    if not origin_allowed(headers, policy):
-        await _refuse(scope, send, 403, 7, "origin not allowed")
-        return
-    offered = [p.strip() for p in scope.get("subprotocols", [])]
-    if BINARY_SUBPROTOCOL in offered:
-        chosen, binary = BINARY_SUBPROTOCOL, True
-    elif SUBPROTOCOL in offered:
-        chosen, binary = SUBPROTOCOL, False
-    else:
-        await _refuse(
-            scope,
-            send,
-            400,
-            3,
-            f"offer the WebSocket subprotocol {SUBPROTOCOL} (or {BINARY_SUBPROTOCOL})",
-        )
-        return
-    client = scope.get("client")
-    address = client[0] if client else None
     try:
-        metadata = request_metadata(headers, header_policy, address)
-    except EdgeError as error:  # a malformed Grpc-Metadata-*-bin header
-        await _refuse(scope, send, error.status, error.grpc_code, error.message)
+        if shutdown is not None and shutdown.is_set():
+            raise UpstreamUnavailable(SHUTTING_DOWN)
+        if not origin_allowed(scope["headers"], policy):
+            raise PermissionDenied("origin not allowed")
+        offered = [p.strip() for p in scope.get("subprotocols", [])]
+        chosen = choose_subprotocol(offered)
+        if chosen is None:
+            raise BadRequest(
+                f"offer the WebSocket subprotocol {SUBPROTOCOL} (or {BINARY_SUBPROTOCOL})"
+            )
+        route = found.target
+        call = state.calls.grpc(
+            scope,
+            upstream=route.upstream,
+            method=route.method,
+            timeout=route.timeout,
+            protocol="websocket",
+        )
+        token = socket_token(scope, policy, offered)
+        if token:  # a token given in the socket's own forms wins over an Authorization header
+            call.metadata = [(k, v) for k, v in call.metadata if k != "authorization"]
+            call.metadata.append(("authorization", f"Bearer {token}"))
+            call.token = token
+        else:  # a browser's socket carries no configured auth query or cookie (see docs)
+            call.token = bearer_token(scope["headers"])
+        await state.pipeline.admit(call, credentials_may_follow=policy.first_frame_auth)
+    except EdgeError as error:
+        await refuse_handshake(scope, send, error)
         return
-    token = socket_token(scope, policy, offered)
-    if token:  # a token given in the socket's own forms wins over an Authorization header
-        metadata = [(k, v) for k, v in metadata if k != "authorization"]
-        metadata.append(("authorization", f"Bearer {token}"))
-    else:
-        token = bearer_token(headers)
-    call = Call(
-        upstream=route.upstream,
-        route=route.method.full_name,
-        metadata=metadata,
-        timeout=route.timeout,
-        method=route.method,
-        protocol="websocket",
-        client=address,
-        headers=headers,
-        query=scope["query_string"],
-        token=token,
-    )
-    if pipeline is not None:
-        try:
-            if pipeline.auth is not None and not policy.first_frame_auth:
-                await pipeline.auth.authenticate(call)  # no token can come later
-            await pipeline.precheck(call)
-        except EdgeError as error:
-            await _refuse(scope, send, error.status, error.grpc_code, error.message, error.headers)
-            return
-    await send({"type": "websocket.accept", "subprotocol": chosen})
+    subprotocol, binary = chosen
+    await send({"type": "websocket.accept", "subprotocol": subprotocol})
     session = WebSocketSession(
-        route, found, scope, receive, send, chain, header_policy, policy, binary, call, pipeline
+        found, scope, receive, send, state.chain, policy, binary, call, state.pipeline
     )
     session.call_task = asyncio.create_task(session.run_call(), name="call")
-    tasks = {
+    tasks: set[asyncio.Task[Any]] = {
         session.call_task,
         asyncio.create_task(session.read_frames(), name="reader"),
         asyncio.create_task(session.watch_idle(), name="idle"),
     }
     if shutdown is not None:
-        tasks.add(asyncio.create_task(_wait_for(shutdown), name="shutdown"))
+        tasks.add(asyncio.create_task(shutdown.wait(), name="shutdown"))
     reader = next(task for task in tasks if task.get_name() == "reader")
     metrics.WEBSOCKETS.inc()
     try:
@@ -510,11 +436,7 @@ async def serve_websocket(
                 await task
 
 
-async def _wait_for(event: asyncio.Event) -> None:
-    await event.wait()
-
-
-async def _settle(done: set[asyncio.Task[None]], session: WebSocketSession) -> str:
+async def _settle(done: set[asyncio.Task[Any]], session: WebSocketSession) -> str:
     """React to finished tasks; "finished" when the session is over."""
     outcomes = [(task, None if task.cancelled() else task.exception()) for task in done]
     for task, error in outcomes:
@@ -532,9 +454,7 @@ async def _settle(done: set[asyncio.Task[None]], session: WebSocketSession) -> s
             return "finished"
         if isinstance(error, _TooBig):
             with contextlib.suppress(Exception):
-                await session.send_json(
-                    {"status": {"code": 8, "message": str(error), "details": []}}
-                )
+                await session.send_text(status_frame(status_payload(BodyTooLarge(str(error)))))
             await session.close(CLOSE_TOO_BIG, str(error))
             return "finished"
         if isinstance(error, _Idle):
@@ -544,19 +464,6 @@ async def _settle(done: set[asyncio.Task[None]], session: WebSocketSession) -> s
             await session.fail(error)
             return "finished"
         log.error("unhandled error on WebSocket %s", session.scope["path"], exc_info=error)
-        await session.fail(EdgeError("internal error"))
+        await session.fail(InternalError("internal error"))
         return "finished"
     return "continue"
-
-
-async def _refuse(
-    scope: Scope,
-    send: Send,
-    status: int,
-    code: int,
-    message: str,
-    headers: dict[str, str] | None = None,
-) -> None:
-    """Refuse the handshake with an HTTP status and a Status body where the server can."""
-    extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
-    await refuse_handshake(scope, send, status, status_body(code, message), [*JSON_HEADERS, *extra])

@@ -1,4 +1,8 @@
-"""The innermost pipeline layer when metrics are on: upstream call counts and latency."""
+"""The innermost pipeline layer when metrics are on: upstream call counts and latency.
+
+The pipeline does not import it: ``PrometheusPipelineEvents.attempt_layer``
+(``pipeline_events.py``) hands it to ``build_pipeline``.
+"""
 
 from __future__ import annotations
 

@@ -30,9 +30,9 @@ import orjson
 from quart import Blueprint, Response, current_app
 
 from edge.config import Config
-from edge.ingress.http import StateHolder
 from edge.openapi.document import build_openapi, document_key
 from edge.routes import Routes
+from edge.state import StateHolder
 
 SWAGGER_UI_VERSION = "5.35.0"  # npm swagger-ui-dist; see edge/docs_assets/README.md
 _ASSET_TYPES = {

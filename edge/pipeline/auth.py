@@ -242,6 +242,10 @@ class AuthLayer:
         await self.authenticate(call, policy)
         return await next_(call)
 
+    def forget(self, call: Call) -> None:
+        """Let ``authenticate`` check this call again (it gained credentials or metadata)."""
+        call.state.pop("auth.done", None)
+
     async def authenticate(self, call: Call, policy: RoutePolicy | None = None) -> None:
         """Check the call's credentials against its route; shape its metadata. Idempotent."""
         if "auth.done" in call.state:

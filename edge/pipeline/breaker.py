@@ -24,15 +24,14 @@ from edge.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from edge.observability import metrics
 from edge.pipeline.breaker_core import Breaker, BreakerSpec, BreakerState
 from edge.pipeline.chain import Next
+from edge.pipeline.events import NO_EVENTS, PipelineEvents
 from edge.pipeline.watched_stream import WatchedStream
 from edge.policy_config import BreakerConfig
 from edge.transcode.status import GRPC_CODE_BY_NUMBER
 
 log = logging.getLogger("edge.breaker")
-_STATE_NUMBER = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
 _UNSET: object = object()
 
 
@@ -83,8 +82,10 @@ class BreakerLayer:
         failure_codes: frozenset[int],
         clock: Callable[[], float] = time.monotonic,
         route_configs: Sequence[tuple[str, BreakerConfig]] = (),
+        events: PipelineEvents = NO_EVENTS,
     ) -> None:
         self.guards = dict(guards)
+        self.events = events
         # per-route breakers: glob -> config; one guard per matching route, made on first use
         self.route_configs = tuple(route_configs)
         self.route_guards: dict[str, UpstreamGuard | None] = {}
@@ -128,7 +129,7 @@ class BreakerLayer:
         if breaker is not None:
             prior = breaker.state
             ticket = breaker.admit(now)  # may move open -> half-open
-            _report(guard, breaker, prior)
+            self._report(guard, breaker, prior)
         if breaker is not None and ticket is None:
             wait = max(1, round(breaker.retry_after(now)))
             raise CircuitOpen(
@@ -199,7 +200,7 @@ class BreakerLayer:
         assert breaker is not None
         prior = breaker.state
         breaker.record(self.clock(), failed=failed, ticket="probe")
-        _report(guard, breaker, prior)
+        self._report(guard, breaker, prior)
 
     def _finish(
         self,
@@ -220,24 +221,22 @@ class BreakerLayer:
             breaker.release(ticket)
         else:
             breaker.record(self.clock(), failed=failed, ticket=ticket, unreachable=unreachable)
-        _report(guard, breaker, prior)
+        self._report(guard, breaker, prior)
 
+    def _report(self, guard: UpstreamGuard, breaker: Breaker, prior: BreakerState) -> None:
+        """Report and log a transition once: where the breaker moved, not per call in flight.
 
-def _report(guard: UpstreamGuard, breaker: Breaker, prior: BreakerState) -> None:
-    """Count and log a transition once: where the breaker moved, not per call in flight.
-
-    Comparing with the state at the start of each call counted one real trip once per
-    call that was in flight across it (thirty concurrent failures, thirty "transitions").
-    """
-    if breaker.state is not prior:
-        metrics.BREAKER_TRANSITIONS.labels(guard.name, breaker.state.value).inc()
-        metrics.BREAKER_STATE.labels(guard.name).set(_STATE_NUMBER[breaker.state])
-        log.warning(
-            "circuit breaker for upstream %r: %s -> %s",
-            guard.name,
-            prior.value,
-            breaker.state.value,
-        )
+        Comparing with the state at the start of each call counted one real trip once per
+        call that was in flight across it (thirty concurrent failures, thirty "transitions").
+        """
+        if breaker.state is not prior:
+            self.events.breaker_changed(guard.name, prior, breaker.state)
+            log.warning(
+                "circuit breaker for upstream %r: %s -> %s",
+                guard.name,
+                prior.value,
+                breaker.state.value,
+            )
 
 
 def failure_code_numbers(names: list[str]) -> frozenset[int]:

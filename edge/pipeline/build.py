@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from edge.call import Call
 from edge.config import Config
 from edge.errors import ConfigError
-from edge.observability.layers import upstream_metrics
 from edge.pipeline.auth import AuthLayer, KeyRing
 from edge.pipeline.breaker import BreakerLayer, UpstreamGuard, failure_code_numbers, guard_for
 from edge.pipeline.chain import Layer
 from edge.pipeline.credentials import parse_networks
+from edge.pipeline.events import NO_EVENTS, PipelineEvents
 from edge.pipeline.limiter_store import LimiterStore, MemoryLimiterStore, RedisLimiterStore
 from edge.pipeline.policy import PolicyIndex
 from edge.pipeline.ratelimit import RateLimitLayer
@@ -39,18 +39,48 @@ class Pipeline:
     streams: StreamLimitLayer | None = None
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
-    async def precheck(self, call: Call) -> None:
-        """Auth and limits only, for a WebSocket handshake that can still be refused.
+    # -- the doors an ingress adapter uses; none of them reads a layer's private state --
 
-        Without credentials at the handshake nothing is checked yet: the token may come in
-        the first frame, and limits keyed on the user need the user.
+    @property
+    def checks_credentials(self) -> bool:
+        """Whether any credentials are verified here (else a token is just forwarded)."""
+        return self.auth is not None
+
+    async def authenticate(self, call: Call, *, again: bool = False) -> None:
+        """Verify the call's credentials now, before its body is read or its socket opened.
+
+        Raises Unauthenticated or PermissionDenied as the chain would; the chain's own auth
+        layer then sees the call checked and does not verify it twice. ``again``: the call
+        gained credentials or metadata since (a WebSocket's first frame), so check anew and
+        strip forged claim headers from the new metadata too.
+        """
+        if self.auth is None:
+            return
+        if again:
+            self.auth.forget(call)
+        await self.auth.authenticate(call)
+
+    async def admit(self, call: Call, *, credentials_may_follow: bool = False) -> None:
+        """Everything that can refuse a call before it starts (a WebSocket handshake).
+
+        Credentials, then the route's limits, decided now so that a refused socket is a
+        refused handshake (401, 403, 429) and the chain does not count the call again.
+        With ``credentials_may_follow`` (the token may come in the first frame) and no
+        credentials yet, nothing is decided: limits keyed on the user need the user.
         """
         if self.auth is not None:
+            if not credentials_may_follow:
+                await self.auth.authenticate(call)  # refuses a call without credentials
             if call.token is None and not self.auth.has_api_key(call):
                 return
             await self.auth.authenticate(call)
         if self.ratelimit is not None:
             await self.ratelimit.precheck(call)
+
+    async def admit_message(self, call: Call, connection: str) -> None:
+        """One client message on an open socket, against the route's message limits."""
+        if self.ratelimit is not None:
+            await self.ratelimit.check_message(call, connection)
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -80,7 +110,14 @@ def build_pipeline(
     config: Config,
     upstreams: Iterable[str] | None = None,
     sidecar_policies: Sequence[SidecarPolicy] = (),
+    events: PipelineEvents = NO_EVENTS,
 ) -> Pipeline:
+    """The pipeline the config describes; ``events`` hears what it reports (metrics).
+
+    The pipeline never imports observability: ``edge.app`` passes the Prometheus
+    recorder when ``observability.metrics`` is on. Raises ConfigError for a policy that
+    needs credentials nobody configured, or a breaker for an unknown upstream.
+    """
     index = PolicyIndex(config.policies, config.default_policy, config.sidecars_may_loosen)
     pipeline = Pipeline(index=index)
     auth_config = config.auth
@@ -111,6 +148,7 @@ def build_pipeline(
         fail_open=limiting.on_backend_error == "allow",
         policy_header=limiting.policy_header,
         backend=limiting.backend,
+        events=events,
     )
     pipeline.layers.append(pipeline.ratelimit)
     server = config.server
@@ -139,9 +177,13 @@ def build_pipeline(
         g.breaker is not None or g.max_requests or g.max_streams for g in guards.values()
     ):
         pipeline.breakers = BreakerLayer(
-            guards, failure_code_numbers(config.breakers.failure_codes), route_configs=routes
+            guards,
+            failure_code_numbers(config.breakers.failure_codes),
+            route_configs=routes,
+            events=events,
         )
         pipeline.layers.append(pipeline.breakers)
-    if config.observability.metrics:
-        pipeline.layers.append(upstream_metrics)  # innermost: one count per upstream attempt
+    attempts = events.attempt_layer()
+    if attempts is not None:
+        pipeline.layers.append(attempts)  # innermost: one count per upstream attempt
     return pipeline

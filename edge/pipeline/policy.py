@@ -167,11 +167,3 @@ class PolicyIndex:
     @property
     def any_auth(self) -> bool:
         return any(p.require != "public" for p in self._all())
-
-    @property
-    def any_retries(self) -> bool:
-        return any(p.retry is not None for p in self._all())
-
-    @property
-    def any_limits(self) -> bool:
-        return any(p.limits or p.message_limits for p in self._all())

@@ -21,9 +21,9 @@ from collections.abc import Sequence
 
 from edge.call import Call, Reply
 from edge.errors import EdgeError, RateLimited
-from edge.observability import metrics
 from edge.pipeline.chain import Next
 from edge.pipeline.credentials import Network, client_address, header_value
+from edge.pipeline.events import NO_EVENTS, PipelineEvents
 from edge.pipeline.limiter_core import Decision, LimitSpec
 from edge.pipeline.limiter_store import LimiterStore, RedisUnavailable
 from edge.pipeline.policy import Limit, PolicyIndex
@@ -125,8 +125,10 @@ class RateLimitLayer:
         fail_open: bool,
         policy_header: bool = True,
         backend: str = "memory",
+        events: PipelineEvents = NO_EVENTS,
     ) -> None:
         self.index = index
+        self.events = events
         self.store = store
         self.trusted = tuple(trusted)
         self.fail_open = fail_open
@@ -189,8 +191,7 @@ class RateLimitLayer:
             decisions = await self.store.decide(checks)
         except RedisUnavailable as exc:
             self.backend_errors += 1
-            metrics.LIMITER_ERRORS.inc()
-            metrics.LIMITER_DECISIONS.labels("backend_error").inc()
+            self.events.limiter_decision("backend_error")
             log.warning(
                 "rate limit store unavailable (%s): failing %s",
                 exc,
@@ -200,7 +201,7 @@ class RateLimitLayer:
                 return None
             raise LimiterUnavailable("the rate limiter is unavailable") from exc
         refused = [d for d in decisions if not d.allowed]
-        metrics.LIMITER_DECISIONS.labels("refused" if refused else "allowed").inc()
+        self.events.limiter_decision("refused" if refused else "allowed")
         if refused:
             self.refused += 1
             wait = max(d.retry_after for d in refused)

@@ -17,12 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -33,60 +31,10 @@ from edge.descriptors.registry import MethodInfo
 from edge.errors import ConfigError, InternalError, UpstreamStatus, UpstreamUnreachable
 from edge.transcode.status import code_number
 from edge.upstream.lean_channel import LeanChannel
+from edge.upstream_settings import UpstreamSettings
 
 Invoker = Callable[[Call], Awaitable[Reply]]
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamSettings:
-    """What a channel needs; built from config at load time."""
-
-    name: str
-    target: str
-    tls: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    server_name: str | None = None
-    max_send_bytes: int = 4 * 1024 * 1024
-    max_receive_bytes: int = 4 * 1024 * 1024
-    # the channel's gRPC service config (load balancing, outlier detection), as JSON
-    service_config: str | None = None
-    # "lean": unary-unary calls go through edge.upstream.lean_channel, not grpc.aio
-    client: Literal["grpcio", "lean"] = "grpcio"
-    addresses: tuple[str, ...] = ()  # the host:port list behind target (the lean client's)
-    load_balancing: str = "round_robin"
-
-
-def grpc_target(addresses: Sequence[str]) -> str:
-    """A gRPC target for one or several ``host:port`` addresses (several: IP addresses of
-    one family, which config validation guarantees)."""
-    if len(addresses) == 1:
-        return addresses[0]
-    scheme = "ipv6:" if addresses[0].startswith("[") else "ipv4:"
-    return scheme + ",".join(addresses)
-
-
-def service_config(policy: str, outlier: Mapping[str, Any] | None) -> str:
-    """gRPC service config JSON: the load-balancing policy, wrapped in outlier detection."""
-    balancing: dict[str, Any] = {policy: {}}
-    if outlier is not None:
-        balancing = {
-            "outlier_detection_experimental": {
-                "interval": f"{outlier['interval']}s",
-                "baseEjectionTime": f"{outlier['base_ejection_time']}s",
-                "maxEjectionPercent": outlier["max_ejection_percent"],
-                "failurePercentageEjection": {
-                    "threshold": outlier["failure_percentage"],
-                    "enforcementPercentage": 100,
-                    "minimumHosts": outlier["minimum_hosts"],
-                    "requestVolume": outlier["request_volume"],
-                },
-                "childPolicy": [balancing],
-            }
-        }
-    return json.dumps({"loadBalancingConfig": [balancing]})
 
 
 def _read(path: Path | None) -> bytes | None:
@@ -123,16 +71,6 @@ def open_channel(settings: UpstreamSettings) -> grpc.aio.Channel:
         certificate_chain=_read(settings.cert_file),
     )
     return grpc.aio.secure_channel(settings.target, credentials, options=options)
-
-
-class Terminal(Protocol):
-    """The last step of the pipeline: owns upstream connections for the app's lifetime."""
-
-    def open(self, routes: Iterable[tuple[str, MethodInfo]]) -> None: ...
-
-    async def close(self) -> None: ...
-
-    async def __call__(self, call: Call) -> Reply: ...
 
 
 def _pairs(metadata: Any) -> tuple[tuple[str, str | bytes], ...]:

@@ -14,9 +14,8 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from edge.call import Metadata
 from edge.errors import BadRequest
-
-Metadata = list[tuple[str, str | bytes]]
 
 HOP_BY_HOP = frozenset(
     {

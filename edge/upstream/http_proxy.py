@@ -8,8 +8,8 @@ two per request whatever the body's size. The session is set up as a proxy needs
 no cookie jar (one client's cookies must never reach another), no redirects followed,
 no decompression, no headers of its own (``User-Agent``, ``Accept*``, ``Content-Type``).
 
-aiohttp was chosen over httpx on measured CPU per request; see the README's "Plain HTTP
-proxy" section and ``benchmarks/proxy_clients.py``.
+aiohttp was chosen over httpx on measured CPU per request; see docs/proxy.md ("Why
+aiohttp, not httpx") and ``benchmarks/proxy_clients.py``.
 
 Failures become ``EdgeError``s here, at the boundary: a refused or dropped connection or
 a reply that is not HTTP is a 502 (``BadGateway``), silence beyond the timeout is a 504

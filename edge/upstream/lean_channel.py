@@ -27,7 +27,6 @@ import random
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -45,9 +44,7 @@ from edge.upstream.lean_wire import (
     outcome,
     request_block,
 )
-
-if TYPE_CHECKING:
-    from edge.upstream.grpc import UpstreamSettings
+from edge.upstream_settings import UpstreamSettings
 
 Invoker = Callable[[Call], Awaitable[Reply]]
 

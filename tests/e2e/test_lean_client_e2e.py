@@ -27,9 +27,10 @@ from test_errors_e2e import CODE_TO_HTTP
 
 from edge.call import Call
 from edge.errors import ConfigError
-from edge.routes import load_routes, upstream_settings
+from edge.routes import load_routes
 from edge.upstream import lean
 from edge.upstream.grpc import GrpcTerminal
+from edge.upstream_settings import upstream_settings
 from edgetest.v1 import kitchen_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.e2e

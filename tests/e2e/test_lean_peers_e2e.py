@@ -43,8 +43,9 @@ from edge.call import Call
 from edge.descriptors.compiler import GOOGLEAPIS_ROOT, WELL_KNOWN_ROOT
 from edge.descriptors.registry import MethodInfo
 from edge.errors import UpstreamStatus
-from edge.routes import load_routes, upstream_settings
+from edge.routes import load_routes
 from edge.upstream.grpc import GrpcTerminal
+from edge.upstream_settings import upstream_settings
 
 pytestmark = pytest.mark.e2e
 

@@ -22,7 +22,7 @@ from edge.config import Config, parse_config
 from edge.descriptors.reflection import LAST_GOOD, ReflectionSource, fetch_reflection
 from edge.descriptors.registry import load_registry
 from edge.routes import load_routes
-from edge.upstream.grpc import UpstreamSettings
+from edge.upstream_settings import UpstreamSettings
 from edgetest.v1 import kitchen_pb2_grpc as pb_grpc
 
 pytestmark = pytest.mark.e2e

@@ -10,6 +10,7 @@ from prometheus_client import REGISTRY
 
 from edge.call import Call, Reply
 from edge.errors import UpstreamUnavailable
+from edge.observability.pipeline_events import PrometheusPipelineEvents
 from edge.pipeline.breaker import BreakerLayer, guard_for
 from edge.policy_config import BreakerConfig
 
@@ -25,7 +26,12 @@ async def test_one_trip_is_counted_and_logged_once_however_many_calls_were_in_fl
     name = "in-flight-upstream"
     config = BreakerConfig(consecutive_failures=5, cooldown=60)
     now = [0.0]
-    layer = BreakerLayer({name: guard_for(name, config)}, frozenset({14}), clock=lambda: now[0])
+    layer = BreakerLayer(
+        {name: guard_for(name, config)},
+        frozenset({14}),
+        clock=lambda: now[0],
+        events=PrometheusPipelineEvents(),
+    )
     release = asyncio.Event()
 
     async def failing_upstream(call: Call) -> Reply:

@@ -159,7 +159,7 @@ def test_address_lists_are_what_grpc_takes(addresses: list[str], problem: str) -
 
 
 def test_ipv6_address_lists_make_an_ipv6_target() -> None:
-    from edge.upstream.grpc import grpc_target
+    from edge.upstream_settings import grpc_target
 
     assert grpc_target(["[::1]:1", "[::2]:2"]) == "ipv6:[::1]:1,[::2]:2"
     assert grpc_target(["10.0.0.1:1", "10.0.0.2:2"]) == "ipv4:10.0.0.1:1,10.0.0.2:2"

@@ -7,8 +7,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from edge.upstream.grpc import UpstreamSettings
 from edge.upstream.lean_channel import tls_context
+from edge.upstream_settings import UpstreamSettings
 
 
 def test_without_a_ca_the_roots_are_grpcs_own(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from edge.call import Call, Reply
-from edge.ingress.http import _call_unless_disconnected
+from edge.ingress.asgi import call_unless_disconnected as _call_unless_disconnected
 
 
 def _events(*events: dict[str, Any]) -> tuple[Any, asyncio.Event]:

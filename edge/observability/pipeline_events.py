@@ -1,0 +1,35 @@
+"""The pipeline's events as Prometheus metrics: ``PipelineEvents`` implemented.
+
+The metrics are ``edge.observability.metrics``' own (names and labels are part of the
+operations contract): ``edge_ratelimit_decisions{result}`` and
+``edge_ratelimit_backend_errors``, ``edge_breaker_transitions{name,to}`` and
+``edge_breaker_state{name}``, and through the attempt layer
+(``edge.observability.layers.upstream_metrics``) ``edge_upstream_calls{upstream,code}``,
+``edge_upstream_duration_seconds{upstream}`` and ``edge_streams_in_flight{upstream}``.
+"""
+
+from __future__ import annotations
+
+from edge.observability import metrics
+from edge.observability.layers import upstream_metrics
+from edge.pipeline.breaker_core import BreakerState
+from edge.pipeline.chain import Layer
+from edge.pipeline.events import LimiterResult
+
+_STATE_NUMBER = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+
+
+class PrometheusPipelineEvents:
+    """Counts what the pipeline reports; ``edge.app`` passes one when metrics are on."""
+
+    def limiter_decision(self, result: LimiterResult) -> None:
+        if result == "backend_error":
+            metrics.LIMITER_ERRORS.inc()
+        metrics.child(metrics.LIMITER_DECISIONS, result).inc()
+
+    def breaker_changed(self, name: str, old: BreakerState, new: BreakerState) -> None:
+        metrics.child(metrics.BREAKER_TRANSITIONS, name, new.value).inc()
+        metrics.child(metrics.BREAKER_STATE, name).set(_STATE_NUMBER[new])
+
+    def attempt_layer(self) -> Layer | None:
+        return upstream_metrics
