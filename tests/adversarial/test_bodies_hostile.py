@@ -1,13 +1,14 @@
 """Hostile bodies: too large, too deep, and JSON that parsers disagree about.
 
-The README's limits: a body over ``transcoding.max_body_bytes`` is a 413 (code 8),
-refused from its ``Content-Length`` before reading or as soon as a chunked body passes the
-limit; bad JSON is a 400 (code 3); each NDJSON line of a client stream is held to the same
-limit; a WebSocket frame over ``websocket.max_message_bytes`` closes the socket with 1009;
-an unexpected failure is a 500 that costs one request, never the worker. Every refusal
-here must be the exact status with a ``google.rpc.Status`` body, must leave the kitchen
-upstream without the refused message, and must leave the gateway serving: each test ends
-with a good request on a fresh connection.
+The documented limits (docs/http-mapping.md, docs/websocket.md): a body over
+``transcoding.max_body_bytes`` is a 413 (code 8), refused from its ``Content-Length``
+before reading or as soon as a chunked body passes the limit; bad JSON is a 400 (code 3);
+each NDJSON line of a client stream is held to the same limit; a WebSocket frame over
+``websocket.max_message_bytes`` closes the socket with 1009; an unexpected failure is a
+500 that costs one request, never the worker. Every refusal here must be the exact status
+with a ``google.rpc.Status`` body, must leave the kitchen upstream without the refused
+message, and must leave the gateway serving: each test ends with a good request on a fresh
+connection.
 """
 
 from __future__ import annotations
@@ -318,8 +319,9 @@ def oversized(value: int) -> bytes:
 async def test_an_ndjson_line_over_the_limit_ends_the_stream_413(
     edge: Edge, chunks: list[bytes]
 ) -> None:
-    """It never reaches the upstream; lines before it are sent as they come (the README),
-    though the call may be cancelled before the upstream has read them all."""
+    """It never reaches the upstream; lines before it are sent as they come
+    (docs/http-mapping.md), though the call may be cancelled before the upstream has read
+    them all."""
     request = post("/v1/sum", "Transfer-Encoding: chunked", body=chunked(*chunks))
     answer = await raw_request(edge.gateway.port, request)
     assert status_of(answer) == 413, answer[:300]

@@ -1,13 +1,13 @@
 """Hostile origins and admin callers: who may open a socket, and who may see /admin.
 
-**Origins** (README, WebSocket protocol): a browser always sends ``Origin``; only the
+**Origins** (docs/websocket.md, Origins): a browser always sends ``Origin``; only the
 origins in ``websocket.allowed_origins`` may open a socket (by default ``same-origin``:
 the Origin's host and port are the request's ``Host``), on the gRPC bridge and the proxy's
 WebSocket relay alike. A refused handshake is a 403 with a ``google.rpc.Status`` body
 (code 7), decided before credentials, so nothing reaches an upstream. A client that sends
 no Origin is not a browser and is let through.
 
-**Admin** (README, Admin endpoints): with ``admin.token`` set, only
+**Admin** (docs/operations.md, Admin endpoints): with ``admin.token`` set, only
 ``Authorization: Bearer <admin.token>`` opens ``/admin/*``, from anywhere; without it,
 only loopback clients, decided by the connection's own peer address, never by a header a
 client can write. A refusal is a 403 with a Status body (code 7). A test on loopback

@@ -1,6 +1,6 @@
-"""The README's browser example, run exactly as written in headless Chromium.
+"""The browser example of docs/websocket.md, run exactly as written in headless Chromium.
 
-The ```js edge-ws-example block of README.md is extracted and evaluated in a real browser
+The ```js edge-ws-example block of docs/websocket.md is extracted and evaluated in a real browser
 page, driven through the Chrome DevTools protocol over a WebSocket (the ``websockets``
 library, no browser-automation dependency), against the demo upstream
 (``edge.demo.library``) behind a real gateway serving the demo protos.
@@ -33,10 +33,13 @@ pytestmark = pytest.mark.e2e
 _EXAMPLE_BLOCK = re.compile(r"^```js edge-ws-example\n(.*?)^```$", re.M | re.S)
 
 
-def readme_example() -> str:
-    """The one ```js edge-ws-example block of README.md, unchanged."""
-    blocks = _EXAMPLE_BLOCK.findall((ROOT / "README.md").read_text())
-    assert len(blocks) == 1, f"README.md needs exactly one js edge-ws-example block: {blocks}"
+EXAMPLE_DOC = ROOT / "docs" / "websocket.md"
+
+
+def documented_example() -> str:
+    """The one ```js edge-ws-example block of docs/websocket.md, unchanged."""
+    blocks = _EXAMPLE_BLOCK.findall(EXAMPLE_DOC.read_text())
+    assert len(blocks) == 1, f"{EXAMPLE_DOC.name} needs exactly one js edge-ws-example block"
     return str(blocks[0])
 
 
@@ -65,14 +68,14 @@ def ws_base(gateway: Gateway) -> str:
     return gateway.base_url.replace("http://", "ws://")
 
 
-async def test_readme_example_runs_in_chromium(page: Page, upstream_port: int) -> None:
-    """The README's usage: bidi Discuss via /ws/, unary GetBook, and a missing book."""
+async def test_the_documented_example_runs_in_chromium(page: Page, upstream_port: int) -> None:
+    """The documented usage: bidi Discuss via /ws/, unary GetBook, and a missing book."""
     config = make_config(
         upstream_port, protos=DEMO_PROTOS, extra={"websocket": {"allowed_origins": ["null"]}}
     )
     async with run_gateway(config) as gateway:
         call = f"\n;tryTheLibrary({json.dumps(ws_base(gateway))});"
-        outcome = await page.evaluate(readme_example() + call)
+        outcome = await page.evaluate(documented_example() + call)
 
     discussion = outcome["discussion"]
     assert [m["text"] for m in discussion["messages"]] == [
@@ -108,7 +111,7 @@ async def test_client_and_server_streaming_from_the_browser(page: Page, upstream
     )
     async with run_gateway(config) as gateway:
         base = json.dumps(ws_base(gateway))
-        script = readme_example() + (
+        script = documented_example() + (
             "\n;(async (gateway) => {"
             "  const imported = await callOverWebSocket(`${gateway}/v1/shelves/2/books:import`, {"
             "    messages: [{ bookId: 'odyssey', book: { title: 'The Odyssey' } },"
@@ -145,7 +148,7 @@ async def test_a_refused_origin_rejects_the_promise(page: Page, upstream_port: i
     config = make_config(upstream_port, protos=DEMO_PROTOS)
     async with run_gateway(config) as gateway:
         url = json.dumps(f"{ws_base(gateway)}/v1/shelves/1/books/2")
-        script = readme_example() + (
+        script = documented_example() + (
             f"\n;callOverWebSocket({url}, {{ messages: [{{}}] }})"
             ".then(() => 'resolved', (error) => error.message);"
         )
@@ -161,7 +164,7 @@ async def test_close_code_survives_a_frame_in_flight(page: Page, upstream_port: 
     )
     async with run_gateway(config) as gateway:
         url = json.dumps(f"{ws_base(gateway)}/v1/shelves/1/books/99")
-        script = readme_example() + (
+        script = documented_example() + (
             "\n;(async () => {"
             "  const codes = [];"
             "  for (let i = 0; i < 40; i++) {"

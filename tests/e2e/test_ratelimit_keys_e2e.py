@@ -26,7 +26,7 @@ def bearer(sub: str, **claims: Any) -> dict[str, str]:
 
 
 def limited_by(key: list[str]) -> dict[str, Any]:
-    """The README's ``key: [sub]`` limit shape, with a quota a test can use up: 2 a minute."""
+    """The ``key: [sub]`` limit of docs/policies.md, with a quota a test can use up: 2 a minute."""
     issuer = {
         "issuer": ISSUER,
         "algorithms": ["HS256"],

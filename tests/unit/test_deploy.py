@@ -1,6 +1,6 @@
 """deploy/: what can be checked without a container engine or a cluster.
 
-The manifests parse and say what the README promises (replicas, probes, a grace period
+The manifests parse and say what docs/operations.md promises (replicas, probes, a grace period
 above the drain, secrets by reference); the configs in them load and build their routes;
 the ConfigMap's proto is the repository's; the container file copies only what exists;
 nginx accepts nginx.conf (``nginx -t``: the machine's nginx, or Debian's unpacked into

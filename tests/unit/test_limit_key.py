@@ -91,7 +91,7 @@ def test_two_users_two_keys_one_user_one_key(kind: str) -> None:
 
 
 def test_the_readme_sub_example_gives_each_user_a_key() -> None:
-    """``key: [sub]`` (the README's example): the subject is the key, the address is not."""
+    """``key: [sub]`` (docs/policies.md's example): the subject is the key, the address is not."""
     alice = key(("sub",), call(claims={"sub": "alice"}, client="198.51.100.1"))
     assert alice == "p0.0|alice"
     assert key(("sub",), call(claims={"sub": "alice"}, client="203.0.113.9")) == alice
