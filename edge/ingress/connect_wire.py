@@ -1,0 +1,707 @@
+"""The Connect protocol's wire format, sans-IO: what is Connect, and its bytes both ways.
+
+The Connect adapter calls these with strings and bytes and gets values back; nothing here
+reads a socket, awaits or knows ASGI. The rules are those of the Connect protocol
+reference (connectrpc.com ``docs/protocol.md``), checked against connect-es, whose
+``connect-web`` transport is the browser client that matters:
+
+* Unary: a bare message with ``application/json`` or ``application/proto``; errors are a
+  non-200 status from the spec's code table with a JSON ``Error`` body
+  (``{"code", "message", "details": [{"type", "value", "debug"}]}``); trailers travel as
+  ``trailer-``-prefixed headers. GET for side-effect-free methods puts the message in
+  the query (``connect=v1&encoding=...&message=...&base64=1&compression=...``).
+* Streaming: ``application/connect+json`` / ``+proto``, messages in 5-byte envelopes
+  (flag bits 0x01 compressed, 0x02 end-stream), always 200, ending with an end-stream
+  envelope holding ``{"error": {...}, "metadata": {...}}``.
+
+The envelope framing is gRPC's length-prefixed framing, so the decoder is the one of
+``edge.ingress.grpc_web_wire`` with Connect's flag rules and errors.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple
+from urllib.parse import unquote_plus, unquote_to_bytes
+
+import orjson
+from google.protobuf.message import DecodeError
+from google.rpc import status_pb2
+
+from edge.errors import EdgeError
+from edge.ingress.grpc_web_wire import (
+    LengthPrefixedDecoder,
+    UnsupportedMediaType,
+    encode_frame,
+    metadata_entries,
+)
+
+Metadata = Iterable[tuple[str, str | bytes]]
+Codec = Literal["json", "proto"]
+
+FLAG_COMPRESSED = 0x01
+FLAG_END_STREAM = 0x02
+PROTOCOL_VERSION = "1"
+
+# The spec's "Error Codes" table: code name and the HTTP status of a unary error.
+CODE_NAMES: dict[int, str] = {
+    1: "canceled",
+    2: "unknown",
+    3: "invalid_argument",
+    4: "deadline_exceeded",
+    5: "not_found",
+    6: "already_exists",
+    7: "permission_denied",
+    8: "resource_exhausted",
+    9: "failed_precondition",
+    10: "aborted",
+    11: "out_of_range",
+    12: "unimplemented",
+    13: "internal",
+    14: "unavailable",
+    15: "data_loss",
+    16: "unauthenticated",
+}
+CODES_BY_NAME: dict[str, int] = {name: code for code, name in CODE_NAMES.items()}
+HTTP_STATUS_BY_CODE: dict[int, int] = {
+    1: 499,  # canceled: Client Closed Request
+    2: 500,  # unknown
+    3: 400,  # invalid_argument
+    4: 504,  # deadline_exceeded: Gateway Timeout
+    5: 404,  # not_found
+    6: 409,  # already_exists: Conflict
+    7: 403,  # permission_denied
+    8: 429,  # resource_exhausted: Too Many Requests
+    9: 400,  # failed_precondition
+    10: 409,  # aborted: Conflict
+    11: 400,  # out_of_range
+    12: 501,  # unimplemented
+    13: 500,  # internal
+    14: 503,  # unavailable
+    15: 500,  # data_loss
+    16: 401,  # unauthenticated
+}
+# The spec's "HTTP to Error Code" table: the code a client infers from a bare status.
+CODE_BY_HTTP_STATUS: dict[int, int] = {
+    400: 13,  # internal
+    401: 16,  # unauthenticated
+    403: 7,  # permission_denied
+    404: 12,  # unimplemented
+    429: 14,  # unavailable
+    502: 14,
+    503: 14,
+    504: 14,
+}
+
+CONTENT_TYPE_JSON = "application/json"
+CONTENT_TYPE_PROTO = "application/proto"
+CONTENT_TYPE_STREAM_JSON = "application/connect+json"
+CONTENT_TYPE_STREAM_PROTO = "application/connect+proto"
+
+_TIMEOUT_MS = re.compile(r"[0-9]{1,10}", re.ASCII)
+_CHARSET_UTF8 = frozenset({"utf-8", "utf8"})
+_URL_SAFE = re.compile(rb"[A-Za-z0-9_\-+/]*", re.ASCII)
+_GET_PARAMS = frozenset({"connect", "encoding", "message", "base64", "compression"})
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+class ConnectProtocolError(EdgeError):
+    """A request that breaks the Connect protocol (bad header, query or envelope).
+
+    ``invalid_argument`` (400), as connect-es answers a bad timeout, a wrong protocol
+    version or an incomplete envelope.
+    """
+
+    grpc_code = 3  # INVALID_ARGUMENT
+
+
+class CompressionUnsupported(EdgeError):
+    """A compression the gateway does not accept; the spec asks for ``unimplemented``
+    "and a message listing the supported encodings".
+
+    The answer also says what the client may send: ``Accept-Encoding: identity`` (unary),
+    ``Connect-Accept-Encoding: identity`` (``stream``), the headers the spec gives a
+    response for its accepted encodings.
+    """
+
+    grpc_code = 12  # UNIMPLEMENTED
+
+    def __init__(self, message: str, *, stream: bool = False) -> None:
+        name = "connect-accept-encoding" if stream else "accept-encoding"
+        super().__init__(message, headers={name: "identity"})
+
+
+class HttpVersionNotSupported(EdgeError):
+    """A bidirectional stream over HTTP/1.x: the spec says it "requires HTTP/2".
+
+    505, as connect-go answers it, so a client that would wait for replies to each of its
+    messages over a half-duplex connection is told at once instead of hanging.
+    """
+
+    grpc_code = 12  # UNIMPLEMENTED
+    http_status = 505
+
+
+# -- codes ----------------------------------------------------------------------------
+
+
+def code_name(code: int) -> str:
+    """The Connect name of a gRPC code number (``5`` -> ``not_found``).
+
+    A number outside the table is ``unknown``, as connect-es treats an unknown
+    ``grpc-status``. 0 (OK) has no name: a success is not an error; ValueError.
+    """
+    if code == 0:
+        raise ValueError("code 0 (OK) is not an error and has no Connect error code")
+    return CODE_NAMES.get(code, "unknown")
+
+
+def code_from_name(name: str) -> int | None:
+    """The gRPC code number of a Connect code name, or None for a name the spec lacks."""
+    return CODES_BY_NAME.get(name)
+
+
+def http_status_for_code(code: int) -> int:
+    """The HTTP status of a unary error with this code, from the spec's table.
+
+    It matches the gRPC <-> HTTP table of ``edge.transcode.status`` today, but it is the
+    Connect spec's, kept apart so the JSON transcoding table can change alone.
+    """
+    return HTTP_STATUS_BY_CODE.get(code, 500)
+
+
+def code_from_http_status(status: int) -> int:
+    """The code a client infers from a non-200 status without a Connect error body."""
+    return CODE_BY_HTTP_STATUS.get(status, 2)
+
+
+# -- which requests are Connect -------------------------------------------------------
+
+
+ConnectKind = Literal["unary", "get", "stream"]
+
+
+def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _media_type(value: str | bytes | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return value.split(";", 1)[0].strip().lower()
+
+
+def connect_kind(
+    method: str, headers: Sequence[tuple[bytes, bytes]], query_string: bytes | str = b""
+) -> ConnectKind | None:
+    """Which Connect form a request is, or None when it is not a Connect request.
+
+    A unary Connect POST with ``application/json`` looks like any JSON POST, so the rule
+    leans on what connect-es always sends (its ``requestHeader`` sets
+    ``Connect-Protocol-Version: 1`` on every POST, and its GET URL always starts with
+    ``connect=v1``):
+
+    * ``stream``: a POST whose Content-Type is ``application/connect+<anything>``;
+    * ``unary``: a POST carrying ``Connect-Protocol-Version`` (any value: a wrong one is
+      then refused as Connect would), or with Content-Type ``application/proto``;
+    * ``get``: a GET whose query has ``connect=v1`` (any value of ``connect``).
+
+    A plain ``application/json`` POST without the header stays with JSON transcoding;
+    the spec allows a server to require the header ("Servers and proxies may reject
+    traffic without this header").
+    """
+    method = method.upper()
+    if method == "POST":
+        media = _media_type(_header(headers, b"content-type"))
+        if media.startswith("application/connect+"):
+            return "stream"
+        if _header(headers, b"connect-protocol-version") is not None:
+            return "unary"
+        if media == CONTENT_TYPE_PROTO:
+            return "unary"
+        return None
+    if method == "GET":
+        raw = query_string.encode("latin-1") if isinstance(query_string, str) else query_string
+        for pair in raw.split(b"&"):
+            if pair.split(b"=", 1)[0] == b"connect":
+                return "get"
+    return None
+
+
+# -- request headers ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ContentType:
+    """A Connect Content-Type: the codec, and whether the call streams."""
+
+    codec: Codec
+    stream: bool
+
+    @property
+    def value(self) -> str:
+        """The Content-Type a success response carries (the request's own)."""
+        return content_type_for(self.codec, stream=self.stream)
+
+
+def content_type_for(codec: Codec, *, stream: bool) -> str:
+    if stream:
+        return CONTENT_TYPE_STREAM_JSON if codec == "json" else CONTENT_TYPE_STREAM_PROTO
+    return CONTENT_TYPE_JSON if codec == "json" else CONTENT_TYPE_PROTO
+
+
+def parse_content_type(value: str | bytes | None) -> ContentType:
+    """The codec and kind of a Connect request's Content-Type.
+
+    ``application/json``, ``application/proto``, ``application/connect+json`` and
+    ``application/connect+proto``, in any case. Parameters are ignored except a JSON
+    ``charset``, which must be UTF-8 (``utf-8`` or ``utf8``, as connect-es matches).
+    Anything else raises ``UnsupportedMediaType`` (415): the spec says a server "must
+    respond with an HTTP status code of 415" for a codec it does not support.
+    """
+    text = value.decode("latin-1") if isinstance(value, bytes) else (value or "")
+    media, _, params = text.partition(";")
+    media = media.strip().lower()
+    stream = media.startswith("application/connect+")
+    subtype = media.removeprefix("application/connect+" if stream else "application/")
+    if not media.startswith("application/") or subtype not in ("json", "proto"):
+        raise UnsupportedMediaType(
+            f"content type {media or '(none)'!r} is not supported: send "
+            f"{CONTENT_TYPE_JSON} or {CONTENT_TYPE_PROTO} (unary), "
+            f"{CONTENT_TYPE_STREAM_JSON} or {CONTENT_TYPE_STREAM_PROTO} (streaming)"
+        )
+    codec: Codec = "json" if subtype == "json" else "proto"
+    if codec == "json":
+        for param in params.split(";"):
+            name, _, arg = param.partition("=")
+            if name.strip().lower() == "charset":
+                charset = arg.strip().strip('"').lower()
+                if charset not in _CHARSET_UTF8:
+                    raise UnsupportedMediaType(
+                        f"charset {charset!r} is not supported: Connect JSON is UTF-8"
+                    )
+    return ContentType(codec, stream)
+
+
+def check_protocol_version(value: str | bytes | None, *, required: bool = False) -> None:
+    """Refuse a ``Connect-Protocol-Version`` other than ``1``, or a missing one if required.
+
+    The spec: clients "should send this header", servers "may reject traffic without this
+    header with an HTTP status code of 400". ``ConnectProtocolError`` (invalid_argument,
+    400) either way, with connect-es's wording.
+    """
+    if value is None:
+        if required:
+            raise ConnectProtocolError(
+                'missing required header: set Connect-Protocol-Version to "1"'
+            )
+        return
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    if value.strip() != PROTOCOL_VERSION:
+        raise ConnectProtocolError(f'Connect-Protocol-Version must be "1": got {value!r}')
+
+
+def parse_timeout_ms(value: str | bytes) -> float:
+    """Seconds from ``Connect-Timeout-Ms``: 1 to 10 ASCII digits, milliseconds.
+
+    The spec says "positive integer ... of at most 10 digits" (up to 115 days); anything
+    else (a sign, spaces inside, 11 digits, non-ASCII digits, a unit) raises
+    ``ConnectProtocolError``. ``0`` is accepted, as connect-es accepts it, and means the
+    deadline has already passed. Clamping to a maximum is the deadline policy's business.
+    """
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    text = text.strip(" \t")
+    if not _TIMEOUT_MS.fullmatch(text):
+        raise ConnectProtocolError(
+            f"invalid Connect-Timeout-Ms {text[:20]!r}: expected 1 to 10 digits (milliseconds)"
+        )
+    return int(text) / 1000.0
+
+
+# -- GET requests ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GetRequest:
+    """A unary GET: the codec of ``encoding``, the message bytes, and their compression.
+
+    ``message`` is still compressed when ``compression`` is not ``identity``; the spec
+    says never to decompress an empty one.
+    """
+
+    codec: Codec
+    message: bytes
+    compression: str = "identity"
+
+
+def parse_get_query(
+    query_string: bytes | str, *, accept_compression: Iterable[str] = ("identity",)
+) -> GetRequest:
+    """The message of a Connect GET from its raw (still percent-encoded) query string.
+
+    Parameters may come in any order among unknown ones (the spec says to allow both).
+    Refused, naming the parameter: a Connect parameter given twice (two ``message``
+    values would let a cache key and the call disagree), ``connect`` other than ``v1``
+    (``ConnectProtocolError``); an ``encoding`` missing or other than json/proto
+    (``UnsupportedMediaType``, 415, as the spec asks); a ``compression`` not in
+    ``accept_compression`` (``CompressionUnsupported``, unimplemented, listing them).
+
+    With ``base64=1`` (other values are ignored, per the spec) the message is URL-safe
+    base64, padding optional; the standard alphabet is accepted too, as connect-es does.
+    Without it the message is percent-encoded UTF-8 and must decode as UTF-8. A missing
+    ``message`` is an empty one.
+    """
+    raw = query_string.encode("latin-1") if isinstance(query_string, str) else query_string
+    params: dict[str, bytes] = {}
+    for pair in raw.split(b"&"):
+        if not pair:
+            continue
+        raw_name, _, value = pair.partition(b"=")
+        name = unquote_plus(raw_name.decode("latin-1"))
+        if name not in _GET_PARAMS:
+            continue
+        if name in params:
+            raise ConnectProtocolError(f"query parameter {name!r} is given more than once")
+        params[name] = unquote_to_bytes(value.replace(b"+", b" "))
+    version = params.get("connect")
+    if version is not None and version != b"v1":
+        raise ConnectProtocolError(
+            f"query parameter connect must be 'v1': got {version.decode('latin-1')[:20]!r}"
+        )
+    encoding = params.get("encoding", b"").decode("latin-1")
+    if encoding not in ("json", "proto"):
+        raise UnsupportedMediaType(
+            f"encoding {encoding or '(none)'!r} is not supported: use encoding=json or "
+            "encoding=proto"
+        )
+    codec: Codec = "json" if encoding == "json" else "proto"
+    compression = params.get("compression", b"identity").decode("latin-1") or "identity"
+    accepted = list(accept_compression)
+    if compression != "identity" and compression not in accepted:
+        raise CompressionUnsupported(
+            f"compression {compression[:40]!r} is not supported: supported are "
+            + ", ".join(accepted or ["identity"])
+        )
+    message = params.get("message", b"")
+    if params.get("base64") == b"1":
+        message = _decode_url_base64(message)
+    else:
+        try:
+            message.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConnectProtocolError(
+                "query parameter message is not UTF-8: binary messages need base64=1"
+            ) from None
+    return GetRequest(codec, message, compression)
+
+
+def _decode_url_base64(text: bytes) -> bytes:
+    """URL-safe base64 with optional padding (standard ``+`` and ``/`` accepted too)."""
+    body = text.rstrip(b"=")
+    if len(text) - len(body) > 2 or not _URL_SAFE.fullmatch(body) or len(body) % 4 == 1:
+        raise ConnectProtocolError("query parameter message is not base64 (base64=1)")
+    padded = body + b"=" * (-len(body) % 4)
+    try:
+        return base64.b64decode(padded.translate(_URL_TO_STD), validate=True)
+    except binascii.Error:
+        raise ConnectProtocolError("query parameter message is not base64 (base64=1)") from None
+
+
+_URL_TO_STD = bytes.maketrans(b"-_", b"+/")
+
+
+# -- errors and end of stream ---------------------------------------------------------
+
+
+class ErrorDetail(NamedTuple):
+    """One error detail: the message's full type name, its serialized bytes, and an
+    optional JSON rendering for people ("clients must not depend on" it)."""
+
+    type: str
+    value: bytes
+    debug: Any = None
+
+
+Details = Sequence[ErrorDetail | tuple[str, bytes]]
+
+
+def details_from_status_bin(raw: bytes) -> list[ErrorDetail]:
+    """The details of a ``grpc-status-details-bin`` (``google.rpc.Status``) as Connect's.
+
+    The type name is the ``Any``'s type URL after its last ``/``, as connect-es reads it.
+    Bytes that are not a Status give no details rather than an error: the status itself
+    still reaches the client.
+    """
+    status = status_pb2.Status()
+    try:
+        status.ParseFromString(raw)
+    except DecodeError:
+        return []
+    return [
+        ErrorDetail(detail.type_url.rsplit("/", 1)[-1], bytes(detail.value))
+        for detail in status.details
+    ]
+
+
+def _unpadded(value: bytes) -> str:
+    return base64.b64encode(value).rstrip(b"=").decode("ascii")
+
+
+def error_object(code: int, message: str, details: Details = ()) -> dict[str, Any]:
+    """The spec's ``Error`` as a dict: code name, message unless empty, details if any.
+
+    Detail values are standard base64 without padding ("unpadded, base64-encoded binary
+    Protobuf data"), as connect-es writes them (``std_raw``).
+    """
+    error: dict[str, Any] = {"code": code_name(code)}
+    if message:
+        error["message"] = message
+    if details:
+        rendered = []
+        for detail in details:
+            item: dict[str, Any] = {"type": detail[0], "value": _unpadded(detail[1])}
+            if len(detail) > 2 and detail[2] is not None:
+                item["debug"] = detail[2]
+            rendered.append(item)
+        error["details"] = rendered
+    return error
+
+
+def error_json(code: int, message: str, details: Details = ()) -> bytes:
+    """The JSON body of a unary error response (its status: ``http_status_for_code``)."""
+    return orjson.dumps(error_object(code, message, details))
+
+
+def _grouped(metadata: Metadata) -> dict[str, list[str]]:
+    grouped: dict[str, list[str]] = {}
+    for name, value in metadata_entries(metadata):
+        grouped.setdefault(name, []).append(value)
+    return grouped
+
+
+def end_stream_json(
+    code: int, message: str = "", details: Details = (), metadata: Metadata = ()
+) -> bytes:
+    """The spec's ``EndStreamResponse``: ``{"error": ..., "metadata": {name: [values]}}``.
+
+    ``error`` only when ``code`` is not 0 ("successful RPCs must omit the property"),
+    ``metadata`` only when there is some, so a success with no trailers is ``{}``.
+    Metadata names are lower case and repeated names gather into one list; ``-bin``
+    values are unpadded base64; values that cannot be sent are dropped (see
+    ``grpc_web_wire.metadata_entries``).
+    """
+    body: dict[str, Any] = {}
+    if code != 0:
+        body["error"] = error_object(code, message, details)
+    grouped = _grouped(metadata)
+    if grouped:
+        body["metadata"] = grouped
+    return orjson.dumps(body)
+
+
+def end_stream_envelope(
+    code: int, message: str = "", details: Details = (), metadata: Metadata = ()
+) -> bytes:
+    """The last envelope of every streaming response (flag 0x02, the JSON end-stream)."""
+    return encode_frame(FLAG_END_STREAM, end_stream_json(code, message, details, metadata))
+
+
+def encode_envelope(data: bytes) -> bytes:
+    """A streaming response message envelope (flags 0)."""
+    return encode_frame(0, data)
+
+
+# Metadata names an upstream may not send on through a Connect response: ``connect-`` is
+# the protocol's ("reserved for use by the Connect protocol"), ``grpc-`` gRPC's (a status
+# and its details travel in the error object), ``access-control-`` the gateway's CORS
+# answer, which an upstream must not widen.
+_RESERVED_PREFIXES = ("connect-", "grpc-", "access-control-")
+
+
+def response_metadata(
+    metadata: Metadata, *, leading: bool = False
+) -> list[tuple[str, str | bytes]]:
+    """An upstream's metadata without the names it may not set on a Connect response.
+
+    ``leading``: headers sent as they are, where a ``trailer-`` name would be read by the
+    client as a trailer, so those go too. What ``metadata_entries`` drops (hop-by-hop and
+    ``content-*`` names, values that cannot be sent) is dropped when it is written.
+    """
+    kept: list[tuple[str, str | bytes]] = []
+    for name, value in metadata:
+        lower = name.lower()
+        if lower.startswith(_RESERVED_PREFIXES) or (leading and lower.startswith("trailer-")):
+            continue
+        kept.append((name, value))
+    return kept
+
+
+def leading_headers(metadata: Metadata) -> list[tuple[bytes, bytes]]:
+    """Leading metadata as response headers (ASGI form), under their own names.
+
+    Connect's metadata are plain HTTP headers ("sent as -- and have the same semantics as
+    -- HTTP headers"); ``-bin`` values are unpadded base64.
+    """
+    return [
+        (name.encode("ascii"), value.encode("ascii"))
+        for name, value in metadata_entries(response_metadata(metadata, leading=True))
+    ]
+
+
+def unary_trailer_headers(metadata: Metadata) -> list[tuple[bytes, bytes]]:
+    """Trailing metadata of a unary response as ``trailer-<name>`` headers (ASGI form).
+
+    The spec: implementations "must transparently prefix trailing metadata keys with
+    'trailer-'". For a browser to read them they must be listed in CORS's
+    Access-Control-Expose-Headers under the prefixed name.
+    """
+    return [
+        (f"trailer-{name}".encode("ascii"), value.encode("ascii"))
+        for name, value in metadata_entries(metadata)
+    ]
+
+
+def unary_error_response(
+    code: int, message: str, details: Details = (), trailers: Metadata = ()
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, headers and body of a unary error: the spec's status for the code,
+    ``application/json`` whatever the request's codec ("must be application/json"),
+    the trailers as ``trailer-`` headers."""
+    headers = [(b"content-type", CONTENT_TYPE_JSON.encode("ascii"))]
+    headers.extend(unary_trailer_headers(trailers))
+    return http_status_for_code(code), headers, error_json(code, message, details)
+
+
+# -- parsing errors back (tests, and a Connect upstream some day) ---------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectError:
+    """An ``Error`` read back: code number, message, details."""
+
+    code: int
+    message: str
+    details: list[ErrorDetail] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class EndStream:
+    """An ``EndStreamResponse`` read back: the error (None on success) and metadata."""
+
+    error: ConnectError | None
+    metadata: dict[str, list[str]]
+
+
+def _decode_any_base64(text: str) -> bytes:
+    raw = text.encode("ascii")
+    return base64.b64decode(raw + b"=" * (-len(raw) % 4), validate=True)
+
+
+def parse_error(value: Any) -> ConnectError:
+    """An ``Error`` object (already JSON-decoded); ValueError when it is not one.
+
+    ``{}`` and ``{"code": null}`` are invalid, per the spec; an unknown code name reads
+    as ``unknown``, as connect-es reads it; detail values may be padded or not.
+    """
+    if not isinstance(value, dict) or not isinstance(value.get("code"), str):
+        raise ValueError(f"not a Connect error: {value!r:.80}")
+    code = CODES_BY_NAME.get(value["code"], 2)
+    message = value.get("message")
+    if message is None:
+        message = ""
+    if not isinstance(message, str):
+        raise ValueError("a Connect error's message must be a string")
+    details = []
+    for detail in value.get("details") or []:
+        if not isinstance(detail, dict):
+            raise ValueError("a Connect error detail must be an object")
+        kind, encoded = detail.get("type"), detail.get("value")
+        if not isinstance(kind, str) or not isinstance(encoded, str):
+            raise ValueError("a Connect error detail needs string type and value")
+        try:
+            data = _decode_any_base64(encoded)
+        except (binascii.Error, UnicodeEncodeError) as exc:
+            raise ValueError(f"detail value is not base64: {exc}") from None
+        details.append(ErrorDetail(kind, data, detail.get("debug")))
+    return ConnectError(code, message, details)
+
+
+def parse_error_json(body: bytes) -> ConnectError:
+    """A unary error body read back (the reverse of ``error_json``); ValueError if not."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    return parse_error(value)
+
+
+def parse_end_stream(body: bytes) -> EndStream:
+    """An end-stream message read back (the reverse of ``end_stream_json``)."""
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"not JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError("an end-stream message must be a JSON object")
+    metadata = value.get("metadata", {})
+    if not isinstance(metadata, dict) or not all(
+        isinstance(values, list) and all(isinstance(v, str) for v in values)
+        for values in metadata.values()
+    ):
+        raise ValueError("end-stream metadata must map names to lists of strings")
+    error = value.get("error")
+    return EndStream(None if error is None else parse_error(error), metadata)
+
+
+# -- request envelopes ----------------------------------------------------------------
+
+
+class EnvelopeDecoder(LengthPrefixedDecoder):
+    """Request messages of a Connect streaming body: envelopes with flags 0.
+
+    A compressed envelope (0x01) is refused with ``CompressionUnsupported``: the gateway
+    accepts no Connect-Content-Encoding yet. End-stream (0x02) "Request streams must
+    always leave this bit unset"; the six high bits are "reserved for future protocol
+    extensions", so an envelope using them is one this server cannot read. Both, and a
+    body cut inside an envelope, are ``ConnectProtocolError`` (invalid_argument, as
+    connect-es reports "protocol error: incomplete envelope").
+    """
+
+    protocol = "Connect"
+
+    def check_flags(self, flags: int) -> None:
+        if flags == 0:
+            return
+        if flags == FLAG_COMPRESSED:
+            raise CompressionUnsupported(
+                "compressed Connect messages are not supported: the gateway accepts no "
+                "Connect-Content-Encoding (supported are: identity)",
+                stream=True,
+            )
+        if flags & FLAG_END_STREAM:
+            raise ConnectProtocolError(
+                f"a request envelope has the end-stream flag set (flags {flags:#04x})"
+            )
+        raise ConnectProtocolError(f"unknown Connect envelope flags {flags:#04x}")
+
+    def truncated(self) -> EdgeError:
+        return ConnectProtocolError(
+            f"protocol error: incomplete envelope ({self.buffered} bytes at the end of "
+            "the request body)"
+        )
+
+    def messages(self, data: bytes) -> list[bytes]:
+        """``feed``, keeping only the messages (every envelope of a request is one)."""
+        return [frame.data for frame in self.feed(data)]
