@@ -24,7 +24,7 @@ from edge.health import health
 from edge.ingress import h2_resets, h11_continue
 from edge.ingress.calls import CallFactory
 from edge.ingress.connect import ConnectAdapter
-from edge.ingress.cors import CorsRules
+from edge.ingress.cors import CorsRules, compile_policy
 from edge.ingress.dispatch import Adapter, Dispatch
 from edge.ingress.grpc_web import GrpcWebAdapter
 from edge.ingress.proxy import ProxyAdapter
@@ -110,7 +110,11 @@ def create_app(
         token_cookie=config.auth.token_cookie,
         trusted=parse_networks(config.rate_limiting.trusted_proxies),
     )
-    websocket_policy = WebSocketPolicy.of(config.websocket, config.server.send_timeout)
+    websocket_policy = WebSocketPolicy.of(
+        config.websocket,
+        config.server.send_timeout,
+        compile_policy(config.cors) if config.cors is not None else None,
+    )
     holder = StateHolder(
         GatewayState(
             routes=routes,

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from edge.config import WebSocketConfig
 from edge.ingress.asgi import Scope
+from edge.ingress.cors import CorsPolicy
 from edge.pipeline.credentials import cookie_value, find_token
 
 BEARER_PREFIX = "edge.bearer."  # a subprotocol carrying the token: edge.bearer.<token>
@@ -37,12 +38,19 @@ class WebSocketPolicy:
     token_query_parameter: str | None
     token_cookie: str | None
     send_timeout: float | None = None  # server.send_timeout: a stalled write ends the socket
+    # "cors" in allowed_origins: the origins the global cors section allows may connect too
+    cors: CorsPolicy | None = None
 
     @classmethod
-    def of(cls, config: WebSocketConfig, send_timeout: float | None = None) -> WebSocketPolicy:
+    def of(
+        cls,
+        config: WebSocketConfig,
+        send_timeout: float | None = None,
+        cors: CorsPolicy | None = None,
+    ) -> WebSocketPolicy:
         origins = {origin.rstrip("/").lower() for origin in config.allowed_origins}
         return cls(
-            allowed_origins=frozenset(o for o in origins if o not in ("same-origin", "*")),
+            allowed_origins=frozenset(o for o in origins if o not in ("same-origin", "*", "cors")),
             same_origin="same-origin" in origins,
             any_origin="*" in origins,
             max_message_bytes=config.max_message_bytes,
@@ -53,18 +61,23 @@ class WebSocketPolicy:
             token_query_parameter=config.token_query_parameter,
             token_cookie=config.token_cookie,
             send_timeout=send_timeout,
+            cors=cors if "cors" in origins else None,
         )
 
 
 def origin_allowed(headers: Sequence[tuple[bytes, bytes]], policy: WebSocketPolicy) -> bool:
     """Browsers always send Origin; a client without one is not a browser and may connect."""
     origin = host = None
+    sent = b""
     for name, value in headers:
         if name == b"origin":
+            sent = value
             origin = value.decode("latin-1").rstrip("/").lower()
         elif name == b"host":
             host = value.decode("latin-1").lower()
     if origin is None or policy.any_origin or origin in policy.allowed_origins:
+        return True
+    if policy.cors is not None and policy.cors.origin_allowed(sent):
         return True
     if policy.same_origin and host is not None:
         return urlsplit(origin).netloc == host

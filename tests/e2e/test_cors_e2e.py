@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from recording import start_edge, token
+from recording import handshake, start_edge, token
 
 PAGE = "https://app.example.com"
 CORS = {
@@ -165,3 +165,24 @@ async def test_a_token_does_not_change_the_preflight() -> None:
             )
     assert bare.status_code == with_token.status_code == bad_token.status_code == 204
     assert isinstance(bare, httpx.Response)
+
+
+async def test_websockets_may_take_their_origins_from_the_cors_section() -> None:
+    """``websocket.allowed_origins: [cors]``: one list of origins serves both."""
+    websocket = {"allowed_origins": ["cors"]}
+    async with start_edge(cors=CORS, websocket=websocket, policies=_policies()) as edge:
+        url = edge.gateway.base_url.replace("http://", "ws://")
+        url += "/ws/edgetest.v1.KitchenService/Echo"
+        subprotocols = ["edge.grpc-ws.v1"]
+        for origin, expected in [
+            (PAGE, 101),
+            ("https://deep.sub.partner.example", 101),
+            ("https://evil.example", 403),
+            ("https://partner.example", 403),
+        ]:
+            status, _, _ = await handshake(
+                url,
+                origin=origin,
+                subprotocols=subprotocols,  # type: ignore[arg-type]
+            )
+            assert status == expected, origin
