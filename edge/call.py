@@ -65,6 +65,9 @@ class Call:
     headers: Sequence[tuple[bytes, bytes]] = ()
     query: bytes = b""
     token: str | None = None  # the bearer token, wherever this protocol carries it
+    # who the call was authenticated as (the token's ``sub``), set by the auth layer: for
+    # the access log and metrics, which read it here rather than in a layer's state
+    subject: str | None = None
     state: dict[str, Any] = field(default_factory=dict)  # scratch space for layers
 
 

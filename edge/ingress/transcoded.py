@@ -140,9 +140,8 @@ class TranscodedAdapter:
             reply = answered
             if info is not None:
                 info["grpc_code"] = 0
-                claims = call.state.get("claims")
-                if claims:
-                    info["user"] = claims.get("sub")
+                if call.subject is not None:
+                    info["user"] = call.subject
             if reply.stream is not None:
                 streaming_send = timed_send(send, state.send_timeout, scope)
                 await _stream_reply(

@@ -288,6 +288,8 @@ class AuthLayer:
                     text = value if isinstance(value, str) else orjson.dumps(value).decode()
                     metadata.append((name.lower(), text))
             call.state["claims"] = claims
+            subject = claims.get("sub")
+            call.subject = subject if isinstance(subject, str) else None
         if api_key is not None:
             call.state["api_key"] = api_key
         call.metadata = metadata
