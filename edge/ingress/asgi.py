@@ -14,7 +14,7 @@ from contextvars import ContextVar
 from typing import Any
 
 from edge.call import Call, Reply
-from edge.errors import BodyTooLarge, ClientDisconnected, ClientStalled
+from edge.errors import BodyTooLarge, ClientDisconnected, ClientStalled, EdgeError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -183,7 +183,9 @@ async def send_refusal(
     )
     await send({"type": "http.response.body", "body": body, "more_body": True})
     drained = 0
-    with contextlib.suppress(TimeoutError):
+    # the answer is out: a client too slow for the request guard (RequestTimeout) or gone
+    # ends the lingering, never the answer
+    with contextlib.suppress(TimeoutError, EdgeError):
         async with asyncio.timeout(LINGER_SECONDS):
             while drained <= LINGER_BYTES:
                 async with asyncio.timeout(LINGER_IDLE_SECONDS):
