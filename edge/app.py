@@ -197,24 +197,34 @@ def create_app(
         return _json_error(500, 13, "internal error")
 
     # the front door: each protocol's adapter claims its requests, Quart gets the rest
-    # (gRPC-Web and Connect first: on a shared path, their headers tell them apart)
+    # (gRPC-Web and Connect first: on a shared path, their headers tell them apart; the
+    # proxy last, so a transcoded route wins over a proxy prefix)
+    proxy_adapter = (
+        ProxyAdapter(
+            compile_proxy_routes(config.proxy_routes, config.http_upstreams),
+            build_chain(layers, proxy),  # through the same layers as gRPC calls
+            calls,
+            pipeline,
+            websocket_policy=websocket_policy,
+            paths=config.paths,
+        )
+        if proxy is not None
+        else None
+    )
     adapters: list[Adapter] = []
     if config.grpc_web.enabled:
-        adapters.append(GrpcWebAdapter(holder))
+        # gRPC-Web at a path no method serves is UNIMPLEMENTED, unless a proxy route takes it
+        proxied = (
+            (lambda scope, path: proxy_adapter.claim(scope, path) is not None)
+            if proxy_adapter is not None
+            else None
+        )
+        adapters.append(GrpcWebAdapter(holder, proxied=proxied))
     if config.connect.enabled:
         adapters.append(ConnectAdapter(holder, config.connect))
     adapters += [TranscodedAdapter(holder), WebSocketAdapter(holder)]
-    if proxy is not None:  # plain HTTP proxy routes, through the same layers as gRPC calls
-        adapters.append(
-            ProxyAdapter(
-                compile_proxy_routes(config.proxy_routes, config.http_upstreams),
-                build_chain(layers, proxy),
-                calls,
-                pipeline,
-                websocket_policy=websocket_policy,
-                paths=config.paths,
-            )
-        )
+    if proxy_adapter is not None:
+        adapters.append(proxy_adapter)
     cors = CorsRules.of(
         config.cors,
         [(policy.match, policy.cors) for policy in config.policies],

@@ -40,9 +40,13 @@ DEFAULT_EXPOSE_HEADERS = [
     "grpc-status",
     "grpc-message",
     "grpc-status-details-bin",
-    "ratelimit",
+    # the RateLimit fields the gateway sends, and the answers to a refusal
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset",
     "ratelimit-policy",
     "retry-after",
+    "www-authenticate",
     "x-request-id",
 ]
 

@@ -1,32 +1,591 @@
-"""The Connect protocol adapter (being written): unary, GET and server streams.
+"""The Connect protocol adapter: connect-es and connect-go clients at a method's gRPC path.
 
-Until it lands it claims nothing, so every request goes on to the other adapters.
+Every routed method is served at ``/package.Service/Method`` (``routes.rpcs``) in the
+forms of the Connect protocol reference: a unary POST with a bare JSON or binary message,
+a unary GET of a ``NO_SIDE_EFFECTS`` method with the message in the query, and streams of
+enveloped messages (``application/connect+json`` / ``+proto``) for server, client and,
+over HTTP/2, bidirectional streaming. Which requests are Connect at all is the wire core's
+rule (``connect_wire.connect_kind``): on a path that is also a generic JSON route, the
+Connect headers decide (``Connect-Protocol-Version``, ``application/proto``, an
+``application/connect+`` type, a GET's ``connect=v1``); a plain JSON POST without them
+stays with JSON transcoding.
+
+This module only translates: the Call comes from the one factory with protocol
+``connect`` (deadline from ``Connect-Timeout-Ms``), credentials are checked before a body
+is read, the call goes through the same chain as every other, and errors take their
+Connect form in ``edge.ingress.render``. Unary answers carry the upstream's leading
+metadata as headers and its trailers as ``trailer-`` headers; a stream ends with the
+end-of-stream message, which holds its trailers (and its error). A stream's HTTP status is
+200 whatever happens, as the spec has it, except for a content type the server cannot
+speak (415) and a bidirectional stream over HTTP/1.x (505).
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 
+from google.protobuf.message import DecodeError, Message
+
+from edge.call import Call, Reply
 from edge.config import ConnectConfig
-from edge.ingress.asgi import Receive, Scope, Send
-from edge.state import StateHolder
+from edge.errors import BadRequest, BodyTooLarge, ClientDisconnected, EdgeError, MethodNotAllowed
+from edge.ingress.asgi import (
+    Receive,
+    Scope,
+    Send,
+    call_unless_disconnected,
+    close_stream,
+    read_body,
+    request_body,
+    send_refusal,
+    send_response,
+    stop_watching,
+    timed_send,
+    watch_disconnect,
+)
+from edge.ingress.calls import deadline
+from edge.ingress.connect_wire import (
+    Codec,
+    CompressionUnsupported,
+    ConnectKind,
+    ConnectProtocolError,
+    EnvelopeDecoder,
+    HttpVersionNotSupported,
+    check_protocol_version,
+    connect_kind,
+    content_type_for,
+    encode_envelope,
+    end_stream_envelope,
+    leading_headers,
+    parse_content_type,
+    parse_get_query,
+    parse_timeout_ms,
+    response_metadata,
+    unary_trailer_headers,
+)
+from edge.ingress.grpc_web_wire import UnsupportedMediaType
+from edge.ingress.render import (
+    CONNECT_INTERNAL_BODY,
+    CONNECT_INTERNAL_END_STREAM,
+    connect_end_stream_error,
+    connect_stream_error_headers,
+    connect_unary_error,
+)
+from edge.routes import Routes, TranscodeRoute
+from edge.state import GatewayState, StateHolder
+
+log = logging.getLogger("edge.connect")
+
+Headers = Sequence[tuple[bytes, bytes]]
+Decode = Callable[[bytes], Message]
+Encode = Callable[[Message], bytes]
+
+# the answers whose HTTP status is the protocol's own, so a stream answers them as a unary
+# error would: a content type the server cannot speak, a bidi stream over HTTP/1.x
+_NOT_STREAMABLE_STATUSES = frozenset({415, 505})
+_STREAM_HEADERS = (
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # tell nginx not to buffer the stream
+)
+
+
+class UnknownProcedure(EdgeError):
+    """A Connect call to a method the gateway does not route, of a service it does."""
+
+    grpc_code = 12  # UNIMPLEMENTED: the spec's example of "is not implemented"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectClaim:
+    """A claimed request: the state it started on, the method's route, its Connect form."""
+
+    state: GatewayState
+    route: TranscodeRoute | None  # None: an unknown method of a service the gateway routes
+    kind: ConnectKind
+    path: str
 
 
 class ConnectAdapter:
+    """Serves Connect requests at routed gRPC paths (and unknown methods of routed services).
+
+    A Connect request for an unknown method of a routed service gets Connect's
+    ``unimplemented``, which its client can read; other paths are left to the others (a
+    proxy route may lead to a Connect server of its own).
+    """
+
     scope_types = frozenset({"http"})
 
     def __init__(self, holder: StateHolder, config: ConnectConfig) -> None:
         self.holder = holder
         self.config = config
+        self._services: tuple[Routes | None, frozenset[str]] = (None, frozenset())
 
-    def claim(self, scope: Scope, path: str) -> Any:
-        return None
+    def claim(self, scope: Scope, path: str) -> ConnectClaim | None:
+        state = self.holder.current
+        route = state.routes.rpcs.get(path)
+        if route is None:
+            service, slash, method = path[1:].partition("/")
+            if not (slash and method and "/" not in method):
+                return None
+            if service not in self._routed(state.routes):
+                return None
+        kind = connect_kind(scope["method"], scope["headers"], scope["query_string"])
+        if kind is None:
+            return None
+        return ConnectClaim(state, route, kind, path)
 
-    def route_name(self, claim: Any) -> str | None:
-        return None
+    def route_name(self, claim: ConnectClaim) -> str | None:
+        return claim.route.method.full_name if claim.route is not None else None
 
     def preflight_route(self, scope: Scope, path: str, method: str) -> str | None:
+        """A preflight names no content type: a POST to a routed gRPC path may be ours, a
+        GET too where the method has no side effects."""
+        route = self.holder.current.routes.rpcs.get(path)
+        if route is None:
+            return None
+        if method == "POST" or (method == "GET" and route.method.no_side_effects):
+            return route.method.full_name
         return None
 
-    async def serve(self, claim: Any, scope: Scope, receive: Receive, send: Send) -> None:
-        raise NotImplementedError
+    def _routed(self, routes: Routes) -> frozenset[str]:
+        """The services the gateway routes (``package.Service``), once per loaded state."""
+        known, services = self._services
+        if known is not routes:
+            services = frozenset(path[1:].partition("/")[0] for path in routes.rpcs)
+            self._services = (routes, services)
+        return services
+
+    async def serve(self, claim: ConnectClaim, scope: Scope, receive: Receive, send: Send) -> None:
+        route = claim.route
+        if route is None:
+            await _unknown(claim, scope, receive, send)
+            return
+        info = scope.get("edge")
+        if info is not None:  # for the access log and the request metrics
+            info["route"] = route.method.full_name
+        if claim.kind == "stream":
+            await self._stream(claim.state, route, scope, receive, send)
+        else:
+            await self._unary(claim.state, route, claim.kind == "get", scope, receive, send)
+
+    # -- unary: POST and GET ----------------------------------------------------------
+
+    async def _unary(
+        self,
+        state: GatewayState,
+        route: TranscodeRoute,
+        get: bool,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        method = route.method
+        headers = scope["headers"]
+        body_unread = not get  # an answer given before the body is read must drain it
+        try:
+            if get:
+                if method.client_streaming or method.server_streaming or not method.no_side_effects:
+                    raise MethodNotAllowed(
+                        f"{method.full_name} has side effects: Connect GET is only for "
+                        "methods declared idempotency_level = NO_SIDE_EFFECTS; use POST",
+                        headers={"allow": "POST"},
+                    )
+                query = parse_get_query(scope["query_string"])
+                codec, data = query.codec, query.message
+            else:
+                codec = parse_content_type(_header(headers, b"content-type")).codec
+                if method.client_streaming or method.server_streaming:
+                    raise UnsupportedMediaType(
+                        f"{method.full_name} is a streaming method: send "
+                        f"{content_type_for(codec, stream=True)}"
+                    )
+                check_protocol_version(
+                    _header(headers, b"connect-protocol-version"),
+                    required=self.config.require_protocol_version,
+                )
+                _check_encoding(headers, b"content-encoding", stream=False)
+            call = self._call(state, route, scope)
+            if get:
+                if len(data) > state.max_body_bytes:
+                    raise BodyTooLarge(
+                        f"the request message exceeds the limit of {state.max_body_bytes} bytes"
+                    )
+            else:
+                # credentials first: a client without them is refused before its body is
+                # read (after Expect: 100-continue, before it is even invited)
+                await state.pipeline.authenticate(call)
+                data = await read_body(scope, receive, state.max_body_bytes)
+                body_unread = False
+            call.request = _decoder(route, codec)(data)
+            reply = await call_unless_disconnected(state.chain, call, receive)
+            if reply is None:
+                _record(scope, 1)  # CANCELLED; the access log says 499
+                return
+            _record(scope, 0, call)
+            assert reply.message is not None
+            payload = _encoder(route, codec)(reply.message)
+        except EdgeError as error:
+            status, error_headers, body = connect_unary_error(error, route.codec)
+            _record(scope, error.grpc_code)
+            if isinstance(error, BodyTooLarge) or body_unread:  # the client may still be sending
+                await send_refusal(scope, receive, send, status, body, error_headers)
+            else:
+                await send_response(send, status, body, error_headers)
+            return
+        except Exception:
+            # the one broad except: a bug must cost one request, never the worker
+            log.exception("unhandled error serving Connect %s %s", scope["method"], scope["path"])
+            _record(scope, 13)
+            await send_response(send, 500, CONNECT_INTERNAL_BODY)
+            return
+        out = [
+            (b"content-type", content_type_for(codec, stream=False).encode("ascii")),
+            *leading_headers(reply.initial_metadata),
+            *unary_trailer_headers(response_metadata(reply.trailing_metadata)),
+            *reply.headers,
+        ]
+        await send_response(send, 200, payload, out)
+
+    # -- streams ----------------------------------------------------------------------
+
+    async def _stream(
+        self, state: GatewayState, route: TranscodeRoute, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        method = route.method
+        headers = scope["headers"]
+        codec: Codec = "json"
+        body_unread = True
+        try:
+            codec = parse_content_type(_header(headers, b"content-type")).codec
+            if not (method.client_streaming or method.server_streaming):
+                raise UnsupportedMediaType(
+                    f"{method.full_name} is a unary method: send "
+                    f"{content_type_for(codec, stream=False)}"
+                )
+            if (
+                method.client_streaming
+                and method.server_streaming
+                and str(scope.get("http_version", "1.1")).startswith("1")
+            ):
+                raise HttpVersionNotSupported(
+                    f"{method.full_name} streams both ways, which needs HTTP/2"
+                )
+            check_protocol_version(
+                _header(headers, b"connect-protocol-version"),
+                required=self.config.require_protocol_version,
+            )
+            _check_encoding(headers, b"connect-content-encoding", stream=True)
+            _check_encoding(headers, b"content-encoding", stream=True)
+            call = self._call(state, route, scope)
+            await state.pipeline.authenticate(call)  # before a byte of the body is read
+            decode = _decoder(route, codec)
+            body_ended: asyncio.Event | None = None
+            if method.client_streaming:
+                body_ended = asyncio.Event()  # then a disconnect can be watched for
+                requests = _envelope_requests(decode, receive, state.max_body_bytes, body_ended)
+                if not method.server_streaming:
+                    # a client stream's first message is read before the call starts, so a
+                    # bad first envelope never reaches the upstream (a bidi client may
+                    # wait for the server's first message, so its stream is not held up)
+                    requests = await _read_ahead(requests)
+                call.request = requests
+            else:
+                call.request = await _single_request(decode, receive, state.max_body_bytes)
+            body_unread = False
+            # (a client stream's own reader sees a disconnect until its body has ended)
+            reply = await call_unless_disconnected(state.chain, call, receive, body_ended)
+            if reply is None:
+                _record(scope, 1)
+                return
+            _record(scope, 0, call)
+            streaming_send = timed_send(send, state.send_timeout, scope)
+            await _stream_reply(route, codec, reply, scope, receive, streaming_send, body_ended)
+        except EdgeError as error:
+            _record(scope, error.grpc_code)
+            if error.http_status in _NOT_STREAMABLE_STATUSES:
+                status, out, body = connect_unary_error(error, route.codec)
+            else:
+                status, body = 200, connect_end_stream_error(error, route.codec)
+                out = [
+                    (b"content-type", content_type_for(codec, stream=True).encode("ascii")),
+                    *connect_stream_error_headers(error),
+                ]
+            if isinstance(error, BodyTooLarge) or body_unread:
+                await send_refusal(scope, receive, send, status, body, out)
+            else:
+                await send_response(send, status, body, out)
+        except Exception:
+            log.exception("unhandled error serving Connect %s %s", scope["method"], scope["path"])
+            _record(scope, 13)
+            out = [(b"content-type", content_type_for(codec, stream=True).encode("ascii"))]
+            await send_response(send, 200, CONNECT_INTERNAL_END_STREAM, out)
+
+    def _call(self, state: GatewayState, route: TranscodeRoute, scope: Scope) -> Call:
+        """The call through the one factory; raises ConnectProtocolError for a bad
+        ``Connect-Timeout-Ms`` (and BadRequest for a bad ``-bin`` metadata header)."""
+        timeout_ms = _header(scope["headers"], b"connect-timeout-ms")
+        asked = None if timeout_ms is None else parse_timeout_ms(timeout_ms)
+        return state.calls.grpc(
+            scope,
+            upstream=route.upstream,
+            method=route.method,
+            timeout=deadline(route.timeout, asked),
+            protocol="connect",
+        )
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+async def _unknown(claim: ConnectClaim, scope: Scope, receive: Receive, send: Send) -> None:
+    """Connect's ``unimplemented`` for an unknown method of a routed service (501, or the
+    end of a stream); its body, if any, is not read."""
+    service, _, name = claim.path[1:].partition("/")
+    error = UnknownProcedure(f"{service}/{name} is not implemented")
+    _record(scope, error.grpc_code)
+    if claim.kind == "stream":
+        status, body = 200, connect_end_stream_error(error, None)
+        out = [(b"content-type", _stream_content_type(scope["headers"]))]
+    else:
+        status, out, body = connect_unary_error(error, None)
+    if claim.kind == "get":
+        await send_response(send, status, body, out)
+    else:
+        await send_refusal(scope, receive, send, status, body, out)
+
+
+def _stream_content_type(headers: Headers) -> bytes:
+    """A stream response's Content-Type for the request's codec (JSON if it has none)."""
+    try:
+        codec = parse_content_type(_header(headers, b"content-type")).codec
+    except EdgeError:
+        codec = "json"
+    return content_type_for(codec, stream=True).encode("ascii")
+
+
+def _header(headers: Headers, name: bytes) -> bytes | None:
+    """The first value of a request header (ASGI names are lower case)."""
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
+def _check_encoding(headers: Headers, name: bytes, *, stream: bool) -> None:
+    """Refuse a body compression: the gateway accepts identity only, for now.
+
+    The spec: "If the client uses an unsupported Content-Encoding, servers should return
+    an error with code unimplemented and a message listing the supported encodings".
+    """
+    value = _header(headers, name)
+    if value is None:
+        return
+    coding = value.decode("latin-1").strip().lower()
+    if coding in ("", "identity"):
+        return
+    raise CompressionUnsupported(
+        f"{name.decode()} {coding[:40]!r} is not supported: supported are identity",
+        stream=stream,
+    )
+
+
+def _record(scope: Scope, code: int, call: Call | None = None) -> None:
+    """The call's gRPC code (and user) for the access log and the request metrics."""
+    info = scope.get("edge")
+    if info is None:
+        return
+    info["grpc_code"] = code
+    if call is not None and call.subject is not None:
+        info["user"] = call.subject
+
+
+def _decoder(route: TranscodeRoute, codec: Codec) -> Decode:
+    """Bytes of one request message -> the message; BadRequest (invalid_argument) if not.
+
+    JSON goes through the route's binder (the whole body is the message), so the
+    transcoding options (``unknown_fields``...) and wording hold here too.
+    """
+    if codec == "json":
+        binder = route.binder
+
+        def from_json(data: bytes) -> Message:
+            return binder.bind((), "", data)
+
+        return from_json
+    input_type = route.method.input_type
+    name = route.method.input_type.DESCRIPTOR.full_name
+
+    def from_proto(data: bytes) -> Message:
+        try:
+            return input_type.FromString(data)
+        except DecodeError as exc:
+            raise BadRequest(
+                f"the request is not a binary {name} message", internal=str(exc)
+            ) from exc
+
+    return from_proto
+
+
+def _encoder(route: TranscodeRoute, codec: Codec) -> Encode:
+    if codec == "json":
+        return route.renderer.render
+    return _serialized
+
+
+def _serialized(message: Message) -> bytes:
+    return message.SerializeToString()
+
+
+async def _single_request(decode: Decode, receive: Receive, max_message_bytes: int) -> Message:
+    """The one request message of a server stream, from its enveloped body.
+
+    Read chunk by chunk through the envelope decoder, so an oversized length prefix is
+    refused before its message is buffered, and a second message as soon as it is seen;
+    with connect-es's words for a missing or extra one.
+    """
+    decoder = EnvelopeDecoder(max_message_bytes)
+    messages: list[bytes] = []
+    async for chunk in request_body(receive):
+        messages.extend(decoder.messages(chunk))
+        if len(messages) > 1:
+            raise ConnectProtocolError(
+                "protocol error: received extra input message for server-streaming method"
+            )
+    decoder.finish()
+    if not messages:
+        raise ConnectProtocolError(
+            "protocol error: missing input message for server-streaming method"
+        )
+    return decode(messages[0])
+
+
+async def _envelope_requests(
+    decode: Decode, receive: Receive, max_message_bytes: int, ended: asyncio.Event
+) -> AsyncIterator[Message]:
+    """A client stream's request messages, each decoded as its envelope completes.
+
+    Every message is held to ``max_message_bytes`` (refused at its length prefix); the
+    body as a whole has no limit, since its messages go upstream as they come.
+    """
+    decoder = EnvelopeDecoder(max_message_bytes)
+    # ``ended`` is set after the last chunk: from then on the disconnect watchers read
+    async for chunk in request_body(receive, None, ended):
+        for data in decoder.messages(chunk):
+            yield decode(data)
+    decoder.finish()
+
+
+async def _read_ahead(requests: AsyncIterator[Message]) -> AsyncIterator[Message]:
+    """``requests`` with its first message already read (errors raised now)."""
+    try:
+        first = await anext(requests)
+    except StopAsyncIteration:
+        return _no_messages()
+    return _prepended(first, requests)
+
+
+async def _no_messages() -> AsyncIterator[Message]:
+    return
+    yield  # an async generator that yields nothing
+
+
+async def _prepended(first: Message, rest: AsyncIterator[Message]) -> AsyncIterator[Message]:
+    yield first
+    async for message in rest:
+        yield message
+
+
+def _nothing() -> None:
+    return None
+
+
+async def _stream_reply(
+    route: TranscodeRoute,
+    codec: Codec,
+    reply: Reply,
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    body_ended: asyncio.Event | None,
+) -> None:
+    """Write a streaming response; raises EdgeError only before it has started.
+
+    The first message is awaited before the headers go, so a stream that fails at once is
+    answered with its error and the upstream's leading metadata as headers (connect-es
+    reads them into the error). The disconnect watcher starts before that wait, so a
+    client that leaves while the upstream is silent cancels the call at once; for a bidi
+    stream, once the request body has ended (until then its reader sees a disconnect).
+    """
+    encode = _encoder(route, codec)
+    content_type = (b"content-type", content_type_for(codec, stream=True).encode("ascii"))
+    if reply.stream is None:  # a client stream's single answer
+        assert reply.message is not None
+        start = [content_type, *leading_headers(reply.initial_metadata), *reply.headers]
+        body = encode_envelope(encode(reply.message)) + end_stream_envelope(
+            0, metadata=response_metadata(reply.trailing_metadata)
+        )
+        with contextlib.suppress(ClientDisconnected):
+            await send({"type": "http.response.start", "status": 200, "headers": start})
+            await send({"type": "http.response.body", "body": body})
+        return
+    stream = reply.stream
+    watcher = watch_disconnect(receive, reply.cancel or _nothing, body_ended)
+    try:
+        first: Message | None = await anext(stream)
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        await stop_watching(watcher)
+        await close_stream(stream)
+        raise
+    headers = [
+        content_type,
+        *_STREAM_HEADERS,
+        *leading_headers(reply.initial_metadata),
+        *reply.headers,
+    ]
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await _write_messages(route, encode, reply, stream, first, scope, send)
+    except ClientDisconnected:
+        return  # stalled before the first byte: the connection is gone
+    finally:
+        await stop_watching(watcher)
+        await close_stream(stream)
+
+
+async def _write_messages(
+    route: TranscodeRoute,
+    encode: Encode,
+    reply: Reply,
+    stream: AsyncIterator[Message],
+    first: Message | None,
+    scope: Scope,
+    send: Send,
+) -> None:
+    """Each message in its envelope as it comes, then the end-of-stream message."""
+    try:
+        if first is not None:
+            body = encode_envelope(encode(first))
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+            async for message in stream:
+                body = encode_envelope(encode(message))
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+        end = end_stream_envelope(0, metadata=response_metadata(reply.trailing_metadata))
+    except ClientDisconnected:
+        _record(scope, 1)
+        return  # stalled: the connection is gone, nothing more can be written
+    except EdgeError as error:
+        _record(scope, error.grpc_code)
+        end = connect_end_stream_error(error, route.codec, headers_sent=True)
+    except Exception:
+        # the response has started: a bug can only end the stream, in-band, as internal
+        log.exception("unhandled error writing a Connect stream for %s", route.method.full_name)
+        _record(scope, 13)
+        end = CONNECT_INTERNAL_END_STREAM
+    with contextlib.suppress(ClientDisconnected):  # stalled at the very end
+        await send({"type": "http.response.body", "body": end, "more_body": False})

@@ -68,3 +68,4 @@ def test_the_readme_demo_lines_work_as_written() -> None:
     assert "HTTP/1.1 405" in out
     assert out.count('"result"') >= 6  # the NDJSON stream and the bidi answers
     assert "data: " in out  # the same stream as Server-Sent Events
+    assert '{"code":"not_found"' in out  # the Connect call's error, in Connect's form

@@ -3,7 +3,8 @@
 Golden bytes marked "connect-es" were produced by @connectrpc/connect 2.3.0's own
 functions (errorToJsonBytes, endStreamToJson, encodeEnvelope,
 transformConnectPostToGetRequest, requestHeader), so both directions are checked against
-the client browsers run.
+the client browsers run. The last part checks the Connect forms ``edge.ingress.render``
+gives the gateway's own errors and an upstream's status (pure functions too).
 """
 
 from __future__ import annotations
@@ -14,11 +15,21 @@ from urllib.parse import quote
 
 import orjson
 import pytest
+from google.protobuf import descriptor_pool
 from google.rpc import error_details_pb2, status_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.errors import EdgeError
+from edge.errors import (
+    BodyTooLarge,
+    CircuitOpen,
+    EdgeError,
+    MethodNotAllowed,
+    RateLimited,
+    RequestTimeout,
+    Unauthenticated,
+    UpstreamStatus,
+)
 from edge.ingress.connect_wire import (
     CODE_NAMES,
     CompressionUnsupported,
@@ -51,6 +62,12 @@ from edge.ingress.connect_wire import (
     unary_trailer_headers,
 )
 from edge.ingress.grpc_web_wire import MessageTooLarge, UnsupportedMediaType
+from edge.ingress.render import (
+    connect_end_stream_error,
+    connect_stream_error_headers,
+    connect_unary_error,
+)
+from edge.transcode.json_codec import JsonCodec, JsonOptions
 from edge.transcode.status import HTTP_STATUS_BY_GRPC_CODE
 
 # -- codes: the spec's tables, row by row ---------------------------------------------
@@ -603,3 +620,139 @@ def test_leading_headers_are_plain_headers() -> None:
         (b"x-lead", b"1"),
         (b"x-bin", b"AP8"),
     ]
+
+
+# -- the gateway's errors in Connect's forms (edge.ingress.render) -------------------
+
+CODEC = JsonCodec(descriptor_pool.Default(), JsonOptions())
+
+GATEWAY_ERRORS: list[tuple[str, EdgeError, int, str, dict[str, str]]] = [
+    (
+        "no-token",
+        Unauthenticated("a token is required", headers={"WWW-Authenticate": 'Bearer realm="e"'}),
+        401,
+        "unauthenticated",
+        {"www-authenticate": 'Bearer realm="e"'},
+    ),
+    (
+        "rate-limited",
+        RateLimited("slow down", headers={"Retry-After": "3", "RateLimit-Remaining": "0"}),
+        429,
+        "resource_exhausted",
+        {"retry-after": "3", "ratelimit-remaining": "0"},
+    ),
+    (
+        "breaker",
+        CircuitOpen("open", headers={"Retry-After": "5"}),
+        503,
+        "unavailable",
+        {"retry-after": "5"},
+    ),
+    ("too-large", BodyTooLarge("too big"), 413, "resource_exhausted", {}),
+    ("stalled", RequestTimeout("stalled"), 408, "deadline_exceeded", {}),
+    (
+        "get-with-side-effects",
+        MethodNotAllowed("use POST", headers={"allow": "POST"}),
+        405,
+        "unimplemented",
+        {"allow": "POST"},
+    ),
+    ("codec", UnsupportedMediaType("no xml"), 415, "unimplemented", {}),
+    ("bidi-over-http1", HttpVersionNotSupported("h2"), 505, "unimplemented", {}),
+    ("bug-shaped", EdgeError("odd", internal="10.0.0.7:50051 said no"), 500, "unknown", {}),
+]
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "code", "headers"),
+    [g[1:] for g in GATEWAY_ERRORS],
+    ids=[g[0] for g in GATEWAY_ERRORS],
+)
+def test_gateway_errors_as_unary_connect_errors(
+    error: EdgeError, status: int, code: str, headers: dict[str, str]
+) -> None:
+    got_status, got_headers, body = connect_unary_error(error, CODEC)
+    assert got_status == status
+    assert dict(got_headers) == {
+        b"content-type": b"application/json",
+        **{k.encode(): v.encode() for k, v in headers.items()},
+    }
+    assert orjson.loads(body) == {"code": code, "message": error.message}
+    assert b"10.0.0.7" not in body  # internal text is logged, never sent
+
+
+def end_stream_of(envelope_bytes: bytes) -> dict[str, object]:
+    assert envelope_bytes[0] == 0x02
+    assert struct.unpack(">I", envelope_bytes[1:5])[0] == len(envelope_bytes) - 5
+    value: dict[str, object] = orjson.loads(envelope_bytes[5:])
+    return value
+
+
+def test_gateway_errors_in_a_stream_end_it() -> None:
+    error = RateLimited("slow down", headers={"Retry-After": "3"})
+    assert connect_stream_error_headers(error) == [(b"retry-after", b"3")]
+    before = end_stream_of(connect_end_stream_error(error, CODEC))
+    assert before == {"error": {"code": "resource_exhausted", "message": "slow down"}}
+    # once the headers are gone, the error's own headers can only travel as metadata
+    after = end_stream_of(connect_end_stream_error(error, CODEC, headers_sent=True))
+    assert after["metadata"] == {"retry-after": ["3"]}
+
+
+def upstream_failure() -> UpstreamStatus:
+    status = status_pb2.Status(code=3, message="bad")
+    status.details.add().Pack(
+        error_details_pb2.BadRequest(
+            field_violations=[error_details_pb2.BadRequest.FieldViolation(field="title")]
+        )
+    )
+    status.details.add(type_url="type.example.com/x.Unknown", value=b"\x01")
+    return UpstreamStatus(
+        3,
+        "bad",
+        initial_metadata=[("x-lead", "1"), ("connect-x", "no")],
+        trailing_metadata=[
+            ("x-cost", "7"),
+            ("grpc-status-details-bin", status.SerializeToString()),
+            ("access-control-allow-origin", "*"),
+        ],
+    )
+
+
+def test_an_upstream_status_as_a_unary_connect_error() -> None:
+    status, headers, body = connect_unary_error(upstream_failure(), CODEC)
+    assert status == 400
+    assert headers == [
+        (b"content-type", b"application/json"),
+        (b"trailer-x-cost", b"7"),
+        (b"x-lead", b"1"),
+    ]
+    error = orjson.loads(body)
+    assert error["code"] == "invalid_argument" and error["message"] == "bad"
+    bad, unknown = error["details"]
+    assert bad["type"] == "google.rpc.BadRequest"
+    assert bad["debug"] == {"fieldViolations": [{"field": "title"}]}
+    value = base64.b64decode(bad["value"] + "==")
+    assert error_details_pb2.BadRequest.FromString(value).field_violations[0].field == "title"
+    assert unknown == {"type": "x.Unknown", "value": "AQ"}  # no debug for an unknown type
+
+
+def test_an_upstream_status_ending_a_stream() -> None:
+    end = end_stream_of(connect_end_stream_error(upstream_failure(), CODEC))
+    assert end["metadata"] == {"x-cost": ["7"]}
+    error = end["error"]
+    assert isinstance(error, dict) and len(error["details"]) == 2
+    assert connect_stream_error_headers(upstream_failure()) == [(b"x-lead", b"1")]
+
+
+def test_gateway_details_are_packed() -> None:
+    detail = {
+        "@type": "type.googleapis.com/google.rpc.BadRequest",
+        "fieldViolations": [{"field": "a", "description": "b"}],
+    }
+    error = EdgeError("bad", details=[detail, {"@type": "type.googleapis.com/no.Such"}])
+    _, _, body = connect_unary_error(error, CODEC)
+    [packed] = orjson.loads(body)["details"]  # the unpackable one is left out
+    assert packed["type"] == "google.rpc.BadRequest"
+    assert packed["debug"] == {"fieldViolations": [{"field": "a", "description": "b"}]}
+    value = base64.b64decode(packed["value"] + "==")
+    assert error_details_pb2.BadRequest.FromString(value).field_violations[0].description == "b"
