@@ -17,6 +17,7 @@ POST_TARGET = 2.0
 # pipeline (auth + rate limit, memory store) POST CPU/request ÷ plain gateway POST CPU/request:
 # the policy pipeline adds at most 15% CPU per request
 PIPELINE_TARGET = 1.15
+BROWSER_PROTOCOL_TARGET = 1.0  # gRPC-Web and Connect unary: no dearer than the JSON POST
 
 
 @dataclass(frozen=True)

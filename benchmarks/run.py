@@ -29,11 +29,12 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from benchmarks import pipeline
+from benchmarks import browser_protocols, pipeline
 from benchmarks.pipeline import PipelineGateway
 from benchmarks.processes import Child, free_port, spawn, stop, wait_for_file, wait_for_http
 from benchmarks.procstat import cpu_snapshot
 from benchmarks.report import (
+    BROWSER_PROTOCOL_TARGET,
     PIPELINE_TARGET,
     POST_TARGET,
     Figures,
@@ -317,10 +318,21 @@ def run_all(settings: Settings, workdir: Path) -> list[Figures]:
         _progress(f"grpc direct GetBook: {settings.warmup}s warm-up + {settings.seconds}s")
         figures = [measure_grpc(settings, servers)]
         post, get = POST_SCRIPT, None
+        browser_protocols.check(servers.gateway_url + POST_PATH)
+        grpc_web, connect = browser_protocols.write_scripts(workdir)
         # Gateway and bare alternate, so a slow drift in the machine hits both alike; the
         # pipeline rows follow the plain gateway's POST straight away, for the same reason.
         wrk_runs: list[tuple[str, str, Path | None, Child, Child | None]] = [
             ("gateway POST (transcoded)", servers.gateway_url + POST_PATH, post, gateway, upstream),
+            # the same call as gRPC-Web and as Connect, on the same gateway, right after it
+            (
+                "gateway gRPC-Web unary",
+                servers.gateway_url + POST_PATH,
+                grpc_web,
+                gateway,
+                upstream,
+            ),
+            ("gateway Connect unary", servers.gateway_url + POST_PATH, connect, gateway, upstream),
             # next to the plain gateway, so drift hits both alike
             (
                 "gateway POST (grpc.aio client)",
@@ -427,6 +439,21 @@ def _ratios(figures: list[Figures]) -> list[Ratio]:
         ratios.append(Ratio(f"proxy {method} CPU/request", proxied, bare, None))
     plain_post = by_name["gateway POST (transcoded)"].server_cpu_us
     assert plain_post is not None
+    # the browser protocols against the JSON POST: each no dearer (the target)
+    for protocol in ("gRPC-Web", "Connect"):
+        framed = by_name[f"gateway {protocol} unary"].server_cpu_us
+        assert framed is not None
+        ratios.append(
+            Ratio(
+                f"{protocol} unary CPU/request vs JSON POST",
+                framed,
+                plain_post,
+                BROWSER_PROTOCOL_TARGET,
+                numerator=protocol,
+                denominator="JSON POST",
+                show_added=True,
+            )
+        )
     # what auth + a rate-limit decision add to each request; breakers are on in both
     for backend, target in (("memory", PIPELINE_TARGET), ("redis", None)):
         scenario = f"gateway POST + pipeline ({backend})"
