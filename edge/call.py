@@ -58,7 +58,7 @@ class Call:
     method: MethodInfo | None = None  # the gRPC method, for transcoded calls
     # a Message, an AsyncIterator[Message] for client-streaming methods, or an HttpRequest
     request: Any = None
-    protocol: str = "http"  # "http" or "websocket"
+    protocol: str = "http"  # "http", "websocket", "grpc-web" or "connect"
     client: str | None = None  # peer address, for limits and logs
     # the client's own request (WebSocket: handshake) headers, for layers that need more
     # than the forwarded metadata (API keys, limits keyed on a header, X-Forwarded-For)

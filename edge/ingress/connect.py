@@ -161,10 +161,12 @@ class ConnectAdapter:
 
     async def serve(self, claim: ConnectClaim, scope: Scope, receive: Receive, send: Send) -> None:
         route = claim.route
+        info = scope.get("edge")
+        if info is not None:  # the access log's and the metrics' label
+            info["protocol"] = "connect"
         if route is None:
             await _unknown(claim, scope, receive, send)
             return
-        info = scope.get("edge")
         if info is not None:  # for the access log and the request metrics
             info["route"] = route.method.full_name
         if claim.kind == "stream":

@@ -169,6 +169,7 @@ class GrpcWebAdapter:
         return services
 
     async def serve(self, claim: _Claim, scope: Scope, receive: Receive, send: Send) -> None:
+        _note(scope, "protocol", "grpc-web")  # the access log's and the metrics' label
         headers = scope["headers"]
         accept = _header(headers, b"accept")
         try:

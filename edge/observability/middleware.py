@@ -138,8 +138,10 @@ class ObserveASGI:
                 # any token is a method to h11: unknown ones share a label, or a client
                 # could mint time series (and memory) at will
                 label = method if method in _METHODS else "other"
-                metrics.child(metrics.REQUESTS, route, label, str(status), protocol).inc()
-                metrics.child(metrics.REQUEST_SECONDS, route, protocol).observe(elapsed)
+                # the adapter names its protocol (grpc-web, connect) where the scope cannot
+                served = info.get("protocol", protocol)
+                metrics.child(metrics.REQUESTS, route, label, str(status), served).inc()
+                metrics.child(metrics.REQUEST_SECONDS, route, served).observe(elapsed)
             if self.access_log_on:
                 client = scope.get("client")
                 access_log.info(
@@ -147,7 +149,7 @@ class ObserveASGI:
                     orjson.dumps(
                         {
                             "time": time.time(),
-                            "protocol": protocol,
+                            "protocol": info.get("protocol", protocol),
                             "method": scope.get("method", "GET"),
                             "path": scope["path"],
                             "route": info["route"],

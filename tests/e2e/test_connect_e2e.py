@@ -509,6 +509,7 @@ async def test_jwt_required(
         (401, 16, None),
         (401, 16, None),
     ]
+    assert {line["protocol"] for line in lines} == {"connect"}
 
 
 @pytest.mark.parametrize("binary", FORMATS)

@@ -375,6 +375,7 @@ async def test_access_log_names_the_method_code_and_user(
     assert (failed["route"], failed["status"], failed["grpc_code"]) == (f"{KITCHEN}.Fail", 200, 5)
     counted = by_path[f"/{STREAMS}/Count"]
     assert (counted["route"], counted["grpc_code"]) == (f"{STREAMS}.Count", 0)
+    assert {line["protocol"] for line in lines} == {"grpc-web"}
 
 
 # -- in Chromium: grpc-web-text (the official client) and connect-web ------------------

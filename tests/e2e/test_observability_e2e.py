@@ -44,7 +44,7 @@ async def test_metrics_count_known_traffic(stack: Any) -> None:
         sample(after, "edge_requests_total", **echo) - sample(before, "edge_requests_total", **echo)
         == 3
     )
-    unmatched = {"route": "unmatched", "status": "404"}
+    unmatched = {"route": "unmatched", "method": "GET", "status": "404", "protocol": "http"}
     assert sample(after, "edge_requests_total", **unmatched) > sample(
         before, "edge_requests_total", **unmatched
     )
