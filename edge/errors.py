@@ -199,6 +199,13 @@ class Overloaded(EdgeError):
     grpc_code = 14  # UNAVAILABLE
 
 
+class Unimplemented(EdgeError):
+    """A call to a method the gateway does not route: UNIMPLEMENTED, as a gRPC server says
+    for a method it does not have (gRPC-Web and Connect callers)."""
+
+    grpc_code = 12  # UNIMPLEMENTED
+
+
 class InternalError(EdgeError):
     """A gateway bug or an impossible state: 500 with code 13, the details only in the log."""
 

@@ -32,7 +32,14 @@ from google.protobuf.message import DecodeError, Message
 
 from edge.call import Call, Reply
 from edge.config import ConnectConfig
-from edge.errors import BadRequest, BodyTooLarge, ClientDisconnected, EdgeError, MethodNotAllowed
+from edge.errors import (
+    BadRequest,
+    BodyTooLarge,
+    ClientDisconnected,
+    EdgeError,
+    MethodNotAllowed,
+    Unimplemented,
+)
 from edge.ingress.asgi import (
     Receive,
     Scope,
@@ -91,12 +98,6 @@ _STREAM_HEADERS = (
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),  # tell nginx not to buffer the stream
 )
-
-
-class UnknownProcedure(EdgeError):
-    """A Connect call to a method the gateway does not route, of a service it does."""
-
-    grpc_code = 12  # UNIMPLEMENTED: the spec's example of "is not implemented"
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,7 +348,7 @@ async def _unknown(claim: ConnectClaim, scope: Scope, receive: Receive, send: Se
     """Connect's ``unimplemented`` for an unknown method of a routed service (501, or the
     end of a stream); its body, if any, is not read."""
     service, _, name = claim.path[1:].partition("/")
-    error = UnknownProcedure(f"{service}/{name} is not implemented")
+    error = Unimplemented(f"{service}/{name} is not implemented")
     _record(scope, error.grpc_code)
     if claim.kind == "stream":
         status, body = 200, connect_end_stream_error(error, None)

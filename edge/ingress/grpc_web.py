@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError, Message
 
 from edge.call import Call, Reply
-from edge.errors import BodyTooLarge, ClientDisconnected, EdgeError, InternalError
+from edge.errors import BodyTooLarge, ClientDisconnected, EdgeError, InternalError, Unimplemented
 from edge.ingress.asgi import (
     Receive,
     Scope,
@@ -72,12 +72,6 @@ log = logging.getLogger("edge.grpc_web")
 # characters per flush); the decoded message is held to the exact limit in any case.
 _TEXT_SLACK = 1024
 _BUG = InternalError("internal error")
-
-
-class UnknownMethod(EdgeError):
-    """A gRPC-Web call to a method the gateway does not route (UNIMPLEMENTED, as gRPC)."""
-
-    grpc_code = 12  # UNIMPLEMENTED
 
 
 class WrongMessageCount(EdgeError):
@@ -151,14 +145,14 @@ class GrpcWebAdapter:
         route = self.holder.current.routes.rpcs.get(path)
         return route.method.full_name if route is not None else None
 
-    def _unknown(self, claim: _Claim) -> UnknownMethod:
+    def _unknown(self, claim: _Claim) -> Unimplemented:
         """UNIMPLEMENTED in grpc-go's words: an unknown service, or an unknown method."""
         service, slash, method = claim.path[1:].partition("/")
         if not slash or not service or not method or "/" in method:
-            return UnknownMethod("no gRPC method at this path")
+            return Unimplemented("no gRPC method at this path")
         if service in self._routed(claim.state.routes):
-            return UnknownMethod(f"unknown method {method} for service {service}")
-        return UnknownMethod(f"unknown service {service}")
+            return Unimplemented(f"unknown method {method} for service {service}")
+        return Unimplemented(f"unknown service {service}")
 
     def _routed(self, routes: Routes) -> frozenset[str]:
         """The services the gateway routes (``package.Service``), once per loaded state."""
