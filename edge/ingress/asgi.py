@@ -231,8 +231,14 @@ async def wait_for_disconnect(receive: Receive, after: asyncio.Event | None = No
         pass  # an empty request's own http.request event may still be unread
 
 
+def _nothing() -> None:
+    return None
+
+
 def watch_disconnect(
-    receive: Receive, on_disconnect: Callable[[], object], after: asyncio.Event | None = None
+    receive: Receive,
+    on_disconnect: Callable[[], object] | None,
+    after: asyncio.Event | None = None,
 ) -> asyncio.Task[None]:
     """A task calling ``on_disconnect`` when the client goes: the one disconnect watcher.
 
@@ -241,11 +247,40 @@ def watch_disconnect(
     to its deadline. Stop it with ``stop_watching`` when the answer is complete.
     """
 
+    react = on_disconnect or _nothing
+
     async def watch() -> None:
         await wait_for_disconnect(receive, after)
-        on_disconnect()
+        react()
 
     return asyncio.get_running_loop().create_task(watch())
+
+
+async def first_message(
+    reply: Reply, receive: Receive, body_ended: asyncio.Event | None = None
+) -> tuple[Any, asyncio.Task[None]]:
+    """Watch for a disconnect, then wait for a reply stream's first message (None: empty).
+
+    Every streaming adapter starts this way: the watcher runs before the first message is
+    awaited, so a client that leaves while the upstream is still silent cancels the call
+    at once, not when the first message finally comes; for a bidi stream it starts once
+    the request body has ended (``body_ended``: until then the request stream's reader
+    sees the disconnect). The first message is awaited before the response starts, so an
+    early failure still gets the protocol's own error form: if waiting raises, the
+    watcher is stopped and the stream closed before the error goes on. Returns the
+    message and the watcher, which the caller stops when the answer is complete.
+    """
+    assert reply.stream is not None
+    watcher = watch_disconnect(receive, reply.cancel, body_ended)
+    try:
+        first = await anext(reply.stream)
+    except StopAsyncIteration:
+        first = None
+    except BaseException:
+        await stop_watching(watcher)
+        await close_stream(reply.stream)
+        raise
+    return first, watcher
 
 
 async def stop_watching(watcher: asyncio.Task[None]) -> None:

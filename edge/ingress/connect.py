@@ -46,13 +46,13 @@ from edge.ingress.asgi import (
     Send,
     call_unless_disconnected,
     close_stream,
+    first_message,
     read_body,
     request_body,
     send_refusal,
     send_response,
     stop_watching,
     timed_send,
-    watch_disconnect,
 )
 from edge.ingress.calls import deadline
 from edge.ingress.connect_wire import (
@@ -502,10 +502,6 @@ async def _prepended(first: Message, rest: AsyncIterator[Message]) -> AsyncItera
         yield message
 
 
-def _nothing() -> None:
-    return None
-
-
 async def _stream_reply(
     route: TranscodeRoute,
     codec: Codec,
@@ -536,15 +532,7 @@ async def _stream_reply(
             await send({"type": "http.response.body", "body": body})
         return
     stream = reply.stream
-    watcher = watch_disconnect(receive, reply.cancel or _nothing, body_ended)
-    try:
-        first: Message | None = await anext(stream)
-    except StopAsyncIteration:
-        first = None
-    except BaseException:
-        await stop_watching(watcher)
-        await close_stream(stream)
-        raise
+    first, watcher = await first_message(reply, receive, body_ended)
     headers = [
         content_type,
         *_STREAM_HEADERS,

@@ -43,12 +43,12 @@ from edge.ingress.asgi import (
     call_unless_disconnected,
     close_stream,
     declared_length,
+    first_message,
     request_body,
     send_refusal,
     send_response,
     stop_watching,
     timed_send,
-    watch_disconnect,
 )
 from edge.ingress.calls import deadline, grpc_timeout
 from edge.ingress.grpc_web_wire import (
@@ -368,10 +368,6 @@ async def _request_stream(
     decoder.finish()
 
 
-def _nothing() -> None:
-    return None
-
-
 async def _stream_reply(
     reply: Reply,
     receive: Receive,
@@ -389,15 +385,7 @@ async def _stream_reply(
     """
     assert reply.stream is not None
     stream = reply.stream
-    watcher = watch_disconnect(receive, reply.cancel or _nothing, body_ended)
-    try:
-        first: Message | None = await anext(stream)
-    except StopAsyncIteration:
-        first = None
-    except BaseException:
-        await stop_watching(watcher)
-        await close_stream(stream)
-        raise
+    first, watcher = await first_message(reply, receive, body_ended)
     headers = [
         (b"content-type", encoder.content_type.encode("ascii")),
         (b"x-accel-buffering", b"no"),  # tell nginx not to buffer the stream

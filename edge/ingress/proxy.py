@@ -149,7 +149,7 @@ class ProxyAdapter:
         http = reply.http
         headers = [*http.headers, *reply.headers] if reply.headers else http.headers
         # once the request body is read, a disconnect stops the upstream response at once
-        watcher = watch_disconnect(receive, reply.cancel or _nothing, body_done)
+        watcher = watch_disconnect(receive, reply.cancel, body_done)
         try:
             await send({"type": "http.response.start", "status": http.status, "headers": headers})
             async for chunk in http.body:
@@ -207,10 +207,6 @@ class ProxyAdapter:
             await pipeline.admit_message(call, connection)
 
         await _relay(upstream, receive, send, check)
-
-
-def _nothing() -> None:
-    return None
 
 
 async def _relay(

@@ -30,13 +30,13 @@ from edge.ingress.asgi import (
     Send,
     call_unless_disconnected,
     close_stream,
+    first_message,
     read_body,
     request_body,
     send_refusal,
     send_response,
     stop_watching,
     timed_send,
-    watch_disconnect,
 )
 from edge.ingress.calls import deadline, grpc_timeout
 from edge.ingress.render import (
@@ -216,10 +216,6 @@ async def _ndjson_requests(
         yield route.binder.bind(found.bindings, query, bytes(buffer))
 
 
-def _nothing() -> None:
-    return None
-
-
 async def _stream_reply(
     route: TranscodeRoute,
     reply: Reply,
@@ -240,15 +236,7 @@ async def _stream_reply(
     stream = reply.stream
     accept = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"accept"), None)
     framing = choose_format(accept, route.stream_format)
-    watcher = watch_disconnect(receive, reply.cancel or _nothing, body_ended)
-    try:
-        first: Message | None = await anext(stream)
-    except StopAsyncIteration:
-        first = None
-    except BaseException:
-        await stop_watching(watcher)
-        await close_stream(stream)
-        raise
+    first, watcher = await first_message(reply, receive, body_ended)
     headers = [
         (b"content-type", framing.content_type),
         (b"cache-control", b"no-cache"),
