@@ -15,21 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import logging
-import shutil
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
-import grpc.aio
 import httpx
 import pytest
 from browser import Page, chromium, open_page
-from conftest import TEST_PROTOS, Gateway, make_config, run_gateway
+from conftest import TEST_PROTOS, Gateway
 from connect_peer import (
     bearer,
     browser_call,
@@ -40,18 +35,22 @@ from connect_peer import (
     serve_page,
 )
 from google.rpc import error_details_pb2
-from kitchen_upstream import Kitchen, Streams
 from recording import AUTH, token
+from talking_kitchen import (
+    KITCHEN,
+    RETRY,
+    STREAMS,
+    Stack,
+    error_of,
+    talking_stack,
+    write_wider_protos,
+)
 
 from edgetest.v1 import kitchen_pb2 as pb
-from edgetest.v1 import kitchen_pb2_grpc as pb_grpc
-from edgetest.v1 import retry_pb2, retry_pb2_grpc
+from edgetest.v1 import retry_pb2
 
 pytestmark = pytest.mark.e2e
 
-KITCHEN = "edgetest.v1.KitchenService"
-STREAMS = "edgetest.v1.StreamService"
-RETRY = "edgetest.v1.RetryService"
 HTTP_VERSIONS = ["1.1", "2"]
 FORMATS = [True, False]  # binary (application/proto), JSON (application/json)
 CASES = [(v, b) for v in HTTP_VERSIONS for b in FORMATS]
@@ -66,16 +65,7 @@ def connect_clients() -> str:
 @pytest.fixture(scope="session")
 def wider_protos(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The test protos, plus a method and a service the gateway's copy does not have."""
-    root = tmp_path_factory.mktemp("protos")
-    shutil.copytree(TEST_PROTOS, root, dirs_exist_ok=True)
-    kitchen = root / "edgetest" / "v1" / "kitchen.proto"
-    text = kitchen.read_text()
-    marker = "  rpc Plain(Kitchen) returns (Kitchen);\n"
-    assert marker in text
-    text = text.replace(marker, marker + "  rpc Missing(Kitchen) returns (Kitchen);\n")
-    text += "\nservice GhostService {\n  rpc Boo(Kitchen) returns (Kitchen);\n}\n"
-    kitchen.write_text(text)
-    return root
+    return write_wider_protos(tmp_path_factory.mktemp("protos"))
 
 
 def spec(
@@ -102,72 +92,7 @@ def spec(
     return out
 
 
-class TalkingKitchen(Kitchen):
-    """The kitchen whose Plain sends initial and trailing metadata, text and binary."""
-
-    inspected = 0
-
-    async def Inspect(  # noqa: N802
-        self, request: pb.Kitchen, context: grpc.aio.ServicerContext
-    ) -> pb.Inspection:
-        self.inspected += 1
-        return await super().Inspect(request, context)
-
-    async def Plain(  # noqa: N802
-        self, request: pb.Kitchen, context: grpc.aio.ServicerContext
-    ) -> pb.Kitchen:
-        await context.send_initial_metadata((("x-initial", "one"), ("x-initial-bin", b"\x00\xff")))
-        context.set_trailing_metadata((("x-trailer", "two"), ("x-trailer-bin", b"\x01\x02")))
-        return request
-
-
-class TalkingStreams(Streams):
-    """Streams whose Count ends with a trailer saying how many ticks it sent."""
-
-    async def Count(  # noqa: N802
-        self, request: pb.CountRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.Tick]:
-        context.set_trailing_metadata((("x-ticks", str(request.count)),))
-        async for tick in super().Count(request, context):
-            yield tick
-
-
-class Reads(retry_pb2_grpc.RetryServiceServicer):
-    """RetryService.Read (NO_SIDE_EFFECTS) answering how many reads it has had."""
-
-    def __init__(self) -> None:
-        self.reads = 0
-
-    async def Read(  # noqa: N802
-        self, request: retry_pb2.Attempt, context: grpc.aio.ServicerContext
-    ) -> retry_pb2.Attempts:
-        self.reads += 1
-        return retry_pb2.Attempts(attempt=self.reads)
-
-
-@dataclass
-class Stack:
-    gateway: Gateway
-    kitchen: TalkingKitchen
-    reads: Reads
-
-
-@contextlib.asynccontextmanager
-async def connect_stack(**extra: Any) -> AsyncIterator[Stack]:
-    kitchen = TalkingKitchen()
-    kitchen.streams = TalkingStreams()
-    reads = Reads()
-    server = grpc.aio.server()
-    pb_grpc.add_KitchenServiceServicer_to_server(kitchen, server)
-    pb_grpc.add_StreamServiceServicer_to_server(kitchen.streams, server)
-    retry_pb2_grpc.add_RetryServiceServicer_to_server(reads, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with run_gateway(make_config(port, extra=extra)) as gateway:
-            yield Stack(gateway, kitchen, reads)
-    finally:
-        await server.stop(None)
+connect_stack = talking_stack
 
 
 @pytest.fixture
@@ -178,14 +103,6 @@ async def stack() -> AsyncIterator[Stack]:
     }
     async with connect_stack(**extra) as running:
         yield running
-
-
-def error_of(result: dict[str, Any], code: str) -> dict[str, Any]:
-    assert not result["ok"], result
-    error: dict[str, Any] = result["error"]
-    assert error["code"] == code, error
-    assert error["cause"] is None, error  # the server's error, not a client-side failure
-    return error
 
 
 def access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:

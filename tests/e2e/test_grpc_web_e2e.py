@@ -18,16 +18,13 @@ import base64
 import contextlib
 import json
 import logging
-import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
-import grpc.aio
 import pytest
 from browser import Page, chromium, open_page
-from conftest import TEST_PROTOS, Gateway, make_config, run_gateway
+from conftest import TEST_PROTOS, Gateway
 from connect_peer import (
     bearer,
     browser_call,
@@ -38,16 +35,18 @@ from connect_peer import (
     serve_page,
 )
 from google.rpc import error_details_pb2
-from kitchen_upstream import Kitchen, Streams
 from recording import AUTH, token
-
-from edgetest.v1 import kitchen_pb2 as pb
-from edgetest.v1 import kitchen_pb2_grpc as pb_grpc
+from talking_kitchen import (
+    KITCHEN,
+    STREAMS,
+    TalkingKitchen,
+    error_of,
+    talking_stack,
+    write_wider_protos,
+)
 
 pytestmark = pytest.mark.e2e
 
-KITCHEN = "edgetest.v1.KitchenService"
-STREAMS = "edgetest.v1.StreamService"
 HTTP_VERSIONS = ["1.1", "2"]
 
 
@@ -58,20 +57,8 @@ def connect_clients() -> str:
 
 @pytest.fixture(scope="session")
 def wider_protos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The test protos, plus a method and a service the gateway's copy does not have.
-
-    The client is built from these, so it can call what the gateway never loaded.
-    """
-    root = tmp_path_factory.mktemp("protos")
-    shutil.copytree(TEST_PROTOS, root, dirs_exist_ok=True)
-    kitchen = root / "edgetest" / "v1" / "kitchen.proto"
-    text = kitchen.read_text()
-    marker = "  rpc Plain(Kitchen) returns (Kitchen);\n"
-    assert marker in text
-    text = text.replace(marker, marker + "  rpc Missing(Kitchen) returns (Kitchen);\n")
-    text += "\nservice GhostService {\n  rpc Boo(Kitchen) returns (Kitchen);\n}\n"
-    kitchen.write_text(text)
-    return root
+    """The test protos, plus a method and a service the gateway's copy does not have."""
+    return write_wider_protos(tmp_path_factory.mktemp("protos"))
 
 
 def spec(
@@ -98,40 +85,10 @@ def spec(
     return out
 
 
-class TalkingKitchen(Kitchen):
-    """The kitchen whose Plain also sends initial and trailing metadata, text and binary;
-    it counts the Inspect calls that reach it."""
-
-    inspected = 0
-
-    async def Inspect(  # noqa: N802
-        self, request: pb.Kitchen, context: grpc.aio.ServicerContext
-    ) -> pb.Inspection:
-        self.inspected += 1
-        return await super().Inspect(request, context)
-
-    async def Plain(  # noqa: N802
-        self, request: pb.Kitchen, context: grpc.aio.ServicerContext
-    ) -> pb.Kitchen:
-        await context.send_initial_metadata((("x-initial", "one"), ("x-initial-bin", b"\x00\xff")))
-        context.set_trailing_metadata((("x-trailer", "two"), ("x-trailer-bin", b"\x01\x02")))
-        return request
-
-
 @contextlib.asynccontextmanager
 async def kitchen_stack(**extra: Any) -> AsyncIterator[tuple[Gateway, TalkingKitchen]]:
-    kitchen = TalkingKitchen()
-    kitchen.streams = Streams()
-    server = grpc.aio.server()
-    pb_grpc.add_KitchenServiceServicer_to_server(kitchen, server)
-    pb_grpc.add_StreamServiceServicer_to_server(kitchen.streams, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with run_gateway(make_config(port, extra=extra)) as gateway:
-            yield gateway, kitchen
-    finally:
-        await server.stop(None)
+    async with talking_stack(**extra) as stack:
+        yield stack.gateway, stack.kitchen
 
 
 @pytest.fixture
@@ -139,14 +96,6 @@ async def gateway() -> AsyncIterator[Gateway]:
     extra = {"headers": {"forward_request": ["x-tenant"]}}
     async with kitchen_stack(**extra) as (running, _):
         yield running
-
-
-def error_of(result: dict[str, Any], code: str) -> dict[str, Any]:
-    assert not result["ok"], result
-    error: dict[str, Any] = result["error"]
-    assert error["code"] == code, error
-    assert error["cause"] is None, error  # the server's status, not a client-side failure
-    return error
 
 
 # -- calls that succeed ------------------------------------------------------------------
