@@ -55,6 +55,9 @@ from edge.ingress.asgi import (
     timed_send,
 )
 from edge.ingress.calls import deadline
+from edge.ingress.connect_errors import (
+    end_stream_envelope,
+)
 from edge.ingress.connect_wire import (
     Codec,
     CompressionUnsupported,
@@ -66,7 +69,6 @@ from edge.ingress.connect_wire import (
     connect_kind,
     content_type_for,
     encode_envelope,
-    end_stream_envelope,
     leading_headers,
     parse_content_type,
     parse_get_query,

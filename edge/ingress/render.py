@@ -17,7 +17,7 @@ from google.protobuf import any_pb2, json_format, message_factory
 from google.protobuf.message import DecodeError
 
 from edge.errors import EdgeError, UpstreamStatus
-from edge.ingress import connect_wire
+from edge.ingress import connect_errors, connect_wire
 from edge.ingress.asgi import JSON_HEADERS, REQUEST_ID, Scope, Send, send_response
 from edge.ingress.grpc_web_wire import ResponseEncoder, UnsupportedMediaType, trailers_only_headers
 from edge.transcode.json_codec import JsonCodec
@@ -164,7 +164,7 @@ def grpc_web_trailers(error: EdgeError, encoder: ResponseEncoder) -> bytes:
 # connect-go writes it): the upstream's ``grpc-status-details-bin`` entries as they came,
 # the gateway's own (JSON ``google.rpc`` details) packed into bytes.
 
-CONNECT_INTERNAL_BODY = connect_wire.error_json(13, "internal error")
+CONNECT_INTERNAL_BODY = connect_errors.error_json(13, "internal error")
 
 
 def _connect_detail_debug(type_name: str, value: bytes, codec: JsonCodec | None) -> Any:
@@ -179,7 +179,7 @@ def _connect_detail_debug(type_name: str, value: bytes, codec: JsonCodec | None)
         return None
 
 
-def connect_details(error: EdgeError, codec: JsonCodec | None) -> list[connect_wire.ErrorDetail]:
+def connect_details(error: EdgeError, codec: JsonCodec | None) -> list[connect_errors.ErrorDetail]:
     """The details a Connect client sees: the upstream's own, else the gateway's.
 
     ``codec`` (the route's) renders the ``debug`` JSON and resolves the gateway's detail
@@ -190,12 +190,12 @@ def connect_details(error: EdgeError, codec: JsonCodec | None) -> list[connect_w
         raw = error.status_details_bin()
         if raw is not None:
             return [
-                connect_wire.ErrorDetail(
+                connect_errors.ErrorDetail(
                     detail.type,
                     detail.value,
                     _connect_detail_debug(detail.type, detail.value, codec),
                 )
-                for detail in connect_wire.details_from_status_bin(raw)
+                for detail in connect_errors.details_from_status_bin(raw)
             ]
     pool = codec.pool if codec is not None else None
     details = []
@@ -207,7 +207,7 @@ def connect_details(error: EdgeError, codec: JsonCodec | None) -> list[connect_w
             continue
         debug = {key: value for key, value in detail.items() if key != "@type"}
         details.append(
-            connect_wire.ErrorDetail(packed.type_url.rsplit("/", 1)[-1], packed.value, debug)
+            connect_errors.ErrorDetail(packed.type_url.rsplit("/", 1)[-1], packed.value, debug)
         )
     return details
 
@@ -225,7 +225,7 @@ def connect_status(error: EdgeError) -> int:
     """
     if error.http_status is not None:
         return error.http_status
-    return connect_wire.http_status_for_code(error.grpc_code or 2)
+    return connect_errors.http_status_for_code(error.grpc_code or 2)
 
 
 def _error_header_pairs(error: EdgeError) -> list[tuple[bytes, bytes]]:
@@ -247,7 +247,7 @@ def connect_unary_error(
     if isinstance(error, UpstreamStatus):
         trailers = connect_wire.response_metadata(error.trailing_metadata)
         leading = connect_wire.leading_headers(error.initial_metadata)
-    _, headers, body = connect_wire.unary_error_response(
+    _, headers, body = connect_errors.unary_error_response(
         error.grpc_code or 2, error.message, connect_details(error, codec), trailers
     )
     headers.extend(leading)
@@ -279,9 +279,9 @@ def connect_end_stream_error(
         metadata = connect_wire.response_metadata(error.trailing_metadata)
     if headers_sent:
         metadata.extend((k.lower(), v) for k, v in error.headers.items())
-    return connect_wire.end_stream_envelope(
+    return connect_errors.end_stream_envelope(
         error.grpc_code or 2, error.message, connect_details(error, codec), metadata
     )
 
 
-CONNECT_INTERNAL_END_STREAM = connect_wire.end_stream_envelope(13, "internal error")
+CONNECT_INTERNAL_END_STREAM = connect_errors.end_stream_envelope(13, "internal error")
