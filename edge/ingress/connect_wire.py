@@ -15,7 +15,8 @@ reference (connectrpc.com ``docs/protocol.md``), checked against connect-es, who
   envelope holding ``{"error": {...}, "metadata": {...}}``.
 
 The envelope framing is gRPC's length-prefixed framing, so the decoder is the one of
-``edge.ingress.grpc_web_wire`` with Connect's flag rules and errors.
+``edge.ingress.grpc_web_wire`` with Connect's flag rules and errors. The codes, the
+error JSON and the end-of-stream message are ``edge.ingress.connect_errors``.
 """
 
 from __future__ import annotations
