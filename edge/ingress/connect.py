@@ -249,8 +249,12 @@ class ConnectAdapter:
             return
         out = [
             (b"content-type", content_type_for(codec, stream=False).encode("ascii")),
-            *leading_headers(reply.initial_metadata),
-            *unary_trailer_headers(response_metadata(reply.trailing_metadata)),
+            *(leading_headers(reply.initial_metadata) if reply.initial_metadata else ()),
+            *(
+                unary_trailer_headers(response_metadata(reply.trailing_metadata))
+                if reply.trailing_metadata
+                else ()
+            ),
             *reply.headers,
         ]
         await send_response(send, 200, payload, out)

@@ -173,6 +173,14 @@ class ContentType:
         return content_type_for(self.codec, stream=self.stream)
 
 
+_PLAIN_CONTENT_TYPES = {
+    b"application/json": ContentType("json", False),
+    b"application/proto": ContentType("proto", False),
+    b"application/connect+json": ContentType("json", True),
+    b"application/connect+proto": ContentType("proto", True),
+}
+
+
 def content_type_for(codec: Codec, *, stream: bool) -> str:
     if stream:
         return CONTENT_TYPE_STREAM_JSON if codec == "json" else CONTENT_TYPE_STREAM_PROTO
@@ -188,6 +196,9 @@ def parse_content_type(value: str | bytes | None) -> ContentType:
     Anything else raises ``UnsupportedMediaType`` (415): the spec says a server "must
     respond with an HTTP status code of 415" for a codec it does not support.
     """
+    known = _PLAIN_CONTENT_TYPES.get(value) if isinstance(value, bytes) else None
+    if known is not None:  # the exact values the clients send: the hot path
+        return known
     text = value.decode("latin-1") if isinstance(value, bytes) else (value or "")
     media, _, params = text.partition(";")
     media = media.strip().lower()

@@ -1,0 +1,134 @@
+"""Each adapter's own CPU per call, in process: the JSON POST, gRPC-Web and Connect unary.
+
+The same GetBook through the gateway's ASGI app with the gRPC client replaced by a canned
+reply (``canned_gateway.CannedTerminal``) and no server around it: what routing, framing,
+binding, the pipeline and rendering cost for each protocol, without Hypercorn, wrk or the
+upstream in the measurement. The full run's rows (``run.py``) carry all of those, and on
+a shared two-core machine their drift is larger than the few percent these three differ
+by; here the rounds are interleaved and the minimum of each is reported (the least
+disturbed), with its ratio to the JSON POST. Run as ``python -m benchmarks.adapter_cost``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.browser_protocols import CONNECT_BODY, GRPC_WEB_BODY
+from benchmarks.canned_gateway import CannedTerminal
+from edge.app import create_app
+from edge.config import parse_config
+
+REPO = Path(__file__).resolve().parents[1]
+PATH = "/edgedemo.library.v1.LibraryService/GetBook"
+_BASE = [(b"host", b"127.0.0.1:8080"), (b"user-agent", b"bench")]
+KINDS: dict[str, tuple[list[tuple[bytes, bytes]], bytes]] = {
+    "JSON POST": (
+        [*_BASE, (b"content-type", b"application/json"), (b"content-length", b"28")],
+        CONNECT_BODY,
+    ),
+    "gRPC-Web unary": (
+        [
+            *_BASE,
+            (b"content-type", b"application/grpc-web+proto"),
+            (b"x-grpc-web", b"1"),
+            (b"content-length", str(len(GRPC_WEB_BODY)).encode()),
+        ],
+        GRPC_WEB_BODY,
+    ),
+    "Connect unary": (
+        [
+            *_BASE,
+            (b"content-type", b"application/json"),
+            (b"connect-protocol-version", b"1"),
+            (b"content-length", b"28"),
+        ],
+        CONNECT_BODY,
+    ),
+}
+
+
+def _app() -> Any:
+    config = parse_config(
+        {
+            "descriptors": {"proto_paths": [str(REPO / "protos")]},
+            "upstreams": {"demo": {"address": "127.0.0.1:1"}},
+            "services": {"*": {"upstream": "demo"}},
+            "transcoding": {"generic_routes": "all"},
+        },
+        base=REPO,
+        env={},
+    )
+    terminal = CannedTerminal()
+    app = create_app(config, terminal=terminal)
+    terminal.open(app.extensions["edge.state"].current.routes.upstream_methods())
+    return app.asgi_app
+
+
+async def _call(asgi: Any, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": PATH,
+        "raw_path": PATH.encode(),
+        "query_string": b"",
+        "headers": headers,
+        "client": ("127.0.0.1", 5555),
+        "server": ("127.0.0.1", 8080),
+        "extensions": {},
+    }
+    pending = [{"type": "http.request", "body": body, "more_body": False}]
+    status: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        if pending:
+            return pending.pop()
+        await asyncio.Event().wait()  # no disconnect: the watcher is cancelled at the end
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            status.append(message["status"])
+
+    await asgi(scope, receive, send)
+    if status != [200]:
+        raise RuntimeError(f"the call answered {status}")
+
+
+async def measure(calls: int, rounds: int) -> dict[str, list[float]]:
+    asgi = _app()
+    for headers, body in KINDS.values():  # warm up: code paths, caches, the allocator
+        for _ in range(calls // 5):
+            await _call(asgi, headers, body)
+    cost: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    for _ in range(rounds):
+        for kind, (headers, body) in KINDS.items():
+            start = time.process_time()
+            for _ in range(calls):
+                await _call(asgi, headers, body)
+            cost[kind].append((time.process_time() - start) / calls * 1e6)
+    return cost
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=3000, help="calls per round and kind")
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args(argv)
+    cost = asyncio.run(measure(args.calls, args.rounds))
+    json_post = min(cost["JSON POST"])
+    print("adapter cost in process (canned upstream, no server): us/call, min of rounds")
+    for kind, values in cost.items():
+        best = min(values)
+        print(f"  {kind:<16} {best:7.1f}  ({best / json_post:.2f}x the JSON POST)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
