@@ -23,19 +23,14 @@ speak (415) and a bidirectional stream over HTTP/1.x (505).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from google.protobuf.message import DecodeError, Message
-
-from edge.call import Call, Reply
+from edge.call import Call
 from edge.config import ConnectConfig
 from edge.errors import (
-    BadRequest,
     BodyTooLarge,
-    ClientDisconnected,
     EdgeError,
     MethodNotAllowed,
     Unimplemented,
@@ -45,30 +40,29 @@ from edge.ingress.asgi import (
     Scope,
     Send,
     call_unless_disconnected,
-    close_stream,
-    first_message,
     read_body,
-    request_body,
     send_refusal,
     send_response,
-    stop_watching,
     timed_send,
 )
 from edge.ingress.calls import deadline
-from edge.ingress.connect_errors import (
-    end_stream_envelope,
+from edge.ingress.connect_streams import (
+    decoder,
+    encoder,
+    envelope_requests,
+    read_ahead,
+    record,
+    single_request,
+    stream_reply,
 )
 from edge.ingress.connect_wire import (
     Codec,
     CompressionUnsupported,
     ConnectKind,
-    ConnectProtocolError,
-    EnvelopeDecoder,
     HttpVersionNotSupported,
     check_protocol_version,
     connect_kind,
     content_type_for,
-    encode_envelope,
     leading_headers,
     parse_content_type,
     parse_get_query,
@@ -90,16 +84,10 @@ from edge.state import GatewayState, StateHolder
 log = logging.getLogger("edge.connect")
 
 Headers = Sequence[tuple[bytes, bytes]]
-Decode = Callable[[bytes], Message]
-Encode = Callable[[Message], bytes]
 
 # the answers whose HTTP status is the protocol's own, so a stream answers them as a unary
 # error would: a content type the server cannot speak, a bidi stream over HTTP/1.x
 _NOT_STREAMABLE_STATUSES = frozenset({415, 505})
-_STREAM_HEADERS = (
-    (b"cache-control", b"no-cache"),
-    (b"x-accel-buffering", b"no"),  # tell nginx not to buffer the stream
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,17 +213,17 @@ class ConnectAdapter:
                 await state.pipeline.authenticate(call)
                 data = await read_body(scope, receive, state.max_body_bytes)
                 body_unread = False
-            call.request = _decoder(route, codec)(data)
+            call.request = decoder(route, codec)(data)
             reply = await call_unless_disconnected(state.chain, call, receive)
             if reply is None:
-                _record(scope, 1)  # CANCELLED; the access log says 499
+                record(scope, 1)  # CANCELLED; the access log says 499
                 return
-            _record(scope, 0, call)
+            record(scope, 0, call)
             assert reply.message is not None
-            payload = _encoder(route, codec)(reply.message)
+            payload = encoder(route, codec)(reply.message)
         except EdgeError as error:
             status, error_headers, body = connect_unary_error(error, route.codec)
-            _record(scope, error.grpc_code)
+            record(scope, error.grpc_code)
             if isinstance(error, BodyTooLarge) or body_unread:  # the client may still be sending
                 await send_refusal(scope, receive, send, status, body, error_headers)
             else:
@@ -244,7 +232,7 @@ class ConnectAdapter:
         except Exception:
             # the one broad except: a bug must cost one request, never the worker
             log.exception("unhandled error serving Connect %s %s", scope["method"], scope["path"])
-            _record(scope, 13)
+            record(scope, 13)
             await send_response(send, 500, CONNECT_INTERNAL_BODY)
             return
         out = [
@@ -291,30 +279,30 @@ class ConnectAdapter:
             _check_encoding(headers, b"content-encoding", stream=True)
             call = self._call(state, route, scope)
             await state.pipeline.authenticate(call)  # before a byte of the body is read
-            decode = _decoder(route, codec)
+            decode = decoder(route, codec)
             body_ended: asyncio.Event | None = None
             if method.client_streaming:
                 body_ended = asyncio.Event()  # then a disconnect can be watched for
-                requests = _envelope_requests(decode, receive, state.max_body_bytes, body_ended)
+                requests = envelope_requests(decode, receive, state.max_body_bytes, body_ended)
                 if not method.server_streaming:
                     # a client stream's first message is read before the call starts, so a
                     # bad first envelope never reaches the upstream (a bidi client may
                     # wait for the server's first message, so its stream is not held up)
-                    requests = await _read_ahead(requests)
+                    requests = await read_ahead(requests)
                 call.request = requests
             else:
-                call.request = await _single_request(decode, receive, state.max_body_bytes)
+                call.request = await single_request(decode, receive, state.max_body_bytes)
             body_unread = False
             # (a client stream's own reader sees a disconnect until its body has ended)
             reply = await call_unless_disconnected(state.chain, call, receive, body_ended)
             if reply is None:
-                _record(scope, 1)
+                record(scope, 1)
                 return
-            _record(scope, 0, call)
+            record(scope, 0, call)
             streaming_send = timed_send(send, state.send_timeout, scope)
-            await _stream_reply(route, codec, reply, scope, receive, streaming_send, body_ended)
+            await stream_reply(route, codec, reply, scope, receive, streaming_send, body_ended)
         except EdgeError as error:
-            _record(scope, error.grpc_code)
+            record(scope, error.grpc_code)
             if error.http_status in _NOT_STREAMABLE_STATUSES:
                 status, out, body = connect_unary_error(error, route.codec)
             else:
@@ -329,7 +317,7 @@ class ConnectAdapter:
                 await send_response(send, status, body, out)
         except Exception:
             log.exception("unhandled error serving Connect %s %s", scope["method"], scope["path"])
-            _record(scope, 13)
+            record(scope, 13)
             out = [(b"content-type", content_type_for(codec, stream=True).encode("ascii"))]
             await send_response(send, 200, CONNECT_INTERNAL_END_STREAM, out)
 
@@ -355,7 +343,7 @@ async def _unknown(claim: ConnectClaim, scope: Scope, receive: Receive, send: Se
     end of a stream); its body, if any, is not read."""
     service, _, name = claim.path[1:].partition("/")
     error = Unimplemented(f"{service}/{name} is not implemented")
-    _record(scope, error.grpc_code)
+    record(scope, error.grpc_code)
     if claim.kind == "stream":
         status, body = 200, connect_end_stream_error(error, None)
         out = [(b"content-type", _stream_content_type(scope["headers"]))]
@@ -400,189 +388,3 @@ def _check_encoding(headers: Headers, name: bytes, *, stream: bool) -> None:
         f"{name.decode()} {coding[:40]!r} is not supported: supported are identity",
         stream=stream,
     )
-
-
-def _record(scope: Scope, code: int, call: Call | None = None) -> None:
-    """The call's gRPC code (and user) for the access log and the request metrics."""
-    info = scope.get("edge")
-    if info is None:
-        return
-    info["grpc_code"] = code
-    if call is not None and call.subject is not None:
-        info["user"] = call.subject
-
-
-def _decoder(route: TranscodeRoute, codec: Codec) -> Decode:
-    """Bytes of one request message -> the message; BadRequest (invalid_argument) if not.
-
-    JSON goes through the route's binder (the whole body is the message), so the
-    transcoding options (``unknown_fields``...) and wording hold here too.
-    """
-    if codec == "json":
-        binder = route.binder
-
-        def from_json(data: bytes) -> Message:
-            return binder.bind((), "", data)
-
-        return from_json
-    input_type = route.method.input_type
-    name = route.method.input_type.DESCRIPTOR.full_name
-
-    def from_proto(data: bytes) -> Message:
-        try:
-            return input_type.FromString(data)
-        except DecodeError as exc:
-            raise BadRequest(
-                f"the request is not a binary {name} message", internal=str(exc)
-            ) from exc
-
-    return from_proto
-
-
-def _encoder(route: TranscodeRoute, codec: Codec) -> Encode:
-    if codec == "json":
-        return route.renderer.render
-    return _serialized
-
-
-def _serialized(message: Message) -> bytes:
-    return message.SerializeToString()
-
-
-async def _single_request(decode: Decode, receive: Receive, max_message_bytes: int) -> Message:
-    """The one request message of a server stream, from its enveloped body.
-
-    Read chunk by chunk through the envelope decoder, so an oversized length prefix is
-    refused before its message is buffered, and a second message as soon as it is seen;
-    with connect-es's words for a missing or extra one.
-    """
-    decoder = EnvelopeDecoder(max_message_bytes)
-    messages: list[bytes] = []
-    async for chunk in request_body(receive):
-        messages.extend(decoder.messages(chunk))
-        if len(messages) > 1:
-            raise ConnectProtocolError(
-                "protocol error: received extra input message for server-streaming method"
-            )
-    decoder.finish()
-    if not messages:
-        raise ConnectProtocolError(
-            "protocol error: missing input message for server-streaming method"
-        )
-    return decode(messages[0])
-
-
-async def _envelope_requests(
-    decode: Decode, receive: Receive, max_message_bytes: int, ended: asyncio.Event
-) -> AsyncIterator[Message]:
-    """A client stream's request messages, each decoded as its envelope completes.
-
-    Every message is held to ``max_message_bytes`` (refused at its length prefix); the
-    body as a whole has no limit, since its messages go upstream as they come.
-    """
-    decoder = EnvelopeDecoder(max_message_bytes)
-    # ``ended`` is set after the last chunk: from then on the disconnect watchers read
-    async for chunk in request_body(receive, None, ended):
-        for data in decoder.messages(chunk):
-            yield decode(data)
-    decoder.finish()
-
-
-async def _read_ahead(requests: AsyncIterator[Message]) -> AsyncIterator[Message]:
-    """``requests`` with its first message already read (errors raised now)."""
-    try:
-        first = await anext(requests)
-    except StopAsyncIteration:
-        return _no_messages()
-    return _prepended(first, requests)
-
-
-async def _no_messages() -> AsyncIterator[Message]:
-    return
-    yield  # an async generator that yields nothing
-
-
-async def _prepended(first: Message, rest: AsyncIterator[Message]) -> AsyncIterator[Message]:
-    yield first
-    async for message in rest:
-        yield message
-
-
-async def _stream_reply(
-    route: TranscodeRoute,
-    codec: Codec,
-    reply: Reply,
-    scope: Scope,
-    receive: Receive,
-    send: Send,
-    body_ended: asyncio.Event | None,
-) -> None:
-    """Write a streaming response; raises EdgeError only before it has started.
-
-    The first message is awaited before the headers go, so a stream that fails at once is
-    answered with its error and the upstream's leading metadata as headers (connect-es
-    reads them into the error). The disconnect watcher starts before that wait, so a
-    client that leaves while the upstream is silent cancels the call at once; for a bidi
-    stream, once the request body has ended (until then its reader sees a disconnect).
-    """
-    encode = _encoder(route, codec)
-    content_type = (b"content-type", content_type_for(codec, stream=True).encode("ascii"))
-    if reply.stream is None:  # a client stream's single answer
-        assert reply.message is not None
-        start = [content_type, *leading_headers(reply.initial_metadata), *reply.headers]
-        body = encode_envelope(encode(reply.message)) + end_stream_envelope(
-            0, metadata=response_metadata(reply.trailing_metadata)
-        )
-        with contextlib.suppress(ClientDisconnected):
-            await send({"type": "http.response.start", "status": 200, "headers": start})
-            await send({"type": "http.response.body", "body": body})
-        return
-    stream = reply.stream
-    first, watcher = await first_message(reply, receive, body_ended)
-    headers = [
-        content_type,
-        *_STREAM_HEADERS,
-        *leading_headers(reply.initial_metadata),
-        *reply.headers,
-    ]
-    try:
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await _write_messages(route, encode, reply, stream, first, scope, send)
-    except ClientDisconnected:
-        return  # stalled before the first byte: the connection is gone
-    finally:
-        await stop_watching(watcher)
-        await close_stream(stream)
-
-
-async def _write_messages(
-    route: TranscodeRoute,
-    encode: Encode,
-    reply: Reply,
-    stream: AsyncIterator[Message],
-    first: Message | None,
-    scope: Scope,
-    send: Send,
-) -> None:
-    """Each message in its envelope as it comes, then the end-of-stream message."""
-    try:
-        if first is not None:
-            body = encode_envelope(encode(first))
-            await send({"type": "http.response.body", "body": body, "more_body": True})
-            async for message in stream:
-                body = encode_envelope(encode(message))
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-        end = end_stream_envelope(0, metadata=response_metadata(reply.trailing_metadata))
-    except ClientDisconnected:
-        _record(scope, 1)
-        return  # stalled: the connection is gone, nothing more can be written
-    except EdgeError as error:
-        _record(scope, error.grpc_code)
-        end = connect_end_stream_error(error, route.codec, headers_sent=True)
-    except Exception:
-        # the response has started: a bug can only end the stream, in-band, as internal
-        log.exception("unhandled error writing a Connect stream for %s", route.method.full_name)
-        _record(scope, 13)
-        end = CONNECT_INTERNAL_END_STREAM
-    with contextlib.suppress(ClientDisconnected):  # stalled at the very end
-        await send({"type": "http.response.body", "body": end, "more_body": False})
