@@ -70,7 +70,9 @@ from edge.ingress.connect_wire import (
     response_metadata,
     unary_trailer_headers,
 )
-from edge.ingress.grpc_web_wire import UnsupportedMediaType
+from edge.ingress.grpc_web_wire import (
+    UnsupportedMediaType,
+)
 from edge.ingress.render import (
     CONNECT_INTERNAL_BODY,
     CONNECT_INTERNAL_END_STREAM,

@@ -26,7 +26,12 @@ from edge.ingress.connect_wire import (
     Metadata,
     unary_trailer_headers,
 )
-from edge.ingress.grpc_web_wire import encode_frame, metadata_entries
+from edge.ingress.grpc_web_reply import (
+    metadata_entries,
+)
+from edge.ingress.grpc_web_wire import (
+    encode_frame,
+)
 
 # The spec's "Error Codes" table: code name and the HTTP status of a unary error.
 CODE_NAMES: dict[int, str] = {

@@ -30,11 +30,13 @@ from typing import Literal
 from urllib.parse import unquote_plus, unquote_to_bytes
 
 from edge.errors import EdgeError
+from edge.ingress.grpc_web_reply import (
+    metadata_entries,
+)
 from edge.ingress.grpc_web_wire import (
     LengthPrefixedDecoder,
     UnsupportedMediaType,
     encode_frame,
-    metadata_entries,
 )
 
 Metadata = Iterable[tuple[str, str | bytes]]

@@ -51,14 +51,16 @@ from edge.ingress.asgi import (
     timed_send,
 )
 from edge.ingress.calls import deadline, grpc_timeout
+from edge.ingress.grpc_web_reply import (
+    ResponseEncoder,
+    metadata_entries,
+)
 from edge.ingress.grpc_web_wire import (
     PREFIX_SIZE,
     RequestDecoder,
-    ResponseEncoder,
     UnsupportedMediaType,
     check_grpc_encoding,
     is_grpc_web,
-    metadata_entries,
     parse_content_type,
     wants_text_response,
 )

@@ -19,7 +19,13 @@ from google.protobuf.message import DecodeError
 from edge.errors import EdgeError, UpstreamStatus
 from edge.ingress import connect_errors, connect_wire
 from edge.ingress.asgi import JSON_HEADERS, REQUEST_ID, Scope, Send, send_response
-from edge.ingress.grpc_web_wire import ResponseEncoder, UnsupportedMediaType, trailers_only_headers
+from edge.ingress.grpc_web_reply import (
+    ResponseEncoder,
+    trailers_only_headers,
+)
+from edge.ingress.grpc_web_wire import (
+    UnsupportedMediaType,
+)
 from edge.transcode.json_codec import JsonCodec
 from edge.transcode.response import decode_details, status_body
 from edge.upstream.headers import HeaderPolicy, response_headers

@@ -10,6 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edge.ingress.grpc_web_reply import (
+    ResponseEncoder,
+    decode_grpc_message,
+    encode_grpc_message,
+    encode_message,
+    encode_trailers,
+    metadata_entries,
+    trailer_block,
+    trailers_only_headers,
+)
 from edge.ingress.grpc_web_wire import (
     Base64ChunkDecoder,
     CompressionUnsupported,
@@ -19,20 +29,12 @@ from edge.ingress.grpc_web_wire import (
     InvalidBase64,
     MessageTooLarge,
     RequestDecoder,
-    ResponseEncoder,
     UnsupportedMediaType,
     check_grpc_encoding,
-    decode_grpc_message,
     encode_frame,
-    encode_grpc_message,
-    encode_message,
-    encode_trailers,
     is_grpc_web,
-    metadata_entries,
     parse_content_type,
     response_content_type,
-    trailer_block,
-    trailers_only_headers,
     wants_text_response,
 )
 
