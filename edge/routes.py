@@ -51,6 +51,7 @@ class Routes:
     # every routed method at its gRPC path (/package.Service/Method), whatever its
     # annotations: what gRPC-Web and Connect calls address (the body is the whole message)
     rpcs: dict[str, TranscodeRoute] = field(default_factory=dict)
+    rpc_services: frozenset[str] = frozenset()  # the services of ``rpcs`` (package.Service)
     routes: list[TranscodeRoute] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # worth knowing, not wrong
@@ -130,6 +131,7 @@ def build_routes(
                 generic_ws: list[HttpRule | None] = [] if generic == "none" else [None]
                 for ws_rule in [*generic_ws, *method.http_rules]:
                     _add_ws_route(routes, codec, config, method, ws_rule, upstream, timeout)
+    routes.rpc_services = frozenset(path[1:].partition("/")[0] for path in routes.rpcs)
     return routes
 
 

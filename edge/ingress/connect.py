@@ -80,7 +80,7 @@ from edge.ingress.render import (
     connect_stream_error_headers,
     connect_unary_error,
 )
-from edge.routes import Routes, TranscodeRoute
+from edge.routes import TranscodeRoute
 from edge.state import GatewayState, StateHolder
 
 log = logging.getLogger("edge.connect")
@@ -115,7 +115,6 @@ class ConnectAdapter:
     def __init__(self, holder: StateHolder, config: ConnectConfig) -> None:
         self.holder = holder
         self.config = config
-        self._services: tuple[Routes | None, frozenset[str]] = (None, frozenset())
 
     def claim(self, scope: Scope, path: str) -> ConnectClaim | None:
         state = self.holder.current
@@ -124,7 +123,7 @@ class ConnectAdapter:
             service, slash, method = path[1:].partition("/")
             if not (slash and method and "/" not in method):
                 return None
-            if service not in self._routed(state.routes):
+            if service not in state.routes.rpc_services:
                 return None
         kind = connect_kind(scope["method"], scope["headers"], scope["query_string"])
         if kind is None:
@@ -143,14 +142,6 @@ class ConnectAdapter:
         if method == "POST" or (method == "GET" and route.method.no_side_effects):
             return route.method.full_name
         return None
-
-    def _routed(self, routes: Routes) -> frozenset[str]:
-        """The services the gateway routes (``package.Service``), once per loaded state."""
-        known, services = self._services
-        if known is not routes:
-            services = frozenset(path[1:].partition("/")[0] for path in routes.rpcs)
-            self._services = (routes, services)
-        return services
 
     async def serve(self, claim: ConnectClaim, scope: Scope, receive: Receive, send: Send) -> None:
         route = claim.route

@@ -65,7 +65,7 @@ from edge.ingress.grpc_web_wire import (
     wants_text_response,
 )
 from edge.ingress.render import grpc_web_trailers, grpc_web_trailers_only
-from edge.routes import Routes, TranscodeRoute
+from edge.routes import TranscodeRoute
 from edge.state import GatewayState, StateHolder
 
 log = logging.getLogger("edge.grpc_web")
@@ -119,7 +119,6 @@ class GrpcWebAdapter:
     ) -> None:
         self.holder = holder
         self.proxied = proxied
-        self._services: tuple[Routes | None, frozenset[str]] = (None, frozenset())
 
     def claim(self, scope: Scope, path: str) -> _Claim | None:
         if scope["method"] != "POST":
@@ -152,17 +151,9 @@ class GrpcWebAdapter:
         service, slash, method = claim.path[1:].partition("/")
         if not slash or not service or not method or "/" in method:
             return Unimplemented("no gRPC method at this path")
-        if service in self._routed(claim.state.routes):
+        if service in claim.state.routes.rpc_services:
             return Unimplemented(f"unknown method {method} for service {service}")
         return Unimplemented(f"unknown service {service}")
-
-    def _routed(self, routes: Routes) -> frozenset[str]:
-        """The services the gateway routes (``package.Service``), once per loaded state."""
-        known, services = self._services
-        if known is not routes:
-            services = frozenset(path[1:].partition("/")[0] for path in routes.rpcs)
-            self._services = (routes, services)
-        return services
 
     async def serve(self, claim: _Claim, scope: Scope, receive: Receive, send: Send) -> None:
         _note(scope, "protocol", "grpc-web")  # the access log's and the metrics' label
