@@ -137,18 +137,30 @@ def connect_kind(
       then refused as Connect would), or with Content-Type ``application/proto``;
     * ``get``: a GET whose query has ``connect=v1`` (any value of ``connect``).
 
+    ``headers`` are in ASGI form, names lower case (the ASGI spec's guarantee).
     A plain ``application/json`` POST without the header stays with JSON transcoding;
     the spec allows a server to require the header ("Servers and proxies may reject
     traffic without this header").
     """
     method = method.upper()
     if method == "POST":
-        media = _media_type(_header(headers, b"content-type"))
-        if media.startswith("application/connect+"):
+        # one pass, nothing decoded: every JSON POST on a generic route asks this
+        content_type = b""
+        versioned = False
+        for name, value in headers:  # ASGI header names are lower case
+            if name == b"content-type":
+                content_type = value
+            elif name == b"connect-protocol-version":
+                versioned = True
+        head = content_type.lstrip()[:20].lower()
+        if head.startswith(b"application/connect+"):
             return "stream"
-        if _header(headers, b"connect-protocol-version") is not None:
+        if versioned:
             return "unary"
-        if media == CONTENT_TYPE_PROTO:
+        if (
+            head.startswith(b"application/proto")
+            and _media_type(content_type) == CONTENT_TYPE_PROTO
+        ):
             return "unary"
         return None
     if method == "GET":

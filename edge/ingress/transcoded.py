@@ -108,7 +108,9 @@ class TranscodedAdapter:
                 method=method,
                 timeout=deadline(route.timeout, grpc_timeout(scope["headers"])),
             )
-            if route.binder.takes_body or method.client_streaming:
+            if state.pipeline.checks_credentials and (
+                route.binder.takes_body or method.client_streaming
+            ):
                 # credentials first, as Envoy's jwt_authn runs before its transcoder: a
                 # client without them is refused before its body is read (after
                 # Expect: 100-continue, before it is even invited)

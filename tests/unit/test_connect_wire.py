@@ -158,7 +158,7 @@ KINDS: list[tuple[str, str, H, bytes, str | None]] = [
         "stream",
     ),
     ("proto-without-version", "POST", [(b"content-type", b"application/proto")], b"", "unary"),
-    ("version-any-type", "POST", [(b"Connect-Protocol-Version", b"2")], b"", "unary"),
+    ("version-any-type", "POST", [(b"connect-protocol-version", b"2")], b"", "unary"),
     ("plain-json-post", "POST", [(b"content-type", b"application/json")], b"", None),
     ("grpc-web", "POST", [(b"content-type", b"application/grpc-web+proto")], b"", None),
     ("connect-es-get", "GET", [], b"connect=v1&encoding=json&message=%7B%7D", "get"),
