@@ -223,3 +223,20 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Any:
         return
     with redis_server(tmp_path_factory.mktemp("redis")) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def connect_clients() -> str:
+    """connect-es and grpc-web installed for tests/peers/connect (npm ci + the bundle);
+    skips under EDGE_SKIP_INTEROP=1."""
+    from connect_peer import ensure_installed
+
+    return ensure_installed()
+
+
+@pytest.fixture(scope="session")
+def wider_protos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The test protos, plus a method and a service the gateway's copy does not have."""
+    from talking_kitchen import write_wider_protos
+
+    return write_wider_protos(tmp_path_factory.mktemp("protos"))

@@ -8,6 +8,7 @@ counts its reads. ``talking_stack`` serves them behind a real gateway.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import shutil
 from collections.abc import AsyncIterator
@@ -18,6 +19,7 @@ from typing import Any
 import grpc
 import grpc.aio
 from conftest import TEST_PROTOS, Gateway, make_config, run_gateway
+from connect_peer import descriptor_set_for
 from kitchen_upstream import Kitchen, Streams
 
 from edgetest.v1 import kitchen_pb2 as pb
@@ -123,3 +125,30 @@ def error_of(result: dict[str, Any], code: str) -> dict[str, Any]:
     assert error["code"] == code, error
     assert error["cause"] is None, error  # the server's status, not a client-side failure
     return error
+
+
+def kitchen_spec(
+    transport: str,
+    gateway: Gateway,
+    service: str,
+    method: str,
+    request: dict[str, Any] | None = None,
+    /,
+    *,
+    protos: Path = TEST_PROTOS,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A connect-es call (binary unless ``binary=False``), in the spec client.mjs reads;
+    ``extra`` overrides any key, ``transport`` included."""
+    out: dict[str, Any] = {
+        "baseUrl": gateway.base_url,
+        "transport": transport,
+        "binary": True,
+        "service": service,
+        "method": method,
+        "request": request or {},
+        "descriptorSetBase64": base64.b64encode(descriptor_set_for(protos)).decode(),
+        "timeoutMs": 10_000,
+    }
+    out.update(extra)
+    return out

@@ -24,12 +24,10 @@ from typing import Any
 import httpx
 import pytest
 from browser import Page, chromium, open_page
-from conftest import TEST_PROTOS, Gateway
+from conftest import Gateway
 from connect_peer import (
     bearer,
     browser_call,
-    descriptor_set_for,
-    ensure_installed,
     node_call,
     open_call_page,
     serve_page,
@@ -42,8 +40,8 @@ from talking_kitchen import (
     STREAMS,
     Stack,
     error_of,
+    kitchen_spec,
     talking_stack,
-    write_wider_protos,
 )
 
 from edgetest.v1 import kitchen_pb2 as pb
@@ -57,39 +55,9 @@ CASES = [(v, b) for v in HTTP_VERSIONS for b in FORMATS]
 CASE_IDS = [f"http{v}-{'proto' if b else 'json'}" for v, b in CASES]
 
 
-@pytest.fixture(scope="session")
-def connect_clients() -> str:
-    return ensure_installed()  # npm ci + bundle; skips under EDGE_SKIP_INTEROP=1
-
-
-@pytest.fixture(scope="session")
-def wider_protos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The test protos, plus a method and a service the gateway's copy does not have."""
-    return write_wider_protos(tmp_path_factory.mktemp("protos"))
-
-
-def spec(
-    gateway: Gateway,
-    service: str,
-    method: str,
-    request: dict[str, Any] | None = None,
-    *,
-    protos: Path = TEST_PROTOS,
-    **extra: Any,
-) -> dict[str, Any]:
-    """A connect-es Connect call (binary unless ``binary=False``), as client.mjs reads it."""
-    out: dict[str, Any] = {
-        "baseUrl": gateway.base_url,
-        "transport": "connect",
-        "binary": True,
-        "service": service,
-        "method": method,
-        "request": request or {},
-        "descriptorSetBase64": base64.b64encode(descriptor_set_for(protos)).decode(),
-        "timeoutMs": 10_000,
-    }
-    out.update(extra)
-    return out
+def spec(gateway: Gateway, service: str, method: str, *args: Any, **extra: Any) -> dict[str, Any]:
+    """A connect-es connect call to the kitchen (binary unless ``binary=False``)."""
+    return kitchen_spec("connect", gateway, service, method, *args, **extra)
 
 
 connect_stack = talking_stack

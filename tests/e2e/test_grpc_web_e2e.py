@@ -24,12 +24,10 @@ from typing import Any
 
 import pytest
 from browser import Page, chromium, open_page
-from conftest import TEST_PROTOS, Gateway
+from conftest import Gateway
 from connect_peer import (
     bearer,
     browser_call,
-    descriptor_set_for,
-    ensure_installed,
     node_call,
     open_call_page,
     serve_page,
@@ -41,8 +39,8 @@ from talking_kitchen import (
     STREAMS,
     TalkingKitchen,
     error_of,
+    kitchen_spec,
     talking_stack,
-    write_wider_protos,
 )
 
 pytestmark = pytest.mark.e2e
@@ -50,39 +48,9 @@ pytestmark = pytest.mark.e2e
 HTTP_VERSIONS = ["1.1", "2"]
 
 
-@pytest.fixture(scope="session")
-def connect_clients() -> str:
-    return ensure_installed()  # npm ci + bundle; skips under EDGE_SKIP_INTEROP=1
-
-
-@pytest.fixture(scope="session")
-def wider_protos(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The test protos, plus a method and a service the gateway's copy does not have."""
-    return write_wider_protos(tmp_path_factory.mktemp("protos"))
-
-
-def spec(
-    gateway: Gateway,
-    service: str,
-    method: str,
-    request: dict[str, Any] | None = None,
-    *,
-    protos: Path = TEST_PROTOS,
-    **extra: Any,
-) -> dict[str, Any]:
-    """A connect-es gRPC-Web call to the kitchen (binary), in the spec client.mjs reads."""
-    out: dict[str, Any] = {
-        "baseUrl": gateway.base_url,
-        "transport": "grpc-web",
-        "binary": True,
-        "service": service,
-        "method": method,
-        "request": request or {},
-        "descriptorSetBase64": base64.b64encode(descriptor_set_for(protos)).decode(),
-        "timeoutMs": 10_000,
-    }
-    out.update(extra)
-    return out
+def spec(gateway: Gateway, service: str, method: str, *args: Any, **extra: Any) -> dict[str, Any]:
+    """A connect-es grpc-web call to the kitchen (binary unless ``binary=False``)."""
+    return kitchen_spec("grpc-web", gateway, service, method, *args, **extra)
 
 
 @contextlib.asynccontextmanager
