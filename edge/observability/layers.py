@@ -7,6 +7,7 @@ The pipeline does not import it: ``PrometheusPipelineEvents.attempt_layer``
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from edge.call import Call, Reply
 from edge.errors import EdgeError
@@ -14,10 +15,19 @@ from edge.observability import metrics
 from edge.pipeline.chain import Next
 from edge.pipeline.watched_stream import WatchedStream
 
+_RECORDERS: dict[tuple[str, str], tuple[Any, Any]] = {}
+
 
 def _record(call: Call, start: float, code: str) -> None:
-    metrics.child(metrics.UPSTREAM_SECONDS, call.upstream).observe(time.perf_counter() - start)
-    metrics.child(metrics.UPSTREAM_CALLS, call.upstream, code).inc()
+    key = (call.upstream, code)
+    found = _RECORDERS.get(key)  # one look-up for both labelled children
+    if found is None:
+        found = _RECORDERS[key] = (
+            metrics.child(metrics.UPSTREAM_SECONDS, call.upstream),
+            metrics.child(metrics.UPSTREAM_CALLS, call.upstream, code),
+        )
+    found[0].observe(time.perf_counter() - start)
+    found[1].inc()
 
 
 def _no_verdict(error: BaseException) -> None:

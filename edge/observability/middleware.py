@@ -33,14 +33,18 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 _TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 
 
-def continue_trace(traceparent: str | None) -> tuple[str, str]:
-    """(trace id, traceparent for the upstream hop): a new span in the client's trace."""
-    span = os.urandom(8).hex()
+def continue_trace(traceparent: str | None, fresh: str) -> tuple[str, str]:
+    """(trace id, traceparent for the upstream hop): a new span in the client's trace.
+
+    ``fresh`` is at least 48 random hex digits: the new span id and, when the client sent
+    no usable trace, the new trace id (one read of the OS's randomness per request).
+    """
+    span = fresh[:16]
     if traceparent is not None:
         match = _TRACEPARENT.match(traceparent.strip().lower())
         if match and match.group(1) != "ff" and match.group(2) != "0" * 32:
             return match.group(2), f"00-{match.group(2)}-{span}-{match.group(4)}"
-    trace = os.urandom(16).hex()
+    trace = fresh[16:48]
     return trace, f"00-{trace}-{span}-01"
 
 
@@ -72,6 +76,9 @@ class ObserveASGI:
         self.access_log_on = access_log_on
         self.metrics_on = metrics_on
         self.tracer = tracer  # None: no spans, and trace context is handled here alone
+        # labelled children found once: a request's metrics are then two dict look-ups
+        self._in_flight = {p: metrics.child(metrics.IN_FLIGHT, p) for p in ("http", "websocket")}
+        self._answered: dict[tuple[str, str, int, str], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
@@ -86,16 +93,21 @@ class ObserveASGI:
                 traceparent = value.decode("latin-1")
             elif name == b"tracestate":
                 tracestate = value.decode("latin-1")
+        # one getrandom per request: span id, trace id and request id (was three)
+        fresh = os.urandom(32).hex()
         span = None
         if self.tracer is not None:  # the server span continues the client's trace
             span = self.tracer.start(scope, traceparent, tracestate)
             trace_id, upstream_parent = span.trace_id, span.traceparent
         else:
-            trace_id, upstream_parent = continue_trace(traceparent)
-        headers = [(n, v) for n, v in scope["headers"] if n != b"traceparent"]
-        headers.append((b"traceparent", upstream_parent.encode()))
+            trace_id, upstream_parent = continue_trace(traceparent, fresh)
+        if traceparent is None:
+            headers = [*scope["headers"], (b"traceparent", upstream_parent.encode())]
+        else:
+            headers = [(n, v) for n, v in scope["headers"] if n != b"traceparent"]
+            headers.append((b"traceparent", upstream_parent.encode()))
         if request_id is None:
-            request_id = os.urandom(8).hex()
+            request_id = fresh[48:]
             headers.append((b"x-request-id", request_id.encode()))
         scope["headers"] = headers
         REQUEST_ID.set(request_id)
@@ -120,7 +132,7 @@ class ObserveASGI:
         start = time.perf_counter()
         failure: BaseException | None = None
         if self.metrics_on:
-            metrics.child(metrics.IN_FLIGHT, protocol).inc()
+            self._in_flight[protocol].inc()
         try:
             await self.app(scope, receive, observed_send)
         except BaseException as error:
@@ -132,7 +144,7 @@ class ObserveASGI:
             if span is not None:
                 span.finish(status, info, failure)
             if self.metrics_on:
-                metrics.child(metrics.IN_FLIGHT, protocol).dec()
+                self._in_flight[protocol].dec()
                 route = info["route"]
                 method = scope.get("method", "GET")
                 # any token is a method to h11: unknown ones share a label, or a client
@@ -140,8 +152,15 @@ class ObserveASGI:
                 label = method if method in _METHODS else "other"
                 # the adapter names its protocol (grpc-web, connect) where the scope cannot
                 served = info.get("protocol", protocol)
-                metrics.child(metrics.REQUESTS, route, label, str(status), served).inc()
-                metrics.child(metrics.REQUEST_SECONDS, route, served).observe(elapsed)
+                key = (route, label, status, served)
+                answered = self._answered.get(key)
+                if answered is None:
+                    answered = self._answered[key] = (
+                        metrics.child(metrics.REQUESTS, route, label, str(status), served),
+                        metrics.child(metrics.REQUEST_SECONDS, route, served),
+                    )
+                answered[0].inc()
+                answered[1].observe(elapsed)
             if self.access_log_on:
                 client = scope.get("client")
                 access_log.info(
