@@ -12,7 +12,7 @@ import base64
 import binascii
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edge.call import Metadata
 from edge.errors import BadRequest
@@ -63,16 +63,52 @@ _VALID_KEY = re.compile(r"[0-9a-z_.\-]+")
 _TIMEOUT_UNITS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 
 
+# Request header names that are read, not forwarded as metadata under any name.
+_READ_HEADERS = frozenset({"connection", "x-forwarded-for", "host"})
+# How many distinct request header names a policy remembers the fate of. Clients choose
+# the names, so the memory is bounded; a name past it is worked out on each request.
+NAME_MEMORY = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class HeaderPolicy:
     """Which headers cross the gateway; built once from config."""
 
     request_allowlist: frozenset[str]
     response_allowlist: frozenset[str]
+    # raw request header name -> its metadata key, one of _READ_HEADERS, or "" (dropped):
+    # the same few names arrive on every request, and deciding costs a decode, a regex
+    # and several set look-ups per header
+    _fates: dict[bytes, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, request: Iterable[str], response: Iterable[str]) -> HeaderPolicy:
         return cls(frozenset(h.lower() for h in request), frozenset(h.lower() for h in response))
+
+    def metadata_key(self, raw_name: bytes) -> str:
+        """What a request header becomes: its metadata key, a name the gateway reads
+        itself (``_READ_HEADERS``), or "" when it does not cross."""
+        fate = self._fates.get(raw_name)
+        if fate is None:
+            fate = _fate(raw_name, self.request_allowlist)
+            if len(self._fates) < NAME_MEMORY:
+                self._fates[raw_name] = fate
+        return fate
+
+
+def _fate(raw_name: bytes, allowlist: frozenset[str]) -> str:
+    name = raw_name.decode("latin-1").lower()
+    if name in _READ_HEADERS:
+        return name
+    if name.startswith(_METADATA_PREFIX):
+        key = name[len(_METADATA_PREFIX) :]
+    elif name in allowlist:
+        key = name
+    else:
+        return ""
+    if key in _NOT_METADATA or key.startswith("grpc-") or not _VALID_KEY.fullmatch(key):
+        return ""
+    return key
 
 
 def request_metadata(
@@ -83,27 +119,23 @@ def request_metadata(
     connection_listed: set[str] = set()
     forwarded_for: str | None = None
     host: str | None = None
+    fates = policy._fates
     for raw_name, raw_value in headers:
-        name = raw_name.decode("latin-1").lower()
-        if name == "connection":
-            connection_listed.update(
-                token.strip().lower() for token in raw_value.decode("latin-1").split(",")
-            )
+        key = fates.get(raw_name)
+        if key is None:
+            key = policy.metadata_key(raw_name)
+        if not key:
             continue
-        if name == "x-forwarded-for":
-            value = raw_value.decode("latin-1")
-            forwarded_for = f"{forwarded_for}, {value}" if forwarded_for else value
-            continue
-        if name == "host":
-            host = raw_value.decode("latin-1")
-            continue
-        if name.startswith(_METADATA_PREFIX):
-            key = name[len(_METADATA_PREFIX) :]
-        elif name in policy.request_allowlist:
-            key = name
-        else:
-            continue
-        if key in _NOT_METADATA or key.startswith("grpc-") or not _VALID_KEY.fullmatch(key):
+        if key in _READ_HEADERS:
+            if key == "connection":
+                connection_listed.update(
+                    token.strip().lower() for token in raw_value.decode("latin-1").split(",")
+                )
+            elif key == "x-forwarded-for":
+                value = raw_value.decode("latin-1")
+                forwarded_for = f"{forwarded_for}, {value}" if forwarded_for else value
+            else:
+                host = raw_value.decode("latin-1")
             continue
         metadata.append((key, _metadata_value(key, raw_value)))
     if connection_listed:
