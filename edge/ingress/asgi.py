@@ -93,6 +93,14 @@ def timed_send(send: Send, timeout: float | None, scope: Scope) -> Send:
     return send_timed
 
 
+def header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The first value of a request header, undecoded (ASGI names are lower case)."""
+    for key, value in headers:
+        if key == name:
+            return value
+    return None
+
+
 def declared_length(scope: Scope) -> int | None:
     """The request's ``Content-Length`` (the guard has refused several that disagree)."""
     for name, value in scope["headers"]:
@@ -268,13 +276,16 @@ def watch_disconnect(
     to its deadline. Stop it with ``stop_watching`` when the answer is complete.
     """
 
-    react = on_disconnect or _nothing
+    return asyncio.get_running_loop().create_task(_watch(receive, on_disconnect or _nothing, after))
 
-    async def watch() -> None:
-        await wait_for_disconnect(receive, after)
-        react()
 
-    return asyncio.get_running_loop().create_task(watch())
+async def _watch(
+    receive: Receive, react: Callable[[], object], after: asyncio.Event | None
+) -> None:
+    # a module-level coroutine, not a closure: most watchers are stopped before they
+    # ever run, and building a closure per request was pure cost
+    await wait_for_disconnect(receive, after)
+    react()
 
 
 async def first_message(

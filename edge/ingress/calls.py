@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from edge.call import Call, HttpRequest
 from edge.descriptors.registry import MethodInfo
 from edge.ingress.asgi import Scope
-from edge.pipeline.credentials import Network, client_address, find_token, is_trusted, unmapped
+from edge.pipeline.credentials import (
+    Network,
+    bearer_token,
+    client_address,
+    find_token,
+    is_trusted,
+    unmapped,
+)
 from edge.routing.prefix_table import ProxyRoute
 from edge.upstream.headers import HeaderPolicy, parse_grpc_timeout, request_metadata
 from edge.upstream.http_proxy import clean_headers
@@ -95,6 +102,34 @@ class CallFactory:
             query=query,
             token=find_token(headers, query, self.token_query, self.token_cookie),
         )
+
+    def socket(
+        self,
+        scope: Scope,
+        *,
+        upstream: str,
+        method: MethodInfo,
+        timeout: float | None,
+        token: str | None,
+    ) -> Call:
+        """A WebSocket bridge's call to a gRPC method.
+
+        ``token`` is the one the socket carried in its own forms (the subprotocol, the
+        query or a cookie: ``websocket_policy.socket_token``): it wins over an
+        ``Authorization`` header and reaches the upstream as one. Without it only that
+        header counts; the HTTP routes' token query parameter and cookie are not the
+        socket's (a socket has its own, in ``websocket:``).
+        """
+        call = self.grpc(
+            scope, upstream=upstream, method=method, timeout=timeout, protocol="websocket"
+        )
+        if token:
+            call.metadata = [(k, v) for k, v in call.metadata if k != "authorization"]
+            call.metadata.append(("authorization", f"Bearer {token}"))
+            call.token = token
+        else:
+            call.token = bearer_token(scope["headers"])
+        return call
 
     def proxied(
         self, scope: Scope, route: ProxyRoute, host: str, request: HttpRequest, protocol: str

@@ -40,6 +40,7 @@ from edge.ingress.asgi import (
     Scope,
     Send,
     call_unless_disconnected,
+    header,
     read_body,
     send_refusal,
     send_response,
@@ -183,14 +184,14 @@ class ConnectAdapter:
                 query = parse_get_query(scope["query_string"])
                 codec, data = query.codec, query.message
             else:
-                codec = parse_content_type(_header(headers, b"content-type")).codec
+                codec = parse_content_type(header(headers, b"content-type")).codec
                 if method.client_streaming or method.server_streaming:
                     raise UnsupportedMediaType(
                         f"{method.full_name} is a streaming method: send "
                         f"{content_type_for(codec, stream=True)}"
                     )
                 check_protocol_version(
-                    _header(headers, b"connect-protocol-version"),
+                    header(headers, b"connect-protocol-version"),
                     required=self.config.require_protocol_version,
                 )
                 _check_encoding(headers, b"content-encoding", stream=False)
@@ -250,7 +251,7 @@ class ConnectAdapter:
         codec: Codec = "json"
         body_unread = True
         try:
-            codec = parse_content_type(_header(headers, b"content-type")).codec
+            codec = parse_content_type(header(headers, b"content-type")).codec
             if not (method.client_streaming or method.server_streaming):
                 raise UnsupportedMediaType(
                     f"{method.full_name} is a unary method: send "
@@ -265,7 +266,7 @@ class ConnectAdapter:
                     f"{method.full_name} streams both ways, which needs HTTP/2"
                 )
             check_protocol_version(
-                _header(headers, b"connect-protocol-version"),
+                header(headers, b"connect-protocol-version"),
                 required=self.config.require_protocol_version,
             )
             _check_encoding(headers, b"connect-content-encoding", stream=True)
@@ -317,7 +318,7 @@ class ConnectAdapter:
     def _call(self, state: GatewayState, route: TranscodeRoute, scope: Scope) -> Call:
         """The call through the one factory; raises ConnectProtocolError for a bad
         ``Connect-Timeout-Ms`` (and BadRequest for a bad ``-bin`` metadata header)."""
-        timeout_ms = _header(scope["headers"], b"connect-timeout-ms")
+        timeout_ms = header(scope["headers"], b"connect-timeout-ms")
         asked = None if timeout_ms is None else parse_timeout_ms(timeout_ms)
         return state.calls.grpc(
             scope,
@@ -351,18 +352,10 @@ async def _unknown(claim: ConnectClaim, scope: Scope, receive: Receive, send: Se
 def _stream_content_type(headers: Headers) -> bytes:
     """A stream response's Content-Type for the request's codec (JSON if it has none)."""
     try:
-        codec = parse_content_type(_header(headers, b"content-type")).codec
+        codec = parse_content_type(header(headers, b"content-type")).codec
     except EdgeError:
         codec = "json"
     return content_type_for(codec, stream=True).encode("ascii")
-
-
-def _header(headers: Headers, name: bytes) -> bytes | None:
-    """The first value of a request header (ASGI names are lower case)."""
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
 
 
 def _check_encoding(headers: Headers, name: bytes, *, stream: bool) -> None:
@@ -371,7 +364,7 @@ def _check_encoding(headers: Headers, name: bytes, *, stream: bool) -> None:
     The spec: "If the client uses an unsupported Content-Encoding, servers should return
     an error with code unimplemented and a message listing the supported encodings".
     """
-    value = _header(headers, name)
+    value = header(headers, name)
     if value is None:
         return
     coding = value.decode("latin-1").strip().lower()

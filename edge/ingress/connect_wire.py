@@ -142,7 +142,8 @@ def connect_kind(
     the spec allows a server to require the header ("Servers and proxies may reject
     traffic without this header").
     """
-    method = method.upper()
+    if method != "POST" and method != "GET":
+        method = method.upper()
     if method == "POST":
         # one pass, nothing decoded: every JSON POST on a generic route asks this
         content_type = b""
@@ -152,6 +153,8 @@ def connect_kind(
                 content_type = value
             elif name == b"connect-protocol-version":
                 versioned = True
+        if content_type == b"application/json":  # the plain JSON POST: one comparison
+            return "unary" if versioned else None
         head = content_type.lstrip()[:20].lower()
         if head.startswith(b"application/connect+"):
             return "stream"

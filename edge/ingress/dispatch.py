@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from edge.ingress.asgi import ASGIApp, Message, Receive, Scope, Send
+from edge.ingress.asgi import ASGIApp, Message, Receive, Scope, Send, header
 from edge.ingress.cors import CorsPolicy, CorsRules, label_response, private_network_requested
 
 
@@ -68,7 +68,7 @@ class Dispatch:
             raw_path = scope.get("raw_path")
             path = raw_path.decode("latin-1") if raw_path else scope["path"]
             if self.cors is not None and scope["type"] == "http":
-                origin = _header(scope["headers"], b"origin")
+                origin = header(scope["headers"], b"origin")
                 if origin is not None:
                     await self._cross_origin(
                         self.cors, origin, adapters, path, scope, receive, send
@@ -92,7 +92,7 @@ class Dispatch:
         send: Send,
     ) -> None:
         headers = scope["headers"]
-        asked = _header(headers, b"access-control-request-method")
+        asked = header(headers, b"access-control-request-method")
         if scope["method"] == "OPTIONS" and asked is not None:
             method = asked.decode("latin-1")
             route = next(
@@ -120,13 +120,6 @@ class Dispatch:
         )
 
 
-def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
-
-
 async def _answer_preflight(
     policy: CorsPolicy, origin: bytes, method: str, scope: Scope, send: Send, route: str | None
 ) -> None:
@@ -135,7 +128,7 @@ async def _answer_preflight(
     answer = policy.preflight(
         origin,
         method,
-        _header(headers, b"access-control-request-headers"),
+        header(headers, b"access-control-request-headers"),
         private_network_requested(headers),
     )
     info = scope.get("edge")

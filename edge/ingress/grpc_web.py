@@ -44,6 +44,7 @@ from edge.ingress.asgi import (
     close_stream,
     declared_length,
     first_message,
+    header,
     request_body,
     send_refusal,
     send_response,
@@ -158,10 +159,10 @@ class GrpcWebAdapter:
     async def serve(self, claim: _Claim, scope: Scope, receive: Receive, send: Send) -> None:
         _note(scope, "protocol", "grpc-web")  # the access log's and the metrics' label
         headers = scope["headers"]
-        accept = _header(headers, b"accept")
+        accept = header(headers, b"accept")
         try:
-            text = parse_content_type(_header(headers, b"content-type"))
-            _check_content_encoding(_header(headers, b"content-encoding"))
+            text = parse_content_type(header(headers, b"content-type"))
+            _check_content_encoding(header(headers, b"content-encoding"))
         except EdgeError as refused:
             await _refuse(scope, receive, send, refused, wants_text_response(False, accept), True)
             return
@@ -170,13 +171,6 @@ class GrpcWebAdapter:
             await _refuse(scope, receive, send, self._unknown(claim), text_response, True)
             return
         await _serve_call(claim.state, claim.route, scope, receive, send, text, text_response)
-
-
-def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
-    for key, value in headers:
-        if key == name:
-            return value
-    return None
 
 
 def _check_content_encoding(value: bytes | None) -> None:
@@ -233,7 +227,7 @@ async def _serve_call(
     body_ended = asyncio.Event()  # set once the last chunk is in: no refusal need drain it
     call = None
     try:
-        check_grpc_encoding(_header(scope["headers"], b"grpc-encoding"))
+        check_grpc_encoding(header(scope["headers"], b"grpc-encoding"))
         call = state.calls.grpc(
             scope,
             upstream=route.upstream,

@@ -381,20 +381,13 @@ async def serve_websocket(
                 f"offer the WebSocket subprotocol {SUBPROTOCOL} (or {BINARY_SUBPROTOCOL})"
             )
         route = found.target
-        call = state.calls.grpc(
+        call = state.calls.socket(
             scope,
             upstream=route.upstream,
             method=route.method,
             timeout=route.timeout,
-            protocol="websocket",
+            token=socket_token(scope, policy, offered),
         )
-        token = socket_token(scope, policy, offered)
-        if token:  # a token given in the socket's own forms wins over an Authorization header
-            call.metadata = [(k, v) for k, v in call.metadata if k != "authorization"]
-            call.metadata.append(("authorization", f"Bearer {token}"))
-            call.token = token
-        else:  # a browser's socket carries no configured auth query or cookie (see docs)
-            call.token = bearer_token(scope["headers"])
         await state.pipeline.admit(call, credentials_may_follow=policy.first_frame_auth)
     except EdgeError as error:
         await refuse_handshake(scope, send, error)
