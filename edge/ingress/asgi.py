@@ -101,6 +101,17 @@ def header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     return None
 
 
+def first_values(
+    headers: Sequence[tuple[bytes, bytes]], names: frozenset[bytes]
+) -> dict[bytes, bytes]:
+    """The first value of each of ``names`` that the request has, in one pass."""
+    found: dict[bytes, bytes] = {}
+    for key, value in headers:
+        if key in names and key not in found:
+            found[key] = value
+    return found
+
+
 def declared_length(scope: Scope) -> int | None:
     """The request's ``Content-Length`` (the guard has refused several that disagree)."""
     for name, value in scope["headers"]:
@@ -136,6 +147,18 @@ async def request_body(
             break
     if ended is not None:
         ended.set()
+
+
+def replayed(first: Message, receive: Receive) -> Receive:
+    """``receive`` giving back ``first`` (already taken, to look at) before the rest."""
+    pending = [first]
+
+    async def receive_again() -> Message:
+        if pending:
+            return pending.pop()
+        return await receive()
+
+    return receive_again
 
 
 async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:

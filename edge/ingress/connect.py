@@ -40,6 +40,7 @@ from edge.ingress.asgi import (
     Scope,
     Send,
     call_unless_disconnected,
+    first_values,
     header,
     read_body,
     send_refusal,
@@ -48,8 +49,9 @@ from edge.ingress.asgi import (
 )
 from edge.ingress.calls import deadline
 from edge.ingress.connect_streams import (
+    decode_message,
     decoder,
-    encoder,
+    encode_message,
     envelope_requests,
     read_ahead,
     record,
@@ -85,6 +87,20 @@ from edge.routes import TranscodeRoute
 from edge.state import GatewayState, StateHolder
 
 log = logging.getLogger("edge.connect")
+# the request headers a call reads, found in one pass
+_CALL_HEADERS = frozenset(
+    {
+        b"content-type",
+        b"connect-protocol-version",
+        b"content-encoding",
+        b"connect-content-encoding",
+        b"connect-timeout-ms",
+    }
+)
+# a unary answer's Content-Type by codec, encoded once
+_UNARY_CONTENT_TYPES = {
+    codec: content_type_for(codec, stream=False).encode("ascii") for codec in ("json", "proto")
+}
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -171,7 +187,7 @@ class ConnectAdapter:
         send: Send,
     ) -> None:
         method = route.method
-        headers = scope["headers"]
+        named = first_values(scope["headers"], _CALL_HEADERS)  # one pass over the headers
         body_unread = not get  # an answer given before the body is read must drain it
         try:
             if get:
@@ -184,18 +200,18 @@ class ConnectAdapter:
                 query = parse_get_query(scope["query_string"])
                 codec, data = query.codec, query.message
             else:
-                codec = parse_content_type(header(headers, b"content-type")).codec
+                codec = parse_content_type(named.get(b"content-type")).codec
                 if method.client_streaming or method.server_streaming:
                     raise UnsupportedMediaType(
                         f"{method.full_name} is a streaming method: send "
                         f"{content_type_for(codec, stream=True)}"
                     )
                 check_protocol_version(
-                    header(headers, b"connect-protocol-version"),
+                    named.get(b"connect-protocol-version"),
                     required=self.config.require_protocol_version,
                 )
-                _check_encoding(headers, b"content-encoding", stream=False)
-            call = self._call(state, route, scope)
+                _check_encoding(named.get(b"content-encoding"), "content-encoding", stream=False)
+            call = self._call(state, route, scope, named.get(b"connect-timeout-ms"))
             if get:
                 if len(data) > state.max_body_bytes:
                     raise BodyTooLarge(
@@ -204,17 +220,18 @@ class ConnectAdapter:
             else:
                 # credentials first: a client without them is refused before its body is
                 # read (after Expect: 100-continue, before it is even invited)
-                await state.pipeline.authenticate(call)
+                if state.pipeline.checks_credentials:
+                    await state.pipeline.authenticate(call)
                 data = await read_body(scope, receive, state.max_body_bytes)
                 body_unread = False
-            call.request = decoder(route, codec)(data)
+            call.request = decode_message(route, codec, data)
             reply = await call_unless_disconnected(state.chain, call, receive)
             if reply is None:
                 record(scope, 1)  # CANCELLED; the access log says 499
                 return
             record(scope, 0, call)
             assert reply.message is not None
-            payload = encoder(route, codec)(reply.message)
+            payload = encode_message(route, codec, reply.message)
         except EdgeError as error:
             status, error_headers, body = connect_unary_error(error, route.codec)
             record(scope, error.grpc_code)
@@ -230,7 +247,7 @@ class ConnectAdapter:
             await send_response(send, 500, CONNECT_INTERNAL_BODY)
             return
         out = [
-            (b"content-type", content_type_for(codec, stream=False).encode("ascii")),
+            (b"content-type", _UNARY_CONTENT_TYPES[codec]),
             *(leading_headers(reply.initial_metadata) if reply.initial_metadata else ()),
             *(
                 unary_trailer_headers(response_metadata(reply.trailing_metadata))
@@ -247,11 +264,11 @@ class ConnectAdapter:
         self, state: GatewayState, route: TranscodeRoute, scope: Scope, receive: Receive, send: Send
     ) -> None:
         method = route.method
-        headers = scope["headers"]
+        named = first_values(scope["headers"], _CALL_HEADERS)  # one pass over the headers
         codec: Codec = "json"
         body_unread = True
         try:
-            codec = parse_content_type(header(headers, b"content-type")).codec
+            codec = parse_content_type(named.get(b"content-type")).codec
             if not (method.client_streaming or method.server_streaming):
                 raise UnsupportedMediaType(
                     f"{method.full_name} is a unary method: send "
@@ -266,13 +283,16 @@ class ConnectAdapter:
                     f"{method.full_name} streams both ways, which needs HTTP/2"
                 )
             check_protocol_version(
-                header(headers, b"connect-protocol-version"),
+                named.get(b"connect-protocol-version"),
                 required=self.config.require_protocol_version,
             )
-            _check_encoding(headers, b"connect-content-encoding", stream=True)
-            _check_encoding(headers, b"content-encoding", stream=True)
-            call = self._call(state, route, scope)
-            await state.pipeline.authenticate(call)  # before a byte of the body is read
+            _check_encoding(
+                named.get(b"connect-content-encoding"), "connect-content-encoding", stream=True
+            )
+            _check_encoding(named.get(b"content-encoding"), "content-encoding", stream=True)
+            call = self._call(state, route, scope, named.get(b"connect-timeout-ms"))
+            if state.pipeline.checks_credentials:  # before a byte of the body is read
+                await state.pipeline.authenticate(call)
             decode = decoder(route, codec)
             body_ended: asyncio.Event | None = None
             if method.client_streaming:
@@ -315,10 +335,11 @@ class ConnectAdapter:
             out = [(b"content-type", content_type_for(codec, stream=True).encode("ascii"))]
             await send_response(send, 200, CONNECT_INTERNAL_END_STREAM, out)
 
-    def _call(self, state: GatewayState, route: TranscodeRoute, scope: Scope) -> Call:
+    def _call(
+        self, state: GatewayState, route: TranscodeRoute, scope: Scope, timeout_ms: bytes | None
+    ) -> Call:
         """The call through the one factory; raises ConnectProtocolError for a bad
         ``Connect-Timeout-Ms`` (and BadRequest for a bad ``-bin`` metadata header)."""
-        timeout_ms = header(scope["headers"], b"connect-timeout-ms")
         asked = None if timeout_ms is None else parse_timeout_ms(timeout_ms)
         return state.calls.grpc(
             scope,
@@ -358,19 +379,18 @@ def _stream_content_type(headers: Headers) -> bytes:
     return content_type_for(codec, stream=True).encode("ascii")
 
 
-def _check_encoding(headers: Headers, name: bytes, *, stream: bool) -> None:
+def _check_encoding(value: bytes | None, name: str, *, stream: bool) -> None:
     """Refuse a body compression: the gateway accepts identity only, for now.
 
     The spec: "If the client uses an unsupported Content-Encoding, servers should return
     an error with code unimplemented and a message listing the supported encodings".
     """
-    value = header(headers, name)
     if value is None:
         return
     coding = value.decode("latin-1").strip().lower()
     if coding in ("", "identity"):
         return
     raise CompressionUnsupported(
-        f"{name.decode()} {coding[:40]!r} is not supported: supported are identity",
+        f"{name} {coding[:40]!r} is not supported: supported are identity",
         stream=stream,
     )

@@ -96,6 +96,20 @@ def decoder(route: TranscodeRoute, codec: Codec) -> Decode:
     return from_proto
 
 
+def decode_message(route: TranscodeRoute, codec: Codec, data: bytes) -> Message:
+    """``decoder(route, codec)(data)`` for a unary call's one message, with no closure."""
+    if codec == "json":
+        return route.binder.bind((), "", data)
+    return decoder(route, codec)(data)
+
+
+def encode_message(route: TranscodeRoute, codec: Codec, message: Message) -> bytes:
+    """``encoder(route, codec)(message)`` for a unary call's one message."""
+    if codec == "json":
+        return route.renderer.render(message)
+    return message.SerializeToString()
+
+
 def encoder(route: TranscodeRoute, codec: Codec) -> Encode:
     if codec == "json":
         return route.renderer.render

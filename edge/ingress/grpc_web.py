@@ -45,6 +45,7 @@ from edge.ingress.asgi import (
     declared_length,
     first_message,
     header,
+    replayed,
     request_body,
     send_refusal,
     send_response,
@@ -236,7 +237,8 @@ async def _serve_call(
             protocol="grpc-web",
         )
         # credentials first: a client without them is refused before its body is read
-        await state.pipeline.authenticate(call)
+        if state.pipeline.checks_credentials:
+            await state.pipeline.authenticate(call)
         decoder = RequestDecoder(text=text, max_message_bytes=state.max_body_bytes)
         streamed: asyncio.Event | None = None  # a client stream: read while the call runs
         if method.client_streaming:
@@ -310,19 +312,34 @@ async def _read_message(
     declared = declared_length(scope)
     if declared is not None and declared > limit:
         raise BodyTooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
-    message: bytes | None = None
-    async for chunk in request_body(receive, limit, ended):
-        for data in decoder.feed(chunk):
-            if message is not None:
-                raise _second_message()
-            message = data
-        if message is not None and decoder.buffered:
-            raise _second_message()
+    first = await receive()
+    if first["type"] == "http.request" and not first.get("more_body", False):
+        # the whole body in one event, as a small unary call's is: no reader needed
+        whole = first.get("body", b"")
+        if len(whole) > limit:
+            raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes")
+        ended.set()
+        message = _take(decoder, whole, None)
+    else:
+        message = None
+        async for chunk in request_body(replayed(first, receive), limit, ended):
+            message = _take(decoder, chunk, message)
     decoder.finish()
     if message is None:
         raise WrongMessageCount(
             "the gRPC-Web request body holds no message: a unary method takes one"
         )
+    return message
+
+
+def _take(decoder: RequestDecoder, chunk: bytes, message: bytes | None) -> bytes | None:
+    """The one message so far once ``chunk`` is in; the start of a second is refused."""
+    for data in decoder.feed(chunk):
+        if message is not None:
+            raise _second_message()
+        message = data
+    if message is not None and decoder.buffered:
+        raise _second_message()
     return message
 
 
