@@ -48,6 +48,7 @@ from edge.ingress.asgi import (
     timed_send,
 )
 from edge.ingress.calls import deadline
+from edge.ingress.connect_get import parse_get_query
 from edge.ingress.connect_streams import (
     decode_message,
     decoder,
@@ -68,7 +69,6 @@ from edge.ingress.connect_wire import (
     content_type_for,
     leading_headers,
     parse_content_type,
-    parse_get_query,
     parse_timeout_ms,
     response_metadata,
     unary_trailer_headers,

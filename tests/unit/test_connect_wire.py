@@ -46,19 +46,18 @@ from edge.ingress.connect_errors import (
     parse_error_json,
     unary_error_response,
 )
+from edge.ingress.connect_get import GetRequest, parse_get_query
 from edge.ingress.connect_wire import (
     CompressionUnsupported,
     ConnectProtocolError,
     ContentType,
     EnvelopeDecoder,
-    GetRequest,
     HttpVersionNotSupported,
     check_protocol_version,
     connect_kind,
     encode_envelope,
     leading_headers,
     parse_content_type,
-    parse_get_query,
     parse_timeout_ms,
     response_metadata,
     unary_trailer_headers,
