@@ -29,24 +29,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from google.protobuf.message import DecodeError, Message
-
 from edge.call import Call, Reply
-from edge.errors import BodyTooLarge, ClientDisconnected, EdgeError, InternalError, Unimplemented
+from edge.errors import ClientDisconnected, EdgeError, InternalError, Unimplemented
 from edge.ingress.asgi import (
     Receive,
     Scope,
     Send,
     call_unless_disconnected,
     close_stream,
-    declared_length,
     first_message,
     header,
-    replayed,
-    request_body,
     send_refusal,
     send_response,
     stop_watching,
@@ -57,8 +52,13 @@ from edge.ingress.grpc_web_reply import (
     ResponseEncoder,
     metadata_entries,
 )
+from edge.ingress.grpc_web_requests import (
+    body_limit,
+    parse_message,
+    read_message,
+    request_stream,
+)
 from edge.ingress.grpc_web_wire import (
-    PREFIX_SIZE,
     RequestDecoder,
     UnsupportedMediaType,
     check_grpc_encoding,
@@ -72,32 +72,7 @@ from edge.state import GatewayState, StateHolder
 
 log = logging.getLogger("edge.grpc_web")
 
-# Added to a text body's bound, for clients that pad and flush mid-message (a few
-# characters per flush); the decoded message is held to the exact limit in any case.
-_TEXT_SLACK = 1024
 _BUG = InternalError("internal error")
-
-
-class WrongMessageCount(EdgeError):
-    """A unary method's request body with no message or more than one.
-
-    UNIMPLEMENTED: gRPC's ``doc/statuscodes.md``, "Request cardinality violation (method
-    requires exactly one request but client sent some other number of requests)".
-    """
-
-    grpc_code = 12  # UNIMPLEMENTED
-
-
-class InvalidMessage(EdgeError):
-    """A request message that does not parse as the method's input type.
-
-    INTERNAL, as gRPC servers answer it (grpc-go "error unmarshalling request", grpc-java
-    "Invalid protobuf byte sequence", gRPC's ``doc/statuscodes.md``: "Error parsing
-    request proto"), and so what a client behind Envoy's grpc_web filter, which passes the
-    bytes on, would get from the upstream itself.
-    """
-
-    grpc_code = 13  # INTERNAL
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,11 +218,11 @@ async def _serve_call(
         streamed: asyncio.Event | None = None  # a client stream: read while the call runs
         if method.client_streaming:
             streamed = body_ended
-            call.request = _request_stream(route, receive, decoder, body_ended)
+            call.request = request_stream(route, receive, decoder, body_ended)
         else:
-            limit = _body_limit(text, state.max_body_bytes)
-            data = await _read_message(scope, receive, decoder, limit, body_ended)
-            call.request = _parse(route, data)
+            limit = body_limit(text, state.max_body_bytes)
+            data = await read_message(scope, receive, decoder, limit, body_ended)
+            call.request = parse_message(route, data)
         answered = await call_unless_disconnected(state.chain, call, receive, streamed)
         if answered is None:
             _note(scope, "grpc_code", 1)  # CANCELLED; the access log says 499
@@ -290,86 +265,6 @@ def _metadata_headers(metadata: Sequence[tuple[str, str | bytes]]) -> list[tuple
     return [
         (name.encode("ascii"), value.encode("ascii")) for name, value in metadata_entries(metadata)
     ]
-
-
-def _body_limit(text: bool, max_message_bytes: int) -> int:
-    """The most a unary request body may hold: one frame, base64 in text mode (4/3)."""
-    frame = PREFIX_SIZE + max_message_bytes
-    return 4 * -(-frame // 3) + _TEXT_SLACK if text else frame
-
-
-async def _read_message(
-    scope: Scope, receive: Receive, decoder: RequestDecoder, limit: int, ended: asyncio.Event
-) -> bytes:
-    """The one request message of a unary call, decoded as the body arrives.
-
-    A body over ``limit`` (by its Content-Length, before a byte is read) is BodyTooLarge;
-    a length prefix over the limit is refused as soon as its five bytes are in. No message,
-    or the start of a second one, is WrongMessageCount (UNIMPLEMENTED); a body cut inside a
-    frame is FramingError (INTERNAL). ``ended`` is set once the last chunk is in, so that
-    a refusal then answers at once instead of draining.
-    """
-    declared = declared_length(scope)
-    if declared is not None and declared > limit:
-        raise BodyTooLarge(f"request body of {declared} bytes exceeds the limit of {limit}")
-    first = await receive()
-    if first["type"] == "http.request" and not first.get("more_body", False):
-        # the whole body in one event, as a small unary call's is: no reader needed
-        whole = first.get("body", b"")
-        if len(whole) > limit:
-            raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes")
-        ended.set()
-        message = _take(decoder, whole, None)
-    else:
-        message = None
-        async for chunk in request_body(replayed(first, receive), limit, ended):
-            message = _take(decoder, chunk, message)
-    decoder.finish()
-    if message is None:
-        raise WrongMessageCount(
-            "the gRPC-Web request body holds no message: a unary method takes one"
-        )
-    return message
-
-
-def _take(decoder: RequestDecoder, chunk: bytes, message: bytes | None) -> bytes | None:
-    """The one message so far once ``chunk`` is in; the start of a second is refused."""
-    for data in decoder.feed(chunk):
-        if message is not None:
-            raise _second_message()
-        message = data
-    if message is not None and decoder.buffered:
-        raise _second_message()
-    return message
-
-
-def _second_message() -> WrongMessageCount:
-    return WrongMessageCount(
-        "the gRPC-Web request body holds more than one message: a unary method takes one"
-    )
-
-
-def _parse(route: TranscodeRoute, data: bytes) -> Message:
-    input_type = route.method.input_type
-    try:
-        return input_type.FromString(data)
-    except DecodeError:
-        raise InvalidMessage(
-            f"the request message is not a valid {input_type.DESCRIPTOR.full_name}"
-        ) from None
-
-
-async def _request_stream(
-    route: TranscodeRoute, receive: Receive, decoder: RequestDecoder, ended: asyncio.Event
-) -> AsyncIterator[Message]:
-    """A client stream's messages, each parsed and sent on as its frame completes.
-
-    ``ended`` is set after the last chunk: from then on the disconnect watchers read.
-    """
-    async for chunk in request_body(receive, None, ended):
-        for data in decoder.feed(chunk):
-            yield _parse(route, data)
-    decoder.finish()
 
 
 async def _stream_reply(
