@@ -41,13 +41,13 @@ from edge.ingress.asgi import (
     call_unless_disconnected,
     close_stream,
     first_message,
-    header,
+    first_values,
     send_refusal,
     send_response,
     stop_watching,
     timed_send,
 )
-from edge.ingress.calls import deadline, grpc_timeout
+from edge.ingress.calls import deadline
 from edge.ingress.grpc_web_reply import (
     ResponseEncoder,
     metadata_entries,
@@ -69,8 +69,14 @@ from edge.ingress.grpc_web_wire import (
 from edge.ingress.render import grpc_web_trailers, grpc_web_trailers_only
 from edge.routes import TranscodeRoute
 from edge.state import GatewayState, StateHolder
+from edge.upstream.headers import parse_grpc_timeout
 
 log = logging.getLogger("edge.grpc_web")
+
+# the request headers a call reads, found in one pass
+_CALL_HEADERS = frozenset(
+    {b"accept", b"content-type", b"content-encoding", b"grpc-encoding", b"grpc-timeout"}
+)
 
 _BUG = InternalError("internal error")
 
@@ -134,11 +140,11 @@ class GrpcWebAdapter:
 
     async def serve(self, claim: _Claim, scope: Scope, receive: Receive, send: Send) -> None:
         _note(scope, "protocol", "grpc-web")  # the access log's and the metrics' label
-        headers = scope["headers"]
-        accept = header(headers, b"accept")
+        named = first_values(scope["headers"], _CALL_HEADERS)  # one pass over the headers
+        accept = named.get(b"accept")
         try:
-            text = parse_content_type(header(headers, b"content-type"))
-            _check_content_encoding(header(headers, b"content-encoding"))
+            text = parse_content_type(named.get(b"content-type"))
+            _check_content_encoding(named.get(b"content-encoding"))
         except EdgeError as refused:
             await _refuse(scope, receive, send, refused, wants_text_response(False, accept), True)
             return
@@ -146,7 +152,9 @@ class GrpcWebAdapter:
         if claim.route is None:
             await _refuse(scope, receive, send, self._unknown(claim), text_response, True)
             return
-        await _serve_call(claim.state, claim.route, scope, receive, send, text, text_response)
+        await _serve_call(
+            claim.state, claim.route, scope, receive, send, named, text, text_response
+        )
 
 
 def _check_content_encoding(value: bytes | None) -> None:
@@ -195,6 +203,7 @@ async def _serve_call(
     scope: Scope,
     receive: Receive,
     send: Send,
+    named: dict[bytes, bytes],
     text: bool,
     text_response: bool,
 ) -> None:
@@ -203,12 +212,16 @@ async def _serve_call(
     body_ended = asyncio.Event()  # set once the last chunk is in: no refusal need drain it
     call = None
     try:
-        check_grpc_encoding(header(scope["headers"], b"grpc-encoding"))
+        check_grpc_encoding(named.get(b"grpc-encoding"))
+        asked = named.get(b"grpc-timeout")
         call = state.calls.grpc(
             scope,
             upstream=route.upstream,
             method=method,
-            timeout=deadline(route.timeout, grpc_timeout(scope["headers"])),
+            timeout=deadline(
+                route.timeout,
+                None if asked is None else parse_grpc_timeout(asked.decode("latin-1")),
+            ),
             protocol="grpc-web",
         )
         # credentials first: a client without them is refused before its body is read
@@ -250,7 +263,8 @@ async def _serve_call(
         return
     _note(scope, "grpc_code", 0)
     headers = [(b"content-type", encoder.content_type.encode("ascii"))]
-    headers += _metadata_headers(reply.initial_metadata)
+    if reply.initial_metadata:
+        headers += _metadata_headers(reply.initial_metadata)
     headers += reply.headers
     await send_response(send, 200, body, headers)
 

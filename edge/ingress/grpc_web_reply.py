@@ -191,7 +191,13 @@ class ResponseEncoder:
 
     def trailers(self, code: int, message: str, metadata: Metadata = ()) -> bytes:
         """The bytes to write last: the status and trailing metadata."""
+        if code == 0 and not message and not metadata:  # most calls end so: built once
+            return _OK_TEXT if self.text else _OK_BINARY
         return self._wire(encode_trailers(code, message, metadata))
 
     def _wire(self, frame: bytes) -> bytes:
         return base64.b64encode(frame) if self.text else frame
+
+
+_OK_BINARY = encode_trailers(0, "")
+_OK_TEXT = base64.b64encode(_OK_BINARY)
