@@ -118,6 +118,18 @@ class UpstreamConfig(_Model):
     # detection, no proxy in the environment), grpcio otherwise. Streaming methods always
     # use grpc.aio.
     client: Literal["auto", "grpcio", "lean"] = "auto"
+    # gRPC message compression, both clients: requests are compressed with this (when it
+    # makes them smaller); replies may come compressed with accept_compression's
+    # algorithms, which are advertised in grpc-accept-encoding (with request_compression's)
+    request_compression: Literal["none", "gzip", "deflate"] = "none"
+    accept_compression: list[Literal["gzip", "deflate"]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _each_algorithm_once(self) -> UpstreamConfig:
+        for name in self.accept_compression:
+            if self.accept_compression.count(name) > 1:
+                raise ValueError(f"accept_compression lists {name} twice")
+        return self
 
     @model_validator(mode="after")
     def _one_address_form(self) -> UpstreamConfig:

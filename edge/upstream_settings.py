@@ -18,6 +18,9 @@ from typing import Any, Literal
 
 from edge.config import Config
 
+# gRPC's compression algorithm names, in C-core's order (that of its grpc-accept-encoding)
+COMPRESSION_ALGORITHMS = ("identity", "deflate", "gzip")
+
 
 @dataclass(frozen=True, slots=True)
 class UpstreamSettings:
@@ -38,6 +41,11 @@ class UpstreamSettings:
     client: Literal["grpcio", "lean"] = "grpcio"
     addresses: tuple[str, ...] = ()  # the host:port list behind target (the lean client's)
     load_balancing: str = "round_robin"
+    # gRPC message compression (edge.upstream.compression): requests compressed with this
+    # (None: not compressed); what the lean client advertises in grpc-accept-encoding,
+    # identity first (grpc.aio advertises every algorithm it decodes, whatever this says)
+    request_compression: str | None = None
+    accept_compression: tuple[str, ...] = ("identity",)
 
 
 def grpc_target(addresses: Sequence[str]) -> str:
@@ -70,11 +78,23 @@ def service_config(policy: str, outlier: Mapping[str, Any] | None) -> str:
     return json.dumps({"loadBalancingConfig": [balancing]})
 
 
+def accepted_compression(accept: Sequence[str], request: str | None) -> tuple[str, ...]:
+    """The algorithms the lean client advertises to an upstream: identity, the configured
+    ones and the request's, in C-core's order.
+
+    The request's algorithm is among them because grpc.aio advertises the algorithm it
+    compresses with too (as it does every one it decodes).
+    """
+    wanted = {"identity", *accept} | ({request} if request else set())
+    return tuple(name for name in COMPRESSION_ALGORITHMS if name in wanted)
+
+
 def upstream_settings(config: Config) -> dict[str, UpstreamSettings]:
     """Every gRPC upstream's settings, by name."""
     settings = {}
     for name, upstream in config.upstreams.items():
         tls = upstream.tls
+        request = None if upstream.request_compression == "none" else upstream.request_compression
         settings[name] = UpstreamSettings(
             name=name,
             target=grpc_target(upstream.all_addresses),
@@ -92,5 +112,7 @@ def upstream_settings(config: Config) -> dict[str, UpstreamSettings]:
             client="lean" if upstream.lean else "grpcio",
             addresses=tuple(upstream.all_addresses),
             load_balancing=upstream.load_balancing,
+            request_compression=request,
+            accept_compression=accepted_compression(upstream.accept_compression, request),
         )
     return settings

@@ -46,6 +46,14 @@ def _read(path: Path | None) -> bytes | None:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
 
 
+# request_compression as grpc.aio's channel-wide default (streams and unary calls alike).
+# The channel keeps C-core's enabled algorithms (identity, deflate, gzip): C-core decodes
+# only what it advertises, and grpc servers configured to compress do so whatever the
+# client advertised, so advertising less would make their replies fail. accept_compression
+# (what the lean client advertises) therefore cannot narrow grpc.aio's advertisement.
+_COMPRESSION = {"gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}
+
+
 def open_channel(settings: UpstreamSettings) -> grpc.aio.Channel:
     options: list[tuple[str, Any]] = [
         ("grpc.max_send_message_length", settings.max_send_bytes),
@@ -63,14 +71,17 @@ def open_channel(settings: UpstreamSettings) -> grpc.aio.Channel:
         options.append(("grpc.service_config", settings.service_config))
     if settings.server_name:
         options.append(("grpc.ssl_target_name_override", settings.server_name))
+    compression = _COMPRESSION.get(settings.request_compression or "")
     if not settings.tls:
-        return grpc.aio.insecure_channel(settings.target, options=options)
+        return grpc.aio.insecure_channel(settings.target, options=options, compression=compression)
     credentials = grpc.ssl_channel_credentials(
         root_certificates=_read(settings.ca_file),
         private_key=_read(settings.key_file),
         certificate_chain=_read(settings.cert_file),
     )
-    return grpc.aio.secure_channel(settings.target, credentials, options=options)
+    return grpc.aio.secure_channel(
+        settings.target, credentials, options=options, compression=compression
+    )
 
 
 def _pairs(metadata: Any) -> tuple[tuple[str, str | bytes], ...]:
@@ -81,7 +92,7 @@ _UNREACHABLE_WORDS = ("failed to connect to all addresses", "connections to all 
 
 
 def _status(exc: grpc.aio.AioRpcError) -> UpstreamStatus:
-    details = exc.details() or exc.code().name
+    details = exc.details() or ""  # an empty message stays empty: the code says it
     # C-core's own words when no address could be connected to, so nothing was sent
     # (pick_first's, and round_robin's or a channel's that had been connected before);
     # tests/e2e/test_upstream_recovery_e2e.py notices if a grpcio upgrade rewords them

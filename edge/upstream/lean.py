@@ -15,7 +15,8 @@ over TLS (ALPN ``h2`` required, as C-core and grpc-go require it):
 - Requests are a HEADERS block made once per method (HPACK static-table references and
   literals *without indexing*, so our encoder keeps no state) plus ``grpc-timeout`` and
   the call's metadata (``-bin`` values base64 without padding), then one DATA frame run.
-  No ``grpc-accept-encoding`` is sent, so servers answer uncompressed.
+  Compression (``grpc-encoding``, ``grpc-accept-encoding``, inflating replies) is the
+  channel's and ``edge.upstream.compression``'s; this module moves the bytes.
 - Responses are decoded with ``hpack.Decoder``, in order, for every stream (the server's
   dynamic table is shared). A block that neither inserted into nor evicted from the table
   decodes the same while the table is unchanged, so such decodings are memoised: a steady

@@ -35,6 +35,7 @@ from edge.call import Call, Reply
 from edge.descriptors.registry import MethodInfo
 from edge.errors import ConfigError, UpstreamStatus, UpstreamUnreachable
 from edge.upstream import lean
+from edge.upstream.compression import accept_value, compress
 from edge.upstream.lean import Connection, Refused
 from edge.upstream.lean_wire import (
     DEADLINE_MESSAGE,
@@ -150,7 +151,7 @@ class _Endpoint:
                 connection = await self._connect(deadline)
             try:
                 stream = await connection.call(block, framed, metadata, deadline)
-                return outcome(stream.headers, stream.trailers, stream.chunks)
+                return outcome(stream.headers, stream.trailers, stream.chunks, self.max_receive)
             except Refused:
                 if connection.closed is None and connection.busy:
                     await connection.wait_turn(deadline)  # a stream must end first
@@ -249,6 +250,11 @@ class LeanChannel:
             _Endpoint(address, tls, settings.server_name, settings.max_receive_bytes)
             for address in addresses
         )
+        self._compression = settings.request_compression
+        self._encoding_fields = (
+            settings.request_compression.encode() if settings.request_compression else None,
+            accept_value(settings.accept_compression),
+        )
         self._authorities = tuple(settings.server_name or address for address in addresses)
         self._round_robin = settings.load_balancing == "round_robin"
         self._next = 0
@@ -256,10 +262,12 @@ class LeanChannel:
     def invoker(self, method: MethodInfo) -> Invoker:
         """The unary invoker for ``method``: its header blocks are encoded once, here."""
         blocks = tuple(
-            request_block(method.grpc_path, authority, self._tls) for authority in self._authorities
+            request_block(method.grpc_path, authority, self._tls, *self._encoding_fields)
+            for authority in self._authorities
         )
         parse = method.output_type.FromString
         max_send = self._max_send
+        compression = self._compression
         if len(blocks) == 1:
             endpoint, block = self._endpoints[0], blocks[0]
 
@@ -284,7 +292,10 @@ class LeanChannel:
                 raise UpstreamStatus(
                     8, f"Sent message larger than max ({len(request)} vs. {max_send})"
                 )
-            framed = MESSAGE_PREFIX.pack(0, len(request)) + request
+            flag = 0
+            if compression is not None:  # as C-core: only when that makes it smaller
+                flag, request = compress(compression, request)
+            framed = MESSAGE_PREFIX.pack(flag, len(request)) + request
             deadline = None
             if call.timeout is not None:
                 deadline = asyncio.get_running_loop().time() + call.timeout

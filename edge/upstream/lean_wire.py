@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from urllib.parse import unquote_to_bytes
 
 from edge.errors import UpstreamStatus
+from edge.upstream.compression import decompress, encoding_error, encoding_of
 
 Headers = list[tuple[bytes, bytes]]
 Pairs = tuple[tuple[str, str | bytes], ...]
@@ -67,18 +68,28 @@ def literal(name: bytes | int, value: bytes) -> bytes:
     return b"\x00" + hpack_int(len(name), 7, 0) + name + encoded
 
 
-def request_block(path: str, authority: str, tls: bool = False) -> bytes:
-    """The start of every request header block for ``path`` (static indexes: RFC 7541 A)."""
-    return b"".join(
-        (
-            b"\x83\x87" if tls else b"\x83\x86",  # :method POST, :scheme https or http
-            literal(4, path.encode()),  # :path
-            literal(1, authority.encode()),  # :authority
-            literal(31, b"application/grpc"),  # content-type
-            literal(b"te", b"trailers"),
-            literal(58, b"edge-lean"),  # user-agent
-        )
-    )
+def request_block(
+    path: str,
+    authority: str,
+    tls: bool = False,
+    encoding: bytes | None = None,
+    accept_encoding: bytes | None = None,
+) -> bytes:
+    """The start of every request header block for ``path`` (static indexes: RFC 7541 A),
+    with ``grpc-encoding`` and ``grpc-accept-encoding`` when the upstream's are set."""
+    fields = [
+        b"\x83\x87" if tls else b"\x83\x86",  # :method POST, :scheme https or http
+        literal(4, path.encode()),  # :path
+        literal(1, authority.encode()),  # :authority
+        literal(31, b"application/grpc"),  # content-type
+        literal(b"te", b"trailers"),
+        literal(58, b"edge-lean"),  # user-agent
+    ]
+    if encoding is not None:
+        fields.append(literal(b"grpc-encoding", encoding))
+    if accept_encoding is not None:
+        fields.append(literal(b"grpc-accept-encoding", accept_encoding))
+    return b"".join(fields)
 
 
 def encode_timeout(seconds: float) -> bytes:
@@ -147,17 +158,10 @@ def status_of(fields: Headers, initial: Headers | None) -> UpstreamStatus | None
     text = unquote_to_bytes(message).decode("utf-8", "replace") if message else ""
     return UpstreamStatus(
         code,
-        text or _CODE_NAMES[code],
+        text,  # an empty message stays empty, as grpc.aio reports it
         initial_metadata=initial_pairs,
         trailing_metadata=metadata_pairs(fields),
     )
-
-
-_CODE_NAMES = (
-    "OK CANCELLED UNKNOWN INVALID_ARGUMENT DEADLINE_EXCEEDED NOT_FOUND ALREADY_EXISTS "
-    "PERMISSION_DENIED RESOURCE_EXHAUSTED FAILED_PRECONDITION ABORTED OUT_OF_RANGE "
-    "UNIMPLEMENTED INTERNAL UNAVAILABLE DATA_LOSS UNAUTHENTICATED"
-).split()
 
 
 def _text(value: bytes | None) -> str:
@@ -172,6 +176,10 @@ def _http_errors(headers: Headers) -> tuple[UpstreamStatus | None, UpstreamStatu
             http_status = value
         elif name == b"content-type":
             content_type = value
+        elif name == b"grpc-encoding":
+            error = encoding_error(value)  # C-core fails the reply as it parses this
+            if error is not None:
+                return error, None
     status_error = type_error = None
     if http_status != b"200":
         code = _HTTP_CODES.get(http_status or b"", 2)
@@ -195,13 +203,17 @@ def header_error(headers: Headers) -> UpstreamStatus | None:
 
 
 def outcome(
-    headers: Headers | None, trailers: Headers | None, chunks: list[bytes]
+    headers: Headers | None,
+    trailers: Headers | None,
+    chunks: list[bytes],
+    max_receive: int = 0,
 ) -> tuple[bytes, Pairs, Pairs]:
     """A cleanly ended stream as (message, initial metadata, trailers), or UpstreamStatus.
 
     Leading headers followed by more (not trailers-only) were already checked by
     ``header_error`` when they arrived (a stream they fail never ends cleanly), so only a
-    trailers-only reply's one block is checked here.
+    trailers-only reply's one block is checked here. A compressed message is inflated
+    (``edge.upstream.compression``) to at most ``max_receive`` bytes.
     """
     if headers is None:
         raise UpstreamStatus(13, "stream ended without headers")
@@ -215,9 +227,10 @@ def outcome(
     body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
     if len(body) < 5:
         raise UpstreamStatus(13, "OK status without a response message")
-    compressed, length = MESSAGE_PREFIX.unpack_from(body)
-    if compressed:
-        raise UpstreamStatus(13, "compressed response (the lean client does not decompress)")
+    flag, length = MESSAGE_PREFIX.unpack_from(body)
     if length + 5 != len(body):
         raise UpstreamStatus(13, "a unary response must be exactly one message")
-    return body[5:], metadata_pairs(headers), metadata_pairs(trailers)
+    message = body[5:]
+    if flag:
+        message = decompress(encoding_of(headers), flag, message, max_receive)
+    return message, metadata_pairs(headers), metadata_pairs(trailers)
