@@ -195,6 +195,8 @@ class TranscodingConfig(_Model):
     unknown_fields: Literal["reject", "ignore"] = "reject"
     unknown_query_parameters: Literal["reject", "ignore"] = "reject"
     ignored_query_parameters: list[str] = Field(default_factory=list)
+    # PATCH with a body field: an absent FieldMask is filled from the body (grpc-gateway)
+    patch_field_mask: bool = True
     emit_defaults: bool = False
     proto_field_names: bool = False
     enums_as_ints: bool = False

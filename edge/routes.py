@@ -253,6 +253,8 @@ def _add_route(
                 codec,
                 reject_unknown_query=config.transcoding.unknown_query_parameters == "reject",
                 ignored_query=_ignored_query(config),
+                raw_bodies=True,
+                derive_update_mask=config.transcoding.patch_field_mask,
             ),
             renderer=ResponseRenderer(
                 method.output_type, rule.response_body if rule else None, codec

@@ -119,7 +119,9 @@ class TranscodedAdapter:
             elif route.binder.takes_body:
                 body = await read_body(scope, receive, state.max_body_bytes)
                 body_unread = False
-                call.request = route.binder.bind(found.bindings, query.decode(), body)
+                call.request = route.binder.bind(
+                    found.bindings, query.decode(), body, headers=scope["headers"]
+                )
             else:
                 call.request = route.binder.bind(found.bindings, query.decode(), b"")
             body_unread = False
@@ -202,13 +204,13 @@ async def _ndjson_requests(
             line = bytes(buffer[start:end])
             start = scan_from = end + 1
             if line.strip():
-                yield route.binder.bind(found.bindings, query, line)
+                yield route.binder.bind(found.bindings, query, line, headers=scope["headers"])
         if start:
             del buffer[:start]
         if len(buffer) > max_line_bytes:
             raise BodyTooLarge(too_big)
     if buffer.strip():
-        yield route.binder.bind(found.bindings, query, bytes(buffer))
+        yield route.binder.bind(found.bindings, query, bytes(buffer), headers=scope["headers"])
 
 
 async def _stream_reply(

@@ -3,7 +3,9 @@
 Templates are compiled once into a trie of segment patterns, so a lookup costs one dict
 probe per path segment whatever the number of routes. Literal children win over ``*``,
 which wins over ``**`` (the most specific route matches, as in grpc-gateway). A trailing
-``:verb`` is tried first as a custom verb, then as part of the last segment.
+``:verb`` is tried first as a custom verb, then as part of the last segment. A path
+ending in a ``:verb`` that no route at that path has is a 404 (no such resource action),
+not a 405 from routes that would take the colon as data; grpc-gateway answers 405 there.
 
 Paths are split on ``/`` *before* percent-decoding, so ``%2F`` inside a segment never
 acts as a separator; single-segment variables are then fully decoded, while multi-segment
@@ -127,9 +129,18 @@ class RouteTable(Generic[T]):
         colon = last.rfind(":")
         if colon >= 0:
             verb_segments = [*segments[:-1], last[:colon]]
-            found = self._find(method, verb_segments, last[colon + 1 :], allowed)
+            verb_allowed: set[str] = set()
+            found = self._find(method, verb_segments, last[colon + 1 :], verb_allowed)
             if found is not None:
                 return found
+            found = self._find(method, segments, None, allowed)
+            if found is not None:
+                return found
+            # a custom verb no route has at this path is a 404, even where the colon read
+            # as data would name a path other methods have; 405 only when the verb exists
+            if verb_allowed:
+                return WrongMethod(tuple(sorted(verb_allowed | allowed)))
+            return NoRoute()
         found = self._find(method, segments, None, allowed)
         if found is not None:
             return found

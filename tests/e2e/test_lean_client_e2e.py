@@ -86,7 +86,8 @@ async def start_kitchen_at(port: int = 0, **options: Any) -> tuple[grpc.aio.Serv
             "PATCH",
             "/v1/kitchen/abc/nested?int32Value=3",
             {"name": "n"},
-            {"stringValue": "abc", "int32Value": 3, "nested": {"name": "n"}},
+            # a PATCH gets the request's one FieldMask from its body
+            {"stringValue": "abc", "int32Value": 3, "nested": {"name": "n"}, "fieldMask": "name"},
         ),
         (
             "POST",

@@ -190,7 +190,12 @@ async def test_explain(stack: Any) -> None:
     assert answer["path_fields"] == {"string_value": "abc"}
     assert answer["body"] == "the field nested"
     assert answer["query_fields"] == {"int32Value": "int32_value"}
-    assert answer["request"] == {"stringValue": "abc", "int32Value": 3, "nested": {"name": "n"}}
+    assert answer["request"] == {
+        "stringValue": "abc",
+        "int32Value": 3,
+        "nested": {"name": "n"},
+        "fieldMask": "name",  # a PATCH's mask, derived from the body
+    }
     assert missing.json() == {"matched": False, "status": 404, "reason": "no route for this path"}
     assert wrong.json()["status"] == 405
     assert bad.json()["status"] == 400
