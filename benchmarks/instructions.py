@@ -45,9 +45,14 @@ asyncio.run(main())
 
 def count(kind: str, calls: int, root: str) -> int:
     """Instructions of one harness run: start-up, warm-up and ``calls`` calls."""
+    return callgrind(_RUNNER.format(root=root, repo=str(REPO), kind=kind, calls=calls))
+
+
+def callgrind(source: str) -> int:
+    """Instructions callgrind counts for one run of the Python program ``source``."""
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder) / "run.py"
-        script.write_text(_RUNNER.format(root=root, repo=str(REPO), kind=kind, calls=calls))
+        script.write_text(source)
         done = subprocess.run(
             [
                 "valgrind",

@@ -23,6 +23,7 @@ from edge.config import Config
 from edge.health import health
 from edge.ingress import h2_resets, h11_continue
 from edge.ingress.calls import CallFactory
+from edge.ingress.compression import Compression
 from edge.ingress.connect import ConnectAdapter
 from edge.ingress.cors import CorsRules, compile_policy
 from edge.ingress.dispatch import Adapter, Dispatch
@@ -124,6 +125,12 @@ def create_app(
             websocket=websocket_policy,
             send_timeout=config.server.send_timeout,
             pipeline=pipeline,
+            compression=Compression(
+                config.compression,
+                [(policy.match, policy.compression) for policy in config.policies],
+                config.default_policy.compression,
+                max_body_bytes=config.transcoding.max_body_bytes,
+            ),
         )
     )
     proxy = HttpProxyTerminal(config.http_upstreams) if config.proxy_routes else None

@@ -33,6 +33,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from edge.compression.config import CompressionConfig
 from edge.cors_config import CorsConfig
 from edge.errors import ConfigError
 from edge.policy_config import (
@@ -449,6 +450,8 @@ class Config(_Model):
     # browsers on other origins: answered preflights, labelled answers (a policy's own
     # ``cors`` replaces this for the routes it matches); none: no CORS headers at all
     cors: CorsConfig | None = None
+    # gzip/br responses of transcoded routes, compressed request bodies (docs/compression.md)
+    compression: CompressionConfig = Field(default_factory=CompressionConfig)
     http_upstreams: dict[str, HttpUpstreamConfig] = Field(default_factory=dict)
     proxy_routes: list[ProxyRouteConfig] = Field(default_factory=list)
     # the policy pipeline (edge/policy_config.py)

@@ -212,3 +212,5 @@ class PolicyConfig(_Model):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     # CORS for the routes this policy matches, instead of the global ``cors``
     cors: CorsConfig | None = None
+    # response compression for the routes this policy matches (null: compression.enabled)
+    compression: bool | None = None

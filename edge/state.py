@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from edge.ingress.calls import CallFactory
+from edge.ingress.compression import Compression
 from edge.ingress.websocket_policy import WebSocketPolicy
 from edge.pipeline.build import Pipeline
 from edge.pipeline.chain import Next
@@ -28,6 +29,7 @@ class GatewayState:
     websocket: WebSocketPolicy
     pipeline: Pipeline
     send_timeout: float | None = None  # server.send_timeout, for streams
+    compression: Compression | None = None  # gzip/br of transcoded routes (None: none)
 
 
 class StateHolder:

@@ -39,6 +39,7 @@ from edge.ingress.asgi import (
     timed_send,
 )
 from edge.ingress.calls import deadline, grpc_timeout
+from edge.ingress.compression import REFUSED_BODIES
 from edge.ingress.render import (
     INTERNAL_BODY,
     error_response,
@@ -93,6 +94,8 @@ class TranscodedAdapter:
         state = self.holder.current
         route = found.target
         method = route.method
+        if state.compression is not None:  # no wrapper unless the request asks for one
+            send, receive = state.compression.wrap(scope, route, send, receive)
         body_unread = False  # an answer given before the body is read must drain it
         try:
             call = state.calls.grpc(
@@ -152,7 +155,7 @@ class TranscodedAdapter:
             info = scope.get("edge")
             if info is not None:
                 info["grpc_code"] = error.grpc_code
-            if isinstance(error, BodyTooLarge) or body_unread:  # the client may still be sending
+            if isinstance(error, REFUSED_BODIES) or body_unread:  # the client may still be sending
                 await send_refusal(scope, receive, send, status, payload, error_headers)
             else:
                 await send_response(send, status, payload, error_headers)
