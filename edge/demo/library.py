@@ -7,6 +7,8 @@ front of it does not (it reads ``protos/`` at run time).
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
 import itertools
 import re
 import time
@@ -15,6 +17,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from google.api import httpbody_pb2
 from google.protobuf import any_pb2, empty_pb2, timestamp_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
@@ -23,6 +26,9 @@ from edgedemo.library.v1 import library_pb2_grpc as pb_grpc
 
 _ABORT_DETAILS_KEY = "grpc-status-details-bin"
 _MAX_INTERVAL_SECONDS = 10.0
+_PAGES_PER_PIECE = 100
+_MAX_PAGES_PER_PIECE = 10_000
+_CSV_COLUMNS = ("name", "title", "author", "genre", "page_count", "tags")
 LIBRARIAN = "librarian"
 Context = grpc.aio.ServicerContext[Any, Any]
 
@@ -83,7 +89,10 @@ class Library(pb_grpc.LibraryServiceServicer):
             if name.startswith(request.parent + "/")
             and (request.genre == pb.GENRE_UNSPECIFIED or b.genre == request.genre)
         ]
-        start = int(request.page_token or 0)
+        token = request.page_token or "0"
+        if not token.isascii() or not token.isdigit():  # only ones this service handed out
+            await _invalid(context, "page_token", "is not a token from a previous page")
+        start = int(token)
         size = request.page_size or 50
         page = books[start : start + size]
         token = str(start + size) if start + size < len(books) else ""
@@ -181,6 +190,49 @@ class Library(pb_grpc.LibraryServiceServicer):
             if index and request.interval_seconds:
                 await asyncio.sleep(request.interval_seconds)
             yield book
+
+    async def ExportShelf(  # noqa: N802
+        self, request: pb.ExportShelfRequest, context: Context
+    ) -> httpbody_pb2.HttpBody:
+        """The shelf as a CSV file, one book a row: an HttpBody, served as it is."""
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\r\n")  # RFC 4180
+        writer.writerow(_CSV_COLUMNS)
+        for book in self._shelf(request.parent):
+            genre = pb.Genre.Name(book.genre)
+            tags = ";".join(book.tags)
+            writer.writerow((book.name, book.title, book.author, genre, book.page_count, tags))
+        return httpbody_pb2.HttpBody(
+            content_type="text/csv; charset=utf-8", data=out.getvalue().encode()
+        )
+
+    async def DownloadBook(  # noqa: N802
+        self, request: pb.DownloadBookRequest, context: Context
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
+        """The book's text (made up: a line a page), ``pages_per_piece`` pages a message."""
+        if not 0 <= request.interval_seconds <= _MAX_INTERVAL_SECONDS:
+            await _invalid(
+                context, "interval_seconds", f"must be between 0 and {_MAX_INTERVAL_SECONDS:g}"
+            )
+        if not 0 <= request.pages_per_piece <= _MAX_PAGES_PER_PIECE:
+            await _invalid(
+                context, "pages_per_piece", f"must be between 0 and {_MAX_PAGES_PER_PIECE}"
+            )
+        book = self.books.get(request.name)
+        if book is None:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"{request.name} does not exist")
+        per_piece = request.pages_per_piece or _PAGES_PER_PIECE
+        pages = max(book.page_count, 1)
+        lines = [f"{book.title}\nby {book.author}\n\n"]
+        for start in range(1, pages + 1, per_piece):
+            if start > 1 and request.interval_seconds:
+                await asyncio.sleep(request.interval_seconds)
+            end = min(start + per_piece, pages + 1)
+            lines.extend(f"Page {page} of {book.title}.\n" for page in range(start, end))
+            yield httpbody_pb2.HttpBody(
+                content_type="text/plain; charset=utf-8", data="".join(lines).encode()
+            )
+            lines = []
 
     async def ImportBooks(  # noqa: N802
         self, request_iterator: AsyncIterator[pb.CreateBookRequest], context: Context

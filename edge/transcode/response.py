@@ -12,27 +12,37 @@ from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2
 
 from edge.transcode.binding import BindingError, message_descriptor, resolve_field_path
+from edge.transcode.http_body import HttpBodyReply, http_body_reply
 from edge.transcode.json_codec import JsonCodec
 
 
 class ResponseRenderer:
-    """Serializes one method's replies, honouring the rule's ``response_body``."""
+    """Serializes one method's replies, honouring the rule's ``response_body``.
 
-    __slots__ = ("_default", "_key", "_print")
+    ``http_body`` is set when the replies (or their ``response_body`` field) are
+    ``google.api.HttpBody``: the HTTP/JSON adapter then writes their bytes as they are
+    (``edge.transcode.http_body``); ``render`` stays JSON for the protocols that carry
+    messages (WebSocket frames).
+    """
+
+    __slots__ = ("_default", "_key", "_print", "http_body")
 
     def __init__(
         self, output_type: type[Message], response_body: str | None, codec: JsonCodec
     ) -> None:
-        self._print = codec.printer(message_descriptor(output_type))  # compiled now, once
+        output = message_descriptor(output_type)
+        self._print = codec.printer(output)  # compiled now, once
         self._key: str | None = None
         self._default: Any = None
+        field: FieldDescriptor | None = None
         if response_body is not None:
-            fields = resolve_field_path(message_descriptor(output_type), response_body.split("."))
+            fields = resolve_field_path(output, response_body.split("."))
             if len(fields) != 1:
                 raise BindingError(f"response_body {response_body!r} must name a top-level field")
             field = fields[0]
             self._key = field.name if codec.options.proto_field_names else field.json_name
             self._default = _json_default(field)
+        self.http_body: HttpBodyReply | None = http_body_reply(output, field)
 
     def render(self, message: Message) -> bytes:
         if self._key is None:

@@ -23,12 +23,13 @@ _sym_db = _symbol_database.Default()
 
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!edgedemo/library/v1/library.proto\x12\x13\x65\x64gedemo.library.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe3\x01\n\x04\x42ook\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x03 \x01(\t\x12)\n\x05genre\x18\x04 \x01(\x0e\x32\x1a.edgedemo.library.v1.Genre\x12\x12\n\npage_count\x18\x05 \x01(\x03\x12\x0c\n\x04tags\x18\x06 \x03(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cpublish_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"t\n\x10ListBooksRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12)\n\x05genre\x18\x04 \x01(\x0e\x32\x1a.edgedemo.library.v1.Genre\"V\n\x11ListBooksResponse\x12(\n\x05\x62ooks\x18\x01 \x03(\x0b\x32\x19.edgedemo.library.v1.Book\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1e\n\x0eGetBookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"]\n\x11\x43reateBookRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\'\n\x04\x62ook\x18\x02 \x01(\x0b\x32\x19.edgedemo.library.v1.Book\x12\x0f\n\x07\x62ook_id\x18\x03 \x01(\t\"m\n\x11UpdateBookRequest\x12\'\n\x04\x62ook\x18\x01 \x01(\x0b\x32\x19.edgedemo.library.v1.Book\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"!\n\x11\x44\x65leteBookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"T\n\x12PublishBookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x0cpublish_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"p\n\x13PublishBookResponse\x12\'\n\x04\x62ook\x18\x01 \x01(\x0b\x32\x19.edgedemo.library.v1.Book\x12\x30\n\x0cpublish_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"%\n\x14GetShelfStatsRequest\x12\r\n\x05shelf\x18\x01 \x01(\t\"\xaf\x01\n\nShelfStats\x12\r\n\x05shelf\x18\x01 \x01(\t\x12\x12\n\nbook_count\x18\x02 \x01(\x03\x12I\n\x0e\x62ooks_by_genre\x18\x03 \x03(\x0b\x32\x31.edgedemo.library.v1.ShelfStats.BooksByGenreEntry\x1a\x33\n\x11\x42ooksByGenreEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"i\n\x12StreamBooksRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12)\n\x05genre\x18\x02 \x01(\x0e\x32\x1a.edgedemo.library.v1.Genre\x12\x18\n\x10interval_seconds\x18\x03 \x01(\x01\"?\n\x13ImportBooksResponse\x12(\n\x05\x62ooks\x18\x01 \x03(\x0b\x32\x19.edgedemo.library.v1.Book\"6\n\x06Remark\x12\r\n\x05shelf\x18\x01 \x01(\t\x12\x0f\n\x07speaker\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t*i\n\x05Genre\x12\x15\n\x11GENRE_UNSPECIFIED\x10\x00\x12\x11\n\rGENRE_FICTION\x10\x01\x12\x11\n\rGENRE_HISTORY\x10\x02\x12\x11\n\rGENRE_SCIENCE\x10\x03\x12\x10\n\x0cGENRE_POETRY\x10\x04\x32\xac\n\n\x0eLibraryService\x12\x80\x01\n\tListBooks\x12%.edgedemo.library.v1.ListBooksRequest\x1a&.edgedemo.library.v1.ListBooksResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/{parent=shelves/*}/books\x12o\n\x07GetBook\x12#.edgedemo.library.v1.GetBookRequest\x1a\x19.edgedemo.library.v1.Book\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/{name=shelves/*/books/*}\x12{\n\nCreateBook\x12&.edgedemo.library.v1.CreateBookRequest\x1a\x19.edgedemo.library.v1.Book\"*\x82\xd3\xe4\x93\x02$\"\x1c/v1/{parent=shelves/*}/books:\x04\x62ook\x12\xab\x01\n\nUpdateBook\x12&.edgedemo.library.v1.UpdateBookRequest\x1a\x19.edgedemo.library.v1.Book\"Z\x82\xd3\xe4\x93\x02T2!/v1/{book.name=shelves/*/books/*}:\x04\x62ookZ)\x1a!/v1/{book.name=shelves/*/books/*}:\x04\x62ook\x12r\n\nDeleteBook\x12&.edgedemo.library.v1.DeleteBookRequest\x1a\x16.google.protobuf.Empty\"$\x82\xd3\xe4\x93\x02\x1e*\x1c/v1/{name=shelves/*/books/*}\x12\x9f\x01\n\x0bPublishBook\x12\'.edgedemo.library.v1.PublishBookRequest\x1a(.edgedemo.library.v1.PublishBookResponse\"=\x82\xd3\xe4\x93\x02\x37\"$/v1/{name=shelves/*/books/*}:publish:\x01*b\x0cpublish_time\x12[\n\rGetShelfStats\x12).edgedemo.library.v1.GetShelfStatsRequest\x1a\x1f.edgedemo.library.v1.ShelfStats\x12\x80\x01\n\x0bStreamBooks\x12\'.edgedemo.library.v1.StreamBooksRequest\x1a\x19.edgedemo.library.v1.Book\"+\x82\xd3\xe4\x93\x02%\x12#/v1/{parent=shelves/*}/books:stream0\x01\x12\x91\x01\n\x0bImportBooks\x12&.edgedemo.library.v1.CreateBookRequest\x1a(.edgedemo.library.v1.ImportBooksResponse\".\x82\xd3\xe4\x93\x02(\"#/v1/{parent=shelves/*}/books:import:\x01*(\x01\x12q\n\x07\x44iscuss\x12\x1b.edgedemo.library.v1.Remark\x1a\x1b.edgedemo.library.v1.Remark\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/{shelf=shelves/*}:discuss:\x01*(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!edgedemo/library/v1/library.proto\x12\x13\x65\x64gedemo.library.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe3\x01\n\x04\x42ook\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x0e\n\x06\x61uthor\x18\x03 \x01(\t\x12)\n\x05genre\x18\x04 \x01(\x0e\x32\x1a.edgedemo.library.v1.Genre\x12\x12\n\npage_count\x18\x05 \x01(\x03\x12\x0c\n\x04tags\x18\x06 \x03(\t\x12/\n\x0b\x63reate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0cpublish_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"t\n\x10ListBooksRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12)\n\x05genre\x18\x04 \x01(\x0e\x32\x1a.edgedemo.library.v1.Genre\"V\n\x11ListBooksResponse\x12(\n\x05\x62ooks\x18\x01 \x03(\x0b\x32\x19.edgedemo.library.v1.Book\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1e\n\x0eGetBookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"]\n\x11\x43reateBookRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12\'\n\x04\x62ook\x18\x02 \x01(\x0b\x32\x19.edgedemo.library.v1.Book\x12\x0f\n\x07\x62ook_id\x18\x03 \x01(\t\"m\n\x11UpdateBookRequest\x12\'\n\x04\x62ook\x18\x01 \x01(\x0b\x32\x19.edgedemo.library.v1.Book\x12/\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMask\"!\n\x11\x44\x65leteBookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"T\n\x12PublishBookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x30\n\x0cpublish_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"p\n\x13PublishBookResponse\x12\'\n\x04\x62ook\x18\x01 \x01(\x0b\x32\x19.edgedemo.library.v1.Book\x12\x30\n\x0cpublish_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"%\n\x14GetShelfStatsRequest\x12\r\n\x05shelf\x18\x01 \x01(\t\"\xaf\x01\n\nShelfStats\x12\r\n\x05shelf\x18\x01 \x01(\t\x12\x12\n\nbook_count\x18\x02 \x01(\x03\x12I\n\x0e\x62ooks_by_genre\x18\x03 \x03(\x0b\x32\x31.edgedemo.library.v1.ShelfStats.BooksByGenreEntry\x1a\x33\n\x11\x42ooksByGenreEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"i\n\x12StreamBooksRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\x12)\n\x05genre\x18\x02 \x01(\x0e\x32\x1a.edgedemo.library.v1.Genre\x12\x18\n\x10interval_seconds\x18\x03 \x01(\x01\"?\n\x13ImportBooksResponse\x12(\n\x05\x62ooks\x18\x01 \x03(\x0b\x32\x19.edgedemo.library.v1.Book\"6\n\x06Remark\x12\r\n\x05shelf\x18\x01 \x01(\t\x12\x0f\n\x07speaker\x18\x02 \x01(\t\x12\x0c\n\x04text\x18\x03 \x01(\t\"$\n\x12\x45xportShelfRequest\x12\x0e\n\x06parent\x18\x01 \x01(\t\"V\n\x13\x44ownloadBookRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0fpages_per_piece\x18\x02 \x01(\x05\x12\x18\n\x10interval_seconds\x18\x03 \x01(\x01*i\n\x05Genre\x12\x15\n\x11GENRE_UNSPECIFIED\x10\x00\x12\x11\n\rGENRE_FICTION\x10\x01\x12\x11\n\rGENRE_HISTORY\x10\x02\x12\x11\n\rGENRE_SCIENCE\x10\x03\x12\x10\n\x0cGENRE_POETRY\x10\x04\x32\xa8\x0c\n\x0eLibraryService\x12\x80\x01\n\tListBooks\x12%.edgedemo.library.v1.ListBooksRequest\x1a&.edgedemo.library.v1.ListBooksResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/{parent=shelves/*}/books\x12o\n\x07GetBook\x12#.edgedemo.library.v1.GetBookRequest\x1a\x19.edgedemo.library.v1.Book\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/{name=shelves/*/books/*}\x12{\n\nCreateBook\x12&.edgedemo.library.v1.CreateBookRequest\x1a\x19.edgedemo.library.v1.Book\"*\x82\xd3\xe4\x93\x02$\"\x1c/v1/{parent=shelves/*}/books:\x04\x62ook\x12\xab\x01\n\nUpdateBook\x12&.edgedemo.library.v1.UpdateBookRequest\x1a\x19.edgedemo.library.v1.Book\"Z\x82\xd3\xe4\x93\x02T2!/v1/{book.name=shelves/*/books/*}:\x04\x62ookZ)\x1a!/v1/{book.name=shelves/*/books/*}:\x04\x62ook\x12r\n\nDeleteBook\x12&.edgedemo.library.v1.DeleteBookRequest\x1a\x16.google.protobuf.Empty\"$\x82\xd3\xe4\x93\x02\x1e*\x1c/v1/{name=shelves/*/books/*}\x12\x9f\x01\n\x0bPublishBook\x12\'.edgedemo.library.v1.PublishBookRequest\x1a(.edgedemo.library.v1.PublishBookResponse\"=\x82\xd3\xe4\x93\x02\x37\"$/v1/{name=shelves/*/books/*}:publish:\x01*b\x0cpublish_time\x12[\n\rGetShelfStats\x12).edgedemo.library.v1.GetShelfStatsRequest\x1a\x1f.edgedemo.library.v1.ShelfStats\x12\x80\x01\n\x0bStreamBooks\x12\'.edgedemo.library.v1.StreamBooksRequest\x1a\x19.edgedemo.library.v1.Book\"+\x82\xd3\xe4\x93\x02%\x12#/v1/{parent=shelves/*}/books:stream0\x01\x12\x91\x01\n\x0bImportBooks\x12&.edgedemo.library.v1.CreateBookRequest\x1a(.edgedemo.library.v1.ImportBooksResponse\".\x82\xd3\xe4\x93\x02(\"#/v1/{parent=shelves/*}/books:import:\x01*(\x01\x12y\n\x0b\x45xportShelf\x12\'.edgedemo.library.v1.ExportShelfRequest\x1a\x14.google.api.HttpBody\"+\x82\xd3\xe4\x93\x02%\x12#/v1/{parent=shelves/*}/books:export\x12\x7f\n\x0c\x44ownloadBook\x12(.edgedemo.library.v1.DownloadBookRequest\x1a\x14.google.api.HttpBody\"-\x82\xd3\xe4\x93\x02\'\x12%/v1/{name=shelves/*/books/*}:download0\x01\x12q\n\x07\x44iscuss\x12\x1b.edgedemo.library.v1.Remark\x1a\x1b.edgedemo.library.v1.Remark\"(\x82\xd3\xe4\x93\x02\"\"\x1d/v1/{shelf=shelves/*}:discuss:\x01*(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -53,40 +54,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LIBRARYSERVICE'].methods_by_name['StreamBooks']._serialized_options = b'\202\323\344\223\002%\022#/v1/{parent=shelves/*}/books:stream'
   _globals['_LIBRARYSERVICE'].methods_by_name['ImportBooks']._loaded_options = None
   _globals['_LIBRARYSERVICE'].methods_by_name['ImportBooks']._serialized_options = b'\202\323\344\223\002(\"#/v1/{parent=shelves/*}/books:import:\001*'
+  _globals['_LIBRARYSERVICE'].methods_by_name['ExportShelf']._loaded_options = None
+  _globals['_LIBRARYSERVICE'].methods_by_name['ExportShelf']._serialized_options = b'\202\323\344\223\002%\022#/v1/{parent=shelves/*}/books:export'
+  _globals['_LIBRARYSERVICE'].methods_by_name['DownloadBook']._loaded_options = None
+  _globals['_LIBRARYSERVICE'].methods_by_name['DownloadBook']._serialized_options = b'\202\323\344\223\002\'\022%/v1/{name=shelves/*/books/*}:download'
   _globals['_LIBRARYSERVICE'].methods_by_name['Discuss']._loaded_options = None
   _globals['_LIBRARYSERVICE'].methods_by_name['Discuss']._serialized_options = b'\202\323\344\223\002\"\"\035/v1/{shelf=shelves/*}:discuss:\001*'
-  _globals['_GENRE']._serialized_start=1538
-  _globals['_GENRE']._serialized_end=1643
-  _globals['_BOOK']._serialized_start=185
-  _globals['_BOOK']._serialized_end=412
-  _globals['_LISTBOOKSREQUEST']._serialized_start=414
-  _globals['_LISTBOOKSREQUEST']._serialized_end=530
-  _globals['_LISTBOOKSRESPONSE']._serialized_start=532
-  _globals['_LISTBOOKSRESPONSE']._serialized_end=618
-  _globals['_GETBOOKREQUEST']._serialized_start=620
-  _globals['_GETBOOKREQUEST']._serialized_end=650
-  _globals['_CREATEBOOKREQUEST']._serialized_start=652
-  _globals['_CREATEBOOKREQUEST']._serialized_end=745
-  _globals['_UPDATEBOOKREQUEST']._serialized_start=747
-  _globals['_UPDATEBOOKREQUEST']._serialized_end=856
-  _globals['_DELETEBOOKREQUEST']._serialized_start=858
-  _globals['_DELETEBOOKREQUEST']._serialized_end=891
-  _globals['_PUBLISHBOOKREQUEST']._serialized_start=893
-  _globals['_PUBLISHBOOKREQUEST']._serialized_end=977
-  _globals['_PUBLISHBOOKRESPONSE']._serialized_start=979
-  _globals['_PUBLISHBOOKRESPONSE']._serialized_end=1091
-  _globals['_GETSHELFSTATSREQUEST']._serialized_start=1093
-  _globals['_GETSHELFSTATSREQUEST']._serialized_end=1130
-  _globals['_SHELFSTATS']._serialized_start=1133
-  _globals['_SHELFSTATS']._serialized_end=1308
-  _globals['_SHELFSTATS_BOOKSBYGENREENTRY']._serialized_start=1257
-  _globals['_SHELFSTATS_BOOKSBYGENREENTRY']._serialized_end=1308
-  _globals['_STREAMBOOKSREQUEST']._serialized_start=1310
-  _globals['_STREAMBOOKSREQUEST']._serialized_end=1415
-  _globals['_IMPORTBOOKSRESPONSE']._serialized_start=1417
-  _globals['_IMPORTBOOKSRESPONSE']._serialized_end=1480
-  _globals['_REMARK']._serialized_start=1482
-  _globals['_REMARK']._serialized_end=1536
-  _globals['_LIBRARYSERVICE']._serialized_start=1646
-  _globals['_LIBRARYSERVICE']._serialized_end=2970
+  _globals['_GENRE']._serialized_start=1691
+  _globals['_GENRE']._serialized_end=1796
+  _globals['_BOOK']._serialized_start=212
+  _globals['_BOOK']._serialized_end=439
+  _globals['_LISTBOOKSREQUEST']._serialized_start=441
+  _globals['_LISTBOOKSREQUEST']._serialized_end=557
+  _globals['_LISTBOOKSRESPONSE']._serialized_start=559
+  _globals['_LISTBOOKSRESPONSE']._serialized_end=645
+  _globals['_GETBOOKREQUEST']._serialized_start=647
+  _globals['_GETBOOKREQUEST']._serialized_end=677
+  _globals['_CREATEBOOKREQUEST']._serialized_start=679
+  _globals['_CREATEBOOKREQUEST']._serialized_end=772
+  _globals['_UPDATEBOOKREQUEST']._serialized_start=774
+  _globals['_UPDATEBOOKREQUEST']._serialized_end=883
+  _globals['_DELETEBOOKREQUEST']._serialized_start=885
+  _globals['_DELETEBOOKREQUEST']._serialized_end=918
+  _globals['_PUBLISHBOOKREQUEST']._serialized_start=920
+  _globals['_PUBLISHBOOKREQUEST']._serialized_end=1004
+  _globals['_PUBLISHBOOKRESPONSE']._serialized_start=1006
+  _globals['_PUBLISHBOOKRESPONSE']._serialized_end=1118
+  _globals['_GETSHELFSTATSREQUEST']._serialized_start=1120
+  _globals['_GETSHELFSTATSREQUEST']._serialized_end=1157
+  _globals['_SHELFSTATS']._serialized_start=1160
+  _globals['_SHELFSTATS']._serialized_end=1335
+  _globals['_SHELFSTATS_BOOKSBYGENREENTRY']._serialized_start=1284
+  _globals['_SHELFSTATS_BOOKSBYGENREENTRY']._serialized_end=1335
+  _globals['_STREAMBOOKSREQUEST']._serialized_start=1337
+  _globals['_STREAMBOOKSREQUEST']._serialized_end=1442
+  _globals['_IMPORTBOOKSRESPONSE']._serialized_start=1444
+  _globals['_IMPORTBOOKSRESPONSE']._serialized_end=1507
+  _globals['_REMARK']._serialized_start=1509
+  _globals['_REMARK']._serialized_end=1563
+  _globals['_EXPORTSHELFREQUEST']._serialized_start=1565
+  _globals['_EXPORTSHELFREQUEST']._serialized_end=1601
+  _globals['_DOWNLOADBOOKREQUEST']._serialized_start=1603
+  _globals['_DOWNLOADBOOKREQUEST']._serialized_end=1689
+  _globals['_LIBRARYSERVICE']._serialized_start=1799
+  _globals['_LIBRARYSERVICE']._serialized_end=3375
 # @@protoc_insertion_point(module_scope)

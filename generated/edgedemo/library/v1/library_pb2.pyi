@@ -1,6 +1,7 @@
 import datetime
 
 from google.api import annotations_pb2 as _annotations_pb2
+from google.api import httpbody_pb2 as _httpbody_pb2
 from google.protobuf import empty_pb2 as _empty_pb2
 from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -160,3 +161,19 @@ class Remark(_message.Message):
     speaker: str
     text: str
     def __init__(self, shelf: _Optional[str] = ..., speaker: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
+
+class ExportShelfRequest(_message.Message):
+    __slots__ = ("parent",)
+    PARENT_FIELD_NUMBER: _ClassVar[int]
+    parent: str
+    def __init__(self, parent: _Optional[str] = ...) -> None: ...
+
+class DownloadBookRequest(_message.Message):
+    __slots__ = ("name", "pages_per_piece", "interval_seconds")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    PAGES_PER_PIECE_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    pages_per_piece: int
+    interval_seconds: float
+    def __init__(self, name: _Optional[str] = ..., pages_per_piece: _Optional[int] = ..., interval_seconds: _Optional[float] = ...) -> None: ...

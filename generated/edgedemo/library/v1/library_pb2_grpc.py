@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from edgedemo.library.v1 import library_pb2 as edgedemo_dot_library_dot_v1_dot_library__pb2
+from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -79,6 +80,16 @@ class LibraryServiceStub:
                 '/edgedemo.library.v1.LibraryService/ImportBooks',
                 request_serializer=edgedemo_dot_library_dot_v1_dot_library__pb2.CreateBookRequest.SerializeToString,
                 response_deserializer=edgedemo_dot_library_dot_v1_dot_library__pb2.ImportBooksResponse.FromString,
+                _registered_method=True)
+        self.ExportShelf = channel.unary_unary(
+                '/edgedemo.library.v1.LibraryService/ExportShelf',
+                request_serializer=edgedemo_dot_library_dot_v1_dot_library__pb2.ExportShelfRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+                _registered_method=True)
+        self.DownloadBook = channel.unary_stream(
+                '/edgedemo.library.v1.LibraryService/DownloadBook',
+                request_serializer=edgedemo_dot_library_dot_v1_dot_library__pb2.DownloadBookRequest.SerializeToString,
+                response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
                 _registered_method=True)
         self.Discuss = channel.stream_stream(
                 '/edgedemo.library.v1.LibraryService/Discuss',
@@ -156,6 +167,22 @@ class LibraryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportShelf(self, request, context):
+        """A shelf's books as a CSV file: a google.api.HttpBody reply, whose bytes are the HTTP
+        body and whose content_type is its Content-Type (no JSON).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DownloadBook(self, request, context):
+        """A book's text, downloaded in pieces: a server stream of google.api.HttpBody, each
+        message's data written to the HTTP body as it arrives, unframed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Discuss(self, request_iterator, context):
         """Bidi streaming: a reading room. The librarian answers each remark as it arrives
         (about a book on the shelf whose title or author it mentions, else with a
@@ -212,6 +239,16 @@ def add_LibraryServiceServicer_to_server(servicer, server):
                     servicer.ImportBooks,
                     request_deserializer=edgedemo_dot_library_dot_v1_dot_library__pb2.CreateBookRequest.FromString,
                     response_serializer=edgedemo_dot_library_dot_v1_dot_library__pb2.ImportBooksResponse.SerializeToString,
+            ),
+            'ExportShelf': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportShelf,
+                    request_deserializer=edgedemo_dot_library_dot_v1_dot_library__pb2.ExportShelfRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
+            ),
+            'DownloadBook': grpc.unary_stream_rpc_method_handler(
+                    servicer.DownloadBook,
+                    request_deserializer=edgedemo_dot_library_dot_v1_dot_library__pb2.DownloadBookRequest.FromString,
+                    response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
             ),
             'Discuss': grpc.stream_stream_rpc_method_handler(
                     servicer.Discuss,
@@ -462,6 +499,60 @@ class LibraryService:
             '/edgedemo.library.v1.LibraryService/ImportBooks',
             edgedemo_dot_library_dot_v1_dot_library__pb2.CreateBookRequest.SerializeToString,
             edgedemo_dot_library_dot_v1_dot_library__pb2.ImportBooksResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportShelf(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/edgedemo.library.v1.LibraryService/ExportShelf',
+            edgedemo_dot_library_dot_v1_dot_library__pb2.ExportShelfRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DownloadBook(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/edgedemo.library.v1.LibraryService/DownloadBook',
+            edgedemo_dot_library_dot_v1_dot_library__pb2.DownloadBookRequest.SerializeToString,
+            google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
             options,
             channel_credentials,
             insecure,
