@@ -433,6 +433,9 @@ class OpenApiConfig(_Model):
     version: str = "1.0.0"  # the API's version, as the document's info.version
     description: str | None = None
     servers: list[str] = Field(default_factory=list)  # base URLs; empty: the page's origin
+    # /v1/{name=shelves/*/books/*} as /v1/shelves/{shelf}/books/{book} (what generated
+    # clients can call); false: one parameter {name} holding slashes (docs/openapi.md)
+    expand_path_patterns: bool = True
 
 
 class Config(_Model):

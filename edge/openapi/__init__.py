@@ -7,6 +7,7 @@ it at ``/openapi.json`` with a Swagger UI page at ``/docs`` (assets in
 
 from __future__ import annotations
 
-from edge.openapi.document import build_openapi, document_key, openapi_path
+from edge.openapi.document import build_openapi, document_key
+from edge.openapi.paths import openapi_path
 
 __all__ = ["build_openapi", "document_key", "openapi_path"]

@@ -2,15 +2,16 @@
 
 Built from the same ``Routes`` object the hot path reads, so the document describes what
 is served, rule by rule: paths and path parameters from the ``google.api.http``
-templates, query parameters for the request fields neither the path nor the body binds,
-the body and response schemas (``body`` and ``response_body`` honoured), the streaming
-framings, the ``google.rpc.Status`` error body, and the security each route's policy
-asks for. Comments in the protos become summaries and descriptions.
+templates (``paths.py``: variables spanning segments expanded into plain OpenAPI paths),
+query parameters for the request fields neither the path nor the body binds
+(``parameters.py``), the body and response schemas with ``body`` and ``response_body``
+honoured (``schemas.py``, ``bodies.py``), the streaming framings, the
+``google.rpc.Status`` error responses per status, the security each route's policy asks
+for, and operation ids that read as method names (``naming.py``). Comments in the protos
+become summaries and descriptions.
 
-What OpenAPI cannot say is said in descriptions instead: a variable spanning several
-path segments (``{name=shelves/*/books/*}``) becomes one parameter whose value holds
-slashes, which generic clients percent-encode; custom HTTP methods (``custom: {kind:
-"PURGE"}``) have no place in OpenAPI 3.1 and are listed under ``x-edge-omitted``.
+Custom HTTP methods (``custom: {kind: "PURGE"}``) have no place in OpenAPI 3.1 and are
+listed under ``x-edge-omitted``, as is a route whose OpenAPI path and method another took.
 """
 
 from __future__ import annotations
@@ -19,21 +20,24 @@ import hashlib
 import re
 from typing import Any
 
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import FieldDescriptor
 
 from edge.config import Config
 from edge.descriptors.http_rules import HttpRule
+from edge.openapi.bodies import error_responses, error_statuses, request_body, success
 from edge.openapi.comments import Comments
-from edge.openapi.schemas import Schema, SchemaBuilder
+from edge.openapi.json_forms import HTTP_BODY, nullable
+from edge.openapi.naming import OperationNames
+from edge.openapi.parameters import path_parameters, query_parameters
+from edge.openapi.paths import OpenApiPath, openapi_path, path_shape
+from edge.openapi.schemas import SchemaBuilder
 from edge.openapi.security import SecurityRequirements
 from edge.routes import Routes, TranscodeRoute
-from edge.routing.template import PathTemplate, SegmentKind, Variable, parse_template
+from edge.routing.template import PathTemplate, SegmentKind, parse_template
 from edge.transcode.binding import message_descriptor, resolve_field_path
 
 OPENAPI_VERSION = "3.1.0"
-QUERY_DEPTH = 3  # nested request fields as query parameters down to a.b.c
 _METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
-_ERROR = {"$ref": "#/components/responses/Error"}
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s")
 
 
@@ -49,12 +53,14 @@ def build_openapi(routes: Routes, config: Config) -> dict[str, Any]:
         comments,
         proto_field_names=config.transcoding.proto_field_names,
         enums_as_ints=config.transcoding.enums_as_ints,
+        unknown_fields_rejected=config.transcoding.unknown_fields == "reject",
     )
     status = schemas.ref(routes.registry.pool.FindMessageTypeByName("google.rpc.Status"))
     security = SecurityRequirements(config)
+    documented = [r for r in routes.routes if r.http_method.lower() in _METHODS]
+    names = OperationNames((r.method.service, r.method.name) for r in documented)
     paths: dict[str, dict[str, Any]] = {}
-    operation_ids: dict[str, int] = {}
-    shapes: dict[str, list[str]] = {}
+    shapes: dict[str, tuple[str, ...]] = {}
     omitted: list[str] = []
     services: set[str] = set()
     for route in routes.routes:
@@ -66,29 +72,28 @@ def build_openapi(routes: Routes, config: Config) -> dict[str, Any]:
         rule = _rule_of(route)
         template = rule.template if rule is not None else parse_template(route.template)
         # OpenAPI holds /v1/{name} and /v1/{book.name} to be one path: the first names win
-        shape = openapi_path(template, [""] * len(template.variables))
-        names = shapes.setdefault(shape, [v.name for v in template.variables])
-        path = openapi_path(template, names)
-        if verb in paths.get(path, {}):
+        where = openapi_path(template, expand=settings.expand_path_patterns)
+        first = shapes.setdefault(path_shape(where.path), tuple(p.name for p in where.parameters))
+        where = openapi_path(template, expand=settings.expand_path_patterns, names=first)
+        if verb in paths.get(where.path, {}):
             omitted.append(f"{shown}: same OpenAPI path and method as another operation")
             continue
-        full_name = route.method.full_name
-        count = operation_ids[full_name] = operation_ids.get(full_name, 0) + 1
-        operation_id = full_name if count == 1 else f"{full_name}_{count}"
+        service = route.method.service
+        operation_id = names.operation_id(service, route.method.name, verb)
         operation = _operation(
-            route, rule, template, names, operation_id, schemas, status, comments
+            route, rule, template, where, operation_id, names.tag(service), schemas, comments
         )
-        requirement, responses = security.requirement(full_name)
+        requirement, responses = security.requirement(route.method.full_name)
         operation["responses"] = dict(sorted({**operation["responses"], **responses}.items()))
         if requirement is not None:
             operation["security"] = requirement
         if _deprecated(routes, route):
             operation["deprecated"] = True
-        paths.setdefault(path, {})[verb] = operation
-        services.add(route.method.service)
+        paths.setdefault(where.path, {})[verb] = operation
+        services.add(service)
     components: dict[str, Any] = {
         "schemas": schemas.components(),
-        "responses": _responses(status),
+        "responses": error_responses(status),
     }
     if security.schemes:
         components["securitySchemes"] = security.schemes
@@ -99,13 +104,21 @@ def build_openapi(routes: Routes, config: Config) -> dict[str, Any]:
     if settings.servers:
         document["servers"] = [{"url": url} for url in settings.servers]
     document["tags"] = [
-        {"name": name, **_described(comments.get(name))} for name in sorted(services)
+        {"name": names.tag(name), **_described(_tag_text(name, names.tag(name), comments))}
+        for name in sorted(services, key=names.tag)
     ]
     document["paths"] = dict(sorted(paths.items()))
     document["components"] = components
     if omitted:
         document["x-edge-omitted"] = omitted
     return document
+
+
+def _tag_text(service: str, tag: str, comments: Comments) -> str | None:
+    comment = comments.get(service)
+    if tag == service:
+        return comment
+    return f"`{service}`" + (f": {comment}" if comment else "")
 
 
 def document_key(routes: Routes) -> bytes:
@@ -134,53 +147,6 @@ def _rule_of(route: TranscodeRoute) -> HttpRule | None:
     return None
 
 
-def openapi_path(template: PathTemplate, names: list[str] | None = None) -> str:
-    """The template as an OpenAPI path: each variable, however many segments, is ``{name}``.
-
-    ``names`` replaces the variables' own names (their field paths), in order.
-    """
-    if names is None:
-        names = [variable.name for variable in template.variables]
-    starts = {
-        variable.start: name for variable, name in zip(template.variables, names, strict=True)
-    }
-    ends = {variable.start: variable.end for variable in template.variables}
-    parts: list[str] = []
-    index = 0
-    while index < len(template.segments):
-        name = starts.get(index)
-        if name is not None:
-            parts.append("{" + name + "}")
-            end = ends[index]
-            index = len(template.segments) if end is None else end
-        else:
-            parts.append(str(template.segments[index]))
-            index += 1
-    verb = f":{template.verb}" if template.verb is not None else ""
-    return "/" + "/".join(parts) + verb
-
-
-def variable_pattern(template: PathTemplate, variable: Variable) -> str | None:
-    """The segments a multi-segment variable matches (``shelves/*``); None for plain ``*``."""
-    segments = template.segments[variable.start : variable.end]
-    if len(segments) == 1 and segments[0].kind is SegmentKind.SINGLE:
-        return None
-    return "/".join(str(segment) for segment in segments)
-
-
-def _pattern_regex(template: PathTemplate, variable: Variable) -> str:
-    pieces = []
-    for segment in template.segments[variable.start : variable.end]:
-        if segment.kind is SegmentKind.LITERAL:
-            pieces.append("/" + re.escape(segment.literal))
-        elif segment.kind is SegmentKind.SINGLE:
-            pieces.append("/[^/]+")
-        else:
-            pieces.append("(/.*)?")
-    regex = "".join(pieces)
-    return "^" + (regex[1:] if regex.startswith("/") else regex.removeprefix("(/.*)?") + ".*") + "$"
-
-
 def _described(text: str | None) -> dict[str, str]:
     return {"description": text} if text else {}
 
@@ -194,10 +160,10 @@ def _operation(
     route: TranscodeRoute,
     rule: HttpRule | None,
     template: PathTemplate,
-    names: list[str],
+    where: OpenApiPath,
     operation_id: str,
+    tag: str,
     schemas: SchemaBuilder,
-    status: Schema,
     comments: Comments,
 ) -> dict[str, Any]:
     method = route.method
@@ -212,16 +178,21 @@ def _operation(
         )
     if any(s.kind is not SegmentKind.LITERAL for s in _unbound_segments(template)):
         notes.append(f"Path template `{template.source}`: a bare `*` matches any one segment.")
+    elif where.path != "/" + "/".join(str(s) for s in template.segments) + (
+        f":{template.verb}" if template.verb else ""
+    ):
+        notes.append(f"Path template `{template.source}`.")
     operation: dict[str, Any] = {
         "operationId": operation_id,
-        "tags": [method.service],
+        "tags": [tag],
         "summary": _summary(comment) if comment else method.name,
     }
     if comment == operation["summary"]:
         notes = notes[1:]
     if notes:
         operation["description"] = "\n\n".join(notes)
-    parameters = _path_parameters(template, names, input_descriptor, schemas, comments)
+    operation["x-grpc-method"] = method.full_name
+    parameters = path_parameters(template, where.parameters, input_descriptor, schemas, comments)
     body = rule.body if rule is not None else "*"
     if body != "*":
         reserved = {
@@ -230,24 +201,42 @@ def _operation(
         }
         if body is not None:
             reserved.add((resolve_field_path(input_descriptor, body.split("."))[0].name,))
-        parameters += _query_parameters(
-            input_descriptor, reserved, (), (), schemas, comments, {input_descriptor.full_name}
-        )
+        parameters += query_parameters(input_descriptor, reserved, schemas, comments)
     if parameters:
         operation["parameters"] = parameters
     if body is not None:
-        operation["requestBody"] = _request_body(
-            method.client_streaming, input_descriptor, body, schemas
-        )
+        bound = {
+            tuple(f.name for f in resolve_field_path(input_descriptor, v.field_path))
+            for v in template.variables
+        }
+        message: str | None = input_descriptor.full_name
+        if body == "*":
+            schema = schemas.body_schema(input_descriptor, bound)
+            what = f"the request message `{input_descriptor.full_name}`"
+        else:
+            field: FieldDescriptor = resolve_field_path(input_descriptor, body.split("."))[0]
+            inner = {path[1:] for path in bound if path[0] == field.name and len(path) > 1}
+            if field.message_type is not None and not field.is_repeated and inner:
+                schema = nullable(schemas.body_schema(field.message_type, inner))
+            else:
+                schema = schemas.property_schema(field)
+            message = field.message_type.full_name if field.message_type else None
+            what = f"the request's `{schemas.property_name(field)}` field"
+        if rule is None:  # a generic route reads JSON, even into an HttpBody
+            message = None
+        operation["requestBody"] = request_body(method.client_streaming, schema, what, message)
     response_body = rule.response_body if rule is not None else None
     if response_body is None:
         item = schemas.ref(output_descriptor)
+        raw = output_descriptor.full_name == HTTP_BODY
     else:
         fields = resolve_field_path(output_descriptor, response_body.split("."))
         item = schemas.field_schema(fields[-1])
+        leaf = fields[-1].message_type
+        raw = leaf is not None and leaf.full_name == HTTP_BODY and not fields[-1].is_repeated
     operation["responses"] = {
-        "200": _success(method.server_streaming, item, status, output_descriptor, response_body),
-        "default": _ERROR,
+        "200": success(method.server_streaming, item, output_descriptor, response_body, raw),
+        **error_statuses(has_body=body is not None, has_path_variables=bool(template.variables)),
     }
     return operation
 
@@ -263,196 +252,3 @@ def _unbound_segments(template: PathTemplate) -> list[Any]:
         end = len(template.segments) if variable.end is None else variable.end
         bound.update(range(variable.start, end))
     return [s for i, s in enumerate(template.segments) if i not in bound]
-
-
-def _path_parameters(
-    template: PathTemplate,
-    names: list[str],
-    descriptor: Descriptor,
-    schemas: SchemaBuilder,
-    comments: Comments,
-) -> list[dict[str, Any]]:
-    parameters = []
-    for variable, name in zip(template.variables, names, strict=True):
-        fields = resolve_field_path(descriptor, variable.field_path)
-        leaf = fields[-1]
-        schema = schemas.query_value_schema(leaf) or {"type": "string"}
-        owner = fields[-2].message_type if len(fields) > 1 else descriptor
-        assert owner is not None  # resolve_field_path checked that every parent is a message
-        notes = [comments.get(f"{owner.full_name}.{leaf.name}") or ""]
-        if name != variable.name:
-            notes.insert(0, f"Sets the request field `{variable.name}`.")
-        pattern = variable_pattern(template, variable)
-        if pattern is not None:
-            schema = {"type": "string", "pattern": _pattern_regex(template, variable)}
-            notes.append(
-                f"Matches `{pattern}`: the value spans path segments and its slashes are "
-                f"sent as they are (e.g. `{_example(pattern)}`). OpenAPI cannot express a "
-                f"parameter holding slashes, so tools that percent-encode path parameters "
-                f"send `%2F`, which does not match; call such paths directly."
-            )
-        parameters.append(
-            {
-                "name": name,
-                "in": "path",
-                "required": True,
-                **_described("\n\n".join(n for n in notes if n)),
-                "schema": schema,
-            }
-        )
-    return parameters
-
-
-def _example(pattern: str) -> str:
-    return "/".join(
-        "1" if part == "*" else "a/b" if part == "**" else part for part in pattern.split("/")
-    )
-
-
-def _query_parameters(
-    descriptor: Descriptor,
-    reserved: set[tuple[str, ...]],
-    names: tuple[str, ...],
-    shown: tuple[str, ...],
-    schemas: SchemaBuilder,
-    comments: Comments,
-    seen: set[str],
-) -> list[dict[str, Any]]:
-    """Query parameters for every field the path and body leave free, nested as ``a.b``."""
-    parameters: list[dict[str, Any]] = []
-    for field in descriptor.fields:
-        path = (*names, field.name)
-        if path in reserved:
-            continue
-        label = (*shown, schemas.query_name(field))
-        schema = schemas.query_value_schema(field)
-        message = field.message_type
-        if schema is None:
-            if (  # a singular message of our own, not seen on the way down: its fields
-                message is not None
-                and not field.is_repeated
-                and not message.full_name.startswith("google.protobuf.")
-                and message.full_name not in seen
-                and len(path) < QUERY_DEPTH
-            ):
-                parameters += _query_parameters(
-                    message,
-                    {r for r in reserved if r[: len(path)] == path},
-                    path,
-                    label,
-                    schemas,
-                    comments,
-                    seen | {message.full_name},
-                )
-            continue
-        parameter: dict[str, Any] = {"name": ".".join(label), "in": "query"}
-        parameter.update(_described(comments.get(f"{descriptor.full_name}.{field.name}")))
-        if field.is_repeated:
-            parameter.update(
-                {"schema": {"type": "array", "items": schema}, "style": "form", "explode": True}
-            )
-        else:
-            parameter["schema"] = schema
-        parameters.append(parameter)
-    return parameters
-
-
-def _request_body(
-    client_streaming: bool, descriptor: Descriptor, body: str, schemas: SchemaBuilder
-) -> dict[str, Any]:
-    if body == "*":
-        schema = schemas.ref(descriptor)
-        what = f"the request message `{descriptor.full_name}`"
-    else:
-        field: FieldDescriptor = resolve_field_path(descriptor, body.split("."))[0]
-        schema = schemas.field_schema(field)
-        what = f"the request's `{schemas.property_name(field)}` field"
-    if client_streaming:
-        return {
-            "description": (
-                f"NDJSON: one JSON value per line, each {what}, sent upstream as it arrives "
-                "(client streaming); path and query parameters apply to every line. The "
-                "schema is that of one line."
-            ),
-            "content": {"application/x-ndjson": {"schema": schema}},
-        }
-    return {
-        "description": f"JSON: {what}. Fields bound by the path are taken from the path.",
-        "content": {"application/json": {"schema": schema}},
-    }
-
-
-def _success(
-    server_streaming: bool,
-    item: Schema,
-    status: Schema,
-    output: Descriptor,
-    response_body: str | None,
-) -> dict[str, Any]:
-    what = f"`{output.full_name}`" + (f" (its `{response_body}` field)" if response_body else "")
-    if not server_streaming:
-        return {"description": f"OK: {what}", "content": {"application/json": {"schema": item}}}
-    error_item = {"type": "object", "properties": {"error": status}, "required": ["error"]}
-    return {
-        "description": (
-            f"A stream of {what}, each written as it arrives, framed as `Accept` asks "
-            "(NDJSON by default). An error after the first message is the stream's last item: "
-            '`{"error": Status}` in NDJSON and JSON arrays, an `event: error` in SSE.'
-        ),
-        "content": {
-            "application/x-ndjson": {
-                "schema": {
-                    "description": (
-                        'One line per message, `{"result": ...}`; a failure as `{"error": ...}`'
-                    ),
-                    "type": "object",
-                    "properties": {"result": item, "error": status},
-                }
-            },
-            "text/event-stream": {
-                "schema": {
-                    "type": "string",
-                    "description": (
-                        "Server-Sent Events: `data: <message JSON>` per message; a failure "
-                        "as `event: error` with a google.rpc.Status in `data`"
-                    ),
-                }
-            },
-            "application/json": {
-                "schema": {
-                    "type": "array",
-                    "description": "One JSON array, written incrementally",
-                    "items": {"anyOf": [item, error_item]},
-                }
-            },
-        },
-    }
-
-
-def _responses(status: Schema) -> dict[str, Any]:
-    content = {"application/json": {"schema": status}}
-    return {
-        "Error": {
-            "description": (
-                "An error as a google.rpc.Status: `code` is the gRPC code, the HTTP status "
-                "follows from it (NOT_FOUND 404, INVALID_ARGUMENT 400, UNAVAILABLE 503...); "
-                "`details` carry google.rpc error details such as BadRequest"
-            ),
-            "content": content,
-        },
-        "Unauthenticated": {
-            "description": "Missing or invalid credentials (code 16, UNAUTHENTICATED)",
-            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
-            "content": content,
-        },
-        "PermissionDenied": {
-            "description": "A valid token without the route's scopes (code 7)",
-            "headers": {"WWW-Authenticate": {"schema": {"type": "string"}}},
-            "content": content,
-        },
-        "RateLimited": {
-            "description": "Over a rate limit (code 8, RESOURCE_EXHAUSTED)",
-            "headers": {"Retry-After": {"schema": {"type": "integer"}}},
-            "content": content,
-        },
-    }

@@ -2,10 +2,12 @@
 
 One component per message or enum type, named by its full proto name, reached through
 ``$ref`` so recursive messages need no special case. Property names are the JSON names
-(or the proto names when ``transcoding.proto_field_names`` is set), 64-bit integers are
-strings, bytes are base64 strings, enums are their value names, maps are objects and the
-well-known types have their JSON forms (Timestamp an RFC 3339 string, wrappers nullable
-scalars, Struct any object, and so on), exactly as ``json_format`` reads and writes them.
+(or the proto names when ``transcoding.proto_field_names`` is set); the value forms are
+in ``json_forms`` (64-bit integers as strings, enums by name or number, well-known types
+in their JSON forms). A schema says what the gateway reads as well as what it writes:
+every property may be ``null`` (read as unset), an object admits no other property when
+``transcoding.unknown_fields`` is ``reject`` (the default), and a oneof allows at most one
+member set, as ``json_format`` holds requests to.
 """
 
 from __future__ import annotations
@@ -16,99 +18,32 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 
 from edge.openapi.comments import Comments
-
-FD = FieldDescriptor
-Schema = dict[str, Any]
-REF_PREFIX = "#/components/schemas/"
-
-_UINT32_MAX = 4_294_967_295
-_SCALARS: dict[int, Schema] = {
-    FD.TYPE_DOUBLE: {"type": "number", "format": "double"},
-    FD.TYPE_FLOAT: {"type": "number", "format": "float"},
-    FD.TYPE_INT64: {"type": "string", "format": "int64"},
-    FD.TYPE_SINT64: {"type": "string", "format": "int64"},
-    FD.TYPE_SFIXED64: {"type": "string", "format": "int64"},
-    FD.TYPE_UINT64: {"type": "string", "format": "uint64"},
-    FD.TYPE_FIXED64: {"type": "string", "format": "uint64"},
-    FD.TYPE_INT32: {"type": "integer", "format": "int32"},
-    FD.TYPE_SINT32: {"type": "integer", "format": "int32"},
-    FD.TYPE_SFIXED32: {"type": "integer", "format": "int32"},
-    FD.TYPE_UINT32: {"type": "integer", "format": "int64", "minimum": 0, "maximum": _UINT32_MAX},
-    FD.TYPE_FIXED32: {"type": "integer", "format": "int64", "minimum": 0, "maximum": _UINT32_MAX},
-    FD.TYPE_BOOL: {"type": "boolean"},
-    FD.TYPE_STRING: {"type": "string"},
-    FD.TYPE_BYTES: {"type": "string", "format": "byte", "description": "base64"},
-}
-
-_WRAPPED = {
-    "DoubleValue": FD.TYPE_DOUBLE,
-    "FloatValue": FD.TYPE_FLOAT,
-    "Int64Value": FD.TYPE_INT64,
-    "UInt64Value": FD.TYPE_UINT64,
-    "Int32Value": FD.TYPE_INT32,
-    "UInt32Value": FD.TYPE_UINT32,
-    "BoolValue": FD.TYPE_BOOL,
-    "StringValue": FD.TYPE_STRING,
-    "BytesValue": FD.TYPE_BYTES,
-}
-WRAPPER_TYPES = frozenset(f"google.protobuf.{name}" for name in _WRAPPED)
-# well-known types whose JSON form is a string: they can come from a path or query value
-STRING_FORM_TYPES = frozenset(
-    {"google.protobuf.Timestamp", "google.protobuf.Duration", "google.protobuf.FieldMask"}
+from edge.openapi.json_forms import (
+    NULL,
+    QUERY_SCALARS,
+    SCALARS,
+    STRING_FORM_TYPES,
+    WRAPPER_TYPES,
+    nullable,
+    well_known,
 )
 
+FD = FieldDescriptor
 
-def _nullable(kind: int) -> Schema:
-    schema = dict(_SCALARS[kind])
-    schema["type"] = [schema["type"], "null"]
-    return schema
-
-
-_WELL_KNOWN: dict[str, Schema] = {
-    "google.protobuf.Timestamp": {
-        "type": "string",
-        "format": "date-time",
-        "description": "RFC 3339 in UTC, e.g. `2024-05-01T12:30:00.5Z`",
-    },
-    "google.protobuf.Duration": {
-        "type": "string",
-        "pattern": r"^-?[0-9]+(\.[0-9]{1,9})?s$",
-        "description": "Seconds with up to nine fractional digits and an `s` suffix, e.g. `1.5s`",
-    },
-    "google.protobuf.FieldMask": {
-        "type": "string",
-        "description": "Comma-separated field paths in lowerCamelCase, e.g. `title,pageCount`",
-    },
-    "google.protobuf.Struct": {
-        "type": "object",
-        "additionalProperties": True,
-        "description": "Any JSON object",
-    },
-    "google.protobuf.Value": {"description": "Any JSON value"},
-    "google.protobuf.ListValue": {"type": "array", "items": {}, "description": "Any JSON array"},
-    "google.protobuf.Empty": {"type": "object", "description": "An empty JSON object"},
-    "google.protobuf.Any": {
-        "type": "object",
-        "properties": {
-            "@type": {
-                "type": "string",
-                "description": "The type URL, e.g. `type.googleapis.com/google.rpc.BadRequest`",
-            }
-        },
-        "required": ["@type"],
-        "additionalProperties": True,
-        "description": (
-            "A message of the type `@type` names, its fields beside `@type`; a well-known "
-            "type with a non-object JSON form (Timestamp, wrappers...) is in `value`"
-        ),
-    },
-    **{f"google.protobuf.{name}": _nullable(kind) for name, kind in _WRAPPED.items()},
-}
+Schema = dict[str, Any]
+REF_PREFIX = "#/components/schemas/"
 
 
 def _is_map(field: FieldDescriptor) -> bool:
     message = field.message_type
     return bool(field.is_repeated and message is not None and message.GetOptions().map_entry)
+
+
+def _names(rule: Schema) -> set[str]:
+    """The property names a oneof rule (``_at_most_one``) refers to."""
+    inner = rule["not"]
+    pairs = inner["anyOf"] if "anyOf" in inner else [inner]
+    return {name for pair in pairs for name in pair["required"]}
 
 
 def _with_description(schema: Schema, description: str | None) -> Schema:
@@ -129,11 +64,18 @@ class SchemaBuilder:
     """
 
     def __init__(
-        self, comments: Comments, *, proto_field_names: bool = False, enums_as_ints: bool = False
+        self,
+        comments: Comments,
+        *,
+        proto_field_names: bool = False,
+        enums_as_ints: bool = False,
+        unknown_fields_rejected: bool = True,
     ) -> None:
         self._comments = comments
         self._proto_field_names = proto_field_names
         self._enums_as_ints = enums_as_ints
+        self._closed = unknown_fields_rejected
+        self._well_known = well_known(unknown_fields_rejected)
         self._schemas: dict[str, Schema] = {}
         self._pending: list[Descriptor | EnumDescriptor] = []
 
@@ -159,6 +101,29 @@ class SchemaBuilder:
     def query_name(self, field: FieldDescriptor) -> str:
         """The name the request binder accepts in a query string (proto or lowerCamel)."""
         return field.name if self._proto_field_names else field.camelcase_name
+
+    def body_schema(self, descriptor: Descriptor, bound: set[tuple[str, ...]]) -> Schema:
+        """A request body of message type ``descriptor`` whose fields at ``bound`` (proto
+        field-name paths) the path sets: the gateway replaces whatever the body holds
+        there, so they are left out, as protoc-gen-openapiv2 does. Inline (a generator
+        names it after the operation); the plain ``$ref`` when nothing is bound."""
+        if not bound:
+            return self.ref(descriptor)
+        schema = self._message(descriptor)
+        properties = dict(schema["properties"])
+        for field in descriptor.fields:
+            inner = {path[1:] for path in bound if path[0] == field.name}
+            name = self.property_name(field)
+            if () in inner:
+                properties.pop(name, None)
+            elif inner and field.message_type is not None and not field.is_repeated:
+                properties[name] = nullable(self.body_schema(field.message_type, inner))
+        schema["properties"] = properties
+        if "allOf" in schema:  # a oneof rule must not name a property that is gone
+            schema["allOf"] = [rule for rule in schema["allOf"] if _names(rule) <= set(properties)]
+            if not schema["allOf"]:
+                del schema["allOf"]
+        return schema
 
     def field_schema(self, field: FieldDescriptor) -> Schema:
         """The JSON form of a whole field: repeated fields are arrays, maps objects."""
@@ -186,21 +151,32 @@ class SchemaBuilder:
             if field.enum_type.full_name == "google.protobuf.NullValue":
                 return {"type": "null"}
             return self.ref(field.enum_type)
-        return dict(_SCALARS[field.type])
+        return dict(SCALARS[field.type])
+
+    def property_schema(self, field: FieldDescriptor) -> Schema:
+        """A field as an object property: its JSON form, or ``null`` (read as unset; a
+        ``google.protobuf.Value`` reads it as its null)."""
+        schema = self.field_schema(field)
+        message = field.message_type
+        if message is not None and message.full_name == "google.protobuf.Value":
+            return schema  # a Value takes null itself; a list of them refuses it
+        return nullable(schema)
 
     def query_value_schema(self, field: FieldDescriptor) -> Schema | None:
         """A value's schema when a query or path parameter can carry it, else None."""
         message = field.message_type
         if message is None:
-            return self.value_schema(field)
+            if field.enum_type is not None:
+                return self.value_schema(field)
+            return dict(QUERY_SCALARS[field.type])
         if message.full_name in STRING_FORM_TYPES:
             return self.ref(message)
         if message.full_name in WRAPPER_TYPES:
-            return self.value_schema(message.fields_by_name["value"])
+            return self.query_value_schema(message.fields_by_name["value"])
         return None
 
     def _message(self, descriptor: Descriptor) -> Schema:
-        known = _WELL_KNOWN.get(descriptor.full_name)
+        known = self._well_known.get(descriptor.full_name)
         description = self._comments.get(descriptor.full_name)
         if known is not None:
             return _with_description(dict(known), description)
@@ -213,7 +189,7 @@ class SchemaBuilder:
         }
         properties: Schema = {}
         for field in descriptor.fields:
-            schema = self.field_schema(field)
+            schema = self.property_schema(field)
             notes = [self._comments.get(f"{descriptor.full_name}.{field.name}") or ""]
             oneof = field.containing_oneof
             if oneof is not None and oneof.name not in synthetic:
@@ -228,8 +204,13 @@ class SchemaBuilder:
                 schema["deprecated"] = True
             properties[self.property_name(field)] = schema
         schema = {"type": "object", "properties": properties}
+        if self._closed:  # transcoding.unknown_fields: reject
+            schema["additionalProperties"] = False
         oneofs = [o for o in descriptor.oneofs if o.name not in synthetic]
         if oneofs:
+            rules = [rule for rule in map(self._at_most_one, oneofs) if rule]
+            if rules:
+                schema["allOf"] = rules
             lines = [
                 f"- oneof `{o.name}`: at most one of "
                 + ", ".join(f"`{self.property_name(f)}`" for f in o.fields)
@@ -240,8 +221,21 @@ class SchemaBuilder:
             schema["x-oneofs"] = {o.name: [self.property_name(f) for f in o.fields] for o in oneofs}
         return _with_description(schema, description)
 
+    def _at_most_one(self, oneof: Any) -> Schema:
+        """At most one member of a oneof set to something other than null (json_format
+        reads a null member as unset, so ``{"a": 1, "b": null}`` is one member)."""
+        names = [self.property_name(f) for f in oneof.fields]
+        set_ = {"not": NULL}
+        pairs = [
+            {"required": [a, b], "properties": {a: set_, b: set_}}
+            for i, a in enumerate(names)
+            for b in names[i + 1 :]
+        ]
+        if not pairs:
+            return {}
+        return {"not": {"anyOf": pairs}} if len(pairs) > 1 else {"not": pairs[0]}
+
     def _enum(self, descriptor: EnumDescriptor) -> Schema:
-        names = [value.name for value in descriptor.values]
         lines = []
         for value in descriptor.values:
             comment = self._comments.get(f"{descriptor.full_name}.{value.name}")
@@ -250,11 +244,16 @@ class SchemaBuilder:
         comment = self._comments.get(descriptor.full_name)
         if comment:
             description = f"{comment}\n\n{description}"
-        if self._enums_as_ints:  # written as numbers, read as names or numbers
-            numbers = [value.number for value in descriptor.values]
-            return {
-                "type": ["string", "integer"],
-                "enum": names + numbers,
-                "description": description,
-            }
-        return {"type": "string", "enum": names, "description": description}
+        names = [value.name for value in descriptor.values]
+        numbers = [value.number for value in descriptor.values]
+        by_number: Schema = {"type": "integer", "format": "int32"}
+        if descriptor.is_closed:  # proto2: only the numbers it names
+            by_number["enum"] = numbers
+        else:  # proto3: any int32, kept as an unknown value
+            by_number.update({"minimum": -(2**31), "maximum": 2**31 - 1})
+        by_name: Schema = {"type": "string", "enum": names}
+        written = "numbers" if self._enums_as_ints else "value names"
+        return {
+            "anyOf": [by_name, by_number],
+            "description": f"{description}\n\nWritten as {written}; read as either.",
+        }

@@ -70,12 +70,12 @@ async def test_docs_page_shows_the_demo_operations(page: Page, upstream_port: in
         rendered = await page.evaluate(_RENDERED)
         await page.call("Network.disable")
 
-    assert "/v1/{parent}/books" in rendered["paths"]
-    assert "/v1/{name}:publish" in rendered["paths"]
-    assert "edgedemo.library.v1.LibraryService.ListBooks" in rendered["ids"]
+    assert "/v1/shelves/{shelf}/books" in rendered["paths"]
+    assert "/v1/shelves/{shelf}/books/{book}:publish" in rendered["paths"]
+    assert "listBooks" in rendered["ids"]
     assert "ListBooks" in rendered["text"]
     assert "Lists the books on a shelf, a page at a time." in rendered["text"]
-    get_books = rendered["paths"].index("/v1/{parent}/books")
+    get_books = rendered["paths"].index("/v1/shelves/{shelf}/books")
     assert rendered["methods"][get_books] == "GET"
     fetched = [
         event["params"]["request"]["url"]

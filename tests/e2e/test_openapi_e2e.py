@@ -45,7 +45,7 @@ async def test_openapi_json_follows_a_routes_swap(stack: Stack) -> None:
         holder.current = dataclasses.replace(holder.current, routes=demo)
         after = (await client.get("/openapi.json")).json()
     assert "/v1/kitchen/{string_value}" in before["paths"]
-    assert "/v1/{parent}/books" in after["paths"]
+    assert "/v1/shelves/{shelf}/books" in after["paths"]
     assert "/v1/kitchen/{string_value}" not in after["paths"]
 
 

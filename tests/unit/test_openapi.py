@@ -6,7 +6,9 @@ every kind) and the demo (``protos/``), compiled in-process like the gateway doe
 
 from __future__ import annotations
 
+import re
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from conftest import DEMO_PROTOS, TEST_PROTOS, make_config
@@ -17,8 +19,11 @@ from edge.config import Config
 from edge.descriptors.registry import build_registry
 from edge.openapi import build_openapi, openapi_path
 from edge.openapi.comments import Comments
+from edge.openapi.json_forms import integer_pattern
+from edge.openapi.naming import OperationNames
 from edge.openapi.schemas import SchemaBuilder
 from edge.routes import Routes, load_routes
+from edge.routing.table import RouteMatch
 from edge.routing.template import parse_template
 
 REF = "#/components/schemas/"
@@ -104,68 +109,123 @@ def test_the_document_is_deterministic(kitchen_routes: tuple[Routes, Config]) ->
 
 # --- the proto3 JSON mapping, field by field --------------------------------------------
 
-_INT64 = {"type": "string", "format": "int64"}
-_UINT32 = {"type": "integer", "format": "int64", "minimum": 0, "maximum": 4294967295}
+_INT64 = {"type": "string", "format": "int64", "pattern": integer_pattern(-(2**63), 2**63 - 1)}
+_UINT64 = {"type": "string", "format": "uint64", "pattern": integer_pattern(0, 2**64 - 1)}
+
+
+def _number(types: list[str], fmt: str, low: int, high: int) -> Document:
+    return {
+        "type": types,
+        "format": fmt,
+        "minimum": low,
+        "maximum": high,
+        "pattern": integer_pattern(low, high),
+    }
+
+
+def _or_null(schema: Document) -> Document:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+_FLOAT = r"^(NaN|-?Infinity|-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?)$"
 
 
 @pytest.mark.parametrize(
     ("name", "schema"),
     [
-        ("stringValue", {"type": "string"}),
-        ("int32Value", {"type": "integer", "format": "int32"}),
-        ("int64Value", _INT64),
-        ("uint32Value", _UINT32),
-        ("uint64Value", {"type": "string", "format": "uint64"}),
-        ("sint64Value", _INT64),
-        ("fixed64Value", {"type": "string", "format": "uint64"}),
-        ("floatValue", {"type": "number", "format": "float"}),
-        ("doubleValue", {"type": "number", "format": "double"}),
-        ("boolValue", {"type": "boolean"}),
-        ("bytesValue", {"type": "string", "format": "byte", "description": "base64"}),
-        ("enumValue", {"$ref": REF + "edgetest.v1.Flavour"}),
-        ("nested", {"$ref": REF + "edgetest.v1.Nested"}),
-        ("repeatedString", {"type": "array", "items": {"type": "string"}}),
-        ("repeatedInt64", {"type": "array", "items": _INT64}),
-        ("repeatedEnum", {"type": "array", "items": {"$ref": REF + "edgetest.v1.Flavour"}}),
-        ("labels", {"type": "object", "additionalProperties": {"type": "string"}}),
+        ("stringValue", {"type": ["string", "null"]}),
+        ("int32Value", _number(["integer", "string", "null"], "int32", -(2**31), 2**31 - 1)),
+        ("int64Value", _number(["string", "integer", "null"], "int64", -(2**63), 2**63 - 1)),
+        ("uint32Value", _number(["integer", "string", "null"], "uint32", 0, 2**32 - 1)),
+        ("uint64Value", _number(["string", "integer", "null"], "uint64", 0, 2**64 - 1)),
+        ("sint64Value", _number(["string", "integer", "null"], "int64", -(2**63), 2**63 - 1)),
+        ("fixed64Value", _number(["string", "integer", "null"], "uint64", 0, 2**64 - 1)),
+        (
+            "floatValue",
+            {
+                "type": ["number", "string", "null"],
+                "format": "float",
+                "minimum": -3.4028234663852886e38,
+                "maximum": 3.4028234663852886e38,
+                "pattern": _FLOAT,
+            },
+        ),
+        (
+            "doubleValue",
+            {"type": ["number", "string", "null"], "format": "double", "pattern": _FLOAT},
+        ),
+        ("boolValue", {"type": ["boolean", "null"]}),
+        (
+            "bytesValue",
+            {
+                "type": ["string", "null"],
+                "format": "byte",
+                "pattern": "^[A-Za-z0-9+/_-]*={0,2}$",
+                "description": "base64 (standard or URL-safe, padding optional)",
+            },
+        ),
+        ("enumValue", _or_null({"$ref": REF + "edgetest.v1.Flavour"})),
+        ("nested", _or_null({"$ref": REF + "edgetest.v1.Nested"})),
+        ("repeatedString", {"type": ["array", "null"], "items": {"type": "string"}}),
+        (
+            "repeatedInt64",
+            {
+                "type": ["array", "null"],
+                "items": _number(["string", "integer"], "int64", -(2**63), 2**63 - 1),
+            },
+        ),
+        (
+            "repeatedEnum",
+            {"type": ["array", "null"], "items": {"$ref": REF + "edgetest.v1.Flavour"}},
+        ),
+        ("labels", {"type": ["object", "null"], "additionalProperties": {"type": "string"}}),
         (
             "innerById",
             {
-                "type": "object",
+                "type": ["object", "null"],
                 "additionalProperties": {"$ref": REF + "edgetest.v1.Inner"},
                 "propertyNames": {"pattern": "^-?[0-9]+$"},
             },
         ),
-        ("optionalInt32", {"type": "integer", "format": "int32"}),
-        ("timestamp", {"$ref": REF + "google.protobuf.Timestamp"}),
-        ("duration", {"$ref": REF + "google.protobuf.Duration"}),
-        ("fieldMask", {"$ref": REF + "google.protobuf.FieldMask"}),
-        ("int64Wrapper", {"$ref": REF + "google.protobuf.Int64Value"}),
-        ("structValue", {"$ref": REF + "google.protobuf.Struct"}),
-        ("value", {"$ref": REF + "google.protobuf.Value"}),
-        ("listValue", {"$ref": REF + "google.protobuf.ListValue"}),
-        ("any", {"$ref": REF + "google.protobuf.Any"}),
-        ("empty", {"$ref": REF + "google.protobuf.Empty"}),
+        ("optionalInt32", _number(["integer", "string", "null"], "int32", -(2**31), 2**31 - 1)),
+        ("timestamp", _or_null({"$ref": REF + "google.protobuf.Timestamp"})),
+        ("duration", _or_null({"$ref": REF + "google.protobuf.Duration"})),
+        ("fieldMask", _or_null({"$ref": REF + "google.protobuf.FieldMask"})),
+        ("int64Wrapper", _or_null({"$ref": REF + "google.protobuf.Int64Value"})),
+        ("structValue", _or_null({"$ref": REF + "google.protobuf.Struct"})),
+        ("value", {"$ref": REF + "google.protobuf.Value"}),  # null is a Value
+        ("listValue", _or_null({"$ref": REF + "google.protobuf.ListValue"})),
+        ("any", _or_null({"$ref": REF + "google.protobuf.Any"})),
+        ("empty", _or_null({"$ref": REF + "google.protobuf.Empty"})),
     ],
 )
 def test_field_kinds(kitchen: Document, name: str, schema: Document) -> None:
     assert _kitchen_property(kitchen, name) == schema
 
 
+_TIMESTAMP = (
+    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+    r"(Z|[+-][0-9]{2}:[0-9]{2})$"
+)
+
+
 @pytest.mark.parametrize(
     ("name", "schema"),
     [
-        ("Timestamp", {"type": "string", "format": "date-time"}),
-        ("Duration", {"type": "string", "pattern": r"^-?[0-9]+(\.[0-9]{1,9})?s$"}),
-        ("FieldMask", {"type": "string"}),
-        ("Int64Value", {"type": ["string", "null"], "format": "int64"}),
+        ("Timestamp", {"type": "string", "format": "date-time", "pattern": _TIMESTAMP}),
+        ("Duration", {"type": "string", "pattern": r"^-?[0-9]{1,12}(\.[0-9]{1,9})?s$"}),
+        ("FieldMask", {"type": "string", "pattern": r"^([A-Za-z0-9.]+(,[A-Za-z0-9.]+)*)?$"}),
+        ("Int64Value", _number(["string", "integer", "null"], "int64", -(2**63), 2**63 - 1)),
         ("StringValue", {"type": ["string", "null"]}),
         ("BoolValue", {"type": ["boolean", "null"]}),
-        ("DoubleValue", {"type": ["number", "null"], "format": "double"}),
+        (
+            "DoubleValue",
+            {"type": ["number", "string", "null"], "format": "double", "pattern": _FLOAT},
+        ),
         ("Struct", {"type": "object", "additionalProperties": True}),
         ("Value", {}),
         ("ListValue", {"type": "array", "items": {}}),
-        ("Empty", {"type": "object"}),
+        ("Empty", {"type": "object", "additionalProperties": False}),
     ],
 )
 def test_well_known_types_have_their_json_forms(
@@ -184,17 +244,28 @@ def test_any_carries_its_type_url(kitchen: Document) -> None:
     assert any_schema["additionalProperties"] is True
 
 
-def test_enums_are_string_enums_of_value_names(kitchen: Document) -> None:
+def test_enums_are_value_names_or_any_int32(kitchen: Document) -> None:
+    """proto3 enums are open: json_format reads any int32 and keeps it as unknown."""
     flavour = kitchen["components"]["schemas"]["edgetest.v1.Flavour"]
-    assert flavour["type"] == "string"
-    assert flavour["enum"] == ["FLAVOUR_UNSPECIFIED", "FLAVOUR_SWEET", "FLAVOUR_SOUR"]
+    by_name, by_number = flavour["anyOf"]
+    assert by_name == {
+        "type": "string",
+        "enum": ["FLAVOUR_UNSPECIFIED", "FLAVOUR_SWEET", "FLAVOUR_SOUR"],
+    }
+    assert by_number == {
+        "type": "integer",
+        "format": "int32",
+        "minimum": -(2**31),
+        "maximum": 2**31 - 1,
+    }
+    assert "Written as value names" in flavour["description"]
 
 
-def test_enums_as_ints_accepts_names_and_numbers() -> None:
+def test_enums_as_ints_says_numbers_are_written() -> None:
     document = _document(TEST_PROTOS, transcoding={"enums_as_ints": True})
     flavour = document["components"]["schemas"]["edgetest.v1.Flavour"]
-    assert flavour["type"] == ["string", "integer"]
-    assert flavour["enum"] == ["FLAVOUR_UNSPECIFIED", "FLAVOUR_SWEET", "FLAVOUR_SOUR", 0, 1, 2]
+    assert [kind["type"] for kind in flavour["anyOf"]] == ["string", "integer"]
+    assert "Written as numbers" in flavour["description"]
 
 
 def test_oneofs_are_documented_and_proto3_optional_is_not_a_oneof(kitchen: Document) -> None:
@@ -203,6 +274,17 @@ def test_oneofs_are_documented_and_proto3_optional_is_not_a_oneof(kitchen: Docum
     assert "oneof `choice`" in schema["description"]
     assert "`choiceNumber`" in _kitchen_property(kitchen, "choiceText")["description"]
     assert "description" not in _kitchen_property(kitchen, "optionalInt32")
+    assert schema["allOf"] == [
+        {
+            "not": {
+                "required": ["choiceText", "choiceNumber"],
+                "properties": {
+                    "choiceText": {"not": {"type": "null"}},
+                    "choiceNumber": {"not": {"type": "null"}},
+                },
+            }
+        }
+    ]
 
 
 def test_proto_field_names_switch_property_and_query_names() -> None:
@@ -211,6 +293,7 @@ def test_proto_field_names_switch_property_and_query_names() -> None:
     assert "int64_value" in properties and "int64Value" not in properties
     operation = document["paths"]["/v1/kitchen/{string_value}"]["get"]
     assert "nested.inner.label" in _parameters(operation)
+    assert "string_value" in _parameters(operation)
     assert "repeated_string" in _parameters(operation)
 
 
@@ -223,16 +306,19 @@ def test_recursive_messages_refer_to_themselves() -> None:
     builder = SchemaBuilder(Comments(registry.file_protos))
     assert builder.ref(registry.pool.FindMessageTypeByName("t.Node")) == {"$ref": REF + "t.Node"}
     properties = builder.components()["t.Node"]["properties"]
-    assert properties["child"] == {"$ref": REF + "t.Node"}
-    assert properties["children"] == {"type": "array", "items": {"$ref": REF + "t.Node"}}
+    assert properties["child"] == {"anyOf": [{"$ref": REF + "t.Node"}, {"type": "null"}]}
+    assert properties["children"] == {
+        "type": ["array", "null"],
+        "items": {"$ref": REF + "t.Node"},
+    }
 
 
 def test_error_schema_is_google_rpc_status(kitchen: Document) -> None:
     schemas = kitchen["components"]["schemas"]
     status = schemas["google.rpc.Status"]["properties"]
-    assert status["code"]["type"] == "integer"
-    assert status["message"] == {**status["message"], "type": "string"}
-    assert status["details"]["type"] == "array"
+    assert "integer" in status["code"]["type"]
+    assert status["message"]["type"] == ["string", "null"]
+    assert status["details"]["type"] == ["array", "null"]
     assert status["details"]["items"]["$ref"] == REF + "google.protobuf.Any"
     error = kitchen["components"]["responses"]["Error"]
     assert error["content"]["application/json"]["schema"] == {"$ref": REF + "google.rpc.Status"}
@@ -245,12 +331,12 @@ def test_error_schema_is_google_rpc_status(kitchen: Document) -> None:
 
 
 def test_proto_comments_become_descriptions(demo: Document) -> None:
-    operation = demo["paths"]["/v1/{parent}/books"]["get"]
+    operation = demo["paths"]["/v1/shelves/{shelf}/books"]["get"]
     assert operation["summary"] == "Lists the books on a shelf, a page at a time."
     assert _parameters(operation)["genre"]["description"] == "Only books of this genre, when set."
     book = demo["components"]["schemas"]["edgedemo.library.v1.Book"]
     assert book["properties"]["name"]["description"] == "shelves/{shelf}/books/{book}"
-    stream = demo["paths"]["/v1/{parent}/books:stream"]["get"]
+    stream = demo["paths"]["/v1/shelves/{shelf}/books:stream"]["get"]
     assert stream["summary"].startswith("Server streaming: the shelf's books")
     assert "Over HTTP: NDJSON" in stream["description"]
 
@@ -259,51 +345,103 @@ def test_proto_comments_become_descriptions(demo: Document) -> None:
 
 
 @pytest.mark.parametrize(
-    ("template", "path"),
+    ("template", "expanded", "unexpanded"),
     [
-        ("/v1/kitchen/{string_value}", "/v1/kitchen/{string_value}"),
-        ("/v1/{name=shelves/*/books/*}:publish", "/v1/{name}:publish"),
-        ("/v1/{resource=projects/*/items/**}", "/v1/{resource}"),
+        ("/v1/kitchen/{string_value}", "/v1/kitchen/{string_value}", None),
+        (
+            "/v1/{name=shelves/*/books/*}:publish",
+            "/v1/shelves/{shelf}/books/{book}:publish",
+            "/v1/{name}:publish",
+        ),
+        (
+            "/v1/{resource=projects/*/items/**}",
+            "/v1/projects/{project}/items/{item}",
+            "/v1/{resource}",
+        ),
+        ("/v1/files/{resource=**}:stat", "/v1/files/{resource}:stat", None),
         (
             "/v1/deep/{nested.inner.label}/{nested.name}",
             "/v1/deep/{nested.inner.label}/{nested.name}",
+            None,
         ),
-        ("/v1/a/*/b", "/v1/a/*/b"),
+        ("/v1/a/*/b", "/v1/a/*/b", None),
+        (  # a fixed segment after the variable, and a collection word used twice
+            "/v1/{parent=shelves/*}/books/{name=shelves/*/x}",
+            "/v1/shelves/{shelf}/books/shelves/{shelf_2}/x",
+            "/v1/{parent}/books/{name}",
+        ),
+        ("/v1/{name=*/books/*}", "/v1/{name}/books/{book}", "/v1/{name}"),
     ],
 )
-def test_openapi_path(template: str, path: str) -> None:
-    assert openapi_path(parse_template(template)) == path
+def test_openapi_path(template: str, expanded: str, unexpanded: str | None) -> None:
+    assert openapi_path(parse_template(template)).path == expanded
+    assert openapi_path(parse_template(template), expand=False).path == (unexpanded or expanded)
 
 
 def test_operations_of_the_demo(demo: Document) -> None:
-    paths = demo["paths"]
-    assert set(paths) == {
-        "/edgedemo.library.v1.LibraryService/GetShelfStats",
-        "/v1/{name}",
-        "/v1/{name}:publish",
-        "/v1/{parent}/books",
-        "/v1/{parent}/books:import",
-        "/v1/{parent}/books:stream",
-        "/v1/{shelf}:discuss",
+    """Plain OpenAPI paths, and ids that make good method names (get_book, not
+    edgedemo_library_v_1_library_service_get_book)."""
+    operations = {
+        (verb, path): operation["operationId"]
+        for path, item in demo["paths"].items()
+        for verb, operation in item.items()
     }
-    ids = {op["operationId"] for item in paths.values() for op in item.values()}
-    prefix = "edgedemo.library.v1.LibraryService."
-    assert {prefix + name for name in ("ListBooks", "GetBook", "UpdateBook", "UpdateBook_2")} <= ids
-    assert demo["tags"] == [{"name": "edgedemo.library.v1.LibraryService"}]
+    assert {
+        ("post", "/edgedemo.library.v1.LibraryService/GetShelfStats"): "getShelfStats",
+        ("get", "/v1/shelves/{shelf}/books"): "listBooks",
+        ("post", "/v1/shelves/{shelf}/books"): "createBook",
+        ("get", "/v1/shelves/{shelf}/books/{book}"): "getBook",
+        ("patch", "/v1/shelves/{shelf}/books/{book}"): "updateBook",
+        ("put", "/v1/shelves/{shelf}/books/{book}"): "updateBookPut",
+        ("delete", "/v1/shelves/{shelf}/books/{book}"): "deleteBook",
+        ("post", "/v1/shelves/{shelf}/books/{book}:publish"): "publishBook",
+        ("get", "/v1/shelves/{shelf}/books:stream"): "streamBooks",
+        ("post", "/v1/shelves/{shelf}/books:import"): "importBooks",
+        ("post", "/v1/shelves/{shelf}:discuss"): "discuss",
+    }.items() <= operations.items()
+    assert demo["tags"] == [
+        {"name": "LibraryService", "description": "`edgedemo.library.v1.LibraryService`"}
+    ]
+    get = demo["paths"]["/v1/shelves/{shelf}/books/{book}"]["get"]
+    assert get["tags"] == ["LibraryService"]
+    assert get["x-grpc-method"] == "edgedemo.library.v1.LibraryService.GetBook"
 
 
-def test_multi_segment_variables_say_their_pattern(demo: Document) -> None:
+def test_operation_ids_are_unique_and_qualified_only_when_shared() -> None:
+    names = OperationNames(
+        [("a.v1.Shelves", "Get"), ("b.v1.Books", "Get"), ("a.v1.Shelves", "List")]
+    )
+    assert names.operation_id("a.v1.Shelves", "List", "get") == "list"
+    assert names.operation_id("a.v1.Shelves", "Get", "get") == "shelvesGet"
+    assert names.operation_id("b.v1.Books", "Get", "get") == "booksGet"
+    assert names.operation_id("b.v1.Books", "Get", "put") == "booksGetPut"
+    assert names.operation_id("b.v1.Books", "Get", "put") == "booksGet2"
+    assert names.tag("a.v1.Shelves") == "Shelves"
+    same = OperationNames([("a.v1.Svc", "X"), ("b.v1.Svc", "Y")])
+    assert (same.tag("a.v1.Svc"), same.tag("b.v1.Svc")) == ("a.v1.Svc", "b.v1.Svc")
+
+
+def test_expanded_parameters_are_one_segment_each(demo: Document) -> None:
+    get = _parameters(demo["paths"]["/v1/shelves/{shelf}/books/{book}"]["get"])
+    assert set(get) == {"shelf", "book"}
+    for name in ("shelf", "book"):
+        assert get[name]["in"] == "path" and get[name]["required"] is True
+        assert get[name]["schema"] == {"type": "string"}
+        assert "request field `name`" in get[name]["description"]
+    assert "`shelves/*/books/*`" in get["book"]["description"]
+
+
+def test_unexpanded_variables_say_their_pattern() -> None:
+    demo = _document(DEMO_PROTOS, openapi={"expand_path_patterns": False})
+    validate(demo)
     parent = _parameters(demo["paths"]["/v1/{parent}/books"]["get"])["parent"]
     assert parent["required"] is True and parent["in"] == "path"
     assert parent["schema"] == {"type": "string", "pattern": "^shelves/[^/]+$"}
     assert "`shelves/*`" in parent["description"]
     assert "%2F" in parent["description"]
-
-
-def test_equivalent_paths_share_one_path_and_name(demo: Document) -> None:
-    """/v1/{name} and /v1/{book.name} are one OpenAPI path: the field is named instead."""
+    # /v1/{name} and /v1/{book.name} are one OpenAPI path: the field is named instead
     item = demo["paths"]["/v1/{name}"]
-    assert set(item) == {"get", "delete", "patch", "put"}
+    assert {"get", "delete", "patch", "put"} <= set(item)
     name = _parameters(item["patch"])["name"]
     assert name["description"].startswith("Sets the request field `book.name`.")
 
@@ -334,10 +472,10 @@ def test_query_parameters_are_the_fields_path_and_body_leave_free(kitchen: Docum
 
 
 def test_request_bodies(demo: Document, kitchen: Document) -> None:
-    create = demo["paths"]["/v1/{parent}/books"]["post"]["requestBody"]
-    assert create["content"]["application/json"]["schema"] == {
-        "$ref": REF + "edgedemo.library.v1.Book"
-    }
+    create = demo["paths"]["/v1/shelves/{shelf}/books"]["post"]["requestBody"]
+    assert create["content"]["application/json"]["schema"] == _or_null(
+        {"$ref": REF + "edgedemo.library.v1.Book"}  # body: "book", and null is no book
+    )
     whole = kitchen["paths"]["/v1/kitchen"]["post"]["requestBody"]
     assert whole["content"]["application/json"]["schema"] == {"$ref": REF + "edgetest.v1.Kitchen"}
     assert "requestBody" not in kitchen["paths"]["/v1/kitchen/{string_value}"]["get"]
@@ -348,15 +486,31 @@ def test_request_bodies(demo: Document, kitchen: Document) -> None:
     assert "gRPC path" in generic["description"]
 
 
+def test_fields_the_path_sets_are_not_in_the_body(demo: Document, kitchen: Document) -> None:
+    """The gateway replaces them with the path's values, whatever the body holds."""
+    publish = demo["paths"]["/v1/shelves/{shelf}/books/{book}:publish"]["post"]
+    schema = publish["requestBody"]["content"]["application/json"]["schema"]
+    assert set(schema["properties"]) == {"publishTime"}
+    assert schema["additionalProperties"] is False
+    update = demo["paths"]["/v1/shelves/{shelf}/books/{book}"]["patch"]
+    book = update["requestBody"]["content"]["application/json"]["schema"]
+    assert book["type"] == ["object", "null"]
+    assert "name" not in book["properties"] and "title" in book["properties"]
+    put = kitchen["paths"]["/v1/kitchen/{string_value}"]["put"]
+    kitchen_body = put["requestBody"]["content"]["application/json"]["schema"]
+    assert "stringValue" not in kitchen_body["properties"]
+    assert "int64Value" in kitchen_body["properties"]
+
+
 def test_client_streaming_takes_ndjson(demo: Document) -> None:
-    body = demo["paths"]["/v1/{parent}/books:import"]["post"]["requestBody"]
-    assert body["content"] == {
-        "application/x-ndjson": {"schema": {"$ref": REF + "edgedemo.library.v1.CreateBookRequest"}}
-    }
+    body = demo["paths"]["/v1/shelves/{shelf}/books:import"]["post"]["requestBody"]
+    line = body["content"]["application/x-ndjson"]["schema"]
+    assert set(body["content"]) == {"application/x-ndjson"}
+    assert set(line["properties"]) == {"book", "bookId"}  # parent: from the path
 
 
 def test_response_body_is_honoured(demo: Document, kitchen: Document) -> None:
-    publish = demo["paths"]["/v1/{name}:publish"]["post"]["responses"]["200"]
+    publish = demo["paths"]["/v1/shelves/{shelf}/books/{book}:publish"]["post"]["responses"]["200"]
     assert publish["content"]["application/json"]["schema"] == {
         "$ref": REF + "google.protobuf.Timestamp"
     }
@@ -366,7 +520,31 @@ def test_response_body_is_honoured(demo: Document, kitchen: Document) -> None:
         "items": {"type": "string"},
     }
     count = kitchen["paths"]["/v1/count-only/{string_value}"]["get"]["responses"]["200"]
-    assert count["content"]["application/json"]["schema"] == _INT64
+    assert count["content"]["application/json"]["schema"] == _number(
+        ["string", "integer"], "int64", -(2**63), 2**63 - 1
+    )
+
+
+def test_error_responses_per_status(demo: Document) -> None:
+    responses = demo["paths"]["/v1/shelves/{shelf}/books"]["post"]["responses"]
+    assert {
+        status: ref["$ref"].rpartition("/")[2] for status, ref in responses.items() if "$ref" in ref
+    } == {
+        "400": "BadRequest",
+        "404": "NotFound",
+        "413": "PayloadTooLarge",
+        "503": "Unavailable",
+        "504": "GatewayTimeout",
+        "default": "Error",
+    }
+    generic = demo["paths"]["/edgedemo.library.v1.LibraryService/GetShelfStats"]["post"]
+    assert "404" not in generic["responses"]  # no path variable to name a missing thing
+    listed = demo["paths"]["/v1/shelves/{shelf}/books"]["get"]["responses"]
+    assert "413" not in listed  # no body
+    for response in demo["components"]["responses"].values():
+        assert response["content"]["application/json"]["schema"] == {
+            "$ref": REF + "google.rpc.Status"
+        }
 
 
 def test_server_streaming_offers_three_framings(kitchen: Document) -> None:
@@ -420,7 +598,7 @@ def test_security_follows_the_policies() -> None:
         "description": "A JWT from an accepted issuer (https://a.example/)",
     }
     assert schemes["apiKey"] == {"type": "apiKey", "in": "header", "name": "x-api-key"}
-    item = document["paths"]["/v1/{name}"]
+    item = document["paths"]["/v1/shelves/{shelf}/books/{book}"]
     assert item["get"]["security"] == [{"bearerAuth": []}, {"apiKey": []}]
     assert item["get"]["responses"]["401"] == {"$ref": "#/components/responses/Unauthenticated"}
     assert item["delete"]["security"] == [{"bearerAuth": ["admin", "library.write"]}]
@@ -431,3 +609,31 @@ def test_security_follows_the_policies() -> None:
 
 def test_no_security_schemes_without_auth(demo: Document) -> None:
     assert "securitySchemes" not in demo["components"]
+
+
+@pytest.mark.parametrize("protos", [DEMO_PROTOS, TEST_PROTOS], ids=["demo", "kitchen"])
+def test_expanded_paths_reach_their_route_with_the_field_joined(protos: Any) -> None:
+    """A client fills each parameter with one segment and percent-encodes it; the URL it
+    sends must be matched by the gateway's own route table to the operation's route, with
+    the field set to the joined segments (``**`` and fixed segments after a variable
+    included)."""
+    config = make_config(1, protos=protos)
+    routes = load_routes(config)
+    document = build_openapi(routes, config)
+    checked = 0
+    for path, item in document["paths"].items():
+        for verb, operation in item.items():
+            values = {p["name"]: f"v{i}" for i, p in enumerate(operation.get("parameters", []))}
+            url = re.sub(r"\{([^}]*)\}", lambda m, v=values: quote(v[m.group(1)], safe=""), path)
+            found = routes.table.match(verb.upper(), url)
+            assert isinstance(found, RouteMatch), (verb, path, url)
+            assert found.target.method.full_name == operation["x-grpc-method"], (verb, path)
+            sent = url.split("?")[0].removeprefix("/").split("/")
+            if found.template.verb is not None:
+                sent[-1] = sent[-1].removesuffix(":" + found.template.verb)
+            for field_path, value in found.bindings:  # the field is the segments it spans
+                variable = next(v for v in found.template.variables if v.field_path == field_path)
+                end = len(sent) if variable.end is None else variable.end
+                assert value == "/".join(sent[variable.start : end]), (verb, path, field_path)
+            checked += 1
+    assert checked == sum(len(item) for item in document["paths"].values())
