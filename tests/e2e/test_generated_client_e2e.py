@@ -196,7 +196,7 @@ async def test_a_generated_client_gets_the_readme_answers(tmp_path: Path) -> Non
                 del sys.modules[name]
     assert set(called) >= {
         "list_books", "get_book", "create_book", "update_book", "publish_book",
-        "get_shelf_stats", "delete_book",
+        "get_shelf_stats", "delete_book", "export_shelf",
     }  # fmt: skip
 
 

@@ -69,3 +69,7 @@ def test_the_readme_demo_lines_work_as_written() -> None:
     assert out.count('"result"') >= 6  # the NDJSON stream and the bidi answers
     assert "data: " in out  # the same stream as Server-Sent Events
     assert '{"code":"not_found"' in out  # the Connect call's error, in Connect's form
+    assert '"author":"F. Herbert"' in out  # the PATCH without a mask
+    assert re.search(r"content-encoding: gzip", out, re.I)  # the compressed stream, decoded
+    assert "shelves/1/books/1,The Left Hand of Darkness" in out  # the CSV export
+    assert "Page 1 of " in out  # the download's first piece
