@@ -334,13 +334,27 @@ def encoded_headers(
 class _DecodingReceive:
     """``receive`` giving a compressed body decoded, in pieces, held to ``limit`` bytes."""
 
-    __slots__ = ("_decoder", "_done", "_last", "_limit", "_pieces", "_receive", "_size")
+    __slots__ = (
+        "_decoder",
+        "_done",
+        "_last",
+        "_limit",
+        "_pieces",
+        "_raw",
+        "_raw_limit",
+        "_receive",
+        "_size",
+    )
 
     def __init__(self, receive: Receive, decoder: Decoder, limit: int) -> None:
         self._receive = receive
         self._decoder = decoder
         self._limit = limit
         self._size = 0
+        # the bytes on the wire are held to about the limit too: a body of empty gzip
+        # members (or brotli padding) decodes to nothing, and would otherwise run for ever
+        self._raw = 0
+        self._raw_limit = limit + limit // 64 + 64 * 1024
         self._pieces: Iterator[bytes] | None = None
         self._last = False
         self._done = False
@@ -375,7 +389,13 @@ class _DecodingReceive:
                     self._done = True
                     return message
                 self._last = not message.get("more_body", False)
-                self._pieces = decoder.feed(message.get("body", b""))
+                raw = message.get("body", b"")
+                self._raw += len(raw)
+                if self._raw > self._raw_limit:
+                    raise BodyTooLarge(
+                        f"the compressed request body exceeds the limit of {self._limit} bytes"
+                    )
+                self._pieces = decoder.feed(raw)
         except EdgeError:
             self._done = True
             self._pieces = None

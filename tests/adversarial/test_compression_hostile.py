@@ -195,6 +195,37 @@ async def test_junk_accept_encoding_is_answered_plainly_and_quickly(
     assert json.loads(payload) == {"stringValue": "x" * 4000}
 
 
+@pytest.mark.parametrize("path", ["/v1/kitchen", "/v1/sum"])  # unary, and a client stream
+async def test_a_chunked_body_that_decodes_to_nothing_is_still_bounded(
+    edge: Edge, path: str
+) -> None:
+    """Empty gzip members decode to no bytes at all, so only the bytes on the wire can
+    bound such a body: without a Content-Length it would otherwise run for ever."""
+    member = zlib.compress(b"", 9, 31)  # 20 bytes, decoding to nothing
+    chunk = member * 3000  # 60 KB per chunk; the limit is 1 MiB
+    content_type = "application/json" if path == "/v1/kitchen" else "application/x-ndjson"
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: edge.test\r\nContent-Type: {content_type}\r\n"
+        "Content-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", edge.gateway.port)
+    try:
+        writer.write(head.encode())
+        for _ in range(2 * LIMIT // len(chunk)):  # twice the limit, and never an end
+            writer.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            await writer.drain()
+        async with asyncio.timeout(10):
+            answer = await reader.readuntil(b"\r\n\r\n")
+            answer += await reader.read(4096)
+    finally:
+        writer.close()
+    assert status_of(answer) == 413, answer
+    assert "compressed request body exceeds the limit" in str(status_json(answer)["message"])
+    assert [m for m, _ in edge.kitchen.received if m.endswith("/Echo")] == []
+    assert edge.kitchen.streams.received == []
+    await still_serving(edge)
+
+
 async def test_a_slow_compressed_upload_is_408() -> None:
     """The request guard's pace rules see the compressed bytes on the wire."""
     async with start_edge(server={"body_idle_timeout": "300ms", "body_min_rate": 2000}) as edge:
