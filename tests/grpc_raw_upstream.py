@@ -23,6 +23,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 from hpack import NeverIndexedHeaderTuple
+from listening import loopback_server
 
 PREFIX = struct.Struct(">BL")
 
@@ -148,25 +149,12 @@ async def _serve_connection(
 async def raw_upstream(reply: CannedReply) -> AsyncIterator[RawUpstream]:
     """Serve ``reply`` to every request on an ephemeral loopback port."""
     upstream = RawUpstream(0, reply)
-    handlers: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
 
-    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        handlers[task] = writer
-        try:
-            await _serve_connection(upstream, reader, writer)
-        finally:
-            handlers.pop(task, None)
+    async def serve(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: list[asyncio.StreamWriter]
+    ) -> None:
+        await _serve_connection(upstream, reader, writer)
 
-    server = await asyncio.start_server(accept, "127.0.0.1", 0)
-    upstream.port = server.sockets[0].getsockname()[1]
-    try:
+    async with loopback_server(serve) as port:
+        upstream.port = port
         yield upstream
-    finally:
-        server.close()
-        running = list(handlers.items())
-        for _, writer in running:
-            writer.transport.abort()  # its reader sees the end: the handler returns
-        await asyncio.gather(*(task for task, _ in running), return_exceptions=True)
-        await server.wait_closed()

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from hpack import Decoder
+from listening import loopback_server
 
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _FRAME = struct.Struct(">BHBBL")
@@ -130,32 +131,20 @@ async def _pipe(
 async def wire_tap(upstream_port: int) -> AsyncIterator[WireTap]:
     """Relay an ephemeral loopback port to ``upstream_port``, recording what passes."""
     tap = WireTap()
-    relays: dict[asyncio.Task[None], list[asyncio.StreamWriter]] = {}
 
-    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        relays[task] = [writer]
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream_port)
-            relays[task].append(up_writer)
-            streams: dict[int, Exchange] = {}
-            await asyncio.gather(
-                _pipe(reader, up_writer, _Reader(streams, tap, client=True)),
-                _pipe(up_reader, writer, _Reader(streams, tap, client=False)),
-            )
-        finally:
-            relays.pop(task, None)
+    async def relay(
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        held: list[asyncio.StreamWriter],
+    ) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", upstream_port)
+        held.append(up_writer)  # aborted with the client's side at the end
+        streams: dict[int, Exchange] = {}
+        await asyncio.gather(
+            _pipe(reader, up_writer, _Reader(streams, tap, client=True)),
+            _pipe(up_reader, writer, _Reader(streams, tap, client=False)),
+        )
 
-    server = await asyncio.start_server(relay, "127.0.0.1", 0)
-    tap.port = server.sockets[0].getsockname()[1]
-    try:
+    async with loopback_server(relay) as port:
+        tap.port = port
         yield tap
-    finally:
-        server.close()
-        running = list(relays.items())
-        for _, writers in running:
-            for writer in writers:
-                writer.transport.abort()  # both pipes see the end: the relay returns
-        await asyncio.gather(*(task for task, _ in running), return_exceptions=True)
-        await server.wait_closed()

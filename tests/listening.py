@@ -1,8 +1,16 @@
-"""Waiting for a server started in a task to accept connections, for every test helper."""
+"""Loopback servers for test helpers: waiting for one to listen, and running one."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+# a connection's handler: its reader, its writer, and a list it adds any other writers it
+# opens to (a relay's upstream side), so that they are aborted with it
+Handler = Callable[
+    [asyncio.StreamReader, asyncio.StreamWriter, list[asyncio.StreamWriter]], Awaitable[None]
+]
 
 
 async def wait_listening(port: int, task: asyncio.Task[None]) -> None:
@@ -19,3 +27,34 @@ async def wait_listening(port: int, task: asyncio.Task[None]) -> None:
         await writer.wait_closed()
         return
     raise TimeoutError(f"nothing started listening on port {port}")
+
+
+@contextlib.asynccontextmanager
+async def loopback_server(handle: Handler) -> AsyncIterator[int]:
+    """Serve ``handle`` on an ephemeral 127.0.0.1 port (yielded) until the block ends.
+
+    At the end every connection still open is aborted (its handler sees the end of its
+    reader and returns) and its handler awaited, so no task outlives the test.
+    """
+    handlers: dict[asyncio.Task[None], list[asyncio.StreamWriter]] = {}
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        held = handlers[task] = [writer]
+        try:
+            await handle(reader, writer, held)
+        finally:
+            handlers.pop(task, None)
+
+    server = await asyncio.start_server(accept, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        running = list(handlers.items())
+        for _, writers in running:
+            for writer in writers:
+                writer.transport.abort()
+        await asyncio.gather(*(task for task, _ in running), return_exceptions=True)
+        await server.wait_closed()
