@@ -33,6 +33,17 @@ LIBRARIAN = "librarian"
 Context = grpc.aio.ServicerContext[Any, Any]
 
 
+def _genre_name(value: int) -> str:
+    """A genre's name, or its number for one this service does not know: proto3 enums are
+    open, so a client may store any int32 (the JSON mapping prints such a value as a
+    number too); Genre.Name would raise."""
+    try:
+        name: str = pb.Genre.Name(value)
+    except ValueError:
+        return str(value)
+    return name
+
+
 def _now() -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromNanoseconds(time.time_ns())
@@ -171,7 +182,7 @@ class Library(pb_grpc.LibraryServiceServicer):
         books = [b for name, b in self.books.items() if name.startswith(prefix)]
         stats = pb.ShelfStats(shelf=request.shelf, book_count=len(books))
         for book in books:
-            stats.books_by_genre[pb.Genre.Name(book.genre)] += 1
+            stats.books_by_genre[_genre_name(book.genre)] += 1
         return stats
 
     async def StreamBooks(  # noqa: N802
@@ -199,7 +210,7 @@ class Library(pb_grpc.LibraryServiceServicer):
         writer = csv.writer(out, lineterminator="\r\n")  # RFC 4180
         writer.writerow(_CSV_COLUMNS)
         for book in self._shelf(request.parent):
-            genre = pb.Genre.Name(book.genre)
+            genre = _genre_name(book.genre)
             tags = ";".join(book.tags)
             writer.writerow((book.name, book.title, book.author, genre, book.page_count, tags))
         return httpbody_pb2.HttpBody(
@@ -292,7 +303,7 @@ class Library(pb_grpc.LibraryServiceServicer):
             if (book.title and book.title.lower() in text) or surname in words:
                 about = []
                 if book.genre != pb.GENRE_UNSPECIFIED:
-                    about.append(pb.Genre.Name(book.genre).removeprefix("GENRE_").lower())
+                    about.append(_genre_name(book.genre).removeprefix("GENRE_").lower())
                 if book.page_count:
                     about.append(f"{book.page_count} pages")
                 aside = f" ({', '.join(about)})" if about else ""

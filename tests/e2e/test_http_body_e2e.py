@@ -177,3 +177,33 @@ async def test_the_demo_exports_a_shelf_as_csv_and_downloads_a_book() -> None:
     assert missing.json()["code"] == 5
     assert stream.headers["content-type"] == "application/x-ndjson"
     assert stream.text.count('"result"') == 3
+
+
+async def test_the_demo_exports_and_counts_a_genre_it_does_not_know() -> None:
+    """proto3 enums are open: a client may store any int32 as a genre, and the demo's
+    export, stats and download then show its number instead of failing (Schemathesis
+    found the export answering 500 with the servicer's ValueError in its message)."""
+    from edge.demo.library import start_library
+
+    server, port = await start_library()
+    try:
+        async with run_gateway(make_config(port, protos=DEMO_PROTOS)) as gateway:
+            async with gateway.client() as client:
+                created = await client.post(
+                    "/v1/shelves/2/books",
+                    json={"title": "Odd", "author": "Someone", "genre": 14851, "pageCount": 3},
+                )
+                book = created.json()["name"]
+                export = await client.get("/v1/shelves/2/books:export")
+                stats = await client.post(
+                    "/edgedemo.library.v1.LibraryService/GetShelfStats", json={"shelf": "2"}
+                )
+                download = await client.get(f"/v1/{book}:download")
+    finally:
+        await server.stop(grace=None)
+    assert created.status_code == 200, created.text
+    assert export.status_code == 200, export.text
+    assert f"{book},Odd,Someone,14851,3," in export.text.splitlines()
+    assert stats.status_code == 200, stats.text
+    assert stats.json()["booksByGenre"]["14851"] == "1"
+    assert download.status_code == 200, download.text
