@@ -7,6 +7,7 @@ sees exactly the bytes and headers a client gets on the wire.
 from __future__ import annotations
 
 import functools
+import gzip
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -83,4 +84,16 @@ def brotli_bomb() -> bytes:
     compressor = brotli.Compressor(quality=2)
     block = bytes(4 * 1024 * 1024)
     out = [compressor.process(block) for _ in range(256)]
+    return b"".join(out) + compressor.finish()
+
+
+@functools.cache
+def empty_members_bomb() -> bytes:
+    """brotli around 256 MiB of empty gzip members (``Content-Encoding: gzip, br``): about
+    a kilobyte whose final output is nothing, so only a bound on what passes between the
+    two layers stops it."""
+    compressor = brotli.Compressor(quality=2)
+    member = gzip.compress(b"", mtime=0)
+    block = member * (4 * 1024 * 1024 // len(member))
+    out = [compressor.process(block) for _ in range(64)]
     return b"".join(out) + compressor.finish()

@@ -26,7 +26,7 @@ from typing import Protocol
 
 import brotli
 
-from edge.errors import BadRequest
+from edge.errors import BadRequest, BodyTooLarge
 
 GZIP = b"gzip"
 BR = b"br"
@@ -180,16 +180,29 @@ class _BrotliDecoder:
 
 
 class _Chain:
-    """Stacked codings: the outer decoder's pieces are fed to the inner one as they come."""
+    """Stacked codings: the outer decoder's pieces are fed to the inner one as they come.
 
-    __slots__ = ("_inner", "_outer")
+    What passes between the two is held to ``limit`` bytes too: the final output alone
+    is not enough, since a brotli layer can inflate a hundred bytes into millions of empty
+    gzip members, which decode to nothing and would otherwise be decoded for as long as
+    the CPU lasts.
+    """
 
-    def __init__(self, outer: Decoder, inner: Decoder) -> None:
+    __slots__ = ("_between", "_inner", "_limit", "_outer")
+
+    def __init__(self, outer: Decoder, inner: Decoder, limit: int) -> None:
         self._outer = outer
         self._inner = inner
+        self._limit = limit
+        self._between = 0
 
     def feed(self, data: bytes) -> Iterator[bytes]:
         for piece in self._outer.feed(data):
+            self._between += len(piece)
+            if self._between > self._limit:
+                raise BodyTooLarge(
+                    f"the request body's inner coding exceeds the limit of {self._limit} bytes"
+                )
             yield from self._inner.feed(piece)
 
     def end(self) -> None:
@@ -197,11 +210,12 @@ class _Chain:
         self._inner.end()
 
 
-def decoder_for(codings: tuple[bytes, ...]) -> Decoder:
-    """The decoder of a body whose codings were applied in ``codings`` order (non-empty)."""
+def decoder_for(codings: tuple[bytes, ...], limit: int) -> Decoder:
+    """The decoder of a body whose codings were applied in ``codings`` order (non-empty);
+    every layer's output is held to ``limit`` bytes (the last one's by the caller)."""
     made: Decoder | None = None
     for coding in codings:  # the first applied is decoded last: innermost
         one: Decoder = _GzipDecoder() if coding == GZIP else _BrotliDecoder()
-        made = one if made is None else _Chain(one, made)
+        made = one if made is None else _Chain(one, made, limit)
     assert made is not None
     return made

@@ -175,7 +175,8 @@ class Compression:
             return receive  # identity
         if not self._decode:
             return _Refusing(receive, self._unsupported("compressed request bodies are off"))
-        return _DecodingReceive(receive, decoder_for(codings), self.max_body_bytes)
+        limit = self.max_body_bytes
+        return _DecodingReceive(receive, decoder_for(codings, limit), limit)
 
     def _unsupported(self, message: str) -> UnsupportedEncoding:
         return UnsupportedEncoding(message, headers={"accept-encoding": self._accepted})

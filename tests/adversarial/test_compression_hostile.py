@@ -20,7 +20,13 @@ from collections.abc import AsyncIterator
 import brotli
 import pytest
 import pytest_asyncio
-from compressing import brotli_bomb, gzip_bomb, gzip_bytes, nested_gzip_bomb
+from compressing import (
+    brotli_bomb,
+    empty_members_bomb,
+    gzip_bomb,
+    gzip_bytes,
+    nested_gzip_bomb,
+)
 from recording import Edge, body_of, start_edge, status_of
 
 pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]
@@ -82,6 +88,7 @@ async def still_serving(edge: Edge) -> None:
         ("gzip", gzip_bomb),  # ~64 KB -> 64 MiB
         ("br", brotli_bomb),  # ~3 KB -> 1 GiB
         ("gzip, gzip", nested_gzip_bomb),  # ~2.5 KB -> 1 GiB through two layers
+        ("gzip, br", empty_members_bomb),  # ~1 KB -> 256 MiB of gzip that decodes to nothing
     ],
 )
 @pytest.mark.parametrize("path", ["/v1/kitchen", "/v1/sum"])  # unary, and a client stream

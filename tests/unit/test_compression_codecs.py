@@ -68,7 +68,7 @@ def split(data: bytes, cuts: list[int]) -> list[bytes]:
 
 
 def decode_all(codings: tuple[bytes, ...], chunks: list[bytes]) -> bytes:
-    decoder = decoder_for(codings)
+    decoder = decoder_for(codings, 1 << 30)
     out = []
     for chunk in chunks:
         for piece in decoder.feed(chunk):
