@@ -4,16 +4,19 @@ Path parameters come from ``paths.openapi_path``: an expanded ``*`` is one segme
 resource name (``shelf`` in ``shelves/{shelf}``), a string that holds no slash; a whole
 variable has its field's schema. Query parameters are the request fields that neither the
 path nor the body binds, nested as ``a.b`` down to ``QUERY_DEPTH``, named as the request
-binder reads them.
+binder reads them. A map of scalars is one ``deepObject`` parameter: OpenAPI 3 serializes
+``{"k": "v"}`` as ``m[k]=v``, grpc-gateway's syntax, which the binder reads entry by entry
+(protoc-gen-openapiv2, on Swagger 2, can only name a parameter ``m[string]``).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from google.protobuf.descriptor import Descriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 from edge.openapi.comments import Comments
+from edge.openapi.json_forms import SCALARS
 from edge.openapi.paths import (
     PathParameter,
     example_value,
@@ -125,6 +128,10 @@ def _query_parameters(
         label = (*shown, schemas.query_name(field))
         schema = schemas.query_value_schema(field)
         message = field.message_type
+        if message is not None and message.GetOptions().map_entry:
+            comment = comments.get(f"{descriptor.full_name}.{field.name}")
+            parameters += _map_parameter(field, ".".join(label), schemas, comment)
+            continue
         if schema is None:
             if (  # a singular message of our own, not seen on the way down: its fields
                 message is not None
@@ -153,3 +160,72 @@ def _query_parameters(
             parameter["schema"] = schema
         parameters.append(parameter)
     return parameters
+
+
+def _map_parameter(
+    field: FieldDescriptor, name: str, schemas: SchemaBuilder, comment: str | None
+) -> list[Parameter]:
+    """``m[key]=value`` as one object parameter; none for a map of messages (body only).
+
+    A key given twice is a 400, which an object cannot hold twice anyway.
+    """
+    entry = field.message_type
+    assert entry is not None  # the caller checked that this is a map field
+    value = schemas.query_value_schema(entry.fields_by_name["value"])
+    if value is None:
+        return []
+    schema: dict[str, Any] = {
+        "type": "object",
+        "additionalProperties": value,
+        "propertyNames": _key_schema(entry.fields_by_name["key"]),
+    }
+    notes = [comment or "", f"One query parameter per entry: `{name}[key]=value`."]
+    return [
+        {
+            "name": name,
+            "in": "query",
+            **_described("\n\n".join(n for n in notes if n)),
+            "style": "deepObject",
+            "explode": True,
+            "schema": schema,
+        }
+    ]
+
+
+def _key_schema(key: FieldDescriptor) -> dict[str, Any]:
+    """The keys the binder takes, each entry by one spelling only.
+
+    An integer key is its canonical decimal in its type's range: the binder reads ``07``
+    and ``-0`` too, as the entries ``7`` and ``0``, so an object holding ``0`` and ``00``
+    would name one entry twice, a 400. A bool key is ``true`` or ``false``. A string key
+    holds no ``[`` and no newline: ``m[a[b]`` splits at its last ``[`` and grpc-gateway's
+    pattern stops at a newline, so neither names an entry of ``m``.
+    """
+    if key.type == FieldDescriptor.TYPE_BOOL:
+        return {"enum": ["true", "false"]}
+    if key.type == FieldDescriptor.TYPE_STRING:
+        return {"pattern": "^[^\\[\\n]*$"}
+    schema = SCALARS[key.type]
+    return {"pattern": canonical_integer_pattern(schema["minimum"], schema["maximum"])}
+
+
+def canonical_integer_pattern(low: int, high: int) -> str:
+    """A regex for the integers in ``[low, high]`` (``low <= 0 < high``) as ``str(int)``
+    writes them: no leading zeros, no ``-0``."""
+    negative = f"|-({_one_to(-low)})" if low < 0 else ""
+    return f"^(0|{_one_to(high)}{negative})$"
+
+
+def _one_to(limit: int) -> str:
+    """Alternatives matching the decimals 1..limit without leading zeros."""
+    digits = str(limit)
+    width = len(digits)
+    options = [f"[1-9][0-9]{{0,{width - 2}}}"] if width > 1 else []
+    for at, digit in enumerate(digits):
+        lowest, highest = (1 if at == 0 else 0), int(digit) - 1
+        if highest >= lowest:
+            tail = width - at - 1
+            span = str(lowest) if lowest == highest else f"[{lowest}-{highest}]"
+            options.append(digits[:at] + span + (f"[0-9]{{{tail}}}" if tail else ""))
+    options.append(digits)
+    return "|".join(options)

@@ -15,83 +15,26 @@ import importlib
 import inspect
 import json
 import re
-import shlex
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
-from conftest import DEMO_PROTOS, ROOT, Gateway, make_config, run_gateway
-
-from edge.demo.library import start_library
+from readme_curl import (
+    REFUSED,
+    demo_stack,
+    find_operation,
+    same,
+    send_as_curl,
+    snake,
+    unary_requests,
+)
 
 pytestmark = pytest.mark.e2e
 PACKAGE = "library_client"
-_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
-_STREAMING = (":stream", ":import", ":discuss", ":download")
-
-
-@asynccontextmanager
-async def _demo_stack() -> AsyncIterator[Gateway]:
-    server, port = await start_library()
-    try:
-        async with run_gateway(make_config(port, protos=DEMO_PROTOS)) as gateway:
-            yield gateway
-    finally:
-        await server.stop(grace=None)
-
-
-def _curl_lines() -> Iterator[list[str]]:
-    """The README's demo curl lines, split as the shell would, one command each."""
-    readme = (ROOT / "README.md").read_text()
-    heading = re.search(r"^#+ Try the demo$", readme, re.M)
-    assert heading is not None
-    block = re.search(r"```sh\n(.*?)```", readme[heading.end() :], re.S)
-    assert block is not None
-    pending = ""
-    for line in block.group(1).replace("\\\n", " ").splitlines():
-        pending += line + "\n"
-        try:
-            words = shlex.split(pending, comments=True)
-        except ValueError:  # a quoted body goes on over the next line
-            continue
-        pending = ""
-        if "|" in words:  # what the output is piped to is not part of the request
-            words = words[: words.index("|")]
-        if words and words[0] == "curl":
-            yield words
-
-
-def _request(words: list[str]) -> tuple[str, str, dict[str, str], str | None]:
-    method, data, headers, url = "GET", None, {}, ""
-    args = iter(words[1:])
-    for word in args:
-        if word == "-X":
-            method = next(args)
-        elif word in ("-d", "--data-binary"):
-            data = next(args)
-            method = "POST" if method == "GET" else method
-        elif word == "-H":
-            name, _, value = next(args).partition(":")
-            headers[name.strip().lower()] = value.strip()
-        elif not word.startswith("-"):
-            url = word if "://" in word else "http://" + word
-    return method, url, headers, data
-
-
-def _same(value: Any) -> Any:
-    """The answer with its times (create, publish: now) made comparable."""
-    if isinstance(value, dict):
-        return {k: _same(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_same(v) for v in value]
-    if isinstance(value, str) and _TIME.match(value):
-        return "<time>"
-    return value
 
 
 def _generate(document: dict[str, Any], folder: Path) -> None:
@@ -105,33 +48,16 @@ def _generate(document: dict[str, Any], folder: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def _snake(name: str) -> str:
-    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
-
-
-def _operation(document: dict[str, Any], method: str, path: str) -> tuple[str, dict[str, str]]:
-    for template, item in document["paths"].items():
-        names = re.findall(r"\{([^}]*)\}", template)
-        pieces = re.split(r"\{[^}]*\}", template)
-        regex = "([^/]+)".join(re.escape(p) for p in pieces)
-        found = re.fullmatch(regex, path)
-        if found and method.lower() in item:
-            return item[method.lower()]["operationId"], dict(
-                zip(names, found.groups(), strict=True)
-            )
-    raise LookupError(f"{method} {path} is not documented")
-
-
 def _client_call(
     package: Any, document: dict[str, Any], method: str, url: str, data: str | None
 ) -> tuple[Any, dict[str, Any]]:
     parts = urlsplit(url)
-    operation_id, path_values = _operation(document, method, parts.path)
-    module = importlib.import_module(f"{PACKAGE}.api.library_service.{_snake(operation_id)}")
+    operation_id, path_values = find_operation(document, method, parts.path)
+    module = importlib.import_module(f"{PACKAGE}.api.library_service.{snake(operation_id)}")
     signature = inspect.signature(module.sync_detailed)
-    kwargs: dict[str, Any] = {_snake(k): v for k, v in path_values.items()}
+    kwargs: dict[str, Any] = {snake(k): v for k, v in path_values.items()}
     for key, value in parse_qsl(parts.query):
-        kwargs[_snake(key)] = value
+        kwargs[snake(key)] = value
     for name, value in list(kwargs.items()):  # an enum query parameter takes the enum
         annotation = str(signature.parameters[name].annotation)
         enum_name = re.search(r"(\w+GenreType0)", annotation)
@@ -149,8 +75,8 @@ def _client_call(
 
 async def test_a_generated_client_gets_the_readme_answers(tmp_path: Path) -> None:
     async with AsyncExitStack() as stack:
-        by_curl = await stack.enter_async_context(_demo_stack())
-        by_client = await stack.enter_async_context(_demo_stack())
+        by_curl = await stack.enter_async_context(demo_stack())
+        by_client = await stack.enter_async_context(demo_stack())
         async with by_client.client() as http:
             document = (await http.get("/openapi.json")).json()
         _generate(document, tmp_path)
@@ -160,36 +86,27 @@ async def test_a_generated_client_gets_the_readme_answers(tmp_path: Path) -> Non
             client = package.Client(base_url=by_client.base_url, raise_on_unexpected_status=False)
             called: list[str] = []
             async with client, by_curl.client() as curl:
-                for words in _curl_lines():
-                    method, url, headers, data = _request(words)
-                    path = urlsplit(url).path
-                    if path.endswith(_STREAMING) or "connect-protocol-version" in headers:
-                        continue
-                    if data is not None:
-                        try:
-                            json.loads(data)
-                        except ValueError:
-                            continue  # malformed JSON: no client sends that
+                for request in unary_requests():
+                    method, url, data = request.method, request.url, request.data
                     try:
                         module, kwargs = _client_call(package, document, method, url, data)
                     except LookupError:
-                        assert (method, path) == ("PUT", "/v1/shelves/1/books"), (method, path)
+                        path = urlsplit(url).path
+                        assert (method, path) == REFUSED, (method, path)
                         continue  # the 405 line: no operation to call
                     target = url.split("localhost:8080", 1)[1]
-                    if data is not None:  # what curl sends for -d without a content type
-                        headers.setdefault("content-type", "application/x-www-form-urlencoded")
-                    expected = await curl.request(method, target, content=data, headers=headers)
+                    expected = await send_as_curl(curl, request)
                     got = await _call(module, client, kwargs)
                     called.append(module.__name__.rpartition(".")[2])
                     assert got.status_code == expected.status_code, (target, got.content)
                     if not expected.headers["content-type"].startswith("application/json"):
                         assert got.content == expected.content, target  # google.api.HttpBody
                         continue
-                    assert _same(json.loads(got.content)) == _same(expected.json()), target
+                    assert same(json.loads(got.content)) == same(expected.json()), target
                     if got.status_code == 200 and got.parsed is not None:
                         parsed = got.parsed
                         if hasattr(parsed, "to_dict"):  # the model reads the answer back
-                            assert _same(parsed.to_dict()) == _same(expected.json()), target
+                            assert same(parsed.to_dict()) == same(expected.json()), target
         finally:
             sys.path.remove(str(tmp_path))
             for name in [n for n in sys.modules if n == PACKAGE or n.startswith(PACKAGE + ".")]:

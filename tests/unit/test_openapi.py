@@ -461,7 +461,8 @@ def test_query_parameters_are_the_fields_path_and_body_leave_free(kitchen: Docum
     assert get["enumValue"]["schema"] == {"$ref": REF + "edgetest.v1.Flavour"}
     assert get["int64Wrapper"]["schema"] == _INT64  # the wrapped scalar
     assert get["timestamp"]["schema"] == {"$ref": REF + "google.protobuf.Timestamp"}
-    for absent in ("labels", "innerById", "nested.inners", "structValue", "any", "stringValue"):
+    assert get["labels"]["style"] == "deepObject"  # tests/unit/test_openapi_map_params.py
+    for absent in ("innerById", "nested.inners", "structValue", "any", "stringValue"):
         assert absent not in get, absent
     patch = _parameters(kitchen["paths"]["/v1/kitchen/{string_value}/nested"]["patch"])
     assert not any(name.startswith("nested") for name in patch)
