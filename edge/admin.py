@@ -19,7 +19,6 @@ from quart import Blueprint, Response, current_app, request
 
 from edge.config import Config
 from edge.errors import EdgeError
-from edge.pipeline.build import Pipeline
 from edge.pipeline.jwt_core import same_secret
 from edge.redaction import redact_url
 from edge.reload import Reloader
@@ -37,7 +36,8 @@ def _json(data: Any, status: int = 200) -> Response:
 
 
 def _config() -> Config:
-    config: Config = current_app.extensions["edge.config"]
+    config = _holder().current.config
+    assert config is not None
     return config
 
 
@@ -82,7 +82,7 @@ def _holder() -> StateHolder:
 
 @admin.get("/pipeline")
 async def pipeline_state() -> Response:
-    pipeline: Pipeline = current_app.extensions["edge.pipeline"]
+    pipeline = _holder().current.pipeline
     # the worker's asyncio tasks: requests, streams and sockets in flight, and what a leak
     # would leave behind (the soak benchmark watches it)
     return _json({**pipeline.snapshot(), "tasks": len(asyncio.all_tasks())})
@@ -182,7 +182,7 @@ async def explain() -> Response:
         "body": route.binder.body_description,
         "query_fields": route.binder.query_fields(query),
     }
-    pipeline: Pipeline = current_app.extensions["edge.pipeline"]
+    pipeline = state.pipeline
     if pipeline.auth is not None or pipeline.ratelimit is not None:
         policy = pipeline.index.for_route(route.method.full_name)
         answer["policy"] = {

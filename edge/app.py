@@ -1,8 +1,9 @@
 """Assembling the application Hypercorn serves.
 
-Quart is the application (lifespan, health, anything that is not a gateway route);
-the transcoding ingress wraps ``app.asgi_app``, Quart's documented extension point, so
-gateway routes skip Quart's per-request machinery. The pipeline is built here, once.
+Quart is the application (lifespan, health, admin, anything that is not a gateway
+route); the gateway's front door (``edge.assembly``, rebuilt by every reload) wraps
+``app.asgi_app``, Quart's documented extension point, so gateway routes skip Quart's
+per-request machinery.
 """
 
 from __future__ import annotations
@@ -18,38 +19,22 @@ from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
 from edge.admin import admin, on_admin_listener
+from edge.assembly import Injected, assemble
 from edge.call import Terminal
 from edge.config import Config
+from edge.config_source import ConfigSource
 from edge.health import health
 from edge.ingress import h2_resets, h11_continue
-from edge.ingress.calls import CallFactory
-from edge.ingress.compression import Compression
-from edge.ingress.connect import ConnectAdapter
-from edge.ingress.cors import CorsRules, compile_policy
-from edge.ingress.dispatch import Adapter, Dispatch
-from edge.ingress.grpc_web import GrpcWebAdapter
-from edge.ingress.proxy import ProxyAdapter
-from edge.ingress.request_guard import RequestGuardASGI, RequestRules
-from edge.ingress.transcoded import TranscodedAdapter
-from edge.ingress.websocket import WebSocketAdapter
-from edge.ingress.websocket_policy import WebSocketPolicy
+from edge.ingress.asgi import ASGIApp
+from edge.leases import Lease, Shared
 from edge.observability.endpoints import metrics_blueprint
 from edge.observability.middleware import ObserveASGI
-from edge.observability.pipeline_events import PrometheusPipelineEvents
 from edge.openapi.views import docs
-from edge.pipeline.build import Pipeline, build_pipeline
-from edge.pipeline.chain import Layer, build_chain
-from edge.pipeline.credentials import parse_networks
-from edge.pipeline.events import NO_EVENTS
-from edge.reload import Reloader
+from edge.pipeline.chain import Layer
+from edge.reload import Reloader, retire
 from edge.routes import Routes, load_routes
-from edge.routing.prefix_table import compile_proxy_routes
-from edge.state import GatewayState, StateHolder
+from edge.state import GatewayState, LiveFront, StateHolder
 from edge.transcode.response import status_body
-from edge.upstream.grpc import GrpcTerminal
-from edge.upstream.headers import HeaderPolicy
-from edge.upstream.http_proxy import HttpProxyTerminal
-from edge.upstream_settings import upstream_settings
 
 if TYPE_CHECKING:  # opentelemetry is imported only when tracing is configured
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -71,6 +56,7 @@ def create_app(
     layers: Sequence[Layer] | None = None,
     terminal: Terminal | None = None,
     span_exporter: SpanExporter | None = None,
+    source: ConfigSource | None = None,
 ) -> Quart:
     """The gateway application; ``routes`` defaults to loading what the config names.
 
@@ -78,7 +64,8 @@ def create_app(
     tests pass their own. ``terminal`` replaces the gRPC terminal step (the benchmarks use
     a canned one to separate the gateway's own cost from the gRPC client's).
     ``span_exporter`` turns tracing on with that exporter whatever the config says (the
-    tests pass an in-memory one).
+    tests pass an in-memory one). ``source``: where ``config`` was read from, so a reload
+    reads it again (without one, a reload keeps ``config`` and reloads the descriptors).
     """
     # whatever Hypercorn serves this app gets the HTTP/2 reset budget and the deferred 100
     h2_resets.install()
@@ -87,58 +74,28 @@ def create_app(
         routes = load_routes(config)
     for problem in routes.problems:
         log.warning("route problem: %s", problem)
-    if terminal is None:
-        terminal = GrpcTerminal(upstream_settings(config))
-    pipeline = (
-        build_pipeline(
-            config,
-            sidecar_policies=routes.sidecar_policies,
-            events=PrometheusPipelineEvents() if config.observability.metrics else NO_EVENTS,
-        )
-        if layers is None
-        else Pipeline(layers=list(layers))
-    )
     tracing = None
     if config.observability.tracing.exporter != "none" or span_exporter is not None:
         from edge.observability.tracing import Tracing  # imports opentelemetry
 
         tracing = Tracing(config.observability.tracing, span_exporter)
-        tracing.install(pipeline.layers)
-    layers = pipeline.layers
-    calls = CallFactory(
-        HeaderPolicy.of(config.headers.forward_request, config.headers.forward_response),
-        token_query=config.auth.token_query_parameter,
-        token_cookie=config.auth.token_cookie,
-        trusted=parse_networks(config.rate_limiting.trusted_proxies),
-    )
-    websocket_policy = WebSocketPolicy.of(
-        config.websocket,
-        config.server.send_timeout,
-        compile_policy(config.cors) if config.cors is not None else None,
-    )
-    holder = StateHolder(
-        GatewayState(
-            routes=routes,
-            chain=build_chain(layers, terminal),
-            calls=calls,
-            max_body_bytes=config.transcoding.max_body_bytes,
-            websocket=websocket_policy,
-            send_timeout=config.server.send_timeout,
-            pipeline=pipeline,
-            compression=Compression(
-                config.compression,
-                [(policy.match, policy.compression) for policy in config.policies],
-                config.default_policy.compression,
-                max_body_bytes=config.transcoding.max_body_bytes,
-            ),
-        )
-    )
-    proxy = HttpProxyTerminal(config.http_upstreams) if config.proxy_routes else None
+    injected = Injected(layers, terminal, tracing)
     app = Quart("edge")
     app.config["MAX_CONTENT_LENGTH"] = config.transcoding.max_body_bytes
+    # what every generation's front hands the requests it does not claim
+    quart: ASGIApp = app.asgi_app  # type: ignore[assignment]
+    shared = Shared()
+    first = assemble(config, routes, fallback=quart, lease=shared.lease(), injected=injected)
+    holder = StateHolder(first)
+
+    async def build(config: Config, routes: Routes, lease: Lease, generation: int) -> GatewayState:
+        state = assemble(
+            config, routes, fallback=quart, lease=lease, injected=injected, generation=generation
+        )
+        await state.start()  # new channels and pools, before the state is swapped in
+        return state
+
     app.extensions["edge.state"] = holder
-    app.extensions["edge.pipeline"] = pipeline
-    app.extensions["edge.config"] = config
     if (
         config.admin.token is None
         and config.admin.bind is None
@@ -148,14 +105,16 @@ def create_app(
             "admin endpoints answer loopback clients without a token; behind a same-host "
             "proxy that is everyone: set admin.token or admin.bind"
         )
-    reloader = Reloader(
-        config,
-        holder,
-        terminal if isinstance(terminal, GrpcTerminal) else None,
-        policies=pipeline.index,
-    )
+    observe: ObserveASGI | None = None
+
+    def applied(new: Config) -> None:
+        """The settings that live outside the state: log level, access log."""
+        logging.getLogger().setLevel(new.observability.log_level)
+        if observe is not None:
+            observe.access_log_on = new.observability.access_log
+
+    reloader = Reloader(holder, build, shared, source=source, applied=applied)
     app.extensions["edge.reloader"] = reloader
-    app.extensions["edge.terminal"] = terminal
     app.register_blueprint(admin)
     app.register_blueprint(health)
     if config.observability.metrics:
@@ -165,14 +124,10 @@ def create_app(
 
     @app.before_serving
     async def open_upstreams() -> None:
-        terminal.open(holder.current.routes.upstream_methods())
-        if proxy is not None:
-            await proxy.open()
-        if config.descriptors.watch:
-            reloader.start_watching(config.descriptors.watch_interval)
-        reloader.start_refreshing()  # reflection, whether or not files are watched
+        await holder.current.start()
+        reloader.start()  # the watcher and the reflection refresh, as the config asks
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-            # SIGHUP reloads the descriptors (not where signals cannot be handled here)
+            # SIGHUP reloads (not where signals cannot be handled here)
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGHUP, lambda: reloader.reload_soon("SIGHUP")
             )
@@ -182,10 +137,11 @@ def create_app(
         await reloader.stop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
-        await terminal.close()
-        if proxy is not None:
-            await proxy.close()
-        await pipeline.close()
+        current = holder.current
+        await retire(current)  # the last generation (earlier ones let go as they idled)
+        if terminal is not None:
+            await terminal.close()
+        await shared.close()  # what a generation still serving a stream held
         if tracing is not None:
             await tracing.shutdown()  # flush the spans still batched
 
@@ -203,57 +159,17 @@ def create_app(
         log.exception("unhandled error", exc_info=error)
         return _json_error(500, 13, "internal error")
 
-    # the front door: each protocol's adapter claims its requests, Quart gets the rest
-    # (gRPC-Web and Connect first: on a shared path, their headers tell them apart; the
-    # proxy last, so a transcoded route wins over a proxy prefix)
-    proxy_adapter = (
-        ProxyAdapter(
-            compile_proxy_routes(config.proxy_routes, config.http_upstreams),
-            build_chain(layers, proxy),  # through the same layers as gRPC calls
-            calls,
-            pipeline,
-            websocket_policy=websocket_policy,
-            paths=config.paths,
-        )
-        if proxy is not None
-        else None
-    )
-    adapters: list[Adapter] = []
-    if config.grpc_web.enabled:
-        # gRPC-Web at a path no method serves is UNIMPLEMENTED, unless a proxy route takes it
-        proxied = (
-            (lambda scope, path: proxy_adapter.claim(scope, path) is not None)
-            if proxy_adapter is not None
-            else None
-        )
-        adapters.append(GrpcWebAdapter(holder, proxied=proxied))
-    if config.connect.enabled:
-        adapters.append(ConnectAdapter(holder, config.connect))
-    adapters += [TranscodedAdapter(holder), WebSocketAdapter(holder)]
-    if proxy_adapter is not None:
-        adapters.append(proxy_adapter)
-    cors = CorsRules.of(
-        config.cors,
-        [(policy.match, policy.cors) for policy in config.policies],
-        config.default_policy.cors,
-    )
-    rules = RequestRules(
-        merge_slashes=config.paths.merge_slashes,
-        underscores=config.headers.underscores,
-        body_idle_timeout=config.server.body_idle_timeout,
-        body_min_rate=config.server.body_min_rate,
-    )
-    app.asgi_app = RequestGuardASGI(  # type: ignore[method-assign, assignment]
-        Dispatch(adapters, app.asgi_app, cors),  # type: ignore[arg-type]
-        rules,
-    )
+    # Hypercorn serves the current generation's front door (edge.assembly: the request
+    # guard, CORS, and the protocol adapters in their order); Quart gets what none claims
+    app.asgi_app = LiveFront(holder)  # type: ignore[method-assign, assignment]
     observed = config.observability
     if observed.metrics or observed.access_log or tracing is not None:
         # outermost: sees 404s and handshakes too
-        app.asgi_app = ObserveASGI(  # type: ignore[method-assign, assignment]
+        observe = ObserveASGI(
             app.asgi_app,  # type: ignore[arg-type]
             access_log_on=observed.access_log,
             metrics_on=observed.metrics,
             tracer=tracing,
         )
+        app.asgi_app = observe  # type: ignore[method-assign, assignment]
     return app

@@ -37,6 +37,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 
 from edge.config import Config, ServerConfig, load_config
+from edge.config_source import ConfigSource
 from edge.errors import ConfigError
 from edge.ingress.asgi import ASGIApp, Receive, Scope, Send
 from edge.ingress.h2_resets import EdgeHypercornConfig
@@ -160,7 +161,10 @@ def _stop_ping_loops() -> None:
 
 
 async def serve_in_process(
-    config: Config, extra: list[object] | None = None, sockets: Sockets | None = None
+    config: Config,
+    extra: list[object] | None = None,
+    sockets: Sockets | None = None,
+    source: ConfigSource | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM, then drain; ``extra`` servers (grpc.aio) stop after.
 
@@ -188,7 +192,7 @@ async def serve_in_process(
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    app = create_app(config)
+    app = create_app(config, source=source)
     drain = Drain(app, config.server.graceful_timeout)  # type: ignore[arg-type]
     app.extensions[SHUTDOWN_EXTENSION] = drain.started
 
@@ -235,18 +239,20 @@ def configure_logging(config: Config) -> None:
     logging.basicConfig(level=config.observability.log_level, handlers=[handler], force=True)
 
 
-def _worker(config: Config, sockets: Sockets) -> None:
+def _worker(config: Config, sockets: Sockets, source: ConfigSource | None = None) -> None:
     """One worker process of ``serve_workers`` (started with the spawn method)."""
     signal.signal(signal.SIGTERM, _exit_before_serving)  # until the loop's handler is in
     configure_logging(config)
-    run_with_loop(serve_in_process(config, sockets=sockets), config.server.event_loop)
+    run_with_loop(
+        serve_in_process(config, sockets=sockets, source=source), config.server.event_loop
+    )
 
 
 def _exit_before_serving(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(0)
 
 
-def serve_workers(config: Config) -> int:
+def serve_workers(config: Config, source: ConfigSource | None = None) -> int:
     """Bind once, run ``server.workers`` worker processes, drain them all on a signal.
 
     Why not Hypercorn's ``run``: it keeps its copy of the listening sockets open until
@@ -266,8 +272,9 @@ def serve_workers(config: Config) -> int:
 
     context = multiprocessing.get_context("spawn")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited; workers install their own
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the handler below: not fatal
     workers = [
-        context.Process(target=_worker, args=(config, sockets), name=f"edge-worker-{index}")
+        context.Process(target=_worker, args=(config, sockets, source), name=f"edge-worker-{index}")
         for index in range(config.server.workers)
     ]
     for worker in workers:
@@ -286,8 +293,16 @@ def serve_workers(config: Config) -> int:
                 with contextlib.suppress(ProcessLookupError):  # exited since the check
                     os.kill(worker.pid, signal.SIGTERM)  # a later one cuts their drain short
 
+    def reload(signum: int = signal.SIGHUP, frame: FrameType | None = None) -> None:
+        """SIGHUP to the supervisor reloads every worker (each reads the config itself)."""
+        for worker in workers:
+            if worker.pid is not None and worker.exitcode is None and not stopping:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, signal.SIGHUP)
+
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGHUP, reload)
     status = 0
     running = list(workers)
     while running:
@@ -308,20 +323,19 @@ def serve_workers(config: Config) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    path = _config_path(args.config)
-    config = load_config(path)
     overrides: dict[str, object] = {}
     if args.bind:
         overrides["bind"] = args.bind
     if args.workers:
         overrides["workers"] = args.workers
-    if overrides:
-        config = config.model_copy(update={"server": config.server.model_copy(update=overrides)})
+    # kept, so that a reload reads the file again as this did (edge.config_source)
+    source = ConfigSource(_config_path(args.config), overrides)
+    config = source.load()
     configure_logging(config)
     if config.server.workers == 1:
-        run_with_loop(serve_in_process(config), config.server.event_loop)
+        run_with_loop(serve_in_process(config, source=source), config.server.event_loop)
         return 0
-    return serve_workers(config)
+    return serve_workers(config, source)
 
 
 def run_with_loop(coro: Coroutine[Any, Any, None], loop: str) -> None:

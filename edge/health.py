@@ -19,7 +19,6 @@ import grpc.aio
 import orjson
 from quart import Blueprint, Response, current_app
 
-from edge.pipeline.build import Pipeline
 from edge.state import StateHolder
 from edge.upstream.grpc import GrpcTerminal
 
@@ -56,11 +55,10 @@ async def check_upstream(channel: grpc.aio.Channel) -> tuple[bool, str]:
 
 async def readiness() -> tuple[bool, dict[str, Any]]:
     holder: StateHolder = current_app.extensions["edge.state"]
-    terminal = current_app.extensions.get("edge.terminal")
-    pipeline: Pipeline = current_app.extensions["edge.pipeline"]
-    routes = holder.current.routes
+    state = holder.current
+    terminal, pipeline, routes = state.terminal, state.pipeline, state.routes
     checks: dict[str, Any] = {"routes": len(routes.routes)}
-    ready = bool(routes.routes) or bool(current_app.extensions["edge.config"].proxy_routes)
+    ready = bool(routes.routes) or bool(state.config is not None and state.config.proxy_routes)
     shutdown = current_app.extensions.get("edge.shutdown")
     if shutdown is not None and shutdown.is_set():
         checks["draining"] = True  # take this instance out of the load balancer first

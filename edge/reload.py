@@ -1,19 +1,29 @@
-"""Hot reload of descriptors: drop a .proto into ``protos/`` and it is served, no restart.
+"""Live reload: the config file and the descriptors, read again and swapped in whole.
 
-A reload compiles the whole set in a worker thread (never on the event loop), builds the
-new routes, opens invokers for new methods, and then swaps the gateway's state with one
-assignment: requests already running finish on the routes they started with, new ones see
-the new routes. A reload whose set has a *new* problem (a file that compiled before and
-no longer does, a new broken file, a conflicting rule) is refused: the last good set
-keeps being served and the problem is reported (log, ``/admin/descriptors``, ``edge
-check``). Problems the current set already had (a file broken since start-up) do not
-block reloads of the others, nor do problems with what an upstream's reflection sent
-(those files are left out alone; the problem is reported and logged).
+A reload reads the config file again (as ``edge serve`` read it: environment and command
+line included), compiles the descriptors in a worker thread (never on the event loop),
+builds the whole new gateway beside the running one (``edge.assembly``: pipeline,
+channels, adapters), and only then swaps the state with one assignment. Requests, streams
+and sockets already running finish on the config they started with; new ones see the new
+one; the replaced generation lets go of what it alone held (channels to an upstream that
+moved, say) when its last call ends (``edge.state.Generation``). What did not change is
+kept, not rebuilt: warm channels, breaker state, limiter counters (``edge.leases``).
 
-Triggers: the watcher (polling, so it also sees Kubernetes ConfigMap symlink swaps and
-network file systems), SIGHUP, ``POST /admin/reload``, and for upstreams with
-``reflection: true`` every ``reflection_interval`` (a refresh is an ordinary reload, whose
-sources include the upstreams' reflection; it runs beside the watcher).
+Anything wrong refuses the whole reload and changes nothing: a config that does not parse
+or validate (the problem names the key, or the line and column), one that cannot be built
+(a policy needing credentials nobody configured, an unreadable TLS file), a descriptor set
+with a *new* problem (a file that compiled before and no longer does, a new broken file,
+a conflicting rule). The problem is logged, counted (``edge_config_reload_total``) and
+shown by ``/admin/descriptors``. Problems the current set already had (a file broken
+since start-up) do not block reloads of the others, nor do problems with what an
+upstream's reflection sent (those files are left out alone; the problem is reported and
+logged). Settings read only at start (listeners, workers; ``edge.config_source``) keep
+their running values, and the reload says they need a restart.
+
+Triggers: the watcher (polling the config file and the descriptor files, so it also sees
+Kubernetes ConfigMap symlink swaps and network file systems), SIGHUP, ``POST
+/admin/reload``, and for upstreams with ``reflection: true`` every ``reflection_interval``
+(a refresh is an ordinary reload, whose sources include the upstreams' reflection).
 """
 
 from __future__ import annotations
@@ -21,17 +31,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.config import Config
+from edge.config_source import ConfigSource, keep_running
+from edge.errors import ConfigError
+from edge.leases import Lease, Shared
 from edge.observability import metrics
-from edge.pipeline.policy import PolicyIndex
 from edge.routes import Routes, load_routes
-from edge.state import StateHolder
-from edge.upstream.grpc import GrpcTerminal
+from edge.state import GatewayState, StateHolder
 
 log = logging.getLogger("edge.reload")
 
@@ -47,9 +59,12 @@ class ReloadStatus:
     last_error: list[str] = field(default_factory=list)  # problems that blocked a reload
     reloads: int = 0
     failures: int = 0
+    # settings a reload changed that keep their running values until a restart
+    restart_needed: list[str] = field(default_factory=list)
 
     def snapshot(self) -> dict[str, object]:
         return {
+            "worker": os.getpid(),  # with --workers N, which one answered
             "generation": self.generation,
             "loaded_at": self.loaded_at,
             "last_attempt_at": self.last_attempt_at,
@@ -57,6 +72,7 @@ class ReloadStatus:
             "last_error": self.last_error,
             "reloads": self.reloads,
             "failures": self.failures,
+            "restart_needed": self.restart_needed,
         }
 
 
@@ -65,6 +81,7 @@ class ReloadResult:
     applied: bool
     problems: tuple[str, ...]  # the new problems that blocked it, when not applied
     routes: int
+    restart_needed: tuple[str, ...] = ()  # changed settings that wait for a restart
 
 
 # Problems with what an upstream's reflection sent (a file clashing with one on disk, more
@@ -84,9 +101,14 @@ def blocks_reload(problem: str) -> bool:
     return not problem.startswith(UPSTREAM_PROBLEM)
 
 
-def snapshot_files(config: Config) -> dict[str, tuple[int, int]]:
-    """(mtime_ns, size) of every file a reload would read."""
-    found: dict[str, tuple[int, int]] = {}
+def snapshot_files(config: Config, config_file: Path | None = None) -> dict[str, tuple[int, ...]]:
+    """(mtime_ns, size, inode) of every file a reload would read: the config file (through
+    its symlinks: a ConfigMap update swaps them) and the descriptors."""
+    found: dict[str, tuple[int, ...]] = {}
+    if config_file is not None:
+        with contextlib.suppress(OSError):
+            stat = config_file.stat()
+            found[str(config_file)] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
     roots = [*config.descriptors.proto_paths, *config.descriptors.include_paths]
     for root in roots:
         if not root.is_dir():
@@ -95,68 +117,110 @@ def snapshot_files(config: Config) -> dict[str, tuple[int, int]]:
             if path.suffix in WATCHED_SUFFIXES and path.is_file():
                 with contextlib.suppress(OSError):
                     stat = path.stat()
-                    found[str(path)] = (stat.st_mtime_ns, stat.st_size)
+                    found[str(path)] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
     for path in config.descriptors.descriptor_sets:
         with contextlib.suppress(OSError):
             stat = Path(path).stat()
-            found[str(path)] = (stat.st_mtime_ns, stat.st_size)
+            found[str(path)] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
     return found
 
 
+# builds the gateway for a config (edge.assembly.assemble with the app's parts)
+Assemble = Callable[[Config, Routes, Lease, int], Awaitable[GatewayState]]
+
+
 class Reloader:
+    """Reads, builds and swaps; one reload at a time, later triggers wait their turn."""
+
     def __init__(
         self,
-        config: Config,
         holder: StateHolder,
-        terminal: GrpcTerminal | None,
+        assemble: Assemble,
+        shared: Shared,
+        source: ConfigSource | None = None,
         loader: Callable[[Config], Routes] = load_routes,
-        policies: PolicyIndex | None = None,
+        applied: Callable[[Config], None] | None = None,
     ) -> None:
-        self.config = config
         self.holder = holder
-        self.terminal = terminal
-        self.policies = policies
+        self.assemble = assemble
+        self.shared = shared
+        self.source = source  # None: the config given at start is kept (descriptors only)
         self.loader = loader
+        self.applied = applied  # told of each config swapped in (log level, access log)
         self.status = ReloadStatus()
         self._lock = asyncio.Lock()
         self._pending: set[asyncio.Task[ReloadResult]] = set()
         self._watch_task: asyncio.Task[None] | None = None
+        self._watch_interval: float | None = None
         self._refresh_task: asyncio.Task[None] | None = None
+        self._refresh_interval: float | None = None
+
+    @property
+    def config(self) -> Config:
+        config = self.holder.current.config
+        assert config is not None
+        return config
 
     async def reload(self, reason: str) -> ReloadResult:
         async with self._lock:  # one reload at a time; later triggers queue up
             self.status.last_attempt_at = time.time()
             self.status.last_reason = reason
-            current = self.holder.current.routes
+            running = self.holder.current
+            current = running.routes
             try:
-                routes = await asyncio.to_thread(self.loader, self.config)
+                config, restart = await self._read(self.config)
+                routes = await asyncio.to_thread(self.loader, config)
+            except ConfigError as exc:
+                return self._refused([str(exc)], current)
             except Exception as exc:  # a reload must never take the gateway down
                 log.exception("reload (%s) failed", reason)
-                return self._refused([f"reload failed: {exc}"], current)
+                return self._refused([f"reload failed: {type(exc).__name__}"], current)
             known = {problem_subject(p) for p in current.problems}
             new_problems = [p for p in routes.problems if problem_subject(p) not in known]
             blocking = [p for p in new_problems if blocks_reload(p)]
             if blocking:
                 return self._refused(blocking, current)
+            lease = self.shared.lease()
+            generation = running.generation + 1
+            try:
+                state = await self.assemble(config, routes, lease, generation)
+            except ConfigError as exc:
+                await lease.release()
+                return self._refused([str(exc)], current)
+            except Exception as exc:
+                await lease.release()
+                log.exception("reload (%s) failed building the gateway", reason)
+                return self._refused([f"reload failed: {type(exc).__name__}"], current)
             for problem in new_problems:
                 log.warning("reloaded with a problem from an upstream: %s", problem)
-            if self.terminal is not None:
-                self.terminal.open(routes.upstream_methods())
-            if self.policies is not None:
-                self.policies.set_sidecars(routes.sidecar_policies)
-            self.holder.current = replace(self.holder.current, routes=routes)
+            self.holder.current = state
+            running.life.retire(lambda: retire(running))
+            if self.applied is not None:
+                self.applied(config)
+            self._follow(config)
             metrics.RELOADS.labels("applied").inc()
-            self.status.generation += 1
+            self.status.generation = generation
             self.status.loaded_at = time.time()
             self.status.last_error = []
             self.status.reloads += 1
+            self.status.restart_needed = restart
+            for key in restart:
+                log.warning("%s changed: it keeps its running value until a restart", key)
             log.info(
-                "reloaded descriptors (%s): %d routes, generation %d",
+                "reloaded (%s): %d routes, generation %d",
                 reason,
                 len(routes.routes),
-                self.status.generation,
+                generation,
             )
-            return ReloadResult(True, (), len(routes.routes))
+            return ReloadResult(True, (), len(routes.routes), tuple(restart))
+
+    async def _read(self, running: Config) -> tuple[Config, list[str]]:
+        """The config to apply: the file read again (or the running one, without a file)
+        with the restart-only settings kept, and those that changed."""
+        if self.source is None:
+            return running, []
+        new = await asyncio.to_thread(self.source.load)
+        return keep_running(new, running)
 
     def reload_soon(self, reason: str) -> None:
         """Reload in the background (from a signal handler), keeping the task referenced."""
@@ -169,28 +233,47 @@ class Reloader:
         self.status.failures += 1
         self.status.last_error = problems
         for problem in problems:
-            log.error("reload refused, still serving the last good set: %s", problem)
+            log.error("reload refused, still serving the last good config: %s", problem)
         return ReloadResult(False, tuple(problems), len(current.routes))
 
-    def start_watching(self, interval: float) -> None:
+    def start(self) -> None:
         """Reload by itself: on file changes, and to refresh upstreams' reflection."""
-        self._watch_task = asyncio.create_task(self._watch(interval), name="edge-reload-watch")
+        self._follow(self.config)
 
-    def start_refreshing(self) -> None:
-        """Reload every ``reflection_interval`` (the shortest, if several upstreams reflect)."""
-        intervals = [u.reflection_interval for u in self.config.upstreams.values() if u.reflection]
-        if intervals and self._refresh_task is None:
-            self._refresh_task = asyncio.create_task(
-                self._refresh(min(intervals)), name="edge-reflection-refresh"
-            )
+    def _follow(self, config: Config) -> None:
+        """The watcher and the reflection refresh as ``config`` asks (restarted on change)."""
+        watch = config.descriptors.watch_interval if config.descriptors.watch else None
+        if watch != self._watch_interval:
+            self._cancel(self._watch_task)
+            self._watch_task = None
+            if watch is not None:
+                self._watch_task = asyncio.create_task(self._watch(watch), name="edge-watch")
+            self._watch_interval = watch
+        intervals = [u.reflection_interval for u in config.upstreams.values() if u.reflection]
+        refresh = min(intervals) if intervals else None
+        if refresh != self._refresh_interval:
+            self._cancel(self._refresh_task)
+            self._refresh_task = None
+            if refresh is not None:
+                self._refresh_task = asyncio.create_task(
+                    self._refresh(refresh), name="edge-reflection-refresh"
+                )
+            self._refresh_interval = refresh
+
+    @staticmethod
+    def _cancel(task: asyncio.Task[None] | None) -> None:
+        # not from inside itself: a reload run by the watcher may restart the watcher
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
 
     async def stop(self) -> None:
-        for task in (self._watch_task, self._refresh_task):
+        for task in (self._watch_task, self._refresh_task, *self._pending):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._watch_task = self._refresh_task = None
+        self._watch_interval = self._refresh_interval = None
 
     async def _refresh(self, interval: float) -> None:
         # a refresh is a reload: the reflected sets are fetched again with everything else
@@ -201,20 +284,34 @@ class Reloader:
             except Exception:
                 log.exception("reflection refresh error")
 
+    def _files(self) -> dict[str, tuple[int, ...]]:
+        return snapshot_files(self.config, self.source.path if self.source else None)
+
     async def _watch(self, interval: float) -> None:
-        seen = await asyncio.to_thread(snapshot_files, self.config)
+        seen = await asyncio.to_thread(self._files)
         while True:
             await asyncio.sleep(interval)
             try:
-                now = await asyncio.to_thread(snapshot_files, self.config)
+                now = await asyncio.to_thread(self._files)
                 if now == seen:
                     continue
                 # wait for the writer to finish (editors and kubectl write in steps)
                 await asyncio.sleep(min(0.5, interval))
-                settled = await asyncio.to_thread(snapshot_files, self.config)
+                settled = await asyncio.to_thread(self._files)
                 if settled != now:
                     continue  # still changing: look again next round
                 seen = settled
                 await self.reload("files changed")
+                if self._watch_task is not asyncio.current_task():
+                    return  # that reload changed the interval: a new watcher took over
+                # the files of the config now served (a reload may have moved the folders)
+                seen = await asyncio.to_thread(self._files)
             except Exception:
-                log.exception("descriptor watcher error")
+                log.exception("reload watcher error")
+
+
+async def retire(state: GatewayState) -> None:
+    """Let go of what a replaced generation held, once its last call has ended."""
+    await state.pipeline.close()
+    if state.lease is not None:
+        await state.lease.release()

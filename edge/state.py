@@ -1,21 +1,76 @@
 """The running gateway's state: what every request reads, swapped whole on reload.
 
 A request takes ``StateHolder.current`` once, when it starts, and uses that snapshot to
-its end; a reload builds a new ``GatewayState`` beside the old and swaps the one reference,
-so a request never sees half of one config and half of another. Admin, health and the
-OpenAPI views read it here too, which is why it lives apart from the hot-path adapters.
+its end; a reload builds a new ``GatewayState`` beside the old (``edge.assembly``) and
+swaps the one reference, so a request never sees half of one config and half of another.
+Admin, health and the OpenAPI views read it here too, which is why it lives apart from
+the hot-path adapters.
+
+``LiveFront`` is what Hypercorn serves: it hands each request to the front door of the
+state current when the request came, and counts the requests, streams and sockets each
+generation still has open, so that a replaced generation's resources (channels nobody
+else uses, its lease) are let go of exactly when its last call ends.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from edge.ingress.asgi import ASGIApp, Receive, Scope, Send
 from edge.ingress.calls import CallFactory
 from edge.ingress.compression import Compression
 from edge.ingress.websocket_policy import WebSocketPolicy
 from edge.pipeline.build import Pipeline
 from edge.pipeline.chain import Next
 from edge.routes import Routes
+
+if TYPE_CHECKING:
+    from edge.call import Terminal
+    from edge.config import Config
+    from edge.leases import Lease
+
+log = logging.getLogger("edge.state")
+
+
+class Generation:
+    """How many requests one state is serving, and what to do once it is replaced and idle."""
+
+    __slots__ = ("active", "number", "on_idle")
+
+    def __init__(self, number: int) -> None:
+        self.number = number
+        self.active = 0
+        # set when the state is replaced: called once, when its last request ends
+        self.on_idle: Callable[[], None] | None = None
+
+    def retire(self, release: Callable[[], Awaitable[None]]) -> None:
+        """Run ``release`` once nothing runs on this generation (now, if nothing does)."""
+        tasks: set[asyncio.Task[None]] = set()
+
+        def idle() -> None:
+            self.on_idle = None
+            task = asyncio.get_running_loop().create_task(
+                _released(release, self.number), name=f"edge-retire-{self.number}"
+            )
+            tasks.add(task)  # referenced until done
+            task.add_done_callback(tasks.discard)
+
+        if self.active == 0:
+            idle()
+        else:
+            self.on_idle = idle
+
+
+async def _released(release: Callable[[], Awaitable[None]], number: int) -> None:
+    try:
+        await release()
+        log.info("generation %d: its last call ended; its own resources are closed", number)
+    except Exception:
+        log.exception("closing generation %d's resources failed", number)
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +85,18 @@ class GatewayState:
     pipeline: Pipeline
     send_timeout: float | None = None  # server.send_timeout, for streams
     compression: Compression | None = None  # gzip/br of transcoded routes (None: none)
+    config: Config | None = None  # what this state was built from
+    front: ASGIApp | None = None  # the request guard and the adapters for this config
+    terminal: Terminal | None = None  # the gRPC terminal (channels), for health checks
+    generation: int = 1
+    lease: Lease | None = None  # what it holds in the app's shared pool (edge.leases)
+    life: Generation = field(default_factory=lambda: Generation(1), compare=False)
+    # what opens its connections (channels, pools) inside the running loop: ``start``
+    openers: tuple[Callable[[], Awaitable[None]], ...] = ()
+
+    async def start(self) -> None:
+        for open_ in self.openers:
+            await open_()
 
 
 class StateHolder:
@@ -39,3 +106,33 @@ class StateHolder:
 
     def __init__(self, state: GatewayState) -> None:
         self.current = state
+
+    @classmethod
+    def pinned_later(cls) -> StateHolder:
+        """A holder whose state is set once it is built (its adapters are part of it)."""
+        return cls.__new__(cls)
+
+
+class LiveFront:
+    """The ASGI app served: each request to the current state's front, counted."""
+
+    __slots__ = ("holder",)
+
+    def __init__(self, holder: StateHolder) -> None:
+        self.holder = holder
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        state = self.holder.current
+        front = state.front
+        assert front is not None
+        if scope["type"] == "lifespan":  # the app's whole life: not a call of this state
+            await front(scope, receive, send)
+            return
+        life = state.life
+        life.active += 1
+        try:
+            await front(scope, receive, send)
+        finally:
+            life.active -= 1
+            if life.active == 0 and life.on_idle is not None:
+                life.on_idle()

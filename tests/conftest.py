@@ -20,6 +20,7 @@ from listening import wait_listening
 from edge.app import create_app
 from edge.cli import hypercorn_config
 from edge.config import Config, parse_config
+from edge.config_source import ConfigSource
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_PROTOS = ROOT / "tests" / "protos"
@@ -39,10 +40,15 @@ class Gateway:
 
 @contextlib.asynccontextmanager
 async def run_gateway(
-    config: Config, *, certfile: Path | None = None, keyfile: Path | None = None
+    config: Config,
+    *,
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
+    source: ConfigSource | None = None,
 ) -> AsyncIterator[Gateway]:
-    """Serve the gateway with real Hypercorn on a socket bound to port 0."""
-    app = create_app(config)
+    """Serve the gateway with real Hypercorn on a socket bound to port 0 (``source``: the
+    file a reload reads again)."""
+    app = create_app(config, source=source)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

@@ -53,7 +53,9 @@ BREAKER_STATE = Gauge(
     multiprocess_mode="max",
 )
 BREAKER_TRANSITIONS = Counter("edge_breaker_transitions", "Breaker state changes", ["name", "to"])
-RELOADS = Counter("edge_descriptor_reloads", "Descriptor reloads", ["result"])
+RELOADS = Counter(
+    "edge_config_reload", "Reloads of the config and descriptors, by result", ["result"]
+)
 
 
 _CHILDREN: dict[tuple[object, tuple[str, ...]], Any] = {}

@@ -21,6 +21,7 @@ configured ``openapi.servers``, no framing; with ``nosniff``, ``X-Frame-Options:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -96,9 +97,15 @@ def docs_headers(servers: tuple[str, ...] = ()) -> dict[str, str]:
     }
 
 
+def _config() -> Config:
+    holder: StateHolder = current_app.extensions["edge.state"]
+    config = holder.current.config
+    assert config is not None
+    return config
+
+
 def _headers() -> dict[str, str]:
-    config: Config = current_app.extensions["edge.config"]
-    return docs_headers(tuple(config.openapi.servers))
+    return docs_headers(tuple(_config().openapi.servers))
 
 
 @dataclass(slots=True)
@@ -122,7 +129,10 @@ class OpenApiCache:
         return self.body
 
     def _build(self, routes: Routes, config: Config) -> tuple[bytes, bytes]:
-        key = document_key(routes)
+        # the config too: a reload may change the title, the servers, the auth or what
+        # the schemas say is accepted, with the same descriptors
+        config_digest = hashlib.blake2b(config.model_dump_json().encode(), digest_size=16)
+        key = document_key(routes) + config_digest.digest()
         if key == self.key:
             return key, self.body
         body = orjson.dumps(build_openapi(routes, config))
@@ -136,7 +146,9 @@ async def openapi_json() -> Response:
     cache: OpenApiCache | None = current_app.extensions.get("edge.openapi")
     if cache is None:
         cache = current_app.extensions["edge.openapi"] = OpenApiCache()
-    body = await cache.document(holder.current.routes, current_app.extensions["edge.config"])
+    state = holder.current
+    assert state.config is not None
+    body = await cache.document(state.routes, state.config)
     return Response(
         body,
         content_type="application/json",

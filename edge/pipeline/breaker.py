@@ -83,12 +83,16 @@ class BreakerLayer:
         clock: Callable[[], float] = time.monotonic,
         route_configs: Sequence[tuple[str, BreakerConfig]] = (),
         events: PipelineEvents = NO_EVENTS,
+        route_guards: dict[str, UpstreamGuard | None] | None = None,
     ) -> None:
         self.guards = dict(guards)
         self.events = events
         # per-route breakers: glob -> config; one guard per matching route, made on first use
         self.route_configs = tuple(route_configs)
-        self.route_guards: dict[str, UpstreamGuard | None] = {}
+        # (given: kept over reloads that leave the per-route breakers alone)
+        self.route_guards: dict[str, UpstreamGuard | None] = (
+            {} if route_guards is None else route_guards
+        )
         self.failure_codes = failure_codes
         self.clock = clock
 

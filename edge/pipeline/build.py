@@ -1,19 +1,28 @@
-"""Assembling the policy pipeline from config, once, at start-up.
+"""Assembling the policy pipeline from config, at start-up and on every reload.
 
 Order, outermost first: auth -> rate limit -> retry -> breaker -> terminal. Auth comes first so
 limits can key on the verified subject; the breaker sits next to the upstream so that
 401s and 429s never count as upstream failures. A layer with nothing to do for any route
 is left out entirely, so an unconfigured gateway pays nothing for it.
+
+What carries state is taken through the pipeline's ``Lease`` (``edge.leases``), keyed by
+the settings it is made from, so a reload keeps it when those did not change: the limiter's
+counters (memory) or its client (Redis), each upstream's breaker and in-flight counts, the
+per-route breakers, the retry budget, and the open-stream counts (always kept, with the new
+limits: the streams open now are still open). Verification keys are not kept: a reload
+re-reads key files and refetches JWKS when they are next needed.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from edge.call import Call
 from edge.config import Config
 from edge.errors import ConfigError
+from edge.leases import Lease, Shared
 from edge.pipeline.auth import AuthLayer, KeyRing
 from edge.pipeline.breaker import BreakerLayer, UpstreamGuard, failure_code_numbers, guard_for
 from edge.pipeline.chain import Layer
@@ -38,6 +47,7 @@ class Pipeline:
     retry: RetryLayer | None = None
     streams: StreamLimitLayer | None = None
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    lease: Lease = field(default_factory=lambda: Shared().lease())
 
     # -- the doors an ingress adapter uses; none of them reads a layer's private state --
 
@@ -104,6 +114,20 @@ class Pipeline:
     async def close(self) -> None:
         for close in self.closers:
             await close()
+        await self.lease.release()
+
+
+async def _nothing_to_close(value: Any) -> None:
+    return None
+
+
+async def _close_store(store: Any) -> None:
+    await store.close()
+
+
+def _settings_key(*parts: Any) -> tuple[str, ...]:
+    """A hashable key of config sections (pydantic models are compared by their JSON)."""
+    return tuple(part if isinstance(part, str) else part.model_dump_json() for part in parts)
 
 
 def build_pipeline(
@@ -111,15 +135,20 @@ def build_pipeline(
     upstreams: Iterable[str] | None = None,
     sidecar_policies: Sequence[SidecarPolicy] = (),
     events: PipelineEvents = NO_EVENTS,
+    lease: Lease | None = None,
 ) -> Pipeline:
     """The pipeline the config describes; ``events`` hears what it reports (metrics).
+
+    ``lease``: the generation's lease on the app's shared pool, through which state is kept
+    across reloads (see the module docstring); without one nothing is shared.
 
     The pipeline never imports observability: ``edge.app`` passes the Prometheus
     recorder when ``observability.metrics`` is on. Raises ConfigError for a policy that
     needs credentials nobody configured, or a breaker for an unknown upstream.
     """
     index = PolicyIndex(config.policies, config.default_policy, config.sidecars_may_loosen)
-    pipeline = Pipeline(index=index)
+    pipeline = Pipeline(index=index) if lease is None else Pipeline(index=index, lease=lease)
+    lease = pipeline.lease
     auth_config = config.auth
     has_credentials = bool(auth_config.issuers or auth_config.api_keys.keys)
     if index.any_auth and not has_credentials:
@@ -134,13 +163,18 @@ def build_pipeline(
     limiting = config.rate_limiting
     store: LimiterStore
     if limiting.backend == "redis":
-        redis_store = RedisLimiterStore.from_url(
-            limiting.redis_url, timeout=limiting.redis_timeout, prefix=limiting.redis_prefix
+        url, timeout, prefix = limiting.redis_url, limiting.redis_timeout, limiting.redis_prefix
+        store = lease.take(
+            ("limiter", "redis", url, timeout, prefix),
+            lambda: RedisLimiterStore.from_url(url, timeout=timeout, prefix=prefix),
+            _close_store,
         )
-        store = redis_store
-        pipeline.closers.append(redis_store.close)
     else:
-        store = MemoryLimiterStore(limiting.max_keys, max_bytes=limiting.max_bytes)
+        store = lease.take(
+            ("limiter", "memory", limiting.max_keys, limiting.max_bytes),
+            lambda: MemoryLimiterStore(limiting.max_keys, max_bytes=limiting.max_bytes),
+            _nothing_to_close,
+        )
     pipeline.ratelimit = RateLimitLayer(
         index,
         store,
@@ -153,26 +187,40 @@ def build_pipeline(
     pipeline.layers.append(pipeline.ratelimit)
     server = config.server
     if server.max_streams is not None or server.max_streams_per_client is not None:
-        pipeline.streams = StreamLimitLayer(
-            StreamCounts(server.max_streams, server.max_streams_per_client),
-            parse_networks(limiting.trusted_proxies),
-        )
+        counts = lease.take(("stream counts",), lambda: StreamCounts(None, None), _nothing_to_close)
+        counts.total_limit, counts.per_client = server.max_streams, server.max_streams_per_client
+        pipeline.streams = StreamLimitLayer(counts, parse_networks(limiting.trusted_proxies))
         pipeline.layers.append(pipeline.streams)
     names = (
         list(upstreams) if upstreams is not None else [*config.upstreams, *config.http_upstreams]
     )
     # outside the breaker: every attempt is seen by it, and an open one ends the retries
     budget = config.retry_budget
-    pipeline.retry = RetryLayer(index, RetryBudget(budget.ratio, budget.min_retries_per_second))
+    retry_budget = lease.take(
+        ("retry budget", *_settings_key(budget)),
+        lambda: RetryBudget(budget.ratio, budget.min_retries_per_second),
+        _nothing_to_close,
+    )
+    pipeline.retry = RetryLayer(index, retry_budget)
     pipeline.layers.append(pipeline.retry)
     unknown = set(config.breakers.upstreams) - set(names)
     if unknown:
         raise ConfigError(f"breakers.upstreams names unknown upstreams {sorted(unknown)}")
-    guards: dict[str, UpstreamGuard] = {
-        name: guard_for(name, config.breakers.upstreams.get(name, config.breakers.default))
-        for name in names
-    }
+    guards: dict[str, UpstreamGuard] = {}
+    for name in names:
+        breaker = config.breakers.upstreams.get(name, config.breakers.default)
+        upstream = config.upstreams.get(name) or config.http_upstreams.get(name)
+        guards[name] = lease.take(
+            ("breaker", name, *_settings_key(breaker, upstream or "")),
+            lambda name=name, breaker=breaker: guard_for(name, breaker),  # type: ignore[misc]
+            _nothing_to_close,
+        )
     routes = list(config.breakers.routes.items())
+    route_guards: dict[str, UpstreamGuard | None] = lease.take(
+        ("route breakers", *_settings_key(config.breakers), *(p for p, _ in routes)),
+        dict,
+        _nothing_to_close,
+    )
     if routes or any(
         g.breaker is not None or g.max_requests or g.max_streams for g in guards.values()
     ):
@@ -181,6 +229,7 @@ def build_pipeline(
             failure_code_numbers(config.breakers.failure_codes),
             route_configs=routes,
             events=events,
+            route_guards=route_guards,
         )
         pipeline.layers.append(pipeline.breakers)
     attempts = events.attempt_layer()

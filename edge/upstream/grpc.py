@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
@@ -29,6 +30,7 @@ from google.protobuf.message import Message
 from edge.call import Call, Reply
 from edge.descriptors.registry import MethodInfo
 from edge.errors import ConfigError, InternalError, UpstreamStatus, UpstreamUnreachable
+from edge.leases import Lease, Shared
 from edge.transcode.status import code_number
 from edge.upstream.lean_channel import LeanChannel
 from edge.upstream_settings import UpstreamSettings
@@ -82,6 +84,22 @@ def open_channel(settings: UpstreamSettings) -> grpc.aio.Channel:
     return grpc.aio.secure_channel(
         settings.target, credentials, options=options, compression=compression
     )
+
+
+def _tls_digest(settings: UpstreamSettings) -> bytes:
+    """The TLS files' bytes, hashed: a rotated certificate at the same path is a new channel."""
+    digest = hashlib.blake2b(digest_size=16)
+    for path in (settings.ca_file, settings.cert_file, settings.key_file):
+        digest.update(b"\0" if path is None else (_read(path) or b"") + b"\1")
+    return digest.digest()
+
+
+async def _close_channel(channel: grpc.aio.Channel) -> None:
+    await channel.close(grace=None)
+
+
+async def _close_lean(channel: LeanChannel) -> None:
+    await channel.close()
 
 
 def _pairs(metadata: Any) -> tuple[tuple[str, str | bytes], ...]:
@@ -241,11 +259,21 @@ class GrpcTerminal:
     method of the same name may have new message classes, and a request bound with the old
     classes must be sent with the old serializers. A call in flight holds its MethodInfo,
     so its invoker lives exactly as long as something can still use it, however many
-    reloads happen meanwhile; then it goes with its MethodInfo. Channels outlive reloads.
+    reloads happen meanwhile; then it goes with its MethodInfo.
+
+    Channels come from a ``Lease`` (``edge.leases``), keyed by the upstream's settings and
+    the bytes of its TLS files: a reload that leaves an upstream alone keeps its warm
+    channel; one that moves it (or rotates its certificate) gets a new channel, and the old
+    one is closed when the last generation using it has finished its calls. Without a lease
+    the terminal holds its channels alone, and ``close`` closes them.
     """
 
-    def __init__(self, upstreams: Mapping[str, UpstreamSettings]) -> None:
+    def __init__(
+        self, upstreams: Mapping[str, UpstreamSettings], lease: Lease | None = None
+    ) -> None:
         self._settings = dict(upstreams)
+        self._own_lease = lease is None  # else the generation lets go of it (edge.state)
+        self._lease = lease if lease is not None else Shared().lease()
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._lean: dict[str, LeanChannel] = {}  # upstreams with client: lean
         self._invokers: dict[str, weakref.WeakKeyDictionary[MethodInfo, Invoker]] = {}
@@ -255,7 +283,12 @@ class GrpcTerminal:
         for upstream, method in routes:
             channel = self._channels.get(upstream)
             if channel is None:
-                channel = open_channel(self._settings[upstream])
+                settings = self._settings[upstream]
+                channel = self._lease.take(
+                    ("grpc.aio", settings, _tls_digest(settings)),
+                    lambda settings=settings: open_channel(settings),  # type: ignore[misc]
+                    _close_channel,
+                )
                 self._channels[upstream] = channel
             table = self._invokers.setdefault(upstream, weakref.WeakKeyDictionary())
             if method in table:
@@ -274,7 +307,12 @@ class GrpcTerminal:
                 # the grpc.aio channel stays (idle until a stream or a health check).
                 lean = self._lean.get(upstream)
                 if lean is None:
-                    lean = self._lean[upstream] = LeanChannel(self._settings[upstream])
+                    settings = self._settings[upstream]
+                    lean = self._lean[upstream] = self._lease.take(
+                        ("lean", settings, _tls_digest(settings)),
+                        lambda settings=settings: LeanChannel(settings),  # type: ignore[misc]
+                        _close_lean,
+                    )
                 invoker = lean.invoker(method)
             else:
                 invoker = _unary_unary(channel.unary_unary(path, serialize, deserialize))
@@ -284,13 +322,12 @@ class GrpcTerminal:
         return self._channels.get(upstream)
 
     async def close(self) -> None:
-        channels, self._channels = self._channels, {}
-        lean, self._lean = self._lean, {}
+        """Close the channels; with a generation's lease, that lease lets go of them instead
+        (closed unless another generation holds them)."""
+        self._channels, self._lean = {}, {}
         self._invokers.clear()
-        for connection in lean.values():
-            await connection.close()
-        for channel in channels.values():
-            await channel.close(grace=None)
+        if self._own_lease:
+            await self._lease.release()
 
     async def __call__(self, call: Call) -> Reply:
         table = self._invokers.get(call.upstream)

@@ -135,7 +135,12 @@ class HttpProxyTerminal:
         self._upstreams: dict[str, _Upstream] = {}
 
     async def open(self) -> None:
-        """Make one session (connection pool) per upstream; call inside the event loop."""
+        """Make one session (connection pool) per upstream; call inside the event loop.
+
+        Once: a reload that keeps this terminal (its upstreams unchanged) opens it again.
+        """
+        if self._upstreams:
+            return
         for name, config in self._configs.items():
             session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=config.max_connections, limit_per_host=0),

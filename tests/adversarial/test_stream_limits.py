@@ -46,7 +46,7 @@ async def refused(edge: Edge, status: int, code: int) -> None:
 
 async def released(edge: Edge) -> None:
     """Polled until the gateway has seen every stream end (a disconnect is heard async)."""
-    pipeline = edge.gateway.app.extensions["edge.pipeline"]
+    pipeline = edge.gateway.app.extensions["edge.state"].current.pipeline
     deadline = asyncio.get_running_loop().time() + 10
     while pipeline.snapshot()["streams"]["open"]:
         assert asyncio.get_running_loop().time() < deadline

@@ -99,3 +99,59 @@ async def test_edge_serve(kitchen_upstream: Any, tmp_path: Path, workers: int) -
     stderr = log.read_text()
     assert code == 0, stderr
     assert "Traceback" not in stderr
+
+
+async def every_worker_at(base: str, generation: int, workers: int = 2) -> None:
+    """Until each of ``workers`` processes reports ``generation`` (10 s at most)."""
+    generations: dict[int, int] = {}
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while not (len(generations) == workers and set(generations.values()) == {generation}):
+        assert loop.time() < deadline, generations
+        async with httpx.AsyncClient() as fresh:  # a new connection: either worker
+            status = (await fresh.get(f"{base}/admin/descriptors")).json()["reload"]
+        generations[status["worker"]] = status["generation"]
+
+
+async def test_sighup_to_the_supervisor_reloads_every_worker(
+    kitchen_upstream: Any, tmp_path: Path
+) -> None:
+    upstream_port, _ = kitchen_upstream
+    port = free_port()
+    config: dict[str, Any] = {
+        "server": {"bind": [f"127.0.0.1:{port}"], "workers": 2},
+        "descriptors": {"proto_paths": [str(TEST_PROTOS)], "watch": False},
+        "upstreams": {"kitchen": {"address": f"127.0.0.1:{upstream_port}"}},
+        "services": {"*": {"upstream": "kitchen"}},
+    }
+    config_file = tmp_path / "edge.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "EDGE__SERVER__GRACEFUL_TIMEOUT": "1s"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "serve", "--config", str(config_file)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_answering(f"{base}/healthz", process)
+        await every_worker_at(base, 1)  # both serving (a SIGHUP before that is not seen)
+        limit = [{"algorithm": "token_bucket", "limit": 1000, "period": "60s"}]
+        config["policies"] = [{"match": ["*"], "rate_limits": limit}]
+        config_file.write_text(yaml.safe_dump(config))
+        os.kill(process.pid, signal.SIGHUP)  # the supervisor alone, as systemd's reload does
+        await every_worker_at(base, 2)
+        for _ in range(10):  # and every worker serves the new policy
+            async with httpx.AsyncClient() as fresh:
+                answer = await fresh.get(f"{base}/v1/kitchen/reloaded")
+            assert answer.headers["ratelimit-limit"] == "1000"
+        assert process.poll() is None  # SIGHUP did not end the supervisor
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.to_thread(process.wait, 20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from http_upstream import closed_port
 from hypercorn.asyncio import serve
-from hypercorn.config import Config as HypercornConfig
+from jwks import jwks_server as serve_jwks
 from kitchen_upstream import Kitchen
 from listening import wait_listening
 from websockets.asyncio.client import connect
@@ -358,7 +358,7 @@ async def test_breaker_opens_answers_alone_then_closes(kitchen_upstream: Any) ->
             assert "circuit breaker is open" in open_answer.json()["message"]
             assert int(open_answer.headers["retry-after"]) >= 1
             assert kitchen.seen == []  # and the upstream was never asked
-            snapshot = gateway.app.extensions["edge.pipeline"].snapshot()
+            snapshot = gateway.app.extensions["edge.state"].current.pipeline.snapshot()
             assert snapshot["breakers"][0]["state"] == "open"
             deadline = asyncio.get_running_loop().time() + 10
             while (probe := await client.get("/v1/kitchen/x")).status_code == 503:
@@ -371,7 +371,7 @@ async def test_breaker_opens_answers_alone_then_closes(kitchen_upstream: Any) ->
             after = await client.get("/v1/kitchen/y")
             assert after.status_code == 200
             assert snapshot["breakers"][0]["state"] == "open"  # (the old snapshot)
-            state = gateway.app.extensions["edge.pipeline"].snapshot()["breakers"][0]
+            state = gateway.app.extensions["edge.state"].current.pipeline.snapshot()["breakers"][0]
             assert state["state"] == "closed"
             assert [t["to"] for t in state["transitions"]] == ["open", "half_open", "closed"]
 
@@ -391,7 +391,7 @@ async def test_in_flight_budget(stack_factory: Any) -> None:
         slow = [
             asyncio.create_task(client.post("/v1/sleep", json={"seconds": 2})) for _ in range(2)
         ]
-        pipeline = stack.gateway.app.extensions["edge.pipeline"]
+        pipeline = stack.gateway.app.extensions["edge.state"].current.pipeline
         deadline = asyncio.get_running_loop().time() + 1.5
         while pipeline.snapshot()["breakers"][0]["in_flight"] < 2:  # both slow calls are in
             assert asyncio.get_running_loop().time() < deadline
@@ -412,35 +412,9 @@ async def test_admin_endpoint_is_loopback_or_token(stack_factory: Any) -> None:
     assert {b["upstream"] for b in body["breakers"]} == {"kitchen"}
 
 
-@contextlib.asynccontextmanager
-async def jwks_server(kids: list[str], max_age: int) -> AsyncIterator[str]:
-    """A JWKS endpoint on a free port serving RSA_KEY under each kid in ``kids`` (read live)."""
-    import socket
-
-    async def jwks_app(scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(RSA_KEY.public_key(), as_dict=True)
-        keys = [{**jwk, "kid": kid, "use": "sig", "alg": "RS256"} for kid in kids]
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"cache-control", f"max-age={max_age}".encode()),
-        ]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": json.dumps({"keys": keys}).encode()})
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    hc = HypercornConfig()
-    hc.bind = [f"fd://{sock.detach()}"]
-    stop = asyncio.Event()
-    task = asyncio.create_task(serve(jwks_app, hc, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
-    try:
-        yield f"http://127.0.0.1:{port}/jwks"
-    finally:
-        stop.set()
-        await task
+def jwks_server(kids: list[str], max_age: int) -> contextlib.AbstractAsyncContextManager[str]:
+    """A JWKS endpoint serving RSA_KEY under each kid in ``kids`` (read live)."""
+    return serve_jwks(RSA_KEY, kids, max_age)
 
 
 def jwks_policy(url: str) -> dict[str, Any]:
@@ -525,7 +499,7 @@ async def test_safe_routes_are_retried_on_unavailable(stack_factory: Any) -> Non
         assert stack.kitchen.fail_calls["down"] == 3  # attempts is the ceiling
         assert not_retried.status_code == 500  # INTERNAL is not a retry code
         assert stack.kitchen.fail_calls["internal"] == 1
-        retries = stack.gateway.app.extensions["edge.pipeline"].snapshot()["retries"]
+        retries = stack.gateway.app.extensions["edge.state"].current.pipeline.snapshot()["retries"]
         assert retries["retried"] == 4
 
 

@@ -145,7 +145,7 @@ async def test_redis_down_mid_run_then_back(
             assert "ratelimit-remaining" not in down.headers  # fail open: no decision made
         else:
             assert down.json()["code"] == 14  # fail closed: 503
-        snapshot = gateway.app.extensions["edge.pipeline"].snapshot()
+        snapshot = gateway.app.extensions["edge.state"].current.pipeline.snapshot()
         assert snapshot["rate_limiting"]["backend_errors"] >= 1
         with redis_server(tmp_path, unused_tcp_port):  # an empty Redis comes back
             back = await client.get("/v1/kitchen/x")

@@ -88,13 +88,18 @@ def test_the_configmap_config_loads_and_serves_its_protos(tmp_path: Path) -> Non
     protos = found[("ConfigMap", "edge-protos")]["data"]
     deployment = found[("Deployment", "edge")]["spec"]["template"]["spec"]
     (volume,) = [v for v in deployment["volumes"] if v["name"] == "protos"]
-    (tmp_path / "edge.yaml").write_text(config_map["edge.yaml"])
+    (container,) = deployment["containers"]
+    assert container["args"] == ["serve", "--config", "/etc/edge/config/edge.yaml"]
+    # no subPath: a ConfigMap update reaches a folder mount only, and is reloaded live
+    assert all("subPath" not in mount for mount in container["volumeMounts"])
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "edge.yaml").write_text(config_map["edge.yaml"])
     for item in volume["configMap"]["items"]:  # the tree the pod sees under /etc/edge/protos
         target = tmp_path / "protos" / item["path"]
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(protos[item["key"]])
     assert {item["key"] for item in volume["configMap"]["items"]} == set(protos)
-    config = load_config(tmp_path / "edge.yaml", env=ENV)
+    config = load_config(tmp_path / "config" / "edge.yaml", env=ENV)
     assert config.rate_limiting.backend == "redis"
     assert config.rate_limiting.trusted_proxies
     routes = load_routes(config)

@@ -1,0 +1,337 @@
+"""Live configuration: the config file edited under steady load, applied without a restart.
+
+A gateway serves from a config file while clients keep sending every kind of request
+(unary calls, a server stream, an open WebSocket, proxied requests). The file is edited
+and reloaded (``POST /admin/reload``, or the watcher seeing the file change): policies
+tighten, a route starts requiring a token, the upstream moves to a second live server,
+proxy routes come and go, a JWKS issuer is added. Every request sent is answered and
+none with a 5xx, and each change shows on the first request after the reload. A broken
+config (bad YAML, an unknown key, an unreadable TLS file, a route conflict) changes
+nothing and is reported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections import Counter
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+import yaml
+from conftest import TEST_PROTOS, Gateway, run_gateway
+from cryptography.hazmat.primitives.asymmetric import rsa
+from http_upstream import serve_asgi, upstream_app
+from jwks import jwks_server
+from kitchen_upstream import Kitchen, start_kitchen
+from websockets.asyncio.client import connect
+
+from edge.config_source import ConfigSource
+
+pytestmark = pytest.mark.e2e
+
+KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+JWKS_ISSUER = "https://jwks.issuer.test"
+
+
+@dataclass
+class Load:
+    """Clients that keep sending while the config changes; what they sent and got."""
+
+    gateway: Gateway
+    sent: Counter[str] = field(default_factory=Counter)
+    answered: Counter[str] = field(default_factory=Counter)
+    statuses: Counter[int] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def unary(self, client: httpx.AsyncClient) -> None:
+        while not self.stop.is_set():
+            self.sent["unary"] += 1
+            response = await client.get("/v1/kitchen/steady")
+            self._answered("unary", response.status_code)
+
+    async def stream(self, client: httpx.AsyncClient) -> None:
+        while not self.stop.is_set():
+            self.sent["stream"] += 1
+            async with client.stream("GET", "/v1/count/10?intervalSeconds=0.05") as response:
+                lines = [line async for line in response.aiter_lines() if line]
+            self._answered("stream", response.status_code)
+            if response.status_code == 200 and len(lines) != 10:
+                self.failures.append(f"a stream ended after {len(lines)} of 10 messages")
+
+    async def proxied(self, client: httpx.AsyncClient) -> None:
+        while not self.stop.is_set():
+            self.sent["proxied"] += 1
+            response = await client.get("/web/steady")
+            self._answered("proxied", response.status_code)
+
+    async def socket(self) -> None:
+        # one bidi stream open the whole time (opened on the first config, ended on the last)
+        url = self.gateway.base_url.replace("http", "ws") + "/ws/edgetest.v1.StreamService/Shout"
+        async with connect(url, subprotocols=["edge.grpc-ws.v1"]) as ws:
+            while not self.stop.is_set():
+                self.sent["socket"] += 1
+                await ws.send(json.dumps({"message": {"text": "steady"}}))
+                reply = json.loads(await ws.recv())
+                self._answered("socket", 200 if reply == {"message": {"text": "STEADY"}} else 500)
+                await asyncio.sleep(0.01)
+            await ws.send(json.dumps({"end": True}))
+            assert json.loads(await ws.recv()) == {"message": {"text": "bye"}}
+
+    def _answered(self, kind: str, status: int) -> None:
+        self.answered[kind] += 1
+        self.statuses[status] += 1
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Load]:
+        async with self.gateway.client() as client:
+            tasks = [
+                asyncio.create_task(job)
+                for job in (
+                    self.unary(client),
+                    self.unary(client),
+                    self.stream(client),
+                    self.proxied(client),
+                    self.socket(),
+                )
+            ]
+            try:
+                yield self
+            finally:
+                self.stop.set()
+                await asyncio.wait_for(asyncio.gather(*tasks), 20)
+
+    def check(self) -> None:
+        assert not self.failures, self.failures
+        assert self.answered == self.sent, (self.sent, self.answered)
+        assert all(status < 500 for status in self.statuses), self.statuses
+        assert all(self.answered[kind] > 0 for kind in ("unary", "stream", "proxied", "socket"))
+
+
+def config_data(kitchen_port: int, web_port: int, **extra: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "descriptors": {"proto_paths": [str(TEST_PROTOS)], "watch": False},
+        "upstreams": {"kitchen": {"address": f"127.0.0.1:{kitchen_port}", "timeout": "5s"}},
+        "services": {"*": {"upstream": "kitchen"}},
+        "http_upstreams": {"web": {"url": f"http://127.0.0.1:{web_port}"}},
+        "proxy_routes": [
+            {"prefix": "/web", "upstream": "web"},
+            {"prefix": "/old", "upstream": "web"},
+        ],
+        "auth": {"api_keys": {"keys": {"ci": "key-123"}}},
+    }
+    data.update(extra)
+    return data
+
+
+@dataclass
+class World:
+    path: Path
+    kitchens: list[tuple[int, Kitchen]]
+    web_port: int
+    gateway: Gateway
+
+    def write(self, data: dict[str, Any]) -> None:
+        self.path.write_text(yaml.safe_dump(data))
+
+    async def reload(self, client: httpx.AsyncClient, applied: bool = True) -> dict[str, Any]:
+        response = await client.post("/admin/reload")
+        assert response.status_code == (200 if applied else 409), response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    servers = [await start_kitchen() for _ in range(2)]
+    path = tmp_path / "edge.yaml"
+    try:
+        async with serve_asgi(upstream_app) as web_port:
+            data = config_data(servers[0][1], web_port)
+            path.write_text(yaml.safe_dump(data))
+            source = ConfigSource(path)
+            async with run_gateway(source.load(), source=source) as gateway:
+                kitchens = [(port, kitchen) for _, port, kitchen in servers]
+                yield World(path, kitchens, web_port, gateway)
+    finally:
+        for server, _, _ in servers:
+            await server.stop(grace=None)
+
+
+def rs_token(issuer: str) -> str:
+    claims = {"iss": issuer, "aud": "edge", "sub": "ada", "exp": int(time.time()) + 3600}
+    return jwt.encode(claims, KEY, algorithm="RS256", headers={"kid": "k1"})
+
+
+async def test_each_change_applies_at_once_and_every_request_is_answered(world: World) -> None:
+    (port_a, kitchen_a), (port_b, kitchen_b) = world.kitchens
+    base = config_data(port_a, world.web_port)
+    load = Load(world.gateway)
+    async with jwks_server(KEY, ["k1"], 600) as jwks_url, load.running():
+        async with world.gateway.client() as client:
+            await asyncio.sleep(0.3)  # the load is flowing
+            assert (await client.post("/v1/inspect", json={})).status_code == 200
+
+            # a limit tightens: the first request after the reload is counted against it
+            limits = [{"algorithm": "token_bucket", "limit": 2, "period": "60s", "key": ["ip"]}]
+            policies = [{"match": ["edgetest.v1.KitchenService.Inspect"], "rate_limits": limits}]
+            world.write({**base, "policies": policies})
+            assert (await world.reload(client))["applied"] is True
+            answers = [await client.post("/v1/inspect", json={}) for _ in range(3)]
+            assert [a.status_code for a in answers] == [200, 200, 429]
+            assert answers[0].headers["ratelimit-limit"] == "2"
+
+            # the same limit, reloaded again with something else changed: its counter stays
+            policies[0]["auth"] = {"require": "token"}  # and the route now needs a token
+            world.write({**base, "policies": policies})
+            await world.reload(client)
+            no_token = await client.post("/v1/inspect", json={})
+            assert no_token.status_code == 401
+            with_key = await client.post("/v1/inspect", json={}, headers={"x-api-key": "key-123"})
+            assert with_key.status_code == 429  # the two calls before the reload still count
+
+            # the upstream moves to a second live server
+            moved = config_data(port_b, world.web_port)
+            world.write(moved)
+            await world.reload(client)
+            before = len(kitchen_a.seen), len(kitchen_b.seen)
+            echoed = await client.get("/v1/kitchen/moved")
+            assert echoed.status_code == 200
+            assert len(kitchen_b.seen) > before[1]
+            assert not any(m.string_value == "moved" for m in kitchen_a.seen)
+
+            # a proxy route added and one removed
+            assert (await client.get("/new/x")).status_code == 404
+            assert (await client.get("/old/x")).status_code == 200
+            moved["proxy_routes"] = [
+                {"prefix": "/web", "upstream": "web"},
+                {"prefix": "/new", "upstream": "web"},
+            ]
+            world.write(moved)
+            await world.reload(client)
+            assert (await client.get("/new/x")).json()["path"] == "/new/x"
+            assert (await client.get("/old/x")).status_code == 404
+
+            # a JWKS issuer added: its tokens are accepted on the next request
+            moved["policies"] = [
+                {"match": ["edgetest.v1.KitchenService.Inspect"], "auth": {"require": "token"}}
+            ]
+            world.write(moved)
+            await world.reload(client)
+            bearer = {"authorization": f"Bearer {rs_token(JWKS_ISSUER)}"}
+            assert (await client.post("/v1/inspect", json={}, headers=bearer)).status_code == 401
+            issuer = {
+                "issuer": JWKS_ISSUER,
+                "algorithms": ["RS256"],
+                "audiences": ["edge"],
+                "jwks_url": jwks_url,
+            }
+            moved["auth"] = {**moved["auth"], "issuers": [issuer]}
+            world.write(moved)
+            await world.reload(client)
+            assert (await client.post("/v1/inspect", json={}, headers=bearer)).status_code == 200
+            await asyncio.sleep(0.3)  # the load runs on the last config too
+    load.check()
+
+
+def refused_reloads(exposition: str) -> float:
+    from test_observability_e2e import sample
+
+    return sample(exposition, "edge_config_reload_total", result="refused")
+
+
+async def test_a_broken_config_changes_nothing_and_is_reported(
+    world: World, tmp_path: Path
+) -> None:
+    port_a, kitchen_a = world.kitchens[0]
+    base = config_data(port_a, world.web_port)
+    conflicting = tmp_path / "conflicting"
+    conflicting.mkdir()
+    (conflicting / "clash.proto").write_text(
+        'syntax = "proto3";\npackage clash.v1;\nimport "google/api/annotations.proto";\n'
+        "service Clash {\n  rpc Echo(M) returns (M) {\n"
+        '    option (google.api.http) = { get: "/v1/kitchen/{name}" };\n  }\n}\n'
+        "message M { string name = 1; }\n"
+    )
+    broken: dict[str, str] = {
+        "bad YAML": "upstreams: [unclosed\n",
+        "an unknown key": yaml.safe_dump({**base, "upstreamz": {}}),
+        "an unreadable TLS file": yaml.safe_dump(
+            {
+                **base,
+                "upstreams": {
+                    "kitchen": {
+                        "address": f"127.0.0.1:{port_a}",
+                        "tls": {"ca": str(tmp_path / "missing-ca.pem")},
+                    }
+                },
+            }
+        ),
+        "a route conflict": yaml.safe_dump(
+            {
+                **base,
+                "descriptors": {
+                    "proto_paths": [str(TEST_PROTOS), str(conflicting)],
+                    "watch": False,
+                },
+            }
+        ),
+    }
+    expected = {
+        "bad YAML": "(line 2, column 1)",
+        "an unknown key": "upstreamz",
+        "an unreadable TLS file": "missing-ca.pem",
+        "a route conflict": "conflicts with",
+    }
+    load = Load(world.gateway)
+    async with load.running(), world.gateway.client() as client:
+        await asyncio.sleep(0.3)
+        refused_before = refused_reloads((await client.get("/metrics")).text)
+        for name, text in broken.items():
+            world.path.write_text(text)
+            refused = await world.reload(client, applied=False)
+            assert any(expected[name] in problem for problem in refused["problems"]), (
+                name,
+                refused,
+            )
+            # nothing changed: the same routes, upstream and proxy routes answer
+            assert (await client.get("/v1/kitchen/still")).status_code == 200
+            assert (await client.get("/old/x")).status_code == 200
+            status = (await client.get("/admin/descriptors")).json()["reload"]
+            assert status["last_error"] == refused["problems"]
+        # (the counter is the process's: other tests in it may have counted before)
+        refused_after = refused_reloads((await client.get("/metrics")).text)
+        assert refused_after - refused_before == len(broken)
+        world.write(base)  # and a good config after them applies
+        assert (await world.reload(client))["applied"] is True
+        await asyncio.sleep(0.3)
+    assert any(m.string_value == "still" for m in kitchen_a.seen)
+    load.check()
+
+
+async def test_the_watcher_applies_an_edited_file_within_a_second(world: World) -> None:
+    port_a, _ = world.kitchens[0]
+    data = config_data(port_a, world.web_port)
+    data["descriptors"] = {**data["descriptors"], "watch": True, "watch_interval": "100ms"}
+    async with world.gateway.client() as client:
+        world.write(data)
+        await world.reload(client)  # now watching, every 100 ms
+        await asyncio.sleep(0.3)
+        data["proxy_routes"] = [{"prefix": "/watched", "upstream": "web"}]
+        # as a ConfigMap update does: a new file swapped in under the same name
+        replacement = world.path.with_suffix(".new")
+        replacement.write_text(yaml.safe_dump(data))
+        replacement.replace(world.path)
+        changed_at = time.monotonic()
+        while (await client.get("/watched/x")).status_code != 200:
+            assert time.monotonic() - changed_at < 1.0, "not applied within 1 s"
+            await asyncio.sleep(0.02)
+        assert (await client.get("/old/x")).status_code == 404
