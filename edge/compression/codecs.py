@@ -8,7 +8,10 @@ so an SSE or NDJSON stream is as live compressed as it is plain; the stream's en
 the coding's trailer. A stream's compressor keeps a smaller window than a unary reply's
 (``STREAM_WINDOW_BITS``): it lives as long as the stream, and at zlib's defaults 10,000
 open streams would hold 2.5 GB; messages of a stream repeat their field names, which a
-small window still finds.
+small window still finds. brotli's hash tables do not shrink with its window: what a
+brotli stream holds depends on its quality (~525 KiB at 4, ~273 KiB at 5, ~16 KiB at 1,
+against gzip's ~43 KiB), so a stream has its own quality (``Encoding``'s
+``stream_level``).
 
 **Decoding.** A request body is fed in as it arrives and comes out in pieces of about
 ``PIECE`` bytes (zlib's ``max_length``, brotli's ``output_buffer_limit``): the caller
@@ -86,15 +89,17 @@ class _BrotliStream:
 
 
 class Encoding:
-    """One coding with its level, chosen at load: compresses whole replies, opens streams."""
+    """One coding with its levels, chosen at load: compresses whole replies at ``level``,
+    opens streams at ``stream_level`` (``level`` unless given)."""
 
-    __slots__ = ("level", "name")
+    __slots__ = ("level", "name", "stream_level")
 
-    def __init__(self, name: bytes, level: int) -> None:
+    def __init__(self, name: bytes, level: int, stream_level: int | None = None) -> None:
         if name not in CODINGS:
             raise ValueError(f"unknown coding {name!r}")
         self.name = name
         self.level = level
+        self.stream_level = level if stream_level is None else stream_level
 
     def whole(self, data: bytes) -> bytes:
         """A unary reply, compressed in one call."""
@@ -105,7 +110,8 @@ class Encoding:
         return out
 
     def stream(self) -> StreamEncoder:
-        return _GzipStream(self.level) if self.name == GZIP else _BrotliStream(self.level)
+        level = self.stream_level
+        return _GzipStream(level) if self.name == GZIP else _BrotliStream(level)
 
 
 class Decoder(Protocol):

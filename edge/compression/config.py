@@ -28,15 +28,19 @@ class CompressionConfig(BaseModel):
     # weighs equally (browsers send "gzip, deflate, br, zstd", all at q=1)
     algorithms: list[Algorithm] = Field(default_factory=lambda: list[Algorithm](["br", "gzip"]))
     # the same for streams (NDJSON, SSE, JSON arrays), whose compressor lives as long as
-    # the stream: brotli's holds ~540 KiB at quality 4, gzip's ~50 KiB, and flushed per
-    # message they compress alike, gzip at less than half the CPU
-    stream_algorithms: list[Algorithm] = Field(
-        default_factory=lambda: list[Algorithm](["gzip", "br"])
-    )
+    # the stream, for every open stream: gzip's holds ~43 KiB, so gzip only by default (a
+    # client that accepts only br gets its stream unencoded); add br to offer brotli at
+    # stream_brotli_quality (docs/compression.md: the memory each costs)
+    stream_algorithms: list[Algorithm] = Field(default_factory=lambda: list[Algorithm](["gzip"]))
+    # a stream's brotli quality, apart from brotli_quality: brotli's per-stream memory does
+    # not grow with quality (q4 holds ~525 KiB, q5 ~273 KiB, q1 ~16 KiB), and flushed per
+    # message q5 compresses better than q4
+    stream_brotli_quality: int = Field(default=5, ge=0, le=11)
     # a response with a Content-Length below this is sent as it is (a stream is always
     # compressed: its size is not known when it starts)
     min_size: Bytes = 1024
-    # media types compressed (parameters such as charset are ignored when comparing)
+    # media types compressed (parameters such as charset are ignored when comparing);
+    # "text/*" names every subtype of a type ("*/*" is refused: images, archives)
     content_types: list[str] = Field(default_factory=lambda: list(DEFAULT_CONTENT_TYPES))
     gzip_level: int = Field(default=6, ge=1, le=9)  # zlib's default
     # brotli's quality: 4 compresses JSON about as well as gzip 6, faster; 11 (brotli's
@@ -65,5 +69,11 @@ class CompressionConfig(BaseModel):
             kind = item.strip().lower()
             if kind.count("/") != 1 or ";" in kind or " " in kind:
                 raise ValueError(f"{item!r} is not a media type like application/json")
+            main, _, sub = kind.partition("/")
+            if not main or not sub or "*" in main or ("*" in sub and sub != "*"):
+                raise ValueError(
+                    f"{item!r}: name a media type (application/json) or all of one type's "
+                    "(text/*); */* and partial wildcards are not accepted"
+                )
             out.append(kind)
         return out

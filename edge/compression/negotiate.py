@@ -4,14 +4,23 @@
 ``gzip;q=0.8, br, *;q=0``. The coding chosen is the offered one with the highest weight
 above zero; equal weights go to the server's order of preference (the config's
 ``algorithms``); ``*`` weighs every offered coding the header does not name; ``x-gzip`` is
-``gzip`` (RFC 9110 8.4.1.3). Nothing acceptable means identity, *even when the header
-refuses identity* (``identity;q=0`` or ``*;q=0``): the RFC allows a 406 there but does not
-require it, and nginx and Envoy both send the unencoded body, which a client that refused
-it can still read better than it can read an error.
+``gzip`` (RFC 9110 8.4.1.3). ``identity`` is a candidate too when the header weighs it,
+by name or through ``*``: ``gzip;q=0.5, identity`` is answered unencoded, since the client
+prefers that; a coding weighing as much as identity still wins (compressing is why the
+client listed it). Envoy's compressor filter also answers in identity when identity weighs
+most (a tie goes to the header's first there, to the coding here); it reads ``*`` as "any
+of my compressors" rather than as identity too, which only differs for a coding weighed
+below ``*``. Identity not named and no ``*``: it is the fallback only. Nothing acceptable
+means identity, *even when the header refuses identity* (``identity;q=0`` or ``*;q=0``):
+the RFC allows a 406 there but does not require it, and nginx and Envoy both send the
+unencoded body, which a client that refused it can still read better than it can read an
+error.
 
 Hostile headers cost bounded work: past ``MAX_HEADER`` bytes the rest is ignored, at most
-``MAX_ITEMS`` items are read, and an item whose weight is not RFC 9110's ``qvalue``
-(``q=2``, ``q=abc``, ``q=0.1234``) is ignored, as if the client had not named it.
+``MAX_ITEMS`` items are split off and read, and an item whose weight is not RFC 9110's
+``qvalue`` (``q=2``, ``q=abc``, ``q=0.1234``) is ignored, as if the client had not named it.
+The weights are parsed once per header value (``accepted_weights``) and ``pick`` chooses
+from them for each list of codings offered.
 
 ``Content-Encoding`` on a request lists the codings in the order they were applied;
 ``content_codings`` returns them in that order without ``identity``, so the body is
@@ -37,9 +46,8 @@ def accepted_weights(header: bytes) -> dict[bytes, float]:
     weight (RFC 9110 does not say; the first is what nginx reads).
     """
     weights: dict[bytes, float] = {}
-    for count, item in enumerate(header[:MAX_HEADER].split(b",")):
-        if count >= MAX_ITEMS:
-            break
+    # split no further than the items read: the rest stays one piece, never looked at
+    for item in header[:MAX_HEADER].split(b",", MAX_ITEMS)[:MAX_ITEMS]:
         name, _, params = item.partition(b";")
         coding = name.strip().lower()
         if not coding:
@@ -62,7 +70,12 @@ def accepted_weights(header: bytes) -> dict[bytes, float]:
 
 def choose_coding(header: bytes, offered: Sequence[bytes]) -> bytes | None:
     """The coding to answer in (one of ``offered``, in preference order), or None: identity."""
-    weights = accepted_weights(header)
+    return pick(accepted_weights(header), offered)
+
+
+def pick(weights: dict[bytes, float], offered: Sequence[bytes]) -> bytes | None:
+    """The coding to answer in from ``accepted_weights``' result, or None: identity (also
+    when the client weighs identity, named or through ``*``, above every offered coding)."""
     star = weights.get(b"*")
     best: bytes | None = None
     best_weight = 0.0
@@ -70,6 +83,9 @@ def choose_coding(header: bytes, offered: Sequence[bytes]) -> bytes | None:
         weight = weights.get(coding, star)
         if weight is not None and weight > best_weight:
             best, best_weight = coding, weight
+    identity = weights.get(b"identity", star)
+    if best is not None and identity is not None and identity > best_weight:
+        return None
     return best
 
 

@@ -28,6 +28,7 @@ gRPC-Web and Connect negotiate their own compression, WebSockets have none here.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from fnmatch import fnmatchcase
 from operator import itemgetter
@@ -42,7 +43,7 @@ from edge.compression.codecs import (
     decoder_for,
 )
 from edge.compression.config import CompressionConfig
-from edge.compression.negotiate import UnknownCoding, choose_coding, content_codings
+from edge.compression.negotiate import UnknownCoding, accepted_weights, content_codings, pick
 from edge.errors import BodyTooLarge, EdgeError
 from edge.ingress.asgi import Message, Receive, Scope, Send
 
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 
 _ASKED = frozenset({b"accept-encoding", b"content-encoding"})
 _name = itemgetter(0)
-_CACHED = 1024  # distinct Accept-Encoding values and route names remembered
+_CACHED = 1024  # distinct Accept-Encoding values remembered (least recently used go)
 _CACHED_VALUE = 128  # the longest Accept-Encoding value remembered, in bytes
 
 
@@ -80,13 +81,19 @@ class Compression:
         *,
         max_body_bytes: int,
     ) -> None:
-        levels = {b"gzip": config.gzip_level, b"br": config.brotli_quality}
+        levels = {
+            b"gzip": (config.gzip_level, config.gzip_level),
+            b"br": (config.brotli_quality, config.stream_brotli_quality),
+        }
         self._offered = tuple(name.encode() for name in config.algorithms)
         self._stream_offered = tuple(name.encode() for name in config.stream_algorithms)
         self._encodings = {
-            name: Encoding(name, levels[name]) for name in {*self._offered, *self._stream_offered}
+            name: Encoding(name, *levels[name]) for name in {*self._offered, *self._stream_offered}
         }
-        self.content_types = frozenset(kind.encode() for kind in config.content_types)
+        kinds = [kind.encode() for kind in config.content_types]
+        # "text/*" is resolved here: a response costs one set lookup and one prefix check
+        self.content_types = frozenset(kind for kind in kinds if not kind.endswith(b"/*"))
+        self.content_prefixes = tuple(kind[:-1] for kind in kinds if kind.endswith(b"/*"))
         self.min_size = config.min_size
         self.max_body_bytes = max_body_bytes
         self._enabled = config.enabled
@@ -97,8 +104,10 @@ class Compression:
         accepted = [*CODINGS, b"identity"] if self._decode else [b"identity"]
         self._accepted = b", ".join(accepted).decode()
         self._supported = frozenset(CODINGS)
+        # route names come from the descriptors (finite, and this object is rebuilt on
+        # reload): all are remembered; Accept-Encoding values come from clients: a bounded LRU
         self._routes: dict[str, bool] = {}
-        self._chosen: dict[bytes, Choice | None] = {}
+        self._chosen: OrderedDict[bytes, Choice | None] = OrderedDict()
         self.responses = config.enabled or any(on for _, on in self._policies) or bool(default)
 
     def wrap(
@@ -130,12 +139,17 @@ class Compression:
     def negotiate(self, accept: bytes) -> Choice | None:
         """The encodings ``Accept-Encoding`` asks for, for a whole reply and for a stream
         (None: identity for both), remembered per header value."""
+        chosen = self._chosen
         try:
-            return self._chosen[accept]
+            found = chosen[accept]
         except KeyError:
             pass
-        whole = choose_coding(accept, self._offered)
-        stream = choose_coding(accept, self._stream_offered)
+        else:
+            chosen.move_to_end(accept)
+            return found
+        weights = accepted_weights(accept)  # parsed once, for both lists
+        whole = pick(weights, self._offered)
+        stream = pick(weights, self._stream_offered)
         found = (
             None
             if whole is None and stream is None
@@ -144,9 +158,12 @@ class Compression:
                 self._encodings[stream] if stream is not None else None,
             )
         )
-        # browsers send a handful of short values; a flood of long distinct ones is not kept
-        if len(accept) <= _CACHED_VALUE and len(self._chosen) < _CACHED:
-            self._chosen[accept] = found
+        # browsers send a handful of short values; a flood of long distinct ones is not
+        # kept, and one of short ones pushes out the least recently used, never the lot
+        if len(accept) <= _CACHED_VALUE:
+            chosen[accept] = found
+            if len(chosen) > _CACHED:
+                chosen.popitem(last=False)
         return found
 
     def on_for(self, route: str) -> bool:
@@ -161,8 +178,7 @@ class Compression:
             if any(fnmatchcase(route, pattern) for pattern in patterns):
                 found = self._enabled if on is None else on
                 break
-        if len(self._routes) < _CACHED:
-            self._routes[route] = found
+        self._routes[route] = found
         return found
 
     def decoding(self, receive: Receive, header: bytes) -> Receive:
@@ -263,9 +279,14 @@ class _CompressingSend:
                 return None  # already encoded: not ours to touch
             elif lowered == b"cache-control" and b"no-transform" in value.lower():
                 return None  # RFC 9111 5.2.2.6
-        if media not in self._rules.content_types:
+        rules = self._rules
+        if media not in rules.content_types and not (
+            media is not None
+            and rules.content_prefixes
+            and media.startswith(rules.content_prefixes)
+        ):
             return None
-        if 0 <= length < self._rules.min_size:
+        if 0 <= length < rules.min_size:
             return None
         return length
 

@@ -250,3 +250,34 @@ async def test_a_slow_compressed_upload_is_408() -> None:
     assert status_of(answer) == 408, answer
     assert status_json(answer)["code"] == 4
     assert [m for m, _ in edge.kitchen.received if m.endswith("/Echo")] == []
+
+
+async def test_a_truncated_ndjson_stream_is_400_after_its_whole_lines_went_upstream(
+    edge: Edge,
+) -> None:
+    """docs/compression.md: a client stream is decoded and sent upstream line by line, so
+    the lines before the damage have reached the upstream when the 400 is answered."""
+    whole = gzip_bytes(b'{"value": 7}\n' + b'{"value": 8}\n' * 2000)
+    answer = await post(
+        edge,
+        "/v1/sum",
+        whole[: len(whole) // 2],  # no trailer: truncated
+        "Content-Encoding: gzip",
+        content_type="application/x-ndjson",
+    )
+    assert status_of(answer) == 400, answer
+    assert status_json(answer)["code"] == 3
+    assert edge.kitchen.streams.received[:1] == [7]  # line 1 went upstream first
+    await still_serving(edge)
+
+
+async def test_an_ndjson_stream_is_not_refused_by_its_content_length(edge: Edge) -> None:
+    """A client stream's limit is per line: a Content-Length above max_body_bytes is no
+    reason to refuse it before reading, unlike a unary body's (docs/compression.md)."""
+    lines = b"".join(b'{"value": 1%s}\n' % (b" " * 1000) for _ in range(LIMIT // 1000 + 50))
+    assert len(lines) > LIMIT
+    answer = await post(edge, "/v1/sum", lines, content_type="application/x-ndjson")
+    assert status_of(answer) == 200, answer[:300]
+    assert json.loads(body_of(answer))["count"] == LIMIT // 1000 + 50
+    unary = await post(edge, "/v1/kitchen", b" " * (LIMIT + 1))
+    assert status_of(unary) == 413, unary[:300]

@@ -13,12 +13,17 @@ import shutil
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
+from pathlib import Path
 from typing import Any
 
 import brotli
+import httpx
 import pytest
 from browser import chromium, open_page
 from compressing import decode, fetch_raw, gzip_bytes, vary_items
+from conftest import Gateway, make_config, run_gateway
+from h2_trailers import h2_get
+from http_body_upstream import body_upstream, piece, write_body_protos
 from recording import start_edge
 
 pytestmark = pytest.mark.e2e
@@ -47,7 +52,7 @@ async def test_browsers_weighing_codings_alike_get_brotli_and_gzip_streams(stack
         raw = await fetch_raw(client, "POST", "/v1/kitchen", json=ECHO, headers=browser)
         stream = await fetch_raw(client, "GET", "/v1/count/2", headers=browser)
     assert raw.headers["content-encoding"] == "br"
-    assert stream.headers["content-encoding"] == "gzip"  # stream_algorithms: gzip first
+    assert stream.headers["content-encoding"] == "gzip"  # stream_algorithms: gzip only
     assert decode("gzip", stream.body) == b'{"result":{}}\n{"result":{"index":1}}\n'
 
 
@@ -59,6 +64,8 @@ async def test_browsers_weighing_codings_alike_get_brotli_and_gzip_streams(stack
         ("x-gzip", "gzip"),
         ("deflate, zstd", None),
         ("identity", None),
+        ("gzip;q=0.5, identity", None),  # the client prefers it unencoded
+        ("gzip;q=0.5, br;q=0.6, *", None),  # identity through *
         ("identity;q=0, *;q=0", None),  # nothing acceptable: identity all the same (as nginx)
         ("gzip;q=2, br;q=abc", None),  # junk weights: those items are ignored
     ],
@@ -142,14 +149,20 @@ async def test_over_http2_too(stack: Any) -> None:
     assert decode("gzip", stream.body) == b'{"result":{}}\n{"result":{"index":1}}\n'
 
 
-async def test_server_sent_events_in_brotli(stack: Any) -> None:
-    async with stack.client() as client:
-        raw = await fetch_raw(
-            client,
-            "GET",
-            "/v1/count/2",
-            headers={"accept": "text/event-stream", "accept-encoding": "br"},
-        )
+async def test_server_sent_events_in_brotli_when_streams_offer_it(
+    stack_factory: StackFactory,
+) -> None:
+    """Streams offer gzip only by default (a brotli compressor per open stream costs
+    several times gzip's memory): a br-only client gets its stream plain, unless the
+    operator adds br to stream_algorithms."""
+    sse = {"accept": "text/event-stream", "accept-encoding": "br"}
+    async with stack_factory() as running, running.client() as client:
+        plain = await fetch_raw(client, "GET", "/v1/count/2", headers=sse)
+    assert "content-encoding" not in plain.headers
+    assert plain.body == b'data: {}\n\ndata: {"index":1}\n\n'
+    offered = {"stream_algorithms": ["gzip", "br"]}
+    async with stack_factory(compression=offered) as running, running.client() as client:
+        raw = await fetch_raw(client, "GET", "/v1/count/2", headers=sse)
     assert raw.headers["content-type"] == "text/event-stream"
     assert raw.headers["content-encoding"] == "br"
     assert decode("br", raw.body) == b'data: {}\n\ndata: {"index":1}\n\n'
@@ -326,3 +339,90 @@ async def test_a_proxied_answer_is_passed_through_untouched() -> None:
     assert len(raw.body) > 3000
     assert ("accept-encoding", "gzip") in edge.http.headers_of()  # the upstream could choose
     assert seen["method"] == "GET"
+
+
+async def test_with_decode_requests_off_a_compressed_body_is_415_naming_identity(
+    stack_factory: StackFactory,
+) -> None:
+    """The 415 tells the client what it may send instead (RFC 9110 15.5.16): identity only."""
+    async with (
+        stack_factory(compression={"decode_requests": False}) as running,
+        running.client() as client,
+    ):
+        answer = await client.post(
+            "/v1/kitchen",
+            content=gzip_bytes(json.dumps(ECHO).encode()),
+            headers={"content-type": "application/json", "content-encoding": "gzip"},
+        )
+        plain = await client.post("/v1/kitchen", json=ECHO)
+    assert answer.status_code == 415, answer.text
+    assert answer.headers["accept-encoding"] == "identity"
+    assert answer.json()["code"] == 12
+    assert plain.status_code == 200 and plain.json() == ECHO
+
+
+# -- HttpBody downloads and trailers -----------------------------------------------------
+
+
+@pytest.fixture
+async def body_gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
+    """The HttpBody upstream, with text/plain downloads compressed too."""
+    types = ["application/json", "application/x-ndjson", "text/event-stream", "text/*"]
+    async with body_upstream() as (port, _):
+        config = make_config(
+            port,
+            protos=write_body_protos(tmp_path),
+            extra={"compression": {"content_types": types}},
+        )
+        async with run_gateway(config) as running:
+            yield running
+
+
+TRAILERS = [("te", "trailers"), ("accept-encoding", "gzip")]
+
+
+async def test_trailers_follow_a_compressed_stream_over_http2(body_gateway: Gateway) -> None:
+    answer = await h2_get(
+        body_gateway.port, "/v1/ticks/x?count=2", [*TRAILERS, ("accept", "application/x-ndjson")]
+    )
+    assert answer.status == "200"
+    assert answer.headers["content-encoding"] == "gzip"
+    inflate = zlib.decompressobj(31)
+    assert inflate.decompress(answer.body) == b'{"result":{}}\n{"result":{"index":1}}\n'
+    assert inflate.eof  # the coding's end came before the trailers
+    assert answer.trailers == {"grpc-status": "0", "grpc-trailer-x-checksum": "c0ffee"}
+    assert answer.ended
+
+
+async def test_a_late_error_in_a_compressed_download_is_in_the_trailers_over_http2(
+    body_gateway: Gateway,
+) -> None:
+    path = "/v1/pieces/x?count=4&size=3000&failCode=14&failAfter=2&contentType=text/plain"
+    answer = await h2_get(body_gateway.port, path, TRAILERS)
+    assert answer.status == "200"
+    assert answer.headers["content-encoding"] == "gzip"
+    assert zlib.decompress(answer.body, 31) == piece(0, 3000) + piece(1, 3000)
+    assert answer.trailers is not None
+    assert answer.trailers["grpc-status"] == "14"
+    assert answer.ended
+
+
+async def test_a_late_error_cuts_a_compressed_http1_download(body_gateway: Gateway) -> None:
+    """No trailers on HTTP/1.1: the connection is dropped before the last chunk, and the
+    gzip stream never gets its end, so no client takes the part for the whole file."""
+    url = "/v1/pieces/x?count=5&size=1000&failCode=14&failAfter=2&contentType=text/plain"
+    received = b""
+    async with body_gateway.client() as client:
+        with pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked read"):
+            async with client.stream("GET", url, headers={"accept-encoding": "gzip"}) as response:
+                assert response.status_code == 200
+                assert response.headers["content-encoding"] == "gzip"
+                async for chunk in response.aiter_raw():
+                    received += chunk
+        after = await client.get("/v1/body/x?size=2")  # the gateway serves on
+    inflate = zlib.decompressobj(31)
+    assert inflate.decompress(received) == piece(0, 1000) + piece(1, 1000)  # no error text
+    assert not inflate.eof  # cut: the gzip trailer never came
+    with pytest.raises(zlib.error):
+        zlib.decompress(received, 31)
+    assert after.content == piece(0, 2)

@@ -12,10 +12,14 @@ from typing import Any
 import brotli
 import pytest
 from compressing import brotli_bomb
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from edge.compression import negotiate as negotiate_module
 from edge.compression.config import CompressionConfig
 from edge.compression.negotiate import (
+    MAX_HEADER,
     MAX_ITEMS,
     UnknownCoding,
     accepted_weights,
@@ -58,6 +62,15 @@ OFFERED = (b"br", b"gzip")
         (b"gzip;level=9", b"gzip"),  # an unknown parameter is only that
         (b"gzip;q=0.5, gzip;q=0", b"gzip"),  # named twice: the first counts
         (b",,,gzip,,,", b"gzip"),
+        # identity weighed above every offered coding: not compressed (RFC 9110 12.5.3)
+        (b"gzip;q=0.5, identity", None),
+        (b"identity, gzip;q=0.9, br;q=0.8", None),
+        (b"gzip;q=0.5, br;q=0.4, *", None),  # identity through *
+        (b"gzip, identity", b"gzip"),  # as much as identity: compressed
+        (b"identity;q=0.5, gzip", b"gzip"),
+        (b"gzip;q=0.5, *", b"br"),  # br through * weighs as much as identity does
+        (b"gzip;q=0.5", b"gzip"),  # identity not weighed: only the fallback
+        (b"gzip;q=0.5, identity;q=0", b"gzip"),
     ],
 )
 def test_choose_coding(header: bytes, expected: bytes | None) -> None:
@@ -69,10 +82,41 @@ def test_the_server_preference_breaks_ties() -> None:
     assert choose_coding(b"br", (b"gzip",)) is None
 
 
+def test_identity_preferred_is_not_compressed_even_when_only_gzip_is_offered() -> None:
+    """``*`` gives identity its weight too: gzip below it is not what the client wants."""
+    assert choose_coding(b"gzip;q=0.5, *", (b"gzip",)) is None
+    assert choose_coding(b"gzip;q=0.5, *;q=0.4", (b"gzip",)) == b"gzip"
+
+
 def test_a_huge_header_is_read_only_so_far() -> None:
     assert len(accepted_weights(b"a, " * 100_000)) <= MAX_ITEMS
     assert choose_coding(b"x, " * MAX_ITEMS + b"gzip", OFFERED) is None  # past the items read
-    assert choose_coding(b"gzip;q=" + b"0" * 100_000, OFFERED) is None
+    assert choose_coding(b"x, " * (MAX_ITEMS - 1) + b"gzip", OFFERED) == b"gzip"  # the last read
+    # past MAX_HEADER bytes, even within MAX_ITEMS items: the rest is not read
+    padded = b"x;p=" + b"y" * MAX_HEADER + b", gzip"
+    assert choose_coding(padded, OFFERED) is None
+    assert choose_coding(b" " * (MAX_HEADER - 4) + b"gzip", OFFERED) == b"gzip"  # just inside
+    assert choose_coding(b" " * (MAX_HEADER - 3) + b"gzip", OFFERED) is None  # cut to "gzi"
+
+
+def _weights_reading_every_item(header: bytes) -> dict[bytes, float]:
+    """What ``accepted_weights`` read before it split at most MAX_ITEMS times: the whole
+    (cut) header split, the first MAX_ITEMS items parsed."""
+    items = header[:MAX_HEADER].split(b",")[:MAX_ITEMS]
+    return accepted_weights(b",".join(items))
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from([b"gzip", b"br", b"x-gzip", b"*", b"identity", b"", b" ", b"zstd"])
+        | st.binary(max_size=12),
+        max_size=80,
+    ).map(b",".join)
+    | st.binary(max_size=MAX_HEADER + 64)
+)
+def test_splitting_only_what_is_read_changes_nothing(header: bytes) -> None:
+    assert accepted_weights(header) == _weights_reading_every_item(header)
 
 
 SUPPORTED = frozenset({b"gzip", b"br"})
@@ -111,6 +155,11 @@ def test_config_refuses_nonsense() -> None:
         {"content_types": ["application/json; charset=utf-8"]},
         {"gzip_level": 0},
         {"brotli_quality": 12},
+        {"stream_brotli_quality": 12},
+        {"content_types": ["*/*"]},
+        {"content_types": ["*/json"]},
+        {"content_types": ["text/x-*"]},
+        {"content_types": ["text/"]},
         {"min_size": "-1"},
         {"colour": "blue"},
     ):
@@ -119,6 +168,8 @@ def test_config_refuses_nonsense() -> None:
     config = CompressionConfig.model_validate({"min_size": "2KiB", "content_types": [" Text/CSV"]})
     assert config.min_size == 2048
     assert config.content_types == ["text/csv"]
+    wild = CompressionConfig.model_validate({"content_types": ["Text/*"]})
+    assert wild.content_types == ["text/*"]
 
 
 # -- the wrappers ------------------------------------------------------------------------
@@ -296,11 +347,41 @@ def test_streams_have_their_own_preference() -> None:
     )
     assert unary.headers[b"content-encoding"] == b"br"
     only_br = scope((b"accept-encoding", b"br"))
+    # by default streams offer gzip alone: a br-only client's stream goes unencoded
     stream = send_through(compression(), 200, ndjson, [(PAYLOAD, False)], request=only_br)
-    assert brotli.decompress(stream.body) == PAYLOAD
-    no_streams = compression(stream_algorithms=["gzip"])
-    stream = send_through(no_streams, 200, ndjson, [(PAYLOAD, False)], request=only_br)
     assert b"content-encoding" not in stream.headers and stream.body == PAYLOAD
+    with_br = compression(stream_algorithms=["gzip", "br"])
+    stream = send_through(with_br, 200, ndjson, [(PAYLOAD, False)], request=only_br)
+    assert brotli.decompress(stream.body) == PAYLOAD
+
+
+def test_streams_offer_only_gzip_by_default() -> None:
+    config = CompressionConfig()
+    assert config.stream_algorithms == ["gzip"]
+    assert config.stream_brotli_quality == 5
+
+
+@pytest.mark.parametrize(("whole", "stream"), [(4, 1), (4, 5), (11, 0)])
+def test_the_stream_brotli_quality_reaches_the_stream_encoder(whole: int, stream: int) -> None:
+    """Unary replies at brotli_quality, streams at stream_brotli_quality: the bytes are
+    brotli's own at that quality (a 64 KiB window, text mode), message by message."""
+    rules = compression(
+        algorithms=["br"],
+        stream_algorithms=["br"],
+        brotli_quality=whole,
+        stream_brotli_quality=stream,
+    )
+    ndjson = [(b"content-type", b"application/x-ndjson")]
+    request = scope((b"accept-encoding", b"br"))
+    messages = [b'{"result":{"index":%d,"name":"book %d"}}\n' % (n, n) for n in range(40)]
+    sent = send_through(
+        rules, 200, ndjson, [(m, True) for m in messages] + [(b"", False)], request=request
+    )
+    expected = brotli.Compressor(mode=brotli.MODE_TEXT, quality=stream, lgwin=16)
+    wanted = [expected.process(m) + expected.flush() for m in messages]
+    assert [m["body"] for m in sent.messages[1:-1]] == wanted
+    unary = send_through(rules, 200, [JSON, length(PAYLOAD)], [(PAYLOAD, False)], request=request)
+    assert unary.body == brotli.compress(PAYLOAD, mode=brotli.MODE_TEXT, quality=whole)
 
 
 def test_no_wrapper_without_the_headers_or_for_head() -> None:
@@ -314,6 +395,29 @@ def test_no_wrapper_without_the_headers_or_for_head() -> None:
     ):
         send, receive = rules.wrap(request, transcoded("r", takes_body=False), recorder, never)
         assert send is recorder and receive is never
+
+
+def test_wildcard_content_types_match_every_subtype() -> None:
+    rules = compression(content_types=["text/*", "application/json"])
+    for kind in (b"text/csv", b"Text/Plain; charset=utf-8", b"application/json"):
+        sent = send_through(
+            rules, 200, [(b"content-type", kind), length(PAYLOAD)], [(PAYLOAD, False)]
+        )
+        assert sent.headers[b"content-encoding"] == b"gzip", kind
+    for kind in (b"application/x-ndjson", b"textual/csv", b"image/png"):
+        headers = [(b"content-type", kind), length(PAYLOAD)]
+        sent = send_through(rules, 200, headers, [(PAYLOAD, False)])
+        assert sent.messages[0]["headers"] == headers, kind
+
+
+def test_every_route_name_is_remembered() -> None:
+    """Route names come from the descriptors: an API with more methods than any cap would
+    re-run every policy's patterns per request past it."""
+    rules = compression(policies=[(["pkg.Off.*"], False)])
+    names = [f"pkg.S{n}.Method" for n in range(3000)]
+    for name in names:
+        assert rules.on_for(name)
+    assert set(rules._routes) == set(names)
 
 
 def test_routes_follow_the_first_matching_policy() -> None:
@@ -407,6 +511,42 @@ def test_long_accept_encoding_values_are_not_remembered() -> None:
     rules = compression()
     for n in range(2000):
         assert rules.negotiate(b"gzip;q=0.5, " + b"x" * 200 + str(n).encode()) is not None
-    assert rules._chosen == {}  # a flood of distinct values holds no memory
+    assert not rules._chosen  # a flood of distinct values holds no memory
     rules.negotiate(b"gzip, br")
     assert list(rules._chosen) == [b"gzip, br"]
+
+
+def test_a_flood_of_short_values_does_not_fill_the_cache_for_good() -> None:
+    """The values remembered are the recently used: a browser's value, asked for between
+    thousands of distinct short ones, stays; one first seen after the flood is kept."""
+    rules = compression()
+    browser = b"gzip, deflate, br, zstd"
+    rules.negotiate(browser)
+    for n in range(5000):
+        rules.negotiate(b"gzip;q=0.%d" % (n % 1000) + b", x%d" % n)
+        if n % 100 == 0:
+            rules.negotiate(browser)
+    assert len(rules._chosen) <= 1024
+    assert browser in rules._chosen
+    rules.negotiate(b"br, gzip")
+    assert b"br, gzip" in rules._chosen
+
+
+def test_accept_encoding_is_parsed_once_for_replies_and_streams(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from edge.ingress import compression as module
+
+    calls: list[bytes] = []
+    real = negotiate_module.accepted_weights
+
+    def counting(header: bytes) -> dict[bytes, float]:
+        calls.append(header)
+        return real(header)
+
+    monkeypatch.setattr(negotiate_module, "accepted_weights", counting)
+    monkeypatch.setattr(module, "accepted_weights", counting, raising=False)
+    rules = compression(stream_algorithms=["gzip", "br"])
+    choice = rules.negotiate(b"gzip;q=0.9, br")
+    assert choice is not None and [e.name for e in choice if e] == [b"br", b"br"]
+    assert calls == [b"gzip;q=0.9, br"]
