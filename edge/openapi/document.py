@@ -220,7 +220,9 @@ def _operation(
                 schema = nullable(schemas.body_schema(field.message_type, inner))
             else:
                 schema = schemas.property_schema(field)
-            message = field.message_type.full_name if field.message_type else None
+            # a repeated HttpBody is a JSON array of messages, as the binder reads it
+            body_type = None if field.is_repeated else field.message_type
+            message = body_type.full_name if body_type is not None else None
             what = f"the request's `{schemas.property_name(field)}` field"
         if rule is None:  # a generic route reads JSON, even into an HttpBody
             message = None

@@ -57,7 +57,9 @@ def integer_pattern(low: int, high: int) -> str:
 
 
 _FLOAT_PATTERN = r"^(NaN|-?Infinity|-?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,3})?)$"
-_BASE64_PATTERN = r"^[A-Za-z0-9+/_-]*={0,2}$"
+# whole groups of four, then a tail of two or three with its padding, if any: the lengths
+# a decoder takes ("A", "AAAAA" and "A=" are refused)
+_BASE64_PATTERN = r"^([A-Za-z0-9+/_-]{4})*([A-Za-z0-9+/_-]{2}={0,2}|[A-Za-z0-9+/_-]{3}=?)?$"
 NULL: Schema = {"type": "null"}
 
 
@@ -157,10 +159,43 @@ STRING_FORM_TYPES = frozenset(
 )
 HTTP_BODY = "google.api.HttpBody"
 
-_TIMESTAMP_PATTERN = (
-    r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
-    r"(Z|[+-][0-9]{2}:[0-9]{2})$"
-)
+
+def _timestamp_pattern() -> str:
+    """RFC 3339 as json_format reads it, held to the Timestamp range (0001 to 9999 UTC).
+
+    Real calendar days (29 February in leap years only), seconds 00-59 (no leap second)
+    and offsets up to 23:59. An offset can carry a time on the first or last day past the
+    range, so on 0001-01-01 only offsets at or behind UTC are allowed, and on 9999-12-31
+    only those at or ahead of it: a few valid times on those two days are left out, never
+    an invalid one let in. No lookarounds: generators (Hypothesis) must read it too.
+    """
+    day31, day30, day28 = (
+        "(0[1-9]|[12][0-9]|3[01])",
+        "(0[1-9]|[12][0-9]|30)",
+        "(0[1-9]|1[0-9]|2[0-8])",
+    )
+    any_day = f"((0[13578]|1[02])-{day31}|(0[469]|11)-{day30}|02-{day28})"
+    not_first = (
+        f"(01-(0[2-9]|[12][0-9]|3[01])|(0[3578]|1[02])-{day31}|(0[469]|11)-{day30}|02-{day28})"
+    )
+    not_last = f"((0[13578]|10)-{day31}|12-{day30}|(0[469]|11)-{day30}|02-{day28})"
+    middle_years = (
+        "(000[2-9]|00[1-9][0-9]|0[1-9][0-9]{2}|[1-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])"
+    )
+    leap_years = "([0-9]{2}(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)"
+    time = r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?"
+    offset = "([01][0-9]|2[0-3]):[0-5][0-9]"
+    dates = f"({middle_years}-{any_day}|{leap_years}-02-29|0001-{not_first}|9999-{not_last})"
+    return (
+        f"^({dates}{time}(Z|[+-]{offset})"
+        f"|0001-01-01{time}(Z|-{offset}|\\+00:00)"
+        f"|9999-12-31{time}(Z|\\+{offset}|-00:00))$"
+    )
+
+
+_TIMESTAMP_PATTERN = _timestamp_pattern()
+# Duration's range is +-315,576,000,000 seconds (about 10,000 years), json_format's check
+_DURATION_PATTERN = f"^-?{_at_most(315_576_000_000)}(\\.[0-9]{{1,9}})?s$"
 
 
 def nullable(schema: Schema) -> Schema:
@@ -197,7 +232,7 @@ def well_known(unknown_fields_rejected: bool) -> dict[str, Schema]:
         },
         "google.protobuf.Duration": {
             "type": "string",
-            "pattern": r"^-?[0-9]{1,12}(\.[0-9]{1,9})?s$",
+            "pattern": _DURATION_PATTERN,
             "description": (
                 "Seconds with up to nine fractional digits and an `s` suffix, e.g. `1.5s`"
             ),

@@ -137,7 +137,13 @@ class SchemaBuilder:
             if key_type == FD.TYPE_BOOL:
                 schema["propertyNames"] = {"enum": ["true", "false"]}
             elif key_type != FD.TYPE_STRING:
-                schema["propertyNames"] = {"pattern": "^-?[0-9]+$"}
+                # deferred: parameters builds on this module (the same keys, in the query)
+                from edge.openapi.parameters import canonical_integer_pattern
+
+                limits = SCALARS[key_type]
+                schema["propertyNames"] = {
+                    "pattern": canonical_integer_pattern(limits["minimum"], limits["maximum"])
+                }
             return schema
         if field.is_repeated:
             return {"type": "array", "items": self.value_schema(field)}

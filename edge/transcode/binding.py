@@ -28,7 +28,7 @@ Two message shapes get more than the JSON mapping, on HTTP routes (``raw_bodies`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import parse_qsl
 
 from google.protobuf.descriptor import Descriptor
@@ -102,6 +102,7 @@ class RequestBinder:
 
     __slots__ = (
         "_body_field",
+        "_body_object",
         "_body_whole",
         "_codec",
         "_input",
@@ -147,6 +148,11 @@ class RequestBinder:
             if not is_repeated(fields[0]):
                 body_type = fields[0].message_type
             reserved.add((fields[0].name,))
+        # a path variable inside the body field (``{book.name}``, ``body: "book"``): then a
+        # body that is not an object must be refused, not replaced by the path's object
+        self._body_object = self._body_field is not None and any(
+            len(names) > 1 and names[0] == self._body_field for names in reserved
+        )
         self._query = QueryBinder(
             descriptor,
             codec,
@@ -226,6 +232,8 @@ class RequestBinder:
         elif self._body_field is not None:
             if body.strip():
                 decoded = decode_json(body)
+                if self._body_object and decoded is not None and type(decoded) is not dict:
+                    self._refuse_body(decoded)
                 data = {self._body_field: decoded}
                 if self._mask_body is not None:  # before the path adds to the body's dict
                     mask = mask_paths(decoded, self._mask_body)
@@ -245,6 +253,15 @@ class RequestBinder:
         if self._mask_field is not None:
             self._fill_mask(message, mask or [])
         return message
+
+    def _refuse_body(self, decoded: Any) -> NoReturn:
+        """A 400 for a body that is not an object where the path binds inside it: in the
+        words the parse gives (``book: expected an object ...``), or, for a body field
+        whose JSON form is not an object (a Timestamp), in ours."""
+        assert self._body_field is not None
+        self._codec.merge({self._body_field: decoded}, self._input())
+        problem = "expected a JSON object: the path sets a field inside it"
+        raise self._codec.field_error(self._body_field, f"{self._body_field}: {problem}", problem)
 
     def _bind_path(
         self, data: dict[str, Any], bindings: Sequence[tuple[tuple[str, ...], str]]

@@ -15,7 +15,8 @@ changes gets a partial update, as the AIP-134 convention expects. The same rules
 - ``google.protobuf.Struct`` and ``Value`` are walked by their JSON keys as they are
   (``labels.a.b``), and an empty object under them names nothing; ``google.protobuf.Any``
   ends the path;
-- the paths are sorted.
+- the paths are sorted, each once (a body may name a field by both its names; the
+  parse refuses that unless told to ignore it, but the mask never repeats a path).
 
 Where we differ from grpc-gateway, the differences are its slips: an empty body object
 gives no paths (grpc-gateway gives one empty path, which an upstream then refuses); an
@@ -83,7 +84,8 @@ def mask_paths(body: Any, descriptor: Descriptor) -> list[str]:
                 queue.append((path + ".", value, child))
             else:
                 paths.append(path)
-    paths.sort()
+    if len(paths) > 1:
+        paths = sorted(set(paths))  # a field named twice, by proto and by JSON name
     return paths
 
 

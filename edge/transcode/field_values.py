@@ -32,6 +32,14 @@ _WRAPPER_TYPES = frozenset(
     for name in ("Double", "Float", "Int64", "UInt64", "Int32", "UInt32", "Bool", "String", "Bytes")
 )
 
+# Messages whose JSON form is not an object of their fields (a string, a number, any JSON
+# value, or an object with ``@type``): a query name cannot reach inside one.
+VALUE_FORM_TYPES = (
+    _STRING_FORM_TYPES
+    | _WRAPPER_TYPES
+    | frozenset(f"google.protobuf.{name}" for name in ("Struct", "Value", "ListValue", "Any"))
+)
+
 
 class BindingError(ValueError):
     """An HTTP rule cannot be applied to its method's messages (a load-time problem)."""
@@ -109,7 +117,8 @@ def message_descriptor(message_type: type[Message]) -> Descriptor:
     return cast(Descriptor, message_type.DESCRIPTOR)
 
 
-def _field_named(descriptor: Descriptor, name: str) -> FieldDescriptor | None:
+def field_named(descriptor: Descriptor, name: str) -> FieldDescriptor | None:
+    """The field called ``name`` by its proto or JSON (lowerCamel) name."""
     field = descriptor.fields_by_name.get(name)
     if field is None:
         field = descriptor.fields_by_camelcase_name.get(name)
@@ -123,7 +132,7 @@ def resolve_field_path(descriptor: Descriptor, path: Sequence[str]) -> list[Fiel
     for index, name in enumerate(path):
         if current is None:
             raise BindingError(f"{'.'.join(path[:index])!r} is not a message field")
-        field = _field_named(current, name)
+        field = field_named(current, name)
         if field is None:
             raise BindingError(f"{current.full_name} has no field {name!r}")
         if index < len(path) - 1 and (field.message_type is None or is_repeated(field)):
@@ -143,11 +152,19 @@ def is_map(field: FieldDescriptor) -> bool:
 
 
 def set_path(target: dict[str, Any], names: Sequence[str], value: Any) -> None:
+    """Set ``value`` at ``names``, making the objects on the way (``null`` counts as none).
+
+    A value already on the way that is not an object is a ``TypeError``, never replaced:
+    replacing it would silently drop what the client sent (binding refuses such bodies
+    first, so this is a bug if it is ever raised).
+    """
     for name in names[:-1]:
         child = target.get(name)
-        if not isinstance(child, dict):
+        if child is None:
             child = {}
             target[name] = child
+        elif type(child) is not dict:
+            raise TypeError(f"{name!r} holds a {type(child).__name__}, not an object")
         target = child
     target[names[-1]] = value
 

@@ -13,9 +13,15 @@ explicit:
   key to a repeated field as a value).
 - A parameter naming a field the path or the body already binds (the field itself or
   anything under it) is ignored: the path or body value wins (grpc-gateway's filter).
+- A name that goes inside a message carried whole as one JSON value (Timestamp,
+  Duration, FieldMask, the wrappers, Struct, Value, ListValue, Any: ``updateMask.paths``,
+  ``ts.seconds``) is a 400: it would set, beside or over the value, what the value says.
 - Any other unknown parameter is a 400, or ignored when the route says so.
+- A name of more than ``MAX_QUERY_DEPTH`` dotted segments is a 400 (a recursive message
+  has names of any depth, and a client should not make the gateway walk them).
 
-What a name resolves to is cached per route (bounded: names come from clients), so a
+A name is resolved in one walk of its segments, and what it resolves to (a field, bound,
+or nothing) is cached per route for short names (bounded: names come from clients), so a
 request pays one dict probe per parameter.
 """
 
@@ -31,13 +37,13 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from edge.errors import BadRequest
 from edge.transcode.field_values import (
     FD,
-    BindingError,
+    VALUE_FORM_TYPES,
     Converter,
     check_value,
+    field_named,
     get_path,
     is_map,
     is_repeated,
-    resolve_field_path,
     scalar_converter,
     set_path,
     to_bool,
@@ -48,6 +54,9 @@ from edge.transcode.json_words import quoted
 
 Fits = Callable[[Any], bool]
 _CACHE_LIMIT = 1024
+_CACHED_NAME_CHARS = 256  # longer names are resolved each time, never kept
+MAX_QUERY_DEPTH = 32  # segments of a dotted query name (docs/http-mapping.md)
+_MISSING: Any = object()
 _DECIMAL = re.compile(r"-?[0-9]+")
 _INT_KEYS = frozenset(
     {
@@ -118,6 +127,7 @@ class QueryBinder:
         "_map_cache",
         "_reject_unknown",
         "_reserved",
+        "_reserved_prefixes",
     )
 
     def __init__(
@@ -132,10 +142,15 @@ class QueryBinder:
         self._descriptor = descriptor
         self._codec = codec
         self._reserved = reserved
+        # the names that lead to a bound field, so a walk stops looking once past them
+        self._reserved_prefixes = frozenset(
+            names[:length] for names in reserved for length in range(1, len(names))
+        )
         self._reject_unknown = reject_unknown
         self._ignored = ignored
-        self._cache: dict[str, _Target] = {}  # plain names
-        self._map_cache: dict[str, _Target] = {}  # the names before [key]
+        # what each name sets, or None for a name ignored as unknown
+        self._cache: dict[str, _Target | None] = {}  # plain names
+        self._map_cache: dict[str, _Target | None] = {}  # the names before [key]
 
     def bind(self, data: dict[str, Any], query: str) -> None:
         """Add the query's values to ``data`` (the request's JSON form); 400 on bad input."""
@@ -229,42 +244,67 @@ class QueryBinder:
     def _target(self, name: str, shown: str | None = None) -> _Target | None:
         """What the parameter ``name`` sets; ``shown`` is the whole key of an ``m[k]``."""
         cache = self._cache if shown is None else self._map_cache
-        cached = cache.get(name)
-        if cached is not None:
-            return cached
-        key = shown if shown is not None else name
-        parts = name.split(".")
-        try:
-            fields = resolve_field_path(self._descriptor, parts)
-        except BindingError as exc:
-            if self._under_bound_field(parts):
-                return _BOUND  # type: ignore[no-any-return]
-            if self._reject_unknown:
-                raise self._codec.field_error(
-                    key, f"unknown query parameter {quoted(key)}: {exc}", str(exc)
-                ) from exc
-            return None
-        target = self._resolve(fields, key, entry=shown is not None)
-        if len(cache) < _CACHE_LIMIT:  # bounded: names come from clients
+        cached = cache.get(name, _MISSING)
+        if cached is not _MISSING:
+            return cached  # type: ignore[no-any-return]
+        target = self._walk(name, shown if shown is not None else name, entry=shown is not None)
+        # bounded: names come from clients, so only short ones, and only so many, are kept
+        if len(name) <= _CACHED_NAME_CHARS and len(cache) < _CACHE_LIMIT:
             cache[name] = target
         return target
 
-    def _under_bound_field(self, parts: list[str]) -> bool:
-        """Whether a name that resolves to no field starts with one the path or body binds
-        (``name.x`` where the path binds ``name``): grpc-gateway filters it out too."""
-        for length in range(1, len(parts)):
-            try:
-                fields = resolve_field_path(self._descriptor, parts[:length])
-            except BindingError:
-                return False
-            if tuple(f.name for f in fields) in self._reserved:
-                return True
-        return False
+    def _walk(self, name: str, key: str, *, entry: bool) -> _Target | None:
+        """Resolve ``name`` segment by segment, once: a bound prefix ends the walk.
+
+        The walk is linear in the name and the name is capped at ``MAX_QUERY_DEPTH``
+        segments, so a long dotted name costs a client more than it costs the gateway.
+        """
+        parts = name.split(".", MAX_QUERY_DEPTH)
+        if len(parts) > MAX_QUERY_DEPTH:
+            raise self._error(key, f"names a field more than {MAX_QUERY_DEPTH} levels deep")
+        fields: list[FieldDescriptor] = []
+        names: tuple[str, ...] = ()
+        tracking = True
+        current: Descriptor = self._descriptor
+        last = len(parts) - 1
+        for index, part in enumerate(parts):
+            field = field_named(current, part)
+            if field is None:
+                return self._unknown(key, parts, index, current)
+            fields.append(field)
+            if tracking:  # only while the names so far lead to a bound field
+                names = (*names, field.name)
+                if names in self._reserved:
+                    return _BOUND  # type: ignore[no-any-return]
+                tracking = names in self._reserved_prefixes
+            if index == last:
+                break
+            message = field.message_type
+            if message is not None and message.full_name in VALUE_FORM_TYPES:
+                whole = quoted(".".join(parts[: index + 1]))
+                raise self._error(
+                    key, f"names a field inside a value ({whole} is given whole, as JSON)"
+                )
+            if message is None or is_repeated(field):
+                return self._unknown(key, parts, index + 1, None)
+            current = message
+        return self._resolve(fields, key, entry=entry)
+
+    def _unknown(
+        self, key: str, parts: list[str], index: int, message: Descriptor | None
+    ) -> _Target | None:
+        """A name that sets no field: a 400, or ignored when the route says so."""
+        if not self._reject_unknown:
+            return None
+        if message is None:
+            problem = f"{quoted('.'.join(parts[:index]))} is not a singular message field"
+        else:
+            problem = f"{message.full_name} has no field {quoted(parts[index])}"
+        raise self._codec.field_error(
+            key, f"unknown query parameter {quoted(key)}: {problem}", problem
+        )
 
     def _resolve(self, fields: list[FieldDescriptor], key: str, *, entry: bool) -> _Target:
-        names = tuple(f.name for f in fields)
-        if any(names[:length] in self._reserved for length in range(1, len(names) + 1)):
-            return _BOUND  # type: ignore[no-any-return]
         leaf = fields[-1]
         if entry:
             if not is_map(leaf):

@@ -6,11 +6,12 @@ import base64
 from typing import Any
 
 import orjson
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.rpc import status_pb2
 
+from edge.errors import InternalError
 from edge.transcode.binding import BindingError, message_descriptor, resolve_field_path
 from edge.transcode.http_body import HttpBodyReply, http_body_reply
 from edge.transcode.json_codec import JsonCodec
@@ -45,11 +46,28 @@ class ResponseRenderer:
         self.http_body: HttpBodyReply | None = http_body_reply(output, field)
 
     def render(self, message: Message) -> bytes:
-        if self._key is None:
-            return orjson.dumps(self._print(message))
-        # emit_defaults is not forced: an unset field renders as its JSON default below
-        value = self._print(message).get(self._key, self._default)
-        return orjson.dumps(value)
+        """The reply's JSON; ``UnprintableReply`` when the upstream sent what proto3 JSON
+        cannot express (a FieldMask path with capitals, a Timestamp out of range)."""
+        try:
+            if self._key is None:
+                return orjson.dumps(self._print(message))
+            # emit_defaults is not forced: an unset field renders as its JSON default below
+            value = self._print(message).get(self._key, self._default)
+            return orjson.dumps(value)
+        except (json_format.Error, ValueError, TypeError) as exc:
+            raise UnprintableReply(
+                "the upstream's reply cannot be written as JSON",
+                internal=f"{message.DESCRIPTOR.full_name}: {exc}",
+            ) from exc
+
+
+class UnprintableReply(InternalError):
+    """A reply the upstream sent that has no proto3 JSON form: the upstream's fault, so a
+    502 as for any reply the gateway cannot pass on; the gRPC code stays INTERNAL (no
+    retry helps). Why it failed names fields and values: the log has it, the client not.
+    """
+
+    http_status = 502
 
 
 def _json_default(field: FieldDescriptor) -> Any:

@@ -6,6 +6,7 @@ upstream proves it never arrived; what is accepted is bounded in time and memory
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -49,6 +50,64 @@ async def test_hostile_map_parameters_are_400_and_never_sent(query: str) -> None
             response = await client.get(f"/v1/lookups/L?{query}")
         assert stack.upstream.received == []
     assert refused(response, 400)["code"] == 3
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "mask=title&mask.paths=x",  # was a 500: the string "title" had no setdefault
+        "mask.paths=x&mask=title",
+        "mask.paths=x",
+        "patch.extra.fields=1",  # a Struct is one JSON value too
+        "patch.extra.fields[a]=1",
+    ],
+)
+async def test_a_name_inside_a_value_is_400_and_never_sent(query: str) -> None:
+    async with mapping_stack() as stack:
+        async with stack.client() as client:
+            response = await client.get(f"/v1/lookups/L?{query}")
+        assert stack.upstream.received == []
+    body = refused(response, 400)
+    assert "names a field inside a value" in body["message"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "timestamp=2024-01-01T00:00:00Z&timestamp.seconds=5",  # was silently replaced
+        "timestamp.seconds=5&timestamp=2024-01-01T00:00:00Z",
+        "duration=1s&duration.nanos=5",
+        "int64Wrapper=1&int64Wrapper.value=2",
+        "value.stringValue=x",
+        "any.typeUrl=x",
+    ],
+)
+async def test_a_value_and_a_field_inside_it_are_400(stack: Any, query: str) -> None:
+    seen = len(stack.kitchen.seen)
+    async with stack.client() as client:
+        response = await client.get(f"/v1/kitchen/k?{query}")
+    assert len(stack.kitchen.seen) == seen
+    assert "names a field inside a value" in refused(response, 400)["message"]
+
+
+@pytest.mark.parametrize("unknown", ["reject", "ignore"])
+async def test_a_deep_query_name_is_refused_at_the_cap(unknown: str) -> None:
+    """Patch.child recurses: a name thousands of segments deep once cost quadratic
+    resolution per request. Refused whole, however it would resolve."""
+    names = [
+        "patch." + "child." * 2000 + "title",  # a field, very deep
+        "patch." + "child." * 2000 + "nope",  # nothing, very deep
+        "." * 3000,
+    ]
+    async with mapping_stack(transcoding={"unknown_query_parameters": unknown}) as stack:
+        async with stack.client() as client:
+            answers = [await client.get(f"/v1/lookups/L?{name}=x") for name in names]
+            at_cap = await client.get("/v1/lookups/L?patch." + "child." * 30 + "title=x")
+        received: Any = stack.upstream.received
+    for answer in answers:
+        assert "more than 32 levels deep" in refused(answer, 400)["message"]
+    assert at_cap.status_code == 200, at_cap.text
+    assert len(received) == 1
 
 
 async def test_many_and_huge_map_keys_are_bounded() -> None:
@@ -144,3 +203,22 @@ async def test_an_oversized_http_body_is_413_and_never_sent() -> None:
         assert stack.upstream.received == []
     refused(sized, 413)
     refused(chunked, 413)
+
+
+async def test_a_reply_with_no_json_form_is_502_not_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The Lookup upstream echoes its request: a body key "Big" under a Struct becomes the
+    mask path ``extra.Big``, which proto3 JSON cannot print (no capitals in a path)."""
+    with caplog.at_level(logging.WARNING, logger="edge"):
+        async with mapping_stack() as stack:
+            async with stack.client() as client:
+                response = await client.patch("/v1/lookups/0", json={"extra": {"Big": 1}})
+            received: Any = stack.upstream.last("Lookup")
+    assert list(received.mask.paths) == ["extra.Big"]
+    body = refused(response, 502)
+    assert body["code"] == 13
+    assert "Big" not in body["message"]
+    assert not any(record.exc_info for record in caplog.records)
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "cannot be written as JSON" in logged and "Big" in logged

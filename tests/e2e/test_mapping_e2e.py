@@ -104,6 +104,27 @@ async def test_the_demo_update_clears_a_field_the_body_empties() -> None:
         await server.stop(grace=None)
 
 
+@pytest.mark.parametrize("method", ["PATCH", "PUT"])
+async def test_the_demo_update_refuses_a_body_that_is_not_an_object(method: str) -> None:
+    """The path binds book.name inside the body field: a body of "x" used to be replaced
+    by {"name": ...} and sent with an empty mask (update everything). Now a 400, and the
+    book is left as it was."""
+    server, port = await start_library()
+    try:
+        async with run_gateway(make_config(port, protos=DEMO_PROTOS)) as gateway:
+            async with gateway.client() as client:
+                before = (await client.get("/v1/shelves/1/books/1")).json()
+                for body in (b'"x"', b"[1, 2]", b"3", b"true"):
+                    response = await client.request(method, "/v1/shelves/1/books/1", content=body)
+                    assert response.status_code == 400, response.text
+                    payload = response.json()
+                    assert payload["code"] == 3
+                    assert payload["message"].startswith("book: expected an object")
+                assert (await client.get("/v1/shelves/1/books/1")).json() == before
+    finally:
+        await server.stop(grace=None)
+
+
 # --- query parameters -----------------------------------------------------------------------
 
 

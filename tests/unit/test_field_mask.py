@@ -3,7 +3,9 @@
 Two references: grpc-gateway v2's ``FieldMaskFromRequestBody``, transcribed step for
 step below (the paths must be identical, but for the documented differences), and
 protobuf itself: merging the parsed body through the derived mask must rebuild the whole
-body (``FieldMask.MergeMessage``), so the mask never misses a field the client sent.
+body (``FieldMask.MergeMessage``), so the mask names every field the client set. Every
+field it *sent* is not quite the same: as in grpc-gateway, an empty object under a
+``Struct`` (``{"structValue": {}}``) names no path, so it clears nothing.
 """
 
 from __future__ import annotations
@@ -265,10 +267,29 @@ def test_a_field_left_out_is_left_alone(body: dict[str, Any]) -> None:
         ({"value": {"x": [1]}}, ["value.x"]),
         ({"any": {"@type": "type.googleapis.com/edgetest.v1.Inner", "label": "l"}}, ["any"]),
         ({"nope": 1, "stringValue": "x"}, ["string_value"]),  # unknown: the parse's to refuse
+        ({"stringValue": "x", "string_value": "y"}, ["string_value"]),  # both names: once
+        ({"structValue": {"a": {}}}, []),  # an empty object under a Struct: nothing
     ],
 )
 def test_paths(body: Any, paths: list[str]) -> None:
     assert mask_paths(body, KITCHEN) == paths
+
+
+def test_an_empty_object_under_a_struct_clears_nothing() -> None:
+    """grpc-gateway's rule, kept: ``{}`` under a Struct names no path, so an upstream that
+    applies the mask leaves the stored Struct as it was (to clear it, send ``null``)."""
+    stored = kitchen_pb2.Kitchen(string_value="kept")
+    stored.struct_value.update({"a": 1})
+    for body, cleared in (({"structValue": {}}, False), ({"structValue": None}, True)):
+        paths = mask_paths(body, KITCHEN)
+        parsed = json_format.ParseDict(body, kitchen_pb2.Kitchen())
+        merged = kitchen_pb2.Kitchen()
+        merged.CopyFrom(stored)
+        field_mask_pb2.FieldMask(paths=paths).MergeMessage(
+            parsed, merged, replace_message_field=True
+        )
+        assert merged.HasField("struct_value") is not cleared, body
+        assert merged.string_value == "kept"
 
 
 def test_paths_are_relative_to_the_body_message() -> None:

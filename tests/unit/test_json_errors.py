@@ -854,6 +854,8 @@ def test_binding_gives_parse_dict_s_message_or_a_clean_400(data: Any, index: int
             assert error.message == "request body must be a JSON object"
             return
         assert error.details, error.message  # a field is named
+        if bindings and body_field is not None and value is not None and type(value) is not dict:
+            return  # the path binds inside a body that is not an object: never replaced
         assert parse_dict_accepts(whole, message_type.DESCRIPTOR, DEFAULT, False) is None
         return
     assert isinstance(whole, dict)

@@ -18,7 +18,7 @@ import pytest
 from conftest import DEMO_PROTOS, TEST_PROTOS, make_config
 from google.protobuf import json_format
 from google.protobuf.message_factory import GetMessageClass
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate
@@ -26,6 +26,7 @@ from openapi_spec_validator import validate
 from edge.openapi import build_openapi
 from edge.openapi.json_forms import integer_pattern
 from edge.routes import Routes, load_routes
+from edge.transcode.field_values import UNFIT, _to_bytes
 
 Document = dict[str, Any]
 
@@ -192,3 +193,187 @@ def test_http_body_is_raw_bytes_not_json(tmp_path: Path, demo: tuple[Routes, Doc
         if operation["x-grpc-method"].endswith((".ExportShelf", ".DownloadBook"))
     ]
     assert raw_replies and all(content["*/*"] == {"schema": binary} for content in raw_replies)
+
+
+# --- bytes, Duration and Timestamp: the patterns against the gateway's own decoders ---------
+
+
+def _field_accepts(document: Document, field: str, value: Any) -> bool:
+    return _schema_accepts(document, KITCHEN, {field: value})
+
+
+@settings(max_examples=600)
+@given(st.text(alphabet="Aa0+/_-=!", max_size=14))
+def test_the_bytes_pattern_keeps_to_the_decoders(
+    kitchen: tuple[Routes, Document], text: str
+) -> None:
+    """Lengths matter: "A", "AAAAA" and "A=" decode to nothing and are refused (400)."""
+    routes, document = kitchen
+    in_schema = _field_accepts(document, "bytesValue", text)
+    body = _gateway_accepts(routes, KITCHEN, {"bytesValue": text})
+    query = _to_bytes(text) is not UNFIT
+    if in_schema:
+        assert body and query, text
+    data = text.rstrip("=")
+    padding = len(text) - len(data)
+    promised = "=" not in data and "!" not in data and (padding == 0 or len(data) % 4 != 0)
+    if promised and padding <= 4 - len(data) % 4:  # no junk, no excess padding
+        assert in_schema is body is query, text
+
+
+@pytest.mark.parametrize("text", ["A", "AAAAA", "A=", "A==", "AAAAA==="])
+def test_bytes_of_no_length_a_decoder_takes_are_refused(
+    kitchen: tuple[Routes, Document], text: str
+) -> None:
+    routes, document = kitchen
+    assert not _field_accepts(document, "bytesValue", text)
+    assert not _gateway_accepts(routes, KITCHEN, {"bytesValue": text})
+
+
+_DURATION_MAX = 315_576_000_000
+
+
+@settings(max_examples=600)
+@given(
+    st.one_of(
+        st.integers(-(10**13), 10**13),
+        st.integers(-3, 3).map(lambda d: _DURATION_MAX + d),
+        st.integers(-3, 3).map(lambda d: -_DURATION_MAX + d),
+    ),
+    st.booleans(),
+    st.text(alphabet="0123456789", max_size=10),
+)
+def test_the_duration_pattern_says_the_range(
+    kitchen: tuple[Routes, Document], seconds: int, negative_zero: bool, fraction: str
+) -> None:
+    routes, document = kitchen
+    sign = "-" if seconds < 0 or (seconds == 0 and negative_zero) else ""
+    text = f"{sign}{abs(seconds)}{'.' + fraction if fraction else ''}s"
+    in_schema = _field_accepts(document, "duration", text)
+    accepted = _gateway_accepts(routes, KITCHEN, {"duration": text})
+    if in_schema:
+        assert accepted, text
+    if len(fraction) <= 9:  # more digits are read and rounded: accepted, not promised
+        assert in_schema is accepted, text
+
+
+def _timestamp_parts() -> st.SearchStrategy[tuple[int, ...]]:
+    edge_years = st.sampled_from([0, 1, 2, 4, 100, 400, 1900, 2000, 2024, 9998, 9999])
+    return st.tuples(
+        st.one_of(edge_years, st.integers(0, 9999)),
+        st.integers(0, 13),
+        st.one_of(st.sampled_from([1, 28, 29, 30, 31]), st.integers(0, 32)),
+        st.integers(0, 24),
+        st.integers(0, 60),
+        st.integers(0, 61),
+        st.integers(-24 * 60, 24 * 60),
+    )
+
+
+@settings(max_examples=1500)
+@given(_timestamp_parts(), st.booleans(), st.text(alphabet="0123456789", max_size=9))
+def test_the_timestamp_pattern_says_the_range(
+    kitchen: tuple[Routes, Document], parts: tuple[int, ...], utc: bool, fraction: str
+) -> None:
+    """No second 60, real days, and no offset that carries a time past year 1 or 9999."""
+    routes, document = kitchen
+    year, month, day, hour, minute, second, offset = parts
+    zone = (
+        "Z" if utc else f"{'-' if offset < 0 else '+'}{abs(offset) // 60:02}:{abs(offset) % 60:02}"
+    )
+    text = (
+        f"{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}"
+        f"{'.' + fraction if fraction else ''}{zone}"
+    )
+    in_schema = _field_accepts(document, "timestamp", text)
+    accepted = _gateway_accepts(routes, KITCHEN, {"timestamp": text})
+    if in_schema:
+        assert accepted, text
+    # left out on purpose: offsets of 24:00 and more, and on the first and last days,
+    # offsets that could carry the time out of range
+    edge_day = (text.startswith("0001-01-01") and zone[0] == "+") or (
+        text.startswith("9999-12-31") and zone[0] == "-"
+    )
+    if abs(offset) < 24 * 60 and not (edge_day and zone[1:] != "00:00"):
+        assert in_schema is accepted, text
+
+
+@pytest.mark.parametrize(
+    ("text", "accepted"),
+    [
+        ("2016-12-31T23:59:60Z", False),  # a leap second: json_format refuses it
+        ("0001-01-01T00:00:00Z", True),
+        ("0001-01-01T00:30:00+01:00", False),  # year 0 in UTC
+        ("9999-12-31T23:30:00-01:00", False),  # year 10000 in UTC
+        ("9999-12-31T23:30:00+01:00", True),
+        ("2023-02-29T00:00:00Z", False),
+        ("2024-02-29T00:00:00Z", True),
+    ],
+)
+def test_timestamps_at_the_edges(
+    kitchen: tuple[Routes, Document], text: str, accepted: bool
+) -> None:
+    routes, document = kitchen
+    assert _gateway_accepts(routes, KITCHEN, {"timestamp": text}) is accepted
+    assert _field_accepts(document, "timestamp", text) is accepted
+
+
+@pytest.mark.parametrize(
+    ("text", "accepted"),
+    [("315576000000s", True), ("-315576000000.999999999s", True), ("315576000001s", False)],
+)
+def test_durations_at_the_edges(
+    kitchen: tuple[Routes, Document], text: str, accepted: bool
+) -> None:
+    routes, document = kitchen
+    assert _gateway_accepts(routes, KITCHEN, {"duration": text}) is accepted
+    assert _field_accepts(document, "duration", text) is accepted
+
+
+_REPEATED_HTTP_BODY_PROTO = """
+syntax = "proto3";
+package many.v1;
+import "google/api/annotations.proto";
+import "google/api/httpbody.proto";
+import "google/protobuf/empty.proto";
+service Many {
+  rpc Put(PutRequest) returns (google.protobuf.Empty) {
+    option (google.api.http) = { post: "/v1/{name=piles/*}" body: "files" };
+  }
+}
+message PutRequest {
+  string name = 1;
+  repeated google.api.HttpBody files = 2;
+}
+"""
+
+
+def test_a_repeated_http_body_field_is_json(tmp_path: Path) -> None:
+    """The binder reads a repeated HttpBody body field as a JSON array, not raw bytes."""
+    (tmp_path / "many.proto").write_text(_REPEATED_HTTP_BODY_PROTO)
+    routes, document = _load(tmp_path)
+    validate(document)
+    (operation,) = (item["post"] for item in document["paths"].values())
+    content = operation["requestBody"]["content"]
+    assert list(content) == ["application/json"]
+    assert content["application/json"]["schema"]["type"][0] == "array"
+    (route,) = (r for r in routes.routes if r.binder.takes_body and r.method.name == "Put")
+    assert not route.binder.raw_body  # the document agrees with the binder
+
+
+@pytest.mark.parametrize(
+    ("keys", "accepted"),
+    [
+        (["0", "7", "-2147483648", "2147483647"], True),
+        (["2147483648"], False),  # past int32: the gateway refuses it
+        (["-2147483649"], False),
+        (["x"], False),
+    ],
+)
+def test_integer_map_keys_say_the_range(
+    kitchen: tuple[Routes, Document], keys: list[str], accepted: bool
+) -> None:
+    routes, document = kitchen
+    value = {"innerById": {key: {} for key in keys}}
+    assert _gateway_accepts(routes, KITCHEN, value) is accepted
+    assert _schema_accepts(document, KITCHEN, value) is accepted

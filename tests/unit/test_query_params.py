@@ -15,9 +15,10 @@ from mapping_upstream import mapping_registry
 from edge.descriptors.http_rules import HttpRule
 from edge.errors import BadRequest
 from edge.routing.template import parse_template
+from edge.transcode import field_values, query_params
 from edge.transcode.binding import RequestBinder
 from edge.transcode.json_codec import JsonCodec, JsonOptions
-from edge.transcode.query_params import split_map_key
+from edge.transcode.query_params import MAX_QUERY_DEPTH, split_map_key
 from edgetest.v1 import kitchen_pb2
 
 REGISTRY = mapping_registry()
@@ -143,3 +144,138 @@ def test_a_parameter_under_a_bound_field_is_ignored(reject: bool) -> None:
         "string_value": "ignored: the path or body binds this field",
         "int32Value": "int32_value",
     }
+
+
+# --- names inside a value carried whole (FieldMask, Timestamp, wrappers, ...) ---------------
+
+KITCHEN_GET = kitchen_binder("GET", "/v1/kitchen/{string_value}", None)
+KITCHEN_GET_IGNORING = kitchen_binder(
+    "GET", "/v1/kitchen/{string_value}", None, reject_unknown_query=False
+)
+
+
+@pytest.mark.parametrize("binder", [KITCHEN_GET, KITCHEN_GET_IGNORING])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "fieldMask=title&fieldMask.paths=x",  # was a 500: "title".setdefault
+        "field_mask.paths=x&fieldMask=title",
+        "timestamp=2024-01-01T00:00:00Z&timestamp.seconds=5",  # was silently replaced
+        "timestamp.seconds=5&timestamp=2024-01-01T00:00:00Z",
+        "duration.nanos=1",
+        "int64Wrapper.value=7",
+        "string_wrapper.value=x",
+        "struct_value.fields=1",
+        "structValue.fields[a]=1",
+        "value.string_value=x",
+        "list_value.values=1",
+        "any.type_url=x",
+        "timestamp.seconds.x=1",
+    ],
+)
+def test_a_name_inside_a_value_is_400(binder: RequestBinder, query: str) -> None:
+    with pytest.raises(BadRequest) as caught:
+        binder.bind(((("string_value",), "p"),), query, b"")
+    assert "names a field inside a value" in caught.value.message
+    shown = next(key for key in query.split("&") if "." in key.partition("=")[0])
+    assert caught.value.details[0]["fieldViolations"][0]["field"] == shown.partition("=")[0]
+    explained = binder.query_fields(query)
+    assert explained[shown.partition("=")[0]].startswith("error: ")
+
+
+def test_a_value_given_whole_still_binds() -> None:
+    message: Any = KITCHEN_GET.bind(
+        ((("string_value",), "p"),),
+        "fieldMask=title,pageCount&timestamp=2024-01-01T00:00:00Z&duration=1.5s"
+        "&int64Wrapper=7&nested.inner.label=x",
+        b"",
+    )
+    assert list(message.field_mask.paths) == ["title", "page_count"]
+    assert message.timestamp.seconds == 1704067200
+    assert message.duration.seconds == 1 and message.duration.nanos == 500_000_000
+    assert message.int64_wrapper.value == 7
+    assert message.nested.inner.label == "x"
+
+
+def test_a_name_inside_a_bound_value_is_still_ignored() -> None:
+    binder = kitchen_binder("GET", "/v1/kitchen/{timestamp}", None)
+    assert binder.query_fields("timestamp.seconds=5") == {
+        "timestamp.seconds": "ignored: the path or body binds this field"
+    }
+
+
+# --- deep names: a cap, one walk, a bounded cache ------------------------------------------
+
+PATCH_LOOKUP = RequestBinder(LOOKUP.input_type, LOOKUP.http_rules[1], CODEC)
+
+
+def deep(levels: int, leaf: str = "title") -> str:
+    """``patch.child.child...title``: ``levels`` segments in all (Patch.child recurses)."""
+    return ".".join(["patch", *["child"] * (levels - 2), leaf])
+
+
+def test_a_name_at_the_depth_cap_binds() -> None:
+    message: Any = bound(f"{deep(MAX_QUERY_DEPTH)}=x")
+    node = message.patch
+    for _ in range(MAX_QUERY_DEPTH - 2):
+        node = node.child
+    assert node.title == "x"
+
+
+@pytest.mark.parametrize("binder", [GET_LOOKUP, IGNORING, PATCH_LOOKUP])
+@pytest.mark.parametrize("levels", [MAX_QUERY_DEPTH + 1, 5000])
+def test_a_name_past_the_depth_cap_is_400(binder: RequestBinder, levels: int) -> None:
+    """Whatever the name would resolve to (a field, nothing, a bound field): refused."""
+    for leaf in ("title", "nope"):
+        name = deep(levels, leaf)
+        with pytest.raises(BadRequest) as caught:
+            binder.bind(((("id",), "L"),), f"{name}=x", b"")
+        assert f"more than {MAX_QUERY_DEPTH} levels deep" in caught.value.message
+        assert caught.value.details[0]["fieldViolations"][0]["field"] == name
+
+
+def counting_lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    seen: list[str] = []
+
+    def counted(descriptor: Any, name: str) -> Any:
+        seen.append(name)
+        return field_values.field_named(descriptor, name)
+
+    monkeypatch.setattr(query_params, "field_named", counted)
+    return seen
+
+
+def test_a_name_is_resolved_in_one_walk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """One field lookup per segment (the walk used to re-resolve every prefix of a name
+    that resolves to nothing: quadratic in its depth), and none past the cap."""
+    seen = counting_lookups(monkeypatch)
+    binder = RequestBinder(LOOKUP.input_type, LOOKUP.http_rules[0], CODEC)
+    name = deep(MAX_QUERY_DEPTH, "nope")
+    with pytest.raises(BadRequest, match="unknown query parameter"):
+        binder.bind(((("id",), "L"),), f"{name}=x", b"")
+    assert len(seen) == MAX_QUERY_DEPTH
+    seen.clear()
+    with pytest.raises(BadRequest, match="levels deep"):
+        binder.bind(((("id",), "L"),), f"{deep(100_000)}=x", b"")
+    assert seen == []
+
+
+def test_the_cache_keeps_short_names_of_every_outcome(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen = counting_lookups(monkeypatch)
+    binder = kitchen_binder("PATCH", "/v1/{string_value}/x", "nested", reject_unknown_query=False)
+    query = "nope.a=1&nested.name=2&string_value.x=3&int32Value=4"
+    for _ in range(3):
+        message: Any = binder.bind(((("string_value",), "p"),), query, b"")
+        assert message.int32_value == 4 and message.nested.name == ""
+    assert len(seen) == 1 + 1 + 1 + 1  # each name walked once: unknown, bound, bound, field
+
+
+def test_long_names_are_not_cached() -> None:
+    """A client picks the names: only short ones are kept, so the cache stays small."""
+    binder = RequestBinder(
+        LOOKUP.input_type, LOOKUP.http_rules[0], CODEC, reject_unknown_query=False
+    )
+    long_name, short_name = "n" * 257, "n" * 256
+    binder.bind(((("id",), "L"),), f"{long_name}=x&{short_name}=y&by_name[k]=v", b"")
+    assert list(binder._query._cache) == [short_name]
+    assert list(binder._query._map_cache) == ["by_name"]
