@@ -36,9 +36,7 @@ def _json(data: Any, status: int = 200) -> Response:
 
 
 def _config() -> Config:
-    config = _holder().current.config
-    assert config is not None
-    return config
+    return _holder().current.config
 
 
 def _allowed() -> bool:
@@ -118,7 +116,7 @@ async def descriptors() -> Response:
             "unrouted": current.unrouted,
             "problems": current.problems,
             "notes": current.notes,
-            "reload": reloader.status.snapshot(),
+            "reload": reloader.snapshot(),
         }
     )
 

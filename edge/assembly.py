@@ -185,7 +185,6 @@ def assemble(
         config=config,
         front=front,
         terminal=terminal,
-        generation=generation,
         lease=lease,
         life=Generation(generation),
         openers=tuple(openers),

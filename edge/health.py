@@ -58,7 +58,7 @@ async def readiness() -> tuple[bool, dict[str, Any]]:
     state = holder.current
     terminal, pipeline, routes = state.terminal, state.pipeline, state.routes
     checks: dict[str, Any] = {"routes": len(routes.routes)}
-    ready = bool(routes.routes) or bool(state.config is not None and state.config.proxy_routes)
+    ready = bool(routes.routes) or bool(state.config.proxy_routes)
     shutdown = current_app.extensions.get("edge.shutdown")
     if shutdown is not None and shutdown.is_set():
         checks["draining"] = True  # take this instance out of the load balancer first

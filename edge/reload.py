@@ -52,7 +52,6 @@ WATCHED_SUFFIXES = (".proto", ".pb", ".binpb", ".desc", ".yaml", ".yml")
 
 @dataclass(slots=True)
 class ReloadStatus:
-    generation: int = 1  # how many route sets have been served
     loaded_at: float = field(default_factory=time.time)
     last_attempt_at: float | None = None
     last_reason: str | None = None
@@ -65,7 +64,6 @@ class ReloadStatus:
     def snapshot(self) -> dict[str, object]:
         return {
             "worker": os.getpid(),  # with --workers N, which one answered
-            "generation": self.generation,
             "loaded_at": self.loaded_at,
             "last_attempt_at": self.last_attempt_at,
             "last_reason": self.last_reason,
@@ -157,9 +155,7 @@ class Reloader:
 
     @property
     def config(self) -> Config:
-        config = self.holder.current.config
-        assert config is not None
-        return config
+        return self.holder.current.config
 
     async def reload(self, reason: str) -> ReloadResult:
         async with self._lock:  # one reload at a time; later triggers queue up
@@ -181,7 +177,7 @@ class Reloader:
             if blocking:
                 return self._refused(blocking, current)
             lease = self.shared.lease()
-            generation = running.generation + 1
+            generation = running.life.number + 1
             try:
                 state = await self.assemble(config, routes, lease, generation)
             except ConfigError as exc:
@@ -199,7 +195,6 @@ class Reloader:
                 self.applied(config)
             self._follow(config)
             metrics.RELOADS.labels("applied").inc()
-            self.status.generation = generation
             self.status.loaded_at = time.time()
             self.status.last_error = []
             self.status.reloads += 1
@@ -221,6 +216,10 @@ class Reloader:
             return running, []
         new = await asyncio.to_thread(self.source.load)
         return keep_running(new, running)
+
+    def snapshot(self) -> dict[str, object]:
+        """The status, with the generation being served (how many configs have been)."""
+        return {**self.status.snapshot(), "generation": self.holder.current.life.number}
 
     def reload_soon(self, reason: str) -> None:
         """Reload in the background (from a signal handler), keeping the task referenced."""

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from edge.leases import Lease
 
 log = logging.getLogger("edge.state")
+_RELEASING: set[asyncio.Task[None]] = set()
 
 
 class Generation:
@@ -49,15 +50,14 @@ class Generation:
 
     def retire(self, release: Callable[[], Awaitable[None]]) -> None:
         """Run ``release`` once nothing runs on this generation (now, if nothing does)."""
-        tasks: set[asyncio.Task[None]] = set()
 
         def idle() -> None:
             self.on_idle = None
             task = asyncio.get_running_loop().create_task(
                 _released(release, self.number), name=f"edge-retire-{self.number}"
             )
-            tasks.add(task)  # referenced until done
-            task.add_done_callback(tasks.discard)
+            _RELEASING.add(task)  # the loop holds tasks weakly: referenced until done
+            task.add_done_callback(_RELEASING.discard)
 
         if self.active == 0:
             idle()
@@ -83,14 +83,13 @@ class GatewayState:
     max_body_bytes: int
     websocket: WebSocketPolicy
     pipeline: Pipeline
+    config: Config  # what this state was built from
+    front: ASGIApp  # the request guard and the adapters for this config
+    terminal: Terminal  # the gRPC terminal (channels), for health checks
+    lease: Lease  # what it holds in the app's shared pool (edge.leases)
+    life: Generation = field(compare=False)  # its number, and the calls it still serves
     send_timeout: float | None = None  # server.send_timeout, for streams
     compression: Compression | None = None  # gzip/br of transcoded routes (None: none)
-    config: Config | None = None  # what this state was built from
-    front: ASGIApp | None = None  # the request guard and the adapters for this config
-    terminal: Terminal | None = None  # the gRPC terminal (channels), for health checks
-    generation: int = 1
-    lease: Lease | None = None  # what it holds in the app's shared pool (edge.leases)
-    life: Generation = field(default_factory=lambda: Generation(1), compare=False)
     # what opens its connections (channels, pools) inside the running loop: ``start``
     openers: tuple[Callable[[], Awaitable[None]], ...] = ()
 
@@ -123,15 +122,13 @@ class LiveFront:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         state = self.holder.current
-        front = state.front
-        assert front is not None
         if scope["type"] == "lifespan":  # the app's whole life: not a call of this state
-            await front(scope, receive, send)
+            await state.front(scope, receive, send)
             return
         life = state.life
         life.active += 1
         try:
-            await front(scope, receive, send)
+            await state.front(scope, receive, send)
         finally:
             life.active -= 1
             if life.active == 0 and life.on_idle is not None:

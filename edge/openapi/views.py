@@ -99,9 +99,7 @@ def docs_headers(servers: tuple[str, ...] = ()) -> dict[str, str]:
 
 def _config() -> Config:
     holder: StateHolder = current_app.extensions["edge.state"]
-    config = holder.current.config
-    assert config is not None
-    return config
+    return holder.current.config
 
 
 def _headers() -> dict[str, str]:
@@ -147,7 +145,6 @@ async def openapi_json() -> Response:
     if cache is None:
         cache = current_app.extensions["edge.openapi"] = OpenApiCache()
     state = holder.current
-    assert state.config is not None
     body = await cache.document(state.routes, state.config)
     return Response(
         body,

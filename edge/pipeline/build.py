@@ -15,7 +15,7 @@ re-reads key files and refetches JWKS when they are next needed.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,7 +46,6 @@ class Pipeline:
     breakers: BreakerLayer | None = None
     retry: RetryLayer | None = None
     streams: StreamLimitLayer | None = None
-    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     lease: Lease = field(default_factory=lambda: Shared().lease())
 
     # -- the doors an ingress adapter uses; none of them reads a layer's private state --
@@ -112,8 +111,6 @@ class Pipeline:
         }
 
     async def close(self) -> None:
-        for close in self.closers:
-            await close()
         await self.lease.release()
 
 
