@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import sys
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -144,3 +146,34 @@ def find_operation(document: dict[str, Any], method: str, path: str) -> tuple[st
 def snake(name: str) -> str:
     """``pageSize`` as Python generators name it: ``page_size``."""
     return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", name).lower()
+
+
+# the README's unary operations every generated client must have called
+README_OPERATIONS = frozenset(
+    {
+        "list_books", "get_book", "create_book", "update_book", "publish_book",
+        "get_shelf_stats", "delete_book", "export_shelf",
+    }
+)  # fmt: skip
+
+
+@asynccontextmanager
+async def two_demos() -> AsyncIterator[tuple[Gateway, Gateway, dict[str, Any]]]:
+    """Two fresh demos (one for curl's answers, one for the client's: each call changes
+    the shelf it runs on) and the OpenAPI document the client is generated from."""
+    async with demo_stack() as by_curl, demo_stack() as by_client:
+        async with by_client.client() as http:
+            document = (await http.get("/openapi.json")).json()
+        yield by_curl, by_client, document
+
+
+@contextmanager
+def importable(folder: Path, package: str) -> Iterator[None]:
+    """``package`` generated into ``folder``, importable here and forgotten afterwards."""
+    sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        sys.path.remove(str(folder))
+        for name in [n for n in sys.modules if n == package or n.startswith(package + ".")]:
+            del sys.modules[name]

@@ -20,7 +20,6 @@ import inspect
 import json
 import shutil
 import subprocess
-import sys
 import time
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -29,13 +28,15 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 from readme_curl import (
+    README_OPERATIONS,
     REFUSED,
     CurlRequest,
-    demo_stack,
     find_operation,
+    importable,
     same,
     send_as_curl,
     snake,
+    two_demos,
     unary_requests,
 )
 
@@ -157,14 +158,9 @@ def _unset(value: Any) -> Any:
 
 
 async def test_an_openapi_generator_client_gets_the_readme_answers(tmp_path: Path) -> None:
-    async with AsyncExitStack() as stack:
-        by_curl = await stack.enter_async_context(demo_stack())
-        by_client = await stack.enter_async_context(demo_stack())
-        async with by_client.client() as http:
-            document = (await http.get("/openapi.json")).json()
+    async with two_demos() as (by_curl, by_client, document), AsyncExitStack() as stack:
         _generate(document, tmp_path)
-        sys.path.insert(0, str(tmp_path / "out"))
-        try:
+        with importable(tmp_path / "out", PACKAGE):
             package = importlib.import_module(PACKAGE)
             api_client = package.ApiClient(package.Configuration(host=by_client.base_url))
             # the client's own close is a no-op: its sockets go back with the pool
@@ -192,11 +188,4 @@ async def test_an_openapi_generator_client_gets_the_readme_answers(tmp_path: Pat
                     if status == 200 and hasattr(parsed, "to_dict"):
                         read_back = _unset(json.loads(parsed.to_json()))
                         assert same(read_back) == same(expected.json()), target
-        finally:
-            sys.path.remove(str(tmp_path / "out"))
-            for name in [n for n in sys.modules if n == PACKAGE or n.startswith(PACKAGE + ".")]:
-                del sys.modules[name]
-    assert set(called) >= {
-        "list_books", "get_book", "create_book", "update_book", "publish_book",
-        "get_shelf_stats", "delete_book", "export_shelf",
-    }  # fmt: skip
+    assert set(called) >= README_OPERATIONS
