@@ -65,7 +65,10 @@ def path_parameters(
                     "This part is `**`: it may span several segments; send them with "
                     "their slashes (a percent-encoded slash is kept as `%2F`)."
                 )
-            schema: dict[str, Any] = {"type": "string"}
+            # a `*` segment is never empty (an empty segment matches no route); `**` may be
+            schema: dict[str, Any] = (
+                {"type": "string"} if deep else {"type": "string", "minLength": 1}
+            )
         else:
             if parameter.name != variable.name:
                 notes.append(f"Sets the request field `{variable.name}`.")

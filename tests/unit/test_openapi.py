@@ -426,9 +426,17 @@ def test_expanded_parameters_are_one_segment_each(demo: Document) -> None:
     assert set(get) == {"shelf", "book"}
     for name in ("shelf", "book"):
         assert get[name]["in"] == "path" and get[name]["required"] is True
-        assert get[name]["schema"] == {"type": "string"}
+        # a `*` segment is never empty: an empty one matches no route
+        assert get[name]["schema"] == {"type": "string", "minLength": 1}
         assert "request field `name`" in get[name]["description"]
     assert "`shelves/*/books/*`" in get["book"]["description"]
+
+
+def test_an_expanded_double_star_part_may_be_empty(kitchen: Document) -> None:
+    operation = kitchen["paths"]["/v1/projects/{project}/items/{item}"]["get"]
+    get = _parameters(operation)
+    assert get["project"]["schema"] == {"type": "string", "minLength": 1}
+    assert get["item"]["schema"] == {"type": "string"}  # `**` spans zero or more segments
 
 
 def test_unexpanded_variables_say_their_pattern() -> None:
