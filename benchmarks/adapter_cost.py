@@ -30,6 +30,16 @@ KINDS: dict[str, tuple[list[tuple[bytes, bytes]], bytes]] = {
         [*_BASE, (b"content-type", b"application/json"), (b"content-length", b"28")],
         CONNECT_BODY,
     ),
+    # a browser's POST: Accept-Encoding on every request, the small reply sent as it is
+    "JSON POST, gzip ok": (
+        [
+            *_BASE,
+            (b"content-type", b"application/json"),
+            (b"content-length", b"28"),
+            (b"accept-encoding", b"gzip, deflate, br, zstd"),
+        ],
+        CONNECT_BODY,
+    ),
     "gRPC-Web unary": (
         [
             *_BASE,
@@ -126,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     print("adapter cost in process (canned upstream, no server): us/call, min of rounds")
     for kind, values in cost.items():
         best = min(values)
-        print(f"  {kind:<16} {best:7.1f}  ({best / json_post:.2f}x the JSON POST)")
+        print(f"  {kind:<18} {best:7.1f}  ({best / json_post:.2f}x the JSON POST)")
     return 0
 
 

@@ -4,7 +4,7 @@ that decodes, chosen once per request.
 A request that neither sends ``Accept-Encoding`` nor ``Content-Encoding`` gets no wrapper
 at all: the hot path pays one pass over the headers (``Compression.wrap``). Otherwise:
 
-* **Responses** (``_CompressingSend``): decided at ``http.response.start``. Left as they
+* **Responses** (``CompressingSend``): decided at ``http.response.start``. Left as they
   are: a status without a body (1xx, 204, 304), a HEAD, a body already encoded, a
   ``Cache-Control: no-transform``, a media type not in ``content_types``, or a
   ``Content-Length`` below ``min_size``. A reply with a ``Content-Length`` (unary, the
@@ -131,7 +131,7 @@ class Compression:
         if accept is not None and self.responses and scope["method"] != "HEAD":
             choice = self.negotiate(accept)
             if choice is not None and self.on_for(route.method.full_name):
-                send = _CompressingSend(send, choice, self)
+                send = CompressingSend(send, choice, self)
         if encoded is not None and (route.binder.takes_body or route.method.client_streaming):
             receive = self.decoding(receive, encoded)
         return send, receive
@@ -201,11 +201,11 @@ class Compression:
 # the encodings a request accepts: (for a reply with a length, for a stream); None: identity
 Choice = tuple[Encoding | None, Encoding | None]
 
-# _CompressingSend states
+# CompressingSend states
 _START, _HOLD, _STREAM, _PASS = range(4)
 
 
-class _CompressingSend:
+class CompressingSend:
     """``send`` compressing a response the rules allow (see the module's docstring)."""
 
     __slots__ = (
@@ -243,6 +243,15 @@ class _CompressingSend:
             await self._whole(message)
         else:
             await self._chunk(message)
+
+    def for_whole(self, length: int) -> Send:
+        """The send for a reply whose body, all ``length`` bytes of it, is known before it
+        starts (a unary answer): the bare send when it is under ``min_size`` or the client
+        takes no encoding for whole replies, so the common small answer of a browser (which
+        always sends Accept-Encoding) skips this wrapper instead of being looked at twice."""
+        if length < self._rules.min_size or self._choice[0] is None:
+            return self._send
+        return self
 
     def _started(self, message: Message) -> Message | None:
         """The start to send now (None: held until the body, to know its new length)."""

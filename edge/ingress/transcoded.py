@@ -37,7 +37,7 @@ from edge.ingress.asgi import (
     timed_send,
 )
 from edge.ingress.calls import deadline, grpc_timeout
-from edge.ingress.compression import REFUSED_BODIES
+from edge.ingress.compression import REFUSED_BODIES, CompressingSend
 from edge.ingress.render import (
     error_response,
     send_error,
@@ -165,6 +165,8 @@ class TranscodedAdapter:
             log.exception("unhandled error serving %s %s", scope["method"], scope["path"])
             await send_internal_error(send)
             return
+        if type(send) is CompressingSend:  # the client asked for an encoding
+            send = send.for_whole(len(payload))
         if http_body is not None:
             out = [
                 (b"content-type", content_type),

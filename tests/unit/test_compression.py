@@ -4,6 +4,7 @@ ASGI wrappers' decisions (driven by a recording ``send``, no network)."""
 from __future__ import annotations
 
 import asyncio
+import gzip
 import tracemalloc
 import zlib
 from types import SimpleNamespace
@@ -27,7 +28,12 @@ from edge.compression.negotiate import (
     content_codings,
 )
 from edge.errors import BodyTooLarge
-from edge.ingress.compression import Compression, UnsupportedEncoding, encoded_headers
+from edge.ingress.compression import (
+    CompressingSend,
+    Compression,
+    UnsupportedEncoding,
+    encoded_headers,
+)
 
 OFFERED = (b"br", b"gzip")
 
@@ -550,3 +556,28 @@ def test_accept_encoding_is_parsed_once_for_replies_and_streams(
     choice = rules.negotiate(b"gzip;q=0.9, br")
     assert choice is not None and [e.name for e in choice if e] == [b"br", b"br"]
     assert calls == [b"gzip;q=0.9, br"]
+
+
+def test_a_whole_reply_under_min_size_skips_the_wrapper_and_one_over_it_is_compressed() -> None:
+    rules = compression(min_size=100)
+    recorder = Recorder()
+    send, _ = rules.wrap(scope((b"accept-encoding", b"gzip")), transcoded("r"), recorder, never)
+    assert isinstance(send, CompressingSend)
+    assert send.for_whole(99) is recorder  # the bare send: nothing to look at
+    assert send.for_whole(100) is send
+    # br is offered for streams only, and the client takes nothing else
+    streams_br = compression(min_size=100, algorithms=["gzip"], stream_algorithms=["br"])
+    streaming_only, _ = streams_br.wrap(
+        scope((b"accept-encoding", b"br")), transcoded("r"), recorder, never
+    )
+    assert isinstance(streaming_only, CompressingSend)
+    assert streaming_only.for_whole(10_000) is recorder  # no encoding for whole replies
+
+    async def run() -> None:
+        whole = send.for_whole(len(PAYLOAD))
+        await whole({"type": "http.response.start", "status": 200, "headers": [JSON]})
+        await whole({"type": "http.response.body", "body": PAYLOAD})
+
+    asyncio.run(run())
+    assert recorder.headers[b"content-encoding"] == b"gzip"
+    assert gzip.decompress(recorder.body) == PAYLOAD
