@@ -25,6 +25,7 @@ from edge.reload import Reloader
 from edge.routing.table import NoRoute, RouteMatch, WrongMethod
 from edge.state import StateHolder
 from edge.transcode.response import status_body
+from edge.workers import WorkerGroup, newer_reports
 
 admin = Blueprint("edge_admin", __name__, url_prefix="/admin")
 
@@ -123,12 +124,67 @@ async def descriptors() -> Response:
 
 @admin.post("/reload")
 async def reload() -> Response:
+    """Reload now: this worker alone, or with ``--workers N`` every worker, each reported."""
+    group: WorkerGroup | None = current_app.extensions.get("edge.workers")
+    if group is not None:
+        return await _reload_every_worker(group)
     reloader: Reloader = current_app.extensions["edge.reloader"]
     result = await reloader.reload("admin request")
     return _json(
-        {"applied": result.applied, "problems": list(result.problems), "routes": result.routes},
+        {
+            "applied": result.applied,
+            "problems": list(result.problems),
+            "routes": result.routes,
+            "restart_needed": list(result.restart_needed),
+        },
         200 if result.applied else 409,
     )
+
+
+async def _reload_every_worker(group: WorkerGroup) -> Response:
+    """Ask the supervisor to reload every worker, and wait for each one's outcome.
+
+    200 when every worker applied the new config, 409 when any refused it (each worker
+    validates on its own; they read the same files, so they agree), 504 when a worker has
+    not reported within ``_WORKERS_TIMEOUT`` (one stuck, or just restarted).
+    """
+    before = await asyncio.to_thread(group.reports)
+    group.reload_all()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _WORKERS_TIMEOUT
+    while True:
+        now = await asyncio.to_thread(group.reports)
+        fresh = newer_reports(before, now, group.workers)
+        if fresh is not None:
+            break
+        if loop.time() > deadline:
+            missing = sorted(set(range(group.workers)) - set(now))
+            return _json(
+                {
+                    "applied": False,
+                    "problems": [f"workers {missing or 'some'} did not report a reload in time"],
+                    "workers": [now[index] for index in sorted(now)],
+                },
+                504,
+            )
+        await asyncio.sleep(0.05)
+    reports = [fresh[index] for index in sorted(fresh)]
+    applied = all(report["applied"] for report in reports)
+    problems = sorted({p for report in reports for p in report["problems"]})
+    restart = sorted({k for report in reports for k in report["restart_needed"]})
+    return _json(
+        {
+            "applied": applied,
+            "problems": problems,
+            "routes": reports[0]["routes"],
+            "restart_needed": restart,
+            "workers": reports,
+        },
+        200 if applied else 409,
+    )
+
+
+_WORKERS_TIMEOUT = 30.0  # seconds for every worker to report an admin reload
 
 
 def redact(value: Any, key: str = "") -> Any:

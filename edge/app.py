@@ -35,6 +35,7 @@ from edge.reload import Reloader, retire
 from edge.routes import Routes, load_routes
 from edge.state import GatewayState, LiveFront, StateHolder
 from edge.transcode.response import status_body
+from edge.workers import WorkerGroup
 
 if TYPE_CHECKING:  # opentelemetry is imported only when tracing is configured
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -57,6 +58,7 @@ def create_app(
     terminal: Terminal | None = None,
     span_exporter: SpanExporter | None = None,
     source: ConfigSource | None = None,
+    group: WorkerGroup | None = None,
 ) -> Quart:
     """The gateway application; ``routes`` defaults to loading what the config names.
 
@@ -66,6 +68,7 @@ def create_app(
     ``span_exporter`` turns tracing on with that exporter whatever the config says (the
     tests pass an in-memory one). ``source``: where ``config`` was read from, so a reload
     reads it again (without one, a reload keeps ``config`` and reloads the descriptors).
+    ``group``: this worker's place among ``edge serve --workers N`` (``edge.workers``).
     """
     # whatever Hypercorn serves this app gets the HTTP/2 reset budget and the deferred 100
     h2_resets.install()
@@ -113,8 +116,9 @@ def create_app(
         if observe is not None:
             observe.access_log_on = new.observability.access_log
 
-    reloader = Reloader(holder, build, shared, source=source, applied=applied)
+    reloader = Reloader(holder, build, shared, source=source, applied=applied, group=group)
     app.extensions["edge.reloader"] = reloader
+    app.extensions["edge.workers"] = group
     app.register_blueprint(admin)
     app.register_blueprint(health)
     if config.observability.metrics:
@@ -131,6 +135,10 @@ def create_app(
             asyncio.get_running_loop().add_signal_handler(
                 signal.SIGHUP, lambda: reloader.reload_soon("SIGHUP")
             )
+        if group is not None:
+            group.report(reloader.outcome())
+            if group.missed_reload():  # a SIGHUP came while this worker was starting
+                reloader.reload_soon("SIGHUP while starting")
 
     @app.after_serving
     async def close_upstreams() -> None:

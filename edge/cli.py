@@ -44,6 +44,7 @@ from edge.ingress.h2_resets import EdgeHypercornConfig
 from edge.ingress.websocket_policy import SHUTDOWN_STATE_KEY
 from edge.redaction import redact_text, redact_url
 from edge.routes import load_routes
+from edge.workers import WorkerGroup, bump_epoch
 
 _CONFIG_ENV = "EDGE_CONFIG"
 SHUTDOWN_EXTENSION = "edge.shutdown"  # app.extensions: the drain's asyncio.Event
@@ -165,6 +166,7 @@ async def serve_in_process(
     extra: list[object] | None = None,
     sockets: Sockets | None = None,
     source: ConfigSource | None = None,
+    group: WorkerGroup | None = None,
 ) -> None:
     """Serve until SIGINT/SIGTERM, then drain; ``extra`` servers (grpc.aio) stop after.
 
@@ -192,7 +194,7 @@ async def serve_in_process(
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
-    app = create_app(config, source=source)
+    app = create_app(config, source=source, group=group)
     drain = Drain(app, config.server.graceful_timeout)  # type: ignore[arg-type]
     app.extensions[SHUTDOWN_EXTENSION] = drain.started
 
@@ -239,12 +241,15 @@ def configure_logging(config: Config) -> None:
     logging.basicConfig(level=config.observability.log_level, handlers=[handler], force=True)
 
 
-def _worker(config: Config, sockets: Sockets, source: ConfigSource | None = None) -> None:
+def _worker(
+    config: Config, sockets: Sockets, source: ConfigSource | None, group: WorkerGroup
+) -> None:
     """One worker process of ``serve_workers`` (started with the spawn method)."""
     signal.signal(signal.SIGTERM, _exit_before_serving)  # until the loop's handler is in
     configure_logging(config)
     run_with_loop(
-        serve_in_process(config, sockets=sockets, source=source), config.server.event_loop
+        serve_in_process(config, sockets=sockets, source=source, group=group),
+        config.server.event_loop,
     )
 
 
@@ -273,9 +278,16 @@ def serve_workers(config: Config, source: ConfigSource | None = None) -> int:
     context = multiprocessing.get_context("spawn")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited; workers install their own
     signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the handler below: not fatal
+    # the workers' shared files: reload epochs and outcomes (edge.workers)
+    run_folder = Path(tempfile.mkdtemp(prefix="edge-run-"))
+    count = config.server.workers
     workers = [
-        context.Process(target=_worker, args=(config, sockets, source), name=f"edge-worker-{index}")
-        for index in range(config.server.workers)
+        context.Process(
+            target=_worker,
+            args=(config, sockets, source, WorkerGroup(run_folder, index, count, os.getpid())),
+            name=f"edge-worker-{index}",
+        )
+        for index in range(count)
     ]
     for worker in workers:
         worker.start()
@@ -294,7 +306,9 @@ def serve_workers(config: Config, source: ConfigSource | None = None) -> int:
                     os.kill(worker.pid, signal.SIGTERM)  # a later one cuts their drain short
 
     def reload(signum: int = signal.SIGHUP, frame: FrameType | None = None) -> None:
-        """SIGHUP to the supervisor reloads every worker (each reads the config itself)."""
+        """SIGHUP to the supervisor reloads every worker (each reads the config itself);
+        the epoch tells a worker still starting, which cannot take the signal yet."""
+        bump_epoch(run_folder)
         for worker in workers:
             if worker.pid is not None and worker.exitcode is None and not stopping:
                 with contextlib.suppress(ProcessLookupError):
@@ -319,6 +333,7 @@ def serve_workers(config: Config, source: ConfigSource | None = None) -> int:
                     stop()
     if shared_metrics is not None:
         shutil.rmtree(shared_metrics, ignore_errors=True)
+    shutil.rmtree(run_folder, ignore_errors=True)
     return status
 
 

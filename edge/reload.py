@@ -44,6 +44,7 @@ from edge.leases import Lease, Shared
 from edge.observability import metrics
 from edge.routes import Routes, load_routes
 from edge.state import GatewayState, StateHolder
+from edge.workers import WorkerGroup
 
 log = logging.getLogger("edge.reload")
 
@@ -138,6 +139,7 @@ class Reloader:
         source: ConfigSource | None = None,
         loader: Callable[[Config], Routes] = load_routes,
         applied: Callable[[Config], None] | None = None,
+        group: WorkerGroup | None = None,
     ) -> None:
         self.holder = holder
         self.assemble = assemble
@@ -145,6 +147,7 @@ class Reloader:
         self.source = source  # None: the config given at start is kept (descriptors only)
         self.loader = loader
         self.applied = applied  # told of each config swapped in (log level, access log)
+        self.group = group  # with --workers N: the files the group's workers share
         self.status = ReloadStatus()
         self._lock = asyncio.Lock()
         self._pending: set[asyncio.Task[ReloadResult]] = set()
@@ -159,55 +162,74 @@ class Reloader:
 
     async def reload(self, reason: str) -> ReloadResult:
         async with self._lock:  # one reload at a time; later triggers queue up
-            self.status.last_attempt_at = time.time()
-            self.status.last_reason = reason
-            running = self.holder.current
-            current = running.routes
-            try:
-                config, restart = await self._read(self.config)
-                routes = await asyncio.to_thread(self.loader, config)
-            except ConfigError as exc:
-                return self._refused([str(exc)], current)
-            except Exception as exc:  # a reload must never take the gateway down
-                log.exception("reload (%s) failed", reason)
-                return self._refused([f"reload failed: {type(exc).__name__}"], current)
-            known = {problem_subject(p) for p in current.problems}
-            new_problems = [p for p in routes.problems if problem_subject(p) not in known]
-            blocking = [p for p in new_problems if blocks_reload(p)]
-            if blocking:
-                return self._refused(blocking, current)
-            lease = self.shared.lease()
-            generation = running.life.number + 1
-            try:
-                state = await self.assemble(config, routes, lease, generation)
-            except ConfigError as exc:
-                await lease.release()
-                return self._refused([str(exc)], current)
-            except Exception as exc:
-                await lease.release()
-                log.exception("reload (%s) failed building the gateway", reason)
-                return self._refused([f"reload failed: {type(exc).__name__}"], current)
-            for problem in new_problems:
-                log.warning("reloaded with a problem from an upstream: %s", problem)
-            self.holder.current = state
-            running.life.retire(lambda: retire(running))
-            if self.applied is not None:
-                self.applied(config)
-            self._follow(config)
-            metrics.RELOADS.labels("applied").inc()
-            self.status.loaded_at = time.time()
-            self.status.last_error = []
-            self.status.reloads += 1
-            self.status.restart_needed = restart
-            for key in restart:
-                log.warning("%s changed: it keeps its running value until a restart", key)
-            log.info(
-                "reloaded (%s): %d routes, generation %d",
-                reason,
-                len(routes.routes),
-                generation,
-            )
-            return ReloadResult(True, (), len(routes.routes), tuple(restart))
+            result = await self._reload(reason)
+            if self.group is not None:  # what the worker answering an admin reload reads
+                await asyncio.to_thread(self.group.report, self.outcome(result))
+            return result
+
+    def outcome(self, result: ReloadResult | None = None) -> dict[str, object]:
+        """This worker's last reload, as ``POST /admin/reload`` reports it per worker."""
+        status = self.status
+        return {
+            "worker": os.getpid(),
+            "attempts": status.reloads + status.failures,
+            "generation": self.holder.current.life.number,
+            "applied": result.applied if result is not None else True,
+            "problems": list(result.problems) if result is not None else [],
+            "restart_needed": list(result.restart_needed) if result is not None else [],
+            "routes": len(self.holder.current.routes.routes),
+        }
+
+    async def _reload(self, reason: str) -> ReloadResult:
+        self.status.last_attempt_at = time.time()
+        self.status.last_reason = reason
+        running = self.holder.current
+        current = running.routes
+        try:
+            config, restart = await self._read(self.config)
+            routes = await asyncio.to_thread(self.loader, config)
+        except ConfigError as exc:
+            return self._refused([str(exc)], current)
+        except Exception as exc:  # a reload must never take the gateway down
+            log.exception("reload (%s) failed", reason)
+            return self._refused([f"reload failed: {type(exc).__name__}"], current)
+        known = {problem_subject(p) for p in current.problems}
+        new_problems = [p for p in routes.problems if problem_subject(p) not in known]
+        blocking = [p for p in new_problems if blocks_reload(p)]
+        if blocking:
+            return self._refused(blocking, current)
+        lease = self.shared.lease()
+        generation = running.life.number + 1
+        try:
+            state = await self.assemble(config, routes, lease, generation)
+        except ConfigError as exc:
+            await lease.release()
+            return self._refused([str(exc)], current)
+        except Exception as exc:
+            await lease.release()
+            log.exception("reload (%s) failed building the gateway", reason)
+            return self._refused([f"reload failed: {type(exc).__name__}"], current)
+        for problem in new_problems:
+            log.warning("reloaded with a problem from an upstream: %s", problem)
+        self.holder.current = state
+        running.life.retire(lambda: retire(running))
+        if self.applied is not None:
+            self.applied(config)
+        self._follow(config)
+        metrics.RELOADS.labels("applied").inc()
+        self.status.loaded_at = time.time()
+        self.status.last_error = []
+        self.status.reloads += 1
+        self.status.restart_needed = restart
+        for key in restart:
+            log.warning("%s changed: it keeps its running value until a restart", key)
+        log.info(
+            "reloaded (%s): %d routes, generation %d",
+            reason,
+            len(routes.routes),
+            generation,
+        )
+        return ReloadResult(True, (), len(routes.routes), tuple(restart))
 
     async def _read(self, running: Config) -> tuple[Config, list[str]]:
         """The config to apply: the file read again (or the running one, without a file)

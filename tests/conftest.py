@@ -21,6 +21,7 @@ from edge.app import create_app
 from edge.cli import hypercorn_config
 from edge.config import Config, parse_config
 from edge.config_source import ConfigSource
+from edge.workers import WorkerGroup
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_PROTOS = ROOT / "tests" / "protos"
@@ -45,10 +46,11 @@ async def run_gateway(
     certfile: Path | None = None,
     keyfile: Path | None = None,
     source: ConfigSource | None = None,
+    group: WorkerGroup | None = None,
 ) -> AsyncIterator[Gateway]:
     """Serve the gateway with real Hypercorn on a socket bound to port 0 (``source``: the
-    file a reload reads again)."""
-    app = create_app(config, source=source)
+    file a reload reads again; ``group``: as one of ``edge serve --workers N``)."""
+    app = create_app(config, source=source, group=group)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

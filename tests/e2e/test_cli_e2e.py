@@ -155,3 +155,59 @@ async def test_sighup_to_the_supervisor_reloads_every_worker(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             raise
+
+
+async def test_an_admin_reload_reloads_every_worker_and_reports_each(
+    kitchen_upstream: Any, tmp_path: Path
+) -> None:
+    upstream_port, _ = kitchen_upstream
+    port = free_port()
+    config: dict[str, Any] = {
+        "server": {"bind": [f"127.0.0.1:{port}"], "workers": 2},
+        "descriptors": {"proto_paths": [str(TEST_PROTOS)], "watch": False},
+        "upstreams": {"kitchen": {"address": f"127.0.0.1:{upstream_port}"}},
+        "services": {"*": {"upstream": "kitchen"}},
+    }
+    config_file = tmp_path / "edge.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "EDGE__SERVER__GRACEFUL_TIMEOUT": "1s"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "serve", "--config", str(config_file)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_answering(f"{base}/healthz", process)
+        await every_worker_at(base, 1)
+        limit = {"algorithm": "token_bucket", "limit": 9, "period": "1m"}
+        config["policies"] = [{"match": ["*"], "rate_limits": [limit]}]
+        config_file.write_text(yaml.safe_dump(config))
+        async with httpx.AsyncClient(timeout=30) as client:
+            applied = await client.post(f"{base}/admin/reload")
+            assert applied.status_code == 200, applied.text
+            body = applied.json()
+            assert body["applied"] is True
+            assert len({w["worker"] for w in body["workers"]}) == 2  # both, each once
+            assert {w["generation"] for w in body["workers"]} == {2}
+            config["upstreamz"] = {}  # a typo: every worker refuses it
+            config_file.write_text(yaml.safe_dump(config))
+            refused = await client.post(f"{base}/admin/reload")
+            assert refused.status_code == 409, refused.text
+            body = refused.json()
+            assert body["applied"] is False and "upstreamz" in " ".join(body["problems"])
+            assert [w["applied"] for w in body["workers"]] == [False, False]
+            assert {w["generation"] for w in body["workers"]} == {2}  # still serving the last
+        for _ in range(6):  # every worker serves the config both applied
+            async with httpx.AsyncClient() as fresh:
+                answer = await fresh.get(f"{base}/v1/kitchen/reloaded")
+            assert answer.headers["ratelimit-limit"] == "9"
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.to_thread(process.wait, 20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise

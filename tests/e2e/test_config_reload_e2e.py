@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -34,6 +35,7 @@ from kitchen_upstream import Kitchen, start_kitchen
 from websockets.asyncio.client import connect
 
 from edge.config_source import ConfigSource
+from edge.workers import WorkerGroup, bump_epoch
 
 pytestmark = pytest.mark.e2e
 
@@ -335,3 +337,35 @@ async def test_the_watcher_applies_an_edited_file_within_a_second(world: World) 
             assert time.monotonic() - changed_at < 1.0, "not applied within 1 s"
             await asyncio.sleep(0.02)
         assert (await client.get("/old/x")).status_code == 404
+
+
+async def test_a_worker_that_missed_a_sighup_while_starting_reloads_once_serving(
+    tmp_path: Path,
+) -> None:
+    server, port, _ = await start_kitchen()
+    try:
+        async with serve_asgi(upstream_app) as web_port:
+            path = tmp_path / "edge.yaml"
+            path.write_text(yaml.safe_dump(config_data(port, web_port)))
+            source = ConfigSource(path)
+            running = source.load()
+            # the file changed and the supervisor was asked to reload before this worker
+            # could take signals: the epoch says so
+            data = config_data(port, web_port)
+            data["proxy_routes"] = [{"prefix": "/late", "upstream": "web"}]
+            path.write_text(yaml.safe_dump(data))
+            folder = tmp_path / "run"
+            folder.mkdir()
+            bump_epoch(folder)
+            group = WorkerGroup(folder, 0, 1, os.getpid(), started_at_epoch=0)
+            async with run_gateway(running, source=source, group=group) as gateway:
+                async with gateway.client() as client:
+                    loop = asyncio.get_running_loop()
+                    deadline = loop.time() + 5
+                    while (await client.get("/late/x")).status_code != 200:
+                        assert loop.time() < deadline, "the missed reload never happened"
+                        await asyncio.sleep(0.05)
+                report = group.reports()[0]
+                assert report["generation"] == 2 and report["applied"] is True
+    finally:
+        await server.stop(grace=None)

@@ -1,0 +1,97 @@
+"""Several workers, one config: a reload reaches every worker, and each says how it went.
+
+With ``edge serve --workers N`` the workers are separate processes, each with its own
+gateway; a reload must reach all of them, and an operator who asks one of them
+(``POST /admin/reload``, answered by whichever worker the kernel hands the connection)
+needs every worker's outcome, not one. The supervisor and its workers share a run folder:
+
+* ``epoch``: how many reloads the supervisor has been asked for (by ``SIGHUP``). A worker
+  started at one epoch that finds a later one once it can handle signals reloads then:
+  a ``SIGHUP`` that reached it while it was still starting is not lost.
+* ``worker-<index>.json``: each worker's last outcome (written after every attempt), which
+  the worker answering ``POST /admin/reload`` waits on: it asks the supervisor to reload
+  everyone, then reads until every worker has reported an attempt newer than the ones
+  it saw before asking.
+
+Files, not pipes: the supervisor's main thread only waits for its workers and handles
+signals, and a file written whole and renamed into place is never read half written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+EPOCH = "epoch"
+
+
+def _write(path: Path, text: str) -> None:
+    """Written whole, then renamed into place: a reader sees the old file or the new one."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}")
+    partial.write_text(text)
+    partial.replace(path)
+
+
+def read_epoch(folder: Path) -> int:
+    try:
+        return int((folder / EPOCH).read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def bump_epoch(folder: Path) -> int:
+    """The supervisor's side of a reload (from its signal handler): one more epoch."""
+    epoch = read_epoch(folder) + 1
+    _write(folder / EPOCH, str(epoch))
+    return epoch
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerGroup:
+    """One worker's view of its group: where the group keeps its files, and who it is."""
+
+    folder: Path
+    index: int
+    workers: int
+    supervisor: int  # the supervisor's pid, which fans a SIGHUP out to every worker
+    started_at_epoch: int = 0
+
+    def missed_reload(self) -> bool:
+        """Whether a reload was asked for since this worker was started."""
+        return read_epoch(self.folder) > self.started_at_epoch
+
+    def report(self, outcome: dict[str, Any]) -> None:
+        _write(self.folder / f"worker-{self.index}.json", json.dumps(outcome))
+
+    def reports(self) -> dict[int, dict[str, Any]]:
+        """Every worker's last report, by index (a worker yet to report is missing)."""
+        found: dict[int, dict[str, Any]] = {}
+        for index in range(self.workers):
+            with contextlib.suppress(OSError, ValueError):
+                found[index] = json.loads((self.folder / f"worker-{index}.json").read_text())
+        return found
+
+    def reload_all(self) -> None:
+        """Ask the supervisor to reload every worker, this one included."""
+        os.kill(self.supervisor, signal.SIGHUP)
+
+
+def newer_reports(
+    before: dict[int, dict[str, Any]], now: dict[int, dict[str, Any]], workers: int
+) -> dict[int, dict[str, Any]] | None:
+    """Every worker's report once each has made an attempt since ``before``; else None."""
+    fresh = {}
+    for index in range(workers):
+        report = now.get(index)
+        if report is None:
+            return None
+        seen = before.get(index, {}).get("attempts", -1)
+        if report.get("attempts", 0) <= seen:
+            return None
+        fresh[index] = report
+    return fresh
