@@ -18,9 +18,10 @@ import orjson
 from quart import Blueprint, Response, current_app, request
 
 from edge.config import Config
+from edge.config_diff import route_rows
 from edge.errors import EdgeError
 from edge.pipeline.jwt_core import same_secret
-from edge.redaction import redact_url
+from edge.redaction import redact_config
 from edge.reload import Reloader
 from edge.routing.table import NoRoute, RouteMatch, WrongMethod
 from edge.state import StateHolder
@@ -28,8 +29,6 @@ from edge.transcode.response import status_body
 from edge.workers import WorkerGroup, newer_reports
 
 admin = Blueprint("edge_admin", __name__, url_prefix="/admin")
-
-_SECRET_KEYS = frozenset({"secret", "token", "password"})
 
 
 def _json(data: Any, status: int = 200) -> Response:
@@ -89,21 +88,7 @@ async def pipeline_state() -> Response:
 
 @admin.get("/routes")
 async def routes() -> Response:
-    current = _holder().current.routes
-    return _json(
-        [
-            {
-                "method": route.http_method,
-                "path": route.template,
-                "rpc": route.method.full_name,
-                "upstream": route.upstream,
-                "timeout": route.timeout,
-                "client_streaming": route.method.client_streaming,
-                "server_streaming": route.method.server_streaming,
-            }
-            for route in sorted(current.routes, key=lambda r: (r.template, r.http_method))
-        ]
-    )
+    return _json(route_rows(_holder().current.routes))
 
 
 @admin.get("/descriptors")
@@ -187,25 +172,9 @@ async def _reload_every_worker(group: WorkerGroup) -> Response:
 _WORKERS_TIMEOUT = 30.0  # seconds for every worker to report an admin reload
 
 
-def redact(value: Any, key: str = "") -> Any:
-    """The config with secrets replaced: keys, tokens, passwords, API keys, and in every
-    string, URL credentials (``edge.redaction``: userinfo passwords, secret query values)."""
-    if isinstance(value, dict):
-        if key == "keys" and all(isinstance(v, str) for v in value.values()):
-            return {k: "***" for k in value}  # api_keys.keys: name -> key
-        return {k: redact(v, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [redact(item, key) for item in value]
-    if isinstance(value, str):
-        if key in _SECRET_KEYS:
-            return "***"
-        return redact_url(value)
-    return value
-
-
 @admin.get("/config")
 async def config() -> Response:
-    return _json(redact(_config().model_dump(mode="json")))
+    return _json(redact_config(_config().model_dump(mode="json")))
 
 
 @admin.route("/explain", methods=["GET", "POST"])

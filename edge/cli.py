@@ -37,12 +37,13 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 
 from edge.config import Config, ServerConfig, load_config
+from edge.config_diff import route_rows, what_changes
 from edge.config_source import ConfigSource
 from edge.errors import ConfigError
 from edge.ingress.asgi import ASGIApp, Receive, Scope, Send
 from edge.ingress.h2_resets import EdgeHypercornConfig
 from edge.ingress.websocket_policy import SHUTDOWN_STATE_KEY
-from edge.redaction import redact_text, redact_url
+from edge.redaction import redact_config, redact_text, redact_url
 from edge.routes import load_routes
 from edge.workers import WorkerGroup, bump_epoch
 
@@ -420,7 +421,35 @@ def _check(args: argparse.Namespace) -> int:
     for problem in routes.problems:
         _say(f"problem: {problem}", problem=True)
     _say(f"{len(routes.routes)} routes, {len(routes.problems)} problems", problem=True)
+    if args.against is not None:
+        token = args.admin_token or os.environ.get("EDGE_ADMIN_TOKEN")
+        running_config = _admin_json(args.against, "/admin/config", token)
+        running_routes = _admin_json(args.against, "/admin/routes", token)
+        new_config = redact_config(config.model_dump(mode="json"))
+        changes = what_changes(running_config, running_routes, new_config, route_rows(routes))
+        _say(f"against {args.against}: " + (f"{len(changes)} changes" if changes else "no changes"))
+        for change in changes:
+            _say(f"  {change}")
     return 1 if routes.problems else 0
+
+
+def _admin_json(base: str, path: str, token: str | None) -> Any:
+    """One admin endpoint of a running gateway, as ``edge check --against`` reads it."""
+    import urllib.error
+    import urllib.request
+
+    if not base.startswith(("http://", "https://")):
+        raise ConfigError(f"--against needs an http:// or https:// address, not {base!r}")
+    request = urllib.request.Request(base.rstrip("/") + path)
+    if token:
+        request.add_header("authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        raise ConfigError(f"{base}{path} answered {exc.code}: is the admin token right?") from exc
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {base}{path}: {exc}") from exc
 
 
 def _openapi(args: argparse.Namespace) -> int:
@@ -471,6 +500,13 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--workers", type=int, help="Hypercorn worker processes")
     check = sub.add_parser("check", help="load config and descriptors, print routes or problems")
     check.add_argument("--config")
+    check.add_argument(
+        "--against",
+        metavar="URL",
+        help="a running gateway's admin address: also print what reloading this config "
+        "there would change",
+    )
+    check.add_argument("--admin-token", help="its admin.token (default: $EDGE_ADMIN_TOKEN)")
     openapi = sub.add_parser("openapi", help="write the OpenAPI document for the routes")
     openapi.add_argument("--config")
     openapi.add_argument("-o", "--output", help="file to write (default: stdout)")

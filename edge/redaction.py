@@ -37,6 +37,7 @@ so does a word such as ``read:books@v2``. Pure functions of a string: no URL lib
 from __future__ import annotations
 
 import re
+from typing import Any
 from urllib.parse import unquote_plus
 
 MASK = "***"
@@ -138,6 +139,26 @@ def _redact_parameters(tail: str) -> str:
             out.append(MASK if secret and j > i else tail[i:j])
             i = j
     return "".join(out)
+
+
+_SECRET_KEYS = frozenset({"secret", "token", "password"})
+
+
+def redact_config(value: Any, key: str = "") -> Any:
+    """A config dump with secrets replaced: keys, tokens, passwords, API keys, and in every
+    string, URL credentials (userinfo passwords, secret query values). What
+    ``/admin/config`` shows, and what ``edge check --against`` compares."""
+    if isinstance(value, dict):
+        if key == "keys" and all(isinstance(v, str) for v in value.values()):
+            return {k: "***" for k in value}  # api_keys.keys: name -> key
+        return {k: redact_config(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_config(item, key) for item in value]
+    if isinstance(value, str):
+        if key in _SECRET_KEYS:
+            return "***"
+        return redact_url(value)
+    return value
 
 
 def redact_text(text: str) -> str:

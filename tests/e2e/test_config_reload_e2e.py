@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -369,3 +370,31 @@ async def test_a_worker_that_missed_a_sighup_while_starting_reloads_once_serving
                 assert report["generation"] == 2 and report["applied"] is True
     finally:
         await server.stop(grace=None)
+
+
+async def test_edge_check_against_a_running_gateway_says_what_a_reload_would_change(
+    world: World, tmp_path: Path
+) -> None:
+    port_a, _ = world.kitchens[0]
+    new = config_data(port_a, world.web_port)
+    new["proxy_routes"] = [{"prefix": "/web", "upstream": "web"}]  # /old goes
+    new["upstreams"]["kitchen"]["max_response_bytes"] = "1MiB"
+    new["server"] = {"bind": ["127.0.0.1:1"]}
+    new_file = tmp_path / "new.yaml"
+    new_file.write_text(yaml.safe_dump(new))
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "edge.cli", "check", "--config", str(new_file),
+        "--against", world.gateway.base_url,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(child.communicate(), 60)
+    assert child.returncode == 0, err.decode()
+    report = out.decode().split(f"against {world.gateway.base_url}: ", 1)[1]
+    assert report.splitlines() == [
+        "3 changes",
+        "  upstream changed: kitchen (max_response_bytes)",
+        "  proxy route removed: /old",
+        "  needs a restart (a reload keeps the running value): server.bind",
+    ]
+    async with world.gateway.client() as client:  # and nothing was reloaded by asking
+        assert (await client.get("/old/x")).status_code == 200
