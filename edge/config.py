@@ -271,6 +271,11 @@ class WebSocketConfig(_Model):
     # "edge.bearer.<token>" subprotocol; null turns a form off.
     token_query_parameter: str | None = "access_token"
     token_cookie: str | None = None
+    # After a reload, an open socket whose route or policy changed (a token now required,
+    # a tighter limit, a moved upstream, a removed method) is closed with 1012 and an
+    # UNAVAILABLE status frame, so its client reconnects onto the new config; "always":
+    # every socket, at every reload; "never": sockets keep their config until they close.
+    reconnect_on_reload: Literal["changed", "always", "never"] = "changed"
 
 
 # --- plain HTTP proxying (owned by the proxy work; keep edits inside this block) ---

@@ -212,7 +212,7 @@ class Reloader:
         for problem in new_problems:
             log.warning("reloaded with a problem from an upstream: %s", problem)
         self.holder.current = state
-        running.life.retire(lambda: retire(running))
+        running.life.retire(state, lambda: retire(running))
         if self.applied is not None:
             self.applied(config)
         self._follow(config)

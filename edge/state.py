@@ -40,16 +40,22 @@ _RELEASING: set[asyncio.Task[None]] = set()
 class Generation:
     """How many requests one state is serving, and what to do once it is replaced and idle."""
 
-    __slots__ = ("active", "number", "on_idle")
+    __slots__ = ("active", "number", "on_idle", "replaced", "successor")
 
     def __init__(self, number: int) -> None:
         self.number = number
         self.active = 0
         # set when the state is replaced: called once, when its last request ends
         self.on_idle: Callable[[], None] | None = None
+        # set when a reload swaps in the next state: what long-lived sockets watch
+        self.replaced = asyncio.Event()
+        self.successor: GatewayState | None = None
 
-    def retire(self, release: Callable[[], Awaitable[None]]) -> None:
-        """Run ``release`` once nothing runs on this generation (now, if nothing does)."""
+    def retire(self, successor: GatewayState, release: Callable[[], Awaitable[None]]) -> None:
+        """Replaced by ``successor``: run ``release`` once nothing runs on this generation
+        (now, if nothing does), and tell what still runs on it that it was replaced."""
+        self.successor = successor
+        self.replaced.set()
 
         def idle() -> None:
             self.on_idle = None

@@ -43,6 +43,7 @@ from edge.ingress.render import refuse_handshake, status_payload
 from edge.ingress.websocket_frames import (
     BINARY_SUBPROTOCOL,
     CLOSE_GOING_AWAY,
+    CLOSE_SERVICE_RESTART,
     CLOSE_TOO_BIG,
     SUBPROTOCOL,
     choose_subprotocol,
@@ -53,6 +54,7 @@ from edge.ingress.websocket_policy import (
     shutdown_signal,
     socket_token,
 )
+from edge.ingress.websocket_reload import RECONNECT, reconnect_due
 from edge.ingress.websocket_session import (
     SHUTTING_DOWN,
     FrameTooBig,
@@ -153,6 +155,8 @@ async def serve_websocket(
     }
     if shutdown is not None:
         tasks.add(asyncio.create_task(shutdown.wait(), name="shutdown"))
+    if policy.reconnect_on_reload != "never":
+        tasks.add(asyncio.create_task(reconnect_due(state, found, scope), name="reload"))
     reader = next(task for task in tasks if task.get_name() == "reader")
     metrics.WEBSOCKETS.inc()
     try:
@@ -188,6 +192,9 @@ async def _settle(done: set[asyncio.Task[Any]], session: WebSocketSession) -> st
                 return "finished"
             if task.get_name() == "shutdown":
                 await session.going_away()
+                return "finished"
+            if task.get_name() == "reload":
+                await session.going_away(CLOSE_SERVICE_RESTART, RECONNECT)
                 return "finished"
             continue  # the reader and idle watcher only end by raising
         if isinstance(error, ClientDisconnected):

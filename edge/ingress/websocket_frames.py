@@ -23,6 +23,7 @@ BINARY_SUBPROTOCOL = "edge.grpc-ws.v1.binary"
 CLOSE_OK = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_TOO_BIG = 1009
+CLOSE_SERVICE_RESTART = 1012  # the config changed: reconnect (RFC 6455 7.4.1's registry)
 CLOSE_STATUS_BASE = 4000  # 4000 + gRPC status code
 MAX_CLOSE_REASON_BYTES = 123  # RFC 6455 5.5: a control frame's payload is at most 125
 

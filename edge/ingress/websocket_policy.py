@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import urlsplit
 
 from edge.config import WebSocketConfig
@@ -40,6 +41,8 @@ class WebSocketPolicy:
     send_timeout: float | None = None  # server.send_timeout: a stalled write ends the socket
     # "cors" in allowed_origins: the origins the global cors section allows may connect too
     cors: CorsPolicy | None = None
+    # after a reload: end (1012) the sockets whose route or policy changed, all, or none
+    reconnect_on_reload: Literal["changed", "always", "never"] = "changed"
 
     @classmethod
     def of(
@@ -62,6 +65,7 @@ class WebSocketPolicy:
             token_cookie=config.token_cookie,
             send_timeout=send_timeout,
             cors=cors if "cors" in origins else None,
+            reconnect_on_reload=config.reconnect_on_reload,
         )
 
 

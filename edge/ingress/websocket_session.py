@@ -268,8 +268,9 @@ class WebSocketSession:
             await self.send_text(frame)
         await self.close(CLOSE_STATUS_BASE + error.grpc_code, error.message)
 
-    async def going_away(self) -> None:
-        """The process is draining: end the call, send UNAVAILABLE, close with 1001."""
+    async def going_away(self, code: int = CLOSE_GOING_AWAY, reason: str = SHUTTING_DOWN) -> None:
+        """The process is draining (1001), or a reload changed this socket's route (1012):
+        end the call, send UNAVAILABLE, close with ``code``."""
         if self.closed:
             return
         if self.call_task is not None and not self.call_task.done():
@@ -277,10 +278,8 @@ class WebSocketSession:
             with contextlib.suppress(BaseException):
                 await self.call_task
         with contextlib.suppress(Exception):
-            await self.send_text(
-                status_frame(status_payload(UpstreamUnavailable(SHUTTING_DOWN)), ())
-            )
-        await self.close(CLOSE_GOING_AWAY, SHUTTING_DOWN)
+            await self.send_text(status_frame(status_payload(UpstreamUnavailable(reason)), ()))
+        await self.close(code, reason)
 
     async def watch_idle(self) -> None:
         timeout = self.policy.idle_timeout

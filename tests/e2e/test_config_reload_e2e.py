@@ -34,6 +34,7 @@ from http_upstream import serve_asgi, upstream_app
 from jwks import jwks_server
 from kitchen_upstream import Kitchen, start_kitchen
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from edge.config_source import ConfigSource
 from edge.workers import WorkerGroup, bump_epoch
@@ -53,6 +54,7 @@ class Load:
     answered: Counter[str] = field(default_factory=Counter)
     statuses: Counter[int] = field(default_factory=Counter)
     failures: list[str] = field(default_factory=list)
+    reconnects: int = 0  # sockets told to reconnect (1012) by a reload
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def unary(self, client: httpx.AsyncClient) -> None:
@@ -77,17 +79,35 @@ class Load:
             self._answered("proxied", response.status_code)
 
     async def socket(self) -> None:
-        # one bidi stream open the whole time (opened on the first config, ended on the last)
+        """One bidi stream open the whole time, as a well-behaved client keeps one: told to
+        reconnect (1012, after a reload changed its route), it reconnects and sends again
+        what had no answer."""
         url = self.gateway.base_url.replace("http", "ws") + "/ws/edgetest.v1.StreamService/Shout"
-        async with connect(url, subprotocols=["edge.grpc-ws.v1"]) as ws:
-            while not self.stop.is_set():
-                self.sent["socket"] += 1
-                await ws.send(json.dumps({"message": {"text": "steady"}}))
-                reply = json.loads(await ws.recv())
-                self._answered("socket", 200 if reply == {"message": {"text": "STEADY"}} else 500)
-                await asyncio.sleep(0.01)
-            await ws.send(json.dumps({"end": True}))
-            assert json.loads(await ws.recv()) == {"message": {"text": "bye"}}
+        pending = False  # a message sent and not answered yet (sent again after 1012)
+        while True:
+            async with connect(url, subprotocols=["edge.grpc-ws.v1"]) as ws:
+                with contextlib.suppress(ConnectionClosed):
+                    while pending or not self.stop.is_set():
+                        if not pending:
+                            self.sent["socket"] += 1
+                        pending = True
+                        await ws.send(json.dumps({"message": {"text": "steady"}}))
+                        reply = json.loads(await ws.recv())
+                        if "status" in reply:  # UNAVAILABLE, then the close
+                            await ws.wait_closed()
+                            break
+                        pending = False
+                        shout = reply == {"message": {"text": "STEADY"}}
+                        self._answered("socket", 200 if shout else 500)
+                        await asyncio.sleep(0.01)
+                    else:  # stopped: end the stream as a client does
+                        await ws.send(json.dumps({"end": True}))
+                        assert json.loads(await ws.recv()) == {"message": {"text": "bye"}}
+                        return
+            if ws.close_code != 1012:
+                self.failures.append(f"the socket closed with {ws.close_code}, not 1012")
+                return
+            self.reconnects += 1
 
     def _answered(self, kind: str, status: int) -> None:
         self.answered[kind] += 1
@@ -243,6 +263,8 @@ async def test_each_change_applies_at_once_and_every_request_is_answered(world: 
             assert (await client.post("/v1/inspect", json={}, headers=bearer)).status_code == 200
             await asyncio.sleep(0.3)  # the load runs on the last config too
     load.check()
+    # the upstream's move changed the socket's route: it was told to reconnect, and did
+    assert load.reconnects >= 1
 
 
 def refused_reloads(exposition: str) -> float:
@@ -318,6 +340,7 @@ async def test_a_broken_config_changes_nothing_and_is_reported(
         await asyncio.sleep(0.3)
     assert any(m.string_value == "still" for m in kitchen_a.seen)
     load.check()
+    assert load.reconnects == 0  # refused reloads, and one that changed nothing, end no socket
 
 
 async def test_the_watcher_applies_an_edited_file_within_a_second(world: World) -> None:
@@ -398,3 +421,61 @@ async def test_edge_check_against_a_running_gateway_says_what_a_reload_would_cha
     ]
     async with world.gateway.client() as client:  # and nothing was reloaded by asking
         assert (await client.get("/old/x")).status_code == 200
+
+
+async def open_shout(gateway: Gateway) -> Any:
+    url = gateway.base_url.replace("http", "ws") + "/ws/edgetest.v1.StreamService/Shout"
+    ws = await connect(url, subprotocols=["edge.grpc-ws.v1"])
+    await ws.send(json.dumps({"message": {"text": "a"}}))
+    assert json.loads(await ws.recv()) == {"message": {"text": "A"}}
+    return ws
+
+
+async def open_count(gateway: Gateway) -> Any:
+    url = gateway.base_url.replace("http", "ws") + "/ws/edgetest.v1.StreamService/Count"
+    ws = await connect(url, subprotocols=["edge.grpc-ws.v1"])
+    await ws.send(json.dumps({"message": {"count": 1000, "intervalSeconds": 0.02}}))
+    assert "message" in json.loads(await ws.recv())
+    return ws
+
+
+async def test_a_socket_whose_route_changed_is_told_to_reconnect_and_the_others_stay(
+    world: World,
+) -> None:
+    port_a, _ = world.kitchens[0]
+    data = config_data(port_a, world.web_port)
+    async with world.gateway.client() as client:
+        shout, count = await open_shout(world.gateway), await open_count(world.gateway)
+        # Shout now needs a token; Count's route and policy are as they were
+        policies = [{"match": ["edgetest.v1.StreamService.Shout"], "auth": {"require": "token"}}]
+        world.write({**data, "policies": policies})
+        await world.reload(client)
+        status = json.loads(await shout.recv())
+        assert status["status"]["code"] == 14  # UNAVAILABLE: reconnect
+        await shout.wait_closed()
+        assert shout.close_code == 1012
+        for _ in range(5):  # the other socket keeps streaming on its generation
+            assert "message" in json.loads(await count.recv())
+        # and a client reconnecting gets the new policy: no token, no socket
+        url = world.gateway.base_url.replace("http", "ws") + "/ws/edgetest.v1.StreamService/Shout"
+        with pytest.raises(InvalidStatus) as refused:
+            await connect(url, subprotocols=["edge.grpc-ws.v1"])
+        assert refused.value.response.status_code == 401
+        await count.close()
+
+
+async def test_reconnect_on_reload_never_keeps_every_socket(world: World) -> None:
+    port_a, _ = world.kitchens[0]
+    data = config_data(port_a, world.web_port)
+    data["websocket"] = {"reconnect_on_reload": "never"}
+    async with world.gateway.client() as client:
+        world.write(data)
+        await world.reload(client)
+        shout = await open_shout(world.gateway)
+        policies = [{"match": ["edgetest.v1.StreamService.Shout"], "auth": {"require": "token"}}]
+        world.write({**data, "policies": policies})
+        await world.reload(client)
+        await asyncio.sleep(0.2)
+        await shout.send(json.dumps({"message": {"text": "still"}}))
+        assert json.loads(await shout.recv()) == {"message": {"text": "STILL"}}
+        await shout.close()

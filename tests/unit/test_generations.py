@@ -36,7 +36,7 @@ async def test_a_replaced_generation_is_released_after_its_last_call_and_not_bef
     async def release() -> None:
         released.append(1)
 
-    old.life.retire(release)
+    old.life.retire(new, release)
     await front({"type": "http"}, None, None)  # new calls go to the new generation
     await asyncio.sleep(0.01)
     assert served == [1, 2] and released == []  # the old call still runs
@@ -53,7 +53,7 @@ async def test_an_idle_generation_is_released_at_once_and_only_once() -> None:
     async def release() -> None:
         released.append(1)
 
-    life.retire(release)
+    life.retire(state(None, 4), release)
     await asyncio.sleep(0.01)
     assert released == [1] and life.on_idle is None
 
