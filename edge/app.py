@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,7 @@ from edge.health import health
 from edge.ingress import h2_resets, h11_continue
 from edge.ingress.asgi import ASGIApp
 from edge.leases import Lease, Shared
+from edge.listener_tls import ListenerTls
 from edge.observability.endpoints import metrics_blueprint
 from edge.observability.middleware import ObserveASGI
 from edge.openapi.views import docs
@@ -109,12 +111,18 @@ def create_app(
             "proxy that is everyone: set admin.token or admin.bind"
         )
     observe: ObserveASGI | None = None
+    listener_tls = app.extensions["edge.listener_tls"] = ListenerTls()  # (cli.py fills it)
 
     def applied(new: Config) -> None:
-        """The settings that live outside the state: log level, access log."""
+        """The settings that live outside the state: log level, access log, and the
+        listener's certificate (its files re-read; a broken pair keeps the running one)."""
         logging.getLogger().setLevel(new.observability.log_level)
         if observe is not None:
             observe.access_log_on = new.observability.access_log
+        try:
+            listener_tls.renew(new.server.certfile, new.server.keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            log.error("the listener's certificate was not renewed, the running one stays: %s", exc)
 
     reloader = Reloader(holder, build, shared, source=source, applied=applied, group=group)
     app.extensions["edge.reloader"] = reloader

@@ -33,7 +33,6 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from hypercorn.config import Config as HypercornConfig
 from hypercorn.config import Sockets
 
 from edge.config import Config, ServerConfig, load_config
@@ -58,7 +57,7 @@ _SAME_SIGNAL_SECONDS = 1.0
 log = logging.getLogger("edge.serve")
 
 
-def hypercorn_config(config: Config) -> HypercornConfig:
+def hypercorn_config(config: Config) -> EdgeHypercornConfig:
     server = config.server
     hc = EdgeHypercornConfig()
     hc.h2_reset_burst = server.h2_reset_burst
@@ -204,6 +203,7 @@ async def serve_in_process(
         drain.begin()  # before Hypercorn closes anything: sessions are told first
 
     hc = hypercorn_config(config)
+    hc.listener_tls = app.extensions["edge.listener_tls"]  # renewed on reload
     hc.graceful_timeout = config.server.graceful_timeout + _HYPERCORN_MARGIN_SECONDS
     try:
         await worker_serve(

@@ -102,12 +102,16 @@ def blocks_reload(problem: str) -> bool:
 
 def snapshot_files(config: Config, config_file: Path | None = None) -> dict[str, tuple[int, ...]]:
     """(mtime_ns, size, inode) of every file a reload would read: the config file (through
-    its symlinks: a ConfigMap update swaps them) and the descriptors."""
+    its symlinks: a ConfigMap update swaps them), the listener's certificate and key, and
+    the descriptors."""
     found: dict[str, tuple[int, ...]] = {}
-    if config_file is not None:
+    # the config file, and the listener's certificate (renewed by a reload)
+    for path in (config_file, config.server.certfile, config.server.keyfile):
+        if path is None:
+            continue
         with contextlib.suppress(OSError):
-            stat = config_file.stat()
-            found[str(config_file)] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
+            stat = path.stat()
+            found[str(path)] = (stat.st_mtime_ns, stat.st_size, stat.st_ino)
     roots = [*config.descriptors.proto_paths, *config.descriptors.include_paths]
     for root in roots:
         if not root.is_dir():

@@ -56,6 +56,7 @@ async def run_gateway(
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     hc = hypercorn_config(config)  # what `edge serve` gives Hypercorn, then the test's own
+    hc.listener_tls = app.extensions["edge.listener_tls"]
     hc.bind = [f"fd://{sock.detach()}"]  # Hypercorn owns (and closes) the fd from here
     hc.graceful_timeout = 1
     hc.errorlog = None
@@ -138,10 +139,14 @@ async def stack(
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A self-signed certificate for 127.0.0.1, made with the openssl CLI."""
+    return self_signed(tmp_path_factory.mktemp("tls"))
+
+
+def self_signed(folder: Path, name: str = "cert") -> tuple[Path, Path]:
+    """A new self-signed certificate and key for 127.0.0.1 in ``folder`` (openssl CLI)."""
     import subprocess
 
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
+    cert, key = folder / f"{name}.pem", folder / f"{name}-key.pem"
     subprocess.run(
         [
             "openssl",

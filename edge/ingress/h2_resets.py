@@ -30,8 +30,10 @@ hundred frames).
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import h2.errors
@@ -40,6 +42,7 @@ from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed
 from hypercorn.protocol.h2 import H2Protocol
 
+from edge.listener_tls import ListenerTls
 from edge.pipeline.limiter_core import Bucket, LimitSpec, token_bucket
 
 DEFAULT_RESET_BURST = 200
@@ -47,10 +50,20 @@ DEFAULT_RESET_RATE = 50
 
 
 class EdgeHypercornConfig(HypercornConfig):
-    """Hypercorn's config and our HTTP/2 reset budget (``None``: no budget)."""
+    """Hypercorn's config, our HTTP/2 reset budget (``None``: no budget), and where the
+    TLS contexts it makes are kept so a reload can renew their certificate
+    (``edge.listener_tls``)."""
 
     h2_reset_burst: int | None = DEFAULT_RESET_BURST
     h2_reset_rate: int = DEFAULT_RESET_RATE
+    listener_tls: ListenerTls | None = None
+
+    def create_ssl_context(self) -> ssl.SSLContext | None:
+        context = super().create_ssl_context()
+        if context is not None and self.listener_tls is not None and self.certfile is not None:
+            keyfile = Path(self.keyfile) if self.keyfile is not None else None
+            self.listener_tls.keep(context, Path(self.certfile), keyfile)
+        return context
 
 
 def stillborn_streams(events: Iterable[h2.events.Event]) -> set[int]:

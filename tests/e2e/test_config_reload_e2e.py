@@ -16,6 +16,8 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
+import ssl
 import sys
 import time
 from collections import Counter
@@ -28,7 +30,7 @@ import httpx
 import jwt
 import pytest
 import yaml
-from conftest import TEST_PROTOS, Gateway, run_gateway
+from conftest import TEST_PROTOS, Gateway, run_gateway, self_signed
 from cryptography.hazmat.primitives.asymmetric import rsa
 from http_upstream import serve_asgi, upstream_app
 from jwks import jwks_server
@@ -479,3 +481,55 @@ async def test_reconnect_on_reload_never_keeps_every_socket(world: World) -> Non
         await shout.send(json.dumps({"message": {"text": "still"}}))
         assert json.loads(await shout.recv()) == {"message": {"text": "STILL"}}
         await shout.close()
+
+
+async def served_certificate(port: int) -> bytes:
+    """The certificate a new TLS connection to the gateway is shown (DER)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=context)
+    try:
+        der: bytes = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        return der
+    finally:
+        writer.close()
+
+
+async def test_a_renewed_listener_certificate_is_served_after_a_reload(tmp_path: Path) -> None:
+    server, port, _ = await start_kitchen()
+    first, second = self_signed(tmp_path, "first"), self_signed(tmp_path, "second")
+    live = tmp_path / "live"
+    live.mkdir()
+    cert, key = live / "cert.pem", live / "key.pem"
+    shutil.copy(first[0], cert)
+    shutil.copy(first[1], key)
+    try:
+        async with serve_asgi(upstream_app) as web_port:
+            data = config_data(port, web_port)
+            data["server"] = {"certfile": str(cert), "keyfile": str(key)}
+            path = tmp_path / "edge.yaml"
+            path.write_text(yaml.safe_dump(data))
+            source = ConfigSource(path)
+            async with run_gateway(
+                source.load(), source=source, certfile=cert, keyfile=key
+            ) as gateway:
+                assert await served_certificate(gateway.port) == pem_to_der(first[0])
+                # renewed in place, as cert-manager or an ACME client does
+                shutil.copy(second[0], cert)
+                shutil.copy(second[1], key)
+                async with gateway.client(verify=False) as client:
+                    assert (await client.post("/admin/reload")).status_code == 200
+                assert await served_certificate(gateway.port) == pem_to_der(second[0])
+                # a broken pair is not loaded: the running certificate stays
+                cert.write_text("not a certificate")
+                async with gateway.client(verify=False) as client:
+                    assert (await client.post("/admin/reload")).status_code == 200
+                    assert (await client.get("/v1/kitchen/tls")).status_code == 200
+                assert await served_certificate(gateway.port) == pem_to_der(second[0])
+    finally:
+        await server.stop(grace=None)
+
+
+def pem_to_der(path: Path) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(path.read_text())
