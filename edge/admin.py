@@ -12,6 +12,7 @@ anything.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -22,7 +23,7 @@ from edge.config_diff import route_rows
 from edge.errors import EdgeError
 from edge.pipeline.jwt_core import same_secret
 from edge.redaction import redact_config
-from edge.reload import Reloader
+from edge.reload import Reloader, ReloadResult
 from edge.routing.table import NoRoute, RouteMatch, WrongMethod
 from edge.state import StateHolder
 from edge.transcode.response import status_body
@@ -112,9 +113,24 @@ async def reload() -> Response:
     """Reload now: this worker alone, or with ``--workers N`` every worker, each reported."""
     group: WorkerGroup | None = current_app.extensions.get("edge.workers")
     if group is not None:
-        return await _reload_every_worker(group)
+        return await _every_worker(group, group.reload_all)
     reloader: Reloader = current_app.extensions["edge.reloader"]
-    result = await reloader.reload("admin request")
+    return _reloaded(await reloader.reload("admin request"))
+
+
+@admin.post("/rollback")
+async def rollback() -> Response:
+    """Serve the config served before the last reload again (every worker's), until the
+    next reload reads the file again: the way back from a config that was valid but
+    wrong, while the file is being fixed."""
+    group: WorkerGroup | None = current_app.extensions.get("edge.workers")
+    if group is not None:
+        return await _every_worker(group, group.rollback_all)
+    reloader: Reloader = current_app.extensions["edge.reloader"]
+    return _reloaded(await reloader.rollback())
+
+
+def _reloaded(result: ReloadResult) -> Response:
     return _json(
         {
             "applied": result.applied,
@@ -126,15 +142,16 @@ async def reload() -> Response:
     )
 
 
-async def _reload_every_worker(group: WorkerGroup) -> Response:
-    """Ask the supervisor to reload every worker, and wait for each one's outcome.
+async def _every_worker(group: WorkerGroup, ask: Callable[[], None]) -> Response:
+    """Ask the supervisor to reload (or roll back) every worker, and wait for each one's
+    outcome.
 
     200 when every worker applied the new config, 409 when any refused it (each worker
     validates on its own; they read the same files, so they agree), 504 when a worker has
     not reported within ``_WORKERS_TIMEOUT`` (one stuck, or just restarted).
     """
     before = await asyncio.to_thread(group.reports)
-    group.reload_all()
+    ask()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _WORKERS_TIMEOUT
     while True:

@@ -37,7 +37,7 @@ from edge.reload import Reloader, retire
 from edge.routes import Routes, load_routes
 from edge.state import GatewayState, LiveFront, StateHolder
 from edge.transcode.response import status_body
-from edge.workers import WorkerGroup
+from edge.workers import ROLLBACK_SIGNAL, WorkerGroup
 
 if TYPE_CHECKING:  # opentelemetry is imported only when tracing is configured
     from opentelemetry.sdk.trace.export import SpanExporter
@@ -140,9 +140,9 @@ def create_app(
         reloader.start()  # the watcher and the reflection refresh, as the config asks
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             # SIGHUP reloads (not where signals cannot be handled here)
-            asyncio.get_running_loop().add_signal_handler(
-                signal.SIGHUP, lambda: reloader.reload_soon("SIGHUP")
-            )
+            loop = asyncio.get_running_loop()
+            loop.add_signal_handler(signal.SIGHUP, lambda: reloader.reload_soon("SIGHUP"))
+            loop.add_signal_handler(ROLLBACK_SIGNAL, reloader.rollback_soon)
         if group is not None:
             group.report(reloader.outcome())
             if group.missed_reload():  # a SIGHUP came while this worker was starting
@@ -153,6 +153,7 @@ def create_app(
         await reloader.stop()
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            asyncio.get_running_loop().remove_signal_handler(ROLLBACK_SIGNAL)
         current = holder.current
         await retire(current)  # the last generation (earlier ones let go as they idled)
         if terminal is not None:

@@ -44,7 +44,7 @@ from edge.ingress.h2_resets import EdgeHypercornConfig
 from edge.ingress.websocket_policy import SHUTDOWN_STATE_KEY
 from edge.redaction import redact_config, redact_text, redact_url
 from edge.routes import load_routes
-from edge.workers import WorkerGroup, bump_epoch
+from edge.workers import ROLLBACK_SIGNAL, WorkerGroup, bump_epoch
 
 _CONFIG_ENV = "EDGE_CONFIG"
 SHUTDOWN_EXTENSION = "edge.shutdown"  # app.extensions: the drain's asyncio.Event
@@ -278,7 +278,8 @@ def serve_workers(config: Config, source: ConfigSource | None = None) -> int:
 
     context = multiprocessing.get_context("spawn")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited; workers install their own
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the handler below: not fatal
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)  # until the handlers below: not fatal
+    signal.signal(ROLLBACK_SIGNAL, signal.SIG_IGN)  # (inherited by workers still starting)
     # the workers' shared files: reload epochs and outcomes (edge.workers)
     run_folder = Path(tempfile.mkdtemp(prefix="edge-run-"))
     count = config.server.workers
@@ -315,9 +316,17 @@ def serve_workers(config: Config, source: ConfigSource | None = None) -> int:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(worker.pid, signal.SIGHUP)
 
+    def rollback(signum: int = ROLLBACK_SIGNAL, frame: FrameType | None = None) -> None:
+        """A rollback asked for by a worker (POST /admin/rollback): passed to every one."""
+        for worker in workers:
+            if worker.pid is not None and worker.exitcode is None and not stopping:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(worker.pid, ROLLBACK_SIGNAL)
+
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGHUP, reload)
+    signal.signal(ROLLBACK_SIGNAL, rollback)
     status = 0
     running = list(workers)
     while running:

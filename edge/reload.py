@@ -33,9 +33,10 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from edge.config import Config
 from edge.config_source import ConfigSource, keep_running
@@ -159,14 +160,16 @@ class Reloader:
         self._watch_interval: float | None = None
         self._refresh_task: asyncio.Task[None] | None = None
         self._refresh_interval: float | None = None
+        self.previous: Config | None = None  # the config served before the last swap
 
     @property
     def config(self) -> Config:
         return self.holder.current.config
 
-    async def reload(self, reason: str) -> ReloadResult:
+    async def reload(self, reason: str, config: Config | None = None) -> ReloadResult:
+        """Read the config again and apply it; ``config``: apply that one instead."""
         async with self._lock:  # one reload at a time; later triggers queue up
-            result = await self._reload(reason)
+            result = await self._reload(reason, config)
             if self.group is not None:  # what the worker answering an admin reload reads
                 await asyncio.to_thread(self.group.report, self.outcome(result))
             return result
@@ -184,13 +187,20 @@ class Reloader:
             "routes": len(self.holder.current.routes.routes),
         }
 
-    async def _reload(self, reason: str) -> ReloadResult:
+    async def rollback(self) -> ReloadResult:
+        """Serve the config served before the last applied reload again (the descriptors
+        read anew). Until the next reload: that reads the file again."""
+        if self.previous is None:
+            return ReloadResult(False, ("no earlier config to roll back to",), 0)
+        return await self.reload("rollback", self.previous)
+
+    async def _reload(self, reason: str, chosen: Config | None) -> ReloadResult:
         self.status.last_attempt_at = time.time()
         self.status.last_reason = reason
         running = self.holder.current
         current = running.routes
         try:
-            config, restart = await self._read(self.config)
+            config, restart = await self._read(self.config, chosen)
             routes = await asyncio.to_thread(self.loader, config)
         except ConfigError as exc:
             return self._refused([str(exc)], current)
@@ -216,6 +226,7 @@ class Reloader:
         for problem in new_problems:
             log.warning("reloaded with a problem from an upstream: %s", problem)
         self.holder.current = state
+        self.previous = running.config
         running.life.retire(state, lambda: retire(running))
         if self.applied is not None:
             self.applied(config)
@@ -235,13 +246,14 @@ class Reloader:
         )
         return ReloadResult(True, (), len(routes.routes), tuple(restart))
 
-    async def _read(self, running: Config) -> tuple[Config, list[str]]:
-        """The config to apply: the file read again (or the running one, without a file)
-        with the restart-only settings kept, and those that changed."""
+    async def _read(self, running: Config, chosen: Config | None) -> tuple[Config, list[str]]:
+        """The config to apply: ``chosen``, or the file read again (the running one,
+        without a file), with the restart-only settings kept, and those that changed."""
+        if chosen is not None:
+            return keep_running(chosen, running)
         if self.source is None:
             return running, []
-        new = await asyncio.to_thread(self.source.load)
-        return keep_running(new, running)
+        return keep_running(await asyncio.to_thread(self.source.load), running)
 
     def snapshot(self) -> dict[str, object]:
         """The status, with the generation being served (how many configs have been)."""
@@ -249,7 +261,13 @@ class Reloader:
 
     def reload_soon(self, reason: str) -> None:
         """Reload in the background (from a signal handler), keeping the task referenced."""
-        task = asyncio.create_task(self.reload(reason), name=f"edge-reload-{reason}")
+        self._soon(self.reload(reason), f"edge-reload-{reason}")
+
+    def rollback_soon(self) -> None:
+        self._soon(self.rollback(), "edge-rollback")
+
+    def _soon(self, work: Coroutine[Any, Any, ReloadResult], name: str) -> None:
+        task = asyncio.create_task(work, name=name)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
@@ -268,6 +286,8 @@ class Reloader:
     def _follow(self, config: Config) -> None:
         """The watcher and the reflection refresh as ``config`` asks (restarted on change)."""
         watch = config.descriptors.watch_interval if config.descriptors.watch else None
+        if self.group is not None and self.group.index != 0:
+            watch = None  # with --workers N, the first worker watches for all of them
         if watch != self._watch_interval:
             self._cancel(self._watch_task)
             self._watch_task = None
@@ -326,6 +346,11 @@ class Reloader:
                 if settled != now:
                     continue  # still changing: look again next round
                 seen = settled
+                if self.group is not None:
+                    # the supervisor reloads every worker at once (this one too), so that
+                    # workers do not each see the change at their own moment
+                    self.group.reload_all()
+                    continue
                 await self.reload("files changed")
                 if self._watch_task is not asyncio.current_task():
                     return  # that reload changed the interval: a new watcher took over

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 EPOCH = "epoch"
+ROLLBACK_SIGNAL = signal.SIGUSR2  # to the supervisor, passed to every worker: roll back
 
 
 def _write(path: Path, text: str) -> None:
@@ -79,6 +80,10 @@ class WorkerGroup:
     def reload_all(self) -> None:
         """Ask the supervisor to reload every worker, this one included."""
         os.kill(self.supervisor, signal.SIGHUP)
+
+    def rollback_all(self) -> None:
+        """Ask the supervisor to have every worker serve its previous config again."""
+        os.kill(self.supervisor, ROLLBACK_SIGNAL)
 
 
 def newer_reports(

@@ -204,6 +204,56 @@ async def test_an_admin_reload_reloads_every_worker_and_reports_each(
             async with httpx.AsyncClient() as fresh:
                 answer = await fresh.get(f"{base}/v1/kitchen/reloaded")
             assert answer.headers["ratelimit-limit"] == "9"
+        async with httpx.AsyncClient(timeout=30) as client:  # back to the first config
+            rolled = await client.post(f"{base}/admin/rollback")
+            assert rolled.status_code == 200, rolled.text
+            assert {w["generation"] for w in rolled.json()["workers"]} == {3}
+        for _ in range(6):
+            async with httpx.AsyncClient() as fresh:
+                answer = await fresh.get(f"{base}/v1/kitchen/rolled-back")
+            assert answer.status_code == 200 and "ratelimit-limit" not in answer.headers
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.to_thread(process.wait, 20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            raise
+
+
+async def test_with_several_workers_a_file_change_reloads_them_together(
+    kitchen_upstream: Any, tmp_path: Path
+) -> None:
+    upstream_port, _ = kitchen_upstream
+    port = free_port()
+    config: dict[str, Any] = {
+        "server": {"bind": [f"127.0.0.1:{port}"], "workers": 2},
+        "descriptors": {"proto_paths": [str(TEST_PROTOS)], "watch_interval": "100ms"},
+        "upstreams": {"kitchen": {"address": f"127.0.0.1:{upstream_port}"}},
+        "services": {"*": {"upstream": "kitchen"}},
+    }
+    config_file = tmp_path / "edge.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "EDGE__SERVER__GRACEFUL_TIMEOUT": "1s"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edge.cli", "serve", "--config", str(config_file)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        await wait_answering(f"{base}/healthz", process)
+        await every_worker_at(base, 1)
+        limit = {"algorithm": "token_bucket", "limit": 7, "period": "1m"}
+        config["policies"] = [{"match": ["*"], "rate_limits": [limit]}]
+        config_file.write_text(yaml.safe_dump(config))
+        # one watcher (the first worker's) asks the supervisor: both reload, once each
+        await every_worker_at(base, 2)
+        async with httpx.AsyncClient() as client:
+            status = (await client.get(f"{base}/admin/descriptors")).json()["reload"]
+        assert status["reloads"] == 1
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:

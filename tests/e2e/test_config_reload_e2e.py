@@ -533,3 +533,23 @@ async def test_a_renewed_listener_certificate_is_served_after_a_reload(tmp_path:
 
 def pem_to_der(path: Path) -> bytes:
     return ssl.PEM_cert_to_DER_cert(path.read_text())
+
+
+async def test_a_rollback_serves_the_config_before_the_last_reload(world: World) -> None:
+    port_a, _ = world.kitchens[0]
+    data = config_data(port_a, world.web_port)
+    async with world.gateway.client() as client:
+        nothing = await client.post("/admin/rollback")
+        assert nothing.status_code == 409  # nothing served before
+        assert nothing.json()["problems"] == ["no earlier config to roll back to"]
+        data["proxy_routes"] = [{"prefix": "/new", "upstream": "web"}]
+        world.write(data)
+        await world.reload(client)
+        assert (await client.get("/old/x")).status_code == 404
+        rolled = await client.post("/admin/rollback")
+        assert rolled.status_code == 200, rolled.text
+        assert (await client.get("/old/x")).status_code == 200
+        assert (await client.get("/new/x")).status_code == 404
+        # the file still holds the new config: the next reload serves it again
+        await world.reload(client)
+        assert (await client.get("/new/x")).status_code == 200
