@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,41 +116,45 @@ async def every_worker_at(base: str, generation: int, workers: int = 2) -> None:
         generations[status["worker"]] = status["generation"]
 
 
-async def test_sighup_to_the_supervisor_reloads_every_worker(
-    kitchen_upstream: Any, tmp_path: Path
-) -> None:
-    upstream_port, _ = kitchen_upstream
+@dataclass
+class Served:
+    """``edge serve --workers 2`` running from a config file a test may rewrite."""
+
+    base: str
+    config: dict[str, Any]
+    config_file: Path
+    process: subprocess.Popen[bytes]
+
+    def write(self) -> None:
+        self.config_file.write_text(yaml.safe_dump(self.config))
+
+
+@contextlib.asynccontextmanager
+async def two_workers(
+    upstream_port: int, tmp_path: Path, **descriptors: Any
+) -> AsyncIterator[Served]:
+    """Both workers serving (a SIGHUP before that would not be seen), stopped afterwards."""
     port = free_port()
     config: dict[str, Any] = {
         "server": {"bind": [f"127.0.0.1:{port}"], "workers": 2},
-        "descriptors": {"proto_paths": [str(TEST_PROTOS)], "watch": False},
+        "descriptors": {"proto_paths": [str(TEST_PROTOS)], "watch": False, **descriptors},
         "upstreams": {"kitchen": {"address": f"127.0.0.1:{upstream_port}"}},
         "services": {"*": {"upstream": "kitchen"}},
     }
     config_file = tmp_path / "edge.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "EDGE__SERVER__GRACEFUL_TIMEOUT": "1s"}
     process = subprocess.Popen(
         [sys.executable, "-m", "edge.cli", "serve", "--config", str(config_file)],
-        env=env,
+        env={**os.environ, "EDGE__SERVER__GRACEFUL_TIMEOUT": "1s"},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    base = f"http://127.0.0.1:{port}"
+    served = Served(f"http://127.0.0.1:{port}", config, config_file, process)
     try:
-        await wait_answering(f"{base}/healthz", process)
-        await every_worker_at(base, 1)  # both serving (a SIGHUP before that is not seen)
-        limit = [{"algorithm": "token_bucket", "limit": 1000, "period": "60s"}]
-        config["policies"] = [{"match": ["*"], "rate_limits": limit}]
-        config_file.write_text(yaml.safe_dump(config))
-        os.kill(process.pid, signal.SIGHUP)  # the supervisor alone, as systemd's reload does
-        await every_worker_at(base, 2)
-        for _ in range(10):  # and every worker serves the new policy
-            async with httpx.AsyncClient() as fresh:
-                answer = await fresh.get(f"{base}/v1/kitchen/reloaded")
-            assert answer.headers["ratelimit-limit"] == "1000"
-        assert process.poll() is None  # SIGHUP did not end the supervisor
+        await wait_answering(f"{served.base}/healthz", process)
+        await every_worker_at(served.base, 1)
+        yield served
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -157,34 +164,30 @@ async def test_sighup_to_the_supervisor_reloads_every_worker(
             raise
 
 
+async def test_sighup_to_the_supervisor_reloads_every_worker(
+    kitchen_upstream: Any, tmp_path: Path
+) -> None:
+    async with two_workers(kitchen_upstream[0], tmp_path) as served:
+        limit = [{"algorithm": "token_bucket", "limit": 1000, "period": "60s"}]
+        served.config["policies"] = [{"match": ["*"], "rate_limits": limit}]
+        served.write()
+        os.kill(served.process.pid, signal.SIGHUP)  # the supervisor alone, as systemd does
+        await every_worker_at(served.base, 2)
+        for _ in range(10):  # and every worker serves the new policy
+            async with httpx.AsyncClient() as fresh:
+                answer = await fresh.get(f"{served.base}/v1/kitchen/reloaded")
+            assert answer.headers["ratelimit-limit"] == "1000"
+        assert served.process.poll() is None  # SIGHUP did not end the supervisor
+
+
 async def test_an_admin_reload_reloads_every_worker_and_reports_each(
     kitchen_upstream: Any, tmp_path: Path
 ) -> None:
-    upstream_port, _ = kitchen_upstream
-    port = free_port()
-    config: dict[str, Any] = {
-        "server": {"bind": [f"127.0.0.1:{port}"], "workers": 2},
-        "descriptors": {"proto_paths": [str(TEST_PROTOS)], "watch": False},
-        "upstreams": {"kitchen": {"address": f"127.0.0.1:{upstream_port}"}},
-        "services": {"*": {"upstream": "kitchen"}},
-    }
-    config_file = tmp_path / "edge.yaml"
-    config_file.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "EDGE__SERVER__GRACEFUL_TIMEOUT": "1s"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "serve", "--config", str(config_file)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        await wait_answering(f"{base}/healthz", process)
-        await every_worker_at(base, 1)
+    async with two_workers(kitchen_upstream[0], tmp_path) as served:
+        base, config = served.base, served.config
         limit = {"algorithm": "token_bucket", "limit": 9, "period": "1m"}
         config["policies"] = [{"match": ["*"], "rate_limits": [limit]}]
-        config_file.write_text(yaml.safe_dump(config))
+        served.write()
         async with httpx.AsyncClient(timeout=30) as client:
             applied = await client.post(f"{base}/admin/reload")
             assert applied.status_code == 200, applied.text
@@ -193,7 +196,7 @@ async def test_an_admin_reload_reloads_every_worker_and_reports_each(
             assert len({w["worker"] for w in body["workers"]}) == 2  # both, each once
             assert {w["generation"] for w in body["workers"]} == {2}
             config["upstreamz"] = {}  # a typo: every worker refuses it
-            config_file.write_text(yaml.safe_dump(config))
+            served.write()
             refused = await client.post(f"{base}/admin/reload")
             assert refused.status_code == 409, refused.text
             body = refused.json()
@@ -212,52 +215,19 @@ async def test_an_admin_reload_reloads_every_worker_and_reports_each(
             async with httpx.AsyncClient() as fresh:
                 answer = await fresh.get(f"{base}/v1/kitchen/rolled-back")
             assert answer.status_code == 200 and "ratelimit-limit" not in answer.headers
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            await asyncio.to_thread(process.wait, 20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            raise
 
 
 async def test_with_several_workers_a_file_change_reloads_them_together(
     kitchen_upstream: Any, tmp_path: Path
 ) -> None:
-    upstream_port, _ = kitchen_upstream
-    port = free_port()
-    config: dict[str, Any] = {
-        "server": {"bind": [f"127.0.0.1:{port}"], "workers": 2},
-        "descriptors": {"proto_paths": [str(TEST_PROTOS)], "watch_interval": "100ms"},
-        "upstreams": {"kitchen": {"address": f"127.0.0.1:{upstream_port}"}},
-        "services": {"*": {"upstream": "kitchen"}},
-    }
-    config_file = tmp_path / "edge.yaml"
-    config_file.write_text(yaml.safe_dump(config))
-    env = {**os.environ, "EDGE__SERVER__GRACEFUL_TIMEOUT": "1s"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "edge.cli", "serve", "--config", str(config_file)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        await wait_answering(f"{base}/healthz", process)
-        await every_worker_at(base, 1)
+    async with two_workers(
+        kitchen_upstream[0], tmp_path, watch=True, watch_interval="100ms"
+    ) as served:
         limit = {"algorithm": "token_bucket", "limit": 7, "period": "1m"}
-        config["policies"] = [{"match": ["*"], "rate_limits": [limit]}]
-        config_file.write_text(yaml.safe_dump(config))
+        served.config["policies"] = [{"match": ["*"], "rate_limits": [limit]}]
+        served.write()
         # one watcher (the first worker's) asks the supervisor: both reload, once each
-        await every_worker_at(base, 2)
+        await every_worker_at(served.base, 2)
         async with httpx.AsyncClient() as client:
-            status = (await client.get(f"{base}/admin/descriptors")).json()["reload"]
+            status = (await client.get(f"{served.base}/admin/descriptors")).json()["reload"]
         assert status["reloads"] == 1
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            await asyncio.to_thread(process.wait, 20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            raise
