@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException
 
+from edge import heap
 from edge.admin import admin, on_admin_listener
 from edge.assembly import Injected, assemble
 from edge.call import Terminal
@@ -137,6 +138,7 @@ def create_app(
     @app.before_serving
     async def open_upstreams() -> None:
         await holder.current.start()
+        heap.settle("start-up")  # what start-up made stays: the collector skips it from now on
         reloader.start()  # the watcher and the reflection refresh, as the config asks
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             # SIGHUP reloads (not where signals cannot be handled here)

@@ -35,6 +35,7 @@ from typing import Any
 
 from hypercorn.config import Sockets
 
+from edge import heap
 from edge.config import Config, ServerConfig, load_config
 from edge.config_diff import route_rows, what_changes
 from edge.config_source import ConfigSource
@@ -194,6 +195,7 @@ async def serve_in_process(
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
+    heap.enable()  # freeze the long-lived heap once started (edge.heap)
     app = create_app(config, source=source, group=group)
     drain = Drain(app, config.server.graceful_timeout)  # type: ignore[arg-type]
     app.extensions[SHUTDOWN_EXTENSION] = drain.started

@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge import heap
 from edge.config import Config
 from edge.config_source import ConfigSource, keep_running
 from edge.errors import ConfigError
@@ -227,7 +228,8 @@ class Reloader:
             log.warning("reloaded with a problem from an upstream: %s", problem)
         self.holder.current = state
         self.previous = running.config
-        running.life.retire(state, lambda: retire(running))
+        running.life.retire(state, lambda: _release(running))
+        heap.settle("reload")  # the new generation's heap is long-lived now
         if self.applied is not None:
             self.applied(config)
         self._follow(config)
@@ -358,6 +360,12 @@ class Reloader:
                 seen = await asyncio.to_thread(self._files)
             except Exception:
                 log.exception("reload watcher error")
+
+
+async def _release(state: GatewayState) -> None:
+    """Retire a replaced generation, then collect what it leaves (some of it is cycles)."""
+    await retire(state)
+    heap.settle(f"generation {state.life.number} released")
 
 
 async def retire(state: GatewayState) -> None:

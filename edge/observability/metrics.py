@@ -56,6 +56,18 @@ BREAKER_TRANSITIONS = Counter("edge_breaker_transitions", "Breaker state changes
 RELOADS = Counter(
     "edge_config_reload", "Reloads of the config and descriptors, by result", ["result"]
 )
+# edge serve only (edge.heap): what the garbage collector costs the event loop
+GC_PAUSE_SECONDS = Histogram(
+    "edge_gc_pause_seconds",
+    "Event-loop pauses for garbage collection, by generation (2 is a full collection)",
+    ["generation"],
+    buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+)
+GC_FROZEN_OBJECTS = Gauge(
+    "edge_gc_frozen_objects",
+    "Objects the collector skips (frozen after start-up and each reload)",
+    multiprocess_mode="max",
+)
 
 
 _CHILDREN: dict[tuple[object, tuple[str, ...]], Any] = {}
