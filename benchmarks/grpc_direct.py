@@ -80,6 +80,7 @@ async def drive(
         "rps": requests / seconds,
         "p50_ms": percentile(window.latencies, 0.50) * 1000,
         "p99_ms": percentile(window.latencies, 0.99) * 1000,
+        "max_ms": max(window.latencies, default=0.0) * 1000,
         "errors": window.errors,
         "cpu_seconds": {name: cpu_after[name] - cpu_before[name] for name in pids},
     }

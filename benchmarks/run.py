@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -35,10 +35,13 @@ from benchmarks.processes import Child, free_port, spawn, stop, wait_for_file, w
 from benchmarks.procstat import cpu_snapshot
 from benchmarks.report import (
     BROWSER_PROTOCOL_TARGET,
+    GET_TARGET,
     PIPELINE_TARGET,
     POST_TARGET,
+    PROXY_TARGET,
     Figures,
     Ratio,
+    Tail,
     format_table,
     write_json,
 )
@@ -257,6 +260,7 @@ def measure_grpc(settings: Settings, servers: Servers) -> Figures:
         rps=result["rps"],
         p50_ms=result["p50_ms"],
         p99_ms=result["p99_ms"],
+        max_ms=result["max_ms"],
         errors=result["errors"],
         server_cpu_us=None,
         server_cores=None,
@@ -301,6 +305,7 @@ def measure_wrk(
         rps=report.rps,
         p50_ms=report.p50_ms,
         p99_ms=report.p99_ms,
+        max_ms=report.max_ms,
         errors=report.errors,
         server_cpu_us=_per_request_us(used["server"], report.requests),
         server_cores=used["server"] / report.seconds,
@@ -329,7 +334,15 @@ def measure_wrk_rounds(
         )
     slice_seconds = max(1, round(settings.seconds / rounds))
     totals: dict[str, dict[str, Any]] = {
-        scenario: {"requests": 0, "seconds": 0.0, "errors": 0, "p50": [], "p99": [], "cpu": {}}
+        scenario: {
+            "requests": 0,
+            "seconds": 0.0,
+            "errors": 0,
+            "p50": [],
+            "p99": [],
+            "max": [],
+            "cpu": {},
+        }
         for scenario, _, _, _, _ in rows
     }
     for _ in range(rounds):
@@ -347,6 +360,7 @@ def measure_wrk_rounds(
             total["errors"] += report.errors
             total["p50"].append(report.p50_ms)
             total["p99"].append(report.p99_ms)
+            total["max"].append(report.max_ms)
             for name in pids:
                 total["cpu"][name] = total["cpu"].get(name, 0.0) + after[name] - before[name]
     figures = []
@@ -362,6 +376,7 @@ def measure_wrk_rounds(
                 rps=requests / seconds,
                 p50_ms=sorted(total["p50"])[len(total["p50"]) // 2],
                 p99_ms=max(total["p99"]),
+                max_ms=max(total["max"]),
                 errors=total["errors"],
                 server_cpu_us=_per_request_us(cpu["server"], requests),
                 server_cores=cpu["server"] / seconds,
@@ -484,7 +499,7 @@ def _meta(settings: Settings) -> dict[str, Any]:
 def _ratios(figures: list[Figures]) -> list[Ratio]:
     by_name = {f.scenario: f for f in figures}
     ratios = []
-    for method, target in (("POST", POST_TARGET), ("GET", None)):
+    for method, target in (("POST", POST_TARGET), ("GET", GET_TARGET)):
         gateway = by_name[f"gateway {method} (transcoded)"].server_cpu_us
         bare = by_name[f"bare Hypercorn {method}"].server_cpu_us
         assert gateway is not None and bare is not None
@@ -505,7 +520,7 @@ def _ratios(figures: list[Figures]) -> list[Ratio]:
         bare = by_name[f"bare Hypercorn {method}"].server_cpu_us
         assert proxied is not None and bare is not None
         # what the proxy hop costs the gateway, per request, against serving it directly
-        ratios.append(Ratio(f"proxy {method} CPU/request", proxied, bare, None))
+        ratios.append(Ratio(f"proxy {method} CPU/request", proxied, bare, PROXY_TARGET))
     plain_post = by_name["gateway POST (transcoded)"].server_cpu_us
     assert plain_post is not None
     # the browser protocols against the JSON POST: each no dearer (the issue's target)
@@ -524,7 +539,11 @@ def _ratios(figures: list[Figures]) -> list[Ratio]:
             )
         )
     # what auth + a rate-limit decision add to each request; breakers are on in both
-    for backend, target in (("memory", PIPELINE_TARGET), ("redis", None)):
+    pipeline_targets: tuple[tuple[str, float | None], ...] = (
+        ("memory", PIPELINE_TARGET),
+        ("redis", None),
+    )
+    for backend, pipeline_target in pipeline_targets:
         scenario = f"gateway POST + pipeline ({backend})"
         with_pipeline = by_name[scenario].server_cpu_us
         assert with_pipeline is not None
@@ -533,13 +552,35 @@ def _ratios(figures: list[Figures]) -> list[Ratio]:
                 f"pipeline ({backend}) POST CPU/request vs plain gateway POST",
                 with_pipeline,
                 plain_post,
-                target,
+                pipeline_target,
                 numerator=f"pipeline ({backend})",
                 denominator="gateway",
                 show_added=True,
             )
         )
     return ratios
+
+
+def _tails(figures: list[Figures]) -> list[Tail]:
+    """The transcoded POST and GET's latency spread (issue 14's tail targets)."""
+    by_name = {f.scenario: f for f in figures}
+    rows = (by_name[f"gateway {method} (transcoded)"] for method in ("POST", "GET"))
+    return [Tail(f.scenario, f.p50_ms, f.p99_ms, f.max_ms) for f in rows]
+
+
+def _against_bare(figures: list[Figures]) -> list[Figures]:
+    """Each HTTP row's CPU per request over bare Hypercorn's for the same method."""
+    bare = {method: by.server_cpu_us for by in figures for method in ("POST", "GET")
+            if by.scenario == f"bare Hypercorn {method}"}  # fmt: skip
+    measured = []
+    for f in figures:
+        method = "GET" if " GET" in f.scenario else "POST"
+        base = bare.get(method)
+        if f.server_cpu_us is None or not base:
+            measured.append(f)
+        else:
+            measured.append(replace(f, vs_bare=f.server_cpu_us / base))
+    return measured
 
 
 def _raise_on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -555,10 +596,12 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as workdir:
         figures = run_all(settings, Path(workdir))
-    ratios = _ratios(figures)
+    figures = _against_bare(figures)
+    ratios, tails = _ratios(figures), _tails(figures)
     meta["elapsed_s"] = round(time.monotonic() - started, 1)
-    write_json(settings.output, meta, figures, ratios)
+    write_json(settings.output, meta, figures, ratios, tails)
     print(format_table(figures, ratios))
+    print("\n".join(tail.line() for tail in tails))
     print(
         f"\n{meta['cpus']} CPUs, load average before {meta['loadavg_before'][0]:.2f}; "
         f"took {meta['elapsed_s']}s; results in {settings.output}"

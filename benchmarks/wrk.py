@@ -17,6 +17,10 @@ from pathlib import Path
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 _SUMMARY = re.compile(r"(\d+) requests in ([\d.]+)(us|ms|s|m|h),")
 _PERCENTILE = re.compile(r"^\s*(50|99)(?:\.000)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", re.MULTILINE)
+# "    Latency    12.16ms    3.43ms  59.51ms   85.76%": average, stdev, max, +/- stdev
+_LATENCY = re.compile(
+    r"^\s*Latency\s+[\d.]+\w+\s+[\d.]+\w+\s+([\d.]+)(us|ms|s|m|h)\s", re.MULTILINE
+)
 _NON_2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
 _SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
 
@@ -27,6 +31,7 @@ class WrkReport:
     seconds: float
     p50_ms: float
     p99_ms: float
+    max_ms: float  # the slowest request of the run
     errors: int  # non-2xx/3xx responses plus socket errors
 
     @property
@@ -42,6 +47,9 @@ def parse_report(text: str) -> WrkReport:
     percentiles = {int(p): float(v) * _UNITS[u] for p, v, u in _PERCENTILE.findall(text)}
     if set(percentiles) != {50, 99}:
         raise ValueError(f"no 50%/99% latency in wrk output (was --latency given?):\n{text}")
+    latency = _LATENCY.search(text)
+    if latency is None:
+        raise ValueError(f"no latency line in wrk output:\n{text}")
     errors = sum(int(n) for n in _NON_2XX.findall(text))
     for match in _SOCKET_ERRORS.finditer(text):
         errors += sum(int(n) for n in match.groups())
@@ -50,6 +58,7 @@ def parse_report(text: str) -> WrkReport:
         seconds=float(summary.group(2)) * _UNITS[summary.group(3)] / 1000,
         p50_ms=percentiles[50],
         p99_ms=percentiles[99],
+        max_ms=float(latency.group(1)) * _UNITS[latency.group(2)],
         errors=errors,
     )
 
