@@ -18,6 +18,7 @@ from pathlib import Path
 
 from hypercorn.asyncio import serve
 
+from edge import heap
 from edge.app import create_app
 from edge.call import Call, Reply
 from edge.cli import hypercorn_config, run_with_loop
@@ -49,6 +50,7 @@ class CannedTerminal:
 
 async def run(config_file: Path) -> None:
     config = load_config(config_file)
+    heap.enable()  # as edge serve does: the heap is frozen once started
     app = create_app(config, terminal=CannedTerminal())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
