@@ -45,7 +45,7 @@ from edge.ingress.h2_resets import EdgeHypercornConfig
 from edge.ingress.websocket_policy import SHUTDOWN_STATE_KEY
 from edge.redaction import redact_config, redact_text, redact_url
 from edge.routes import load_routes
-from edge.workers import ROLLBACK_SIGNAL, WorkerGroup, bump_epoch
+from edge.workers import ROLLBACK_SIGNAL, WorkerGroup, bump_epoch, listeners_per_worker
 
 _CONFIG_ENV = "EDGE_CONFIG"
 SHUTDOWN_EXTENSION = "edge.shutdown"  # app.extensions: the drain's asyncio.Event
@@ -285,10 +285,16 @@ def serve_workers(config: Config, source: ConfigSource | None = None) -> int:
     # the workers' shared files: reload epochs and outcomes (edge.workers)
     run_folder = Path(tempfile.mkdtemp(prefix="edge-run-"))
     count = config.server.workers
+    listeners = listeners_per_worker(sockets, count)  # one SO_REUSEPORT set per worker
     workers = [
         context.Process(
             target=_worker,
-            args=(config, sockets, source, WorkerGroup(run_folder, index, count, os.getpid())),
+            args=(
+                config,
+                listeners[index],
+                source,
+                WorkerGroup(run_folder, index, count, os.getpid()),
+            ),
             name=f"edge-worker-{index}",
         )
         for index in range(count)
@@ -302,8 +308,9 @@ def serve_workers(config: Config, source: ConfigSource | None = None) -> int:
         if not stopping:
             log.info("stopping: closing the listeners, draining %d workers", len(workers))
         stopping = True
-        for sock in (*sockets.secure_sockets, *sockets.insecure_sockets):
-            sock.close()  # our copies; each worker closes its own as its drain begins
+        for listener in listeners:
+            for sock in (*listener.secure_sockets, *listener.insecure_sockets):
+                sock.close()  # our copies; each worker closes its own as its drain begins
         for worker in workers:
             if worker.pid is not None and worker.exitcode is None:
                 with contextlib.suppress(ProcessLookupError):  # exited since the check

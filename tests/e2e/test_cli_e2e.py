@@ -231,3 +231,24 @@ async def test_with_several_workers_a_file_change_reloads_them_together(
         async with httpx.AsyncClient() as client:
             status = (await client.get(f"{served.base}/admin/descriptors")).json()["reload"]
         assert status["reloads"] == 1
+
+
+def listening_sockets(port: int) -> set[int]:
+    """Inodes of the IPv4 TCP sockets listening on ``port`` (from /proc/net/tcp)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+            found.add(int(fields[9]))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads /proc (Linux)")
+async def test_each_worker_listens_on_a_socket_of_its_own(
+    kitchen_upstream: Any, tmp_path: Path
+) -> None:
+    """So the kernel hashes new connections over the workers (edge.workers), rather than
+    the first worker to wake taking a whole burst of them off one shared socket."""
+    async with two_workers(kitchen_upstream[0], tmp_path) as served:
+        port = int(served.base.rsplit(":", 1)[1])
+        assert len(listening_sockets(port)) == 2
