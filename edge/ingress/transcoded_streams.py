@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from google.protobuf.message import Message
@@ -149,15 +149,24 @@ async def _write_items(
     chunk = framing.opening
     count = 0
     outcome: object = _DONE
+    render = route.renderer.render
+    item = framing.item
+    pull: _Pull | None = None
     try:
         if first is not None:
-            chunk += framing.item(route.renderer.render(first), first=True)
+            chunk += item(render(first), first=True)
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
             chunk, count = b"", 1
-            async for message in stream:
-                body = framing.item(route.renderer.render(message), first=False)
-                await send({"type": "http.response.body", "body": body, "more_body": True})
-                count += 1
+            pull = _Pull(stream, lambda message: item(render(message), first=False))
+            while True:
+                bodies = await pull.next_ready()
+                if bodies:
+                    body = bodies[0] if len(bodies) == 1 else b"".join(bodies)
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                if pull.ended is not None:
+                    if pull.ended is not _DONE:
+                        raise pull.ended
+                    break
     except ClientDisconnected:
         return _GONE  # stalled: the connection is gone, nothing more can be written
     except EdgeError as error:
@@ -168,6 +177,9 @@ async def _write_items(
         log.exception("unhandled error writing a stream for %s", route.method.full_name)
         chunk += framing.error(INTERNAL_BODY, first=count == 0)
         outcome = error
+    finally:
+        if pull is not None:
+            pull.close()
     try:
         await send(
             {"type": "http.response.body", "body": chunk + framing.closing, "more_body": False}
@@ -175,6 +187,113 @@ async def _write_items(
     except ClientDisconnected:  # stalled at the very end
         return _GONE
     return outcome
+
+
+_BATCH = 64 * 1024  # bytes in one body chunk, about (a message past it ends the chunk)
+
+
+class _Pull:
+    """A reply stream read in batches: the next message, and every one ready with it.
+
+    Every message of a stream written one ``send`` each cost the server's whole send
+    path per message (timeouts, HTTP framing, a transport write: most of the gateway's
+    time per streamed message). Messages that have already arrived (the lean client
+    queues all that one read from the upstream brought) go out in one chunk instead;
+    one that has not arrived is never waited for while others are held, so a slow
+    stream is still written message by message, as it comes.
+
+    Whether the next message is ready is learnt by starting its ``__anext__`` by hand:
+    if it finishes at once, the message was there; if it suspends, it is kept (never
+    dropped: that would abandon the read half-way) and finished by ``finish_step`` on the
+    next call, which waits for what it waits for and resumes it as the task would have.
+    The stream is still read by this one task, one message at a time, and only after
+    the previous chunk was sent, so backpressure is unchanged. ``close`` ends a read
+    left suspended as a cancelled task would (the stream's own cleanup runs).
+    """
+
+    __slots__ = ("_encode", "_parked", "_stream", "ended")
+
+    def __init__(self, stream: AsyncIterator[Message], encode: Callable[[Message], bytes]) -> None:
+        self._stream = stream
+        self._encode = encode
+        self._parked: tuple[Any, Any] | None = None  # (a suspended __anext__, its future)
+        # None while the stream goes on; then _DONE, or the exception it ended with
+        self.ended: Any = None
+
+    async def next_ready(self) -> list[bytes]:
+        """At least one message (waiting for it) and those ready after it, encoded; an
+        empty list only when the stream has ended (``ended`` says how)."""
+        encode = self._encode
+        parked, self._parked = self._parked, None
+        try:
+            if parked is not None:
+                first = await finish_step(*parked)
+            else:
+                first = await self._stream.__anext__()
+        except StopAsyncIteration:
+            self.ended = _DONE
+            return []
+        bodies = [encode(first)]
+        size = len(bodies[0])
+        while size < _BATCH:
+            step: Any = self._stream.__anext__()
+            try:
+                waiting = step.send(None)
+            except StopIteration as ready:
+                body = encode(ready.value)
+                bodies.append(body)
+                size += len(body)
+                continue
+            except StopAsyncIteration:
+                self.ended = _DONE
+                break
+            except Exception as error:  # told after the messages before it
+                self.ended = error
+                break
+            self._parked = (step, waiting)
+            break
+        return bodies
+
+    def close(self) -> None:
+        parked, self._parked = self._parked, None
+        if parked is not None:
+            with contextlib.suppress(BaseException):
+                parked[0].throw(asyncio.CancelledError())
+
+
+async def finish_step(step: Any, waiting: Any) -> Any:
+    """Run ``step`` (a coroutine started by hand, suspended on ``waiting``) to its end.
+
+    (Shared with ``edge.ingress.websocket_session``; it would sit better in a small module
+    of its own.)
+
+    As a task would: wait for the future it yielded (None: it only yielded the loop),
+    then resume it. The future's own outcome, a cancellation included, reaches the step
+    from the future; our task's cancellation while it waits (the future still pending
+    or finished otherwise) is thrown into the step, so it sees exactly what it would
+    have seen awaited directly.
+    """
+    while True:
+        try:
+            if waiting is None:
+                await asyncio.sleep(0)
+            else:
+                waiting._asyncio_future_blocking = False  # taken, as a task takes it
+                await waiting
+        except BaseException as error:
+            from_future = waiting is not None and (
+                waiting.cancelled() or (waiting.done() and waiting.exception() is error)
+            )
+            if not from_future:
+                try:
+                    waiting = step.throw(error)
+                except StopIteration as done:
+                    return done.value
+                continue
+        try:
+            waiting = step.send(None)
+        except StopIteration as done:
+            return done.value
 
 
 async def _write_bodies(

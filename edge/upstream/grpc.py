@@ -36,6 +36,10 @@ from edge.upstream.lean_channel import LeanChannel
 from edge.upstream_settings import UpstreamSettings
 
 Invoker = Callable[[Call], Awaitable[Reply]]
+# Server-streaming methods of a ``client: lean`` upstream take the lean client too
+# (``LeanChannel.stream_invoker``); False sends them through grpc.aio as before (a switch
+# for comparing the two, and a way back should the lean stream path misbehave).
+LEAN_SERVER_STREAMS = True
 _EOF: Any = grpc.aio.EOF  # type: ignore[attr-defined]  # missing from grpc-stubs
 
 
@@ -301,22 +305,29 @@ class GrpcTerminal:
             elif method.client_streaming:
                 invoker = _stream_unary(channel.stream_unary(path, serialize, deserialize))
             elif method.server_streaming:
-                invoker = _unary_stream(channel.unary_stream(path, serialize, deserialize))
+                if LEAN_SERVER_STREAMS and self._settings[upstream].client == "lean":
+                    invoker = self._lean_channel(upstream).stream_invoker(method)
+                else:
+                    invoker = _unary_stream(channel.unary_stream(path, serialize, deserialize))
             elif self._settings[upstream].client == "lean":
-                # Unary-unary calls skip grpc.aio. The streaming kinds above keep it, so
-                # the grpc.aio channel stays (idle until a stream or a health check).
-                lean = self._lean.get(upstream)
-                if lean is None:
-                    settings = self._settings[upstream]
-                    lean = self._lean[upstream] = self._lease.take(
-                        ("lean", settings, _tls_digest(settings)),
-                        lambda settings=settings: LeanChannel(settings),  # type: ignore[misc]
-                        _close_lean,
-                    )
-                invoker = lean.invoker(method)
+                # Unary-unary (and server-streaming) calls skip grpc.aio. Client and bidi
+                # streams keep it, so the grpc.aio channel stays (idle until such a stream
+                # or a health check).
+                invoker = self._lean_channel(upstream).invoker(method)
             else:
                 invoker = _unary_unary(channel.unary_unary(path, serialize, deserialize))
             table[method] = invoker
+
+    def _lean_channel(self, upstream: str) -> LeanChannel:
+        lean = self._lean.get(upstream)
+        if lean is None:
+            settings = self._settings[upstream]
+            lean = self._lean[upstream] = self._lease.take(
+                ("lean", settings, _tls_digest(settings)),
+                lambda settings=settings: LeanChannel(settings),  # type: ignore[misc]
+                _close_lean,
+            )
+        return lean
 
     def channel(self, upstream: str) -> grpc.aio.Channel | None:
         return self._channels.get(upstream)

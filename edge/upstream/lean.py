@@ -1,12 +1,13 @@
-"""The lean gRPC client's connection: unary calls over one HTTP/2 connection, on asyncio.
+"""The lean gRPC client's connection: unary and server-streaming calls over one HTTP/2
+connection, on asyncio.
 
 grpc.aio costs 170-250 us of gateway CPU per unary call, most of it thread hops between
 its C-core poller and the event loop; this client runs on the loop itself and frames
 HTTP/2 by hand, for about half of grpc.aio's cost (``benchmarks/``). It is the default
 for upstreams it can serve exactly as grpc.aio would (``client: auto``, see
-``edge.config``); only unary-unary calls go through it, streaming methods of the same
-upstream stay on grpc.aio. This module is one connection's state machine;
-``edge.upstream.lean_wire`` encodes and reads what goes over it (pure functions), and
+``edge.config``); unary and server-streaming calls go through it, client-streaming and
+bidi methods of the same upstream stay on grpc.aio. This module is one connection's
+state machine; ``edge.upstream.lean_wire`` encodes and reads what goes over it (pure functions), and
 ``edge.upstream.lean_channel`` chooses connections (addresses, TLS, reconnects).
 
 What it speaks (RFC 9113, gRPC's PROTOCOL-HTTP2.md), over h2c with prior knowledge or h2
@@ -25,9 +26,16 @@ over TLS (ALPN ``h2`` required, as C-core and grpc-go require it):
   C-core servers refuse streams (RST_STREAM REFUSED_STREAM) a little before their own
   count catches up, so a refused stream, which the server never processed, is retried
   after the next stream on that connection ends, as grpc's own client does.
+- Server streams (``ServerStream``): DATA is cut into messages as it arrives (a message
+  split over frames is joined once, when whole) and queued for the stream's one reader
+  (``edge.upstream.lean_channel``), which parses them as it reads; the stream's window
+  is handed back only as messages are read (``credit``), so a reader that stops makes
+  the server stop after one window. Trailers end it after its messages; a deadline,
+  cancel, reset or lost connection ends it at once, as grpc's calls end.
 - Flow control: our windows are large (16 MiB per stream, 2^31-1 for the connection)
-  and handed back with WINDOW_UPDATE at half; sends respect the server's windows and
-  MAX_FRAME_SIZE and resume on WINDOW_UPDATE. SETTINGS and PING are acked.
+  and handed back with WINDOW_UPDATE at half (a server stream's as it is read); sends
+  respect the server's windows and MAX_FRAME_SIZE and resume on WINDOW_UPDATE. SETTINGS
+  and PING are acked.
 - Keepalive: while calls are open, a connection silent for 30 s is PINGed and failed if
   no answer comes within 10 s (grpc.aio's settings here); idle connections are not, and
   as in grpc at most 2 PINGs go out between frames we send (see ``KEEPALIVE_TIME``).
@@ -63,6 +71,7 @@ from edge.upstream.lean_wire import (
     header_error,
     literal,
     metadata_pairs,
+    stream_end,
 )
 
 _PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -134,9 +143,11 @@ class _Stream:
         "pending",
         "received",
         "send_window",
+        "timer",
         "trailers",
         "unacked",
     )
+    streaming = False  # a server stream: messages go to its reader as they arrive
 
     def __init__(self, stream_id: int, future: asyncio.Future[None], send_window: int) -> None:
         self.id = stream_id
@@ -149,10 +160,79 @@ class _Stream:
         self.unacked = 0  # received bytes not yet handed back with WINDOW_UPDATE
         self.send_window = send_window
         self.pending: memoryview | None = None  # request bytes waiting for send window
+        self.timer: asyncio.TimerHandle | None = None  # the deadline's
 
     def fail(self, error: BaseException) -> None:
         if not self.future.done():
             self.future.set_exception(error)
+
+    def ended(self) -> None:
+        """The stream ended on the wire (END_STREAM): the caller reads the outcome."""
+        if not self.future.done():
+            self.future.set_result(None)
+
+
+class ServerStream(_Stream):
+    """One server-streaming call: its messages are queued for one reader as they arrive.
+
+    ``future`` resolves when the reply's headers arrive (or the stream ends without them);
+    only ``Refused`` is set on it as an exception (the call may go again elsewhere). Every
+    other outcome is ``end``, read after the queued messages: the trailers' status (None
+    for OK, see ``lean_wire.stream_end``), or a failure. A failure of our side or the
+    connection (deadline, cancel, loss, reset) drops the queued messages, as grpc does; a
+    status the server sent, or a message over the size limit, comes after them.
+    ``received`` counts the bytes of ``chunks`` (a message still arriving); ``need`` is how
+    many must be there before a message can be cut, so a large message is joined once.
+    """
+
+    __slots__ = ("end", "ending", "initial", "messages", "need", "waiter")
+    streaming = True
+
+    def __init__(self, stream_id: int, future: asyncio.Future[None], send_window: int) -> None:
+        super().__init__(stream_id, future, send_window)
+        # whole messages, not yet read: payload bytes, or (flag, payload) when compressed
+        self.messages: deque[bytes | tuple[int, bytes]] = deque()
+        self.need = 5
+        self.end: BaseException | None = None  # set with ``ending``
+        self.ending = False  # the outcome is known: ``end`` (None: OK) after the messages
+        self.initial: Headers | None = None  # leading headers of a reply that is not trailers-only
+        self.waiter: asyncio.Future[None] | None = None  # the reader, waiting for more
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def finish(self, error: BaseException | None) -> None:
+        """Record how the stream ended (the first word wins), after its queued messages."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if not self.ending:
+            self.ending = True
+            self.end = error
+        if not self.future.done():
+            self.future.set_result(None)
+        self.wake()
+
+    def fail(self, error: BaseException) -> None:
+        if isinstance(error, Refused):
+            if not self.future.done():
+                self.future.set_exception(error)  # never processed: the caller tries again
+                return
+            error = UpstreamStatus(14, "the upstream refused a stream it had answered")
+        if not self.ending:
+            self.messages.clear()  # the call is over now, as grpc's is: none are read
+        self.finish(error)
+
+    def ended(self) -> None:
+        error = stream_end(self.headers, self.trailers, self.received)
+        if error is not None and error.message.startswith("Stream removed"):
+            self.fail(error)  # C-core's stream-level failure (bad trailers): none are read
+        else:
+            self.finish(error)
 
 
 class Connection(asyncio.Protocol):
@@ -193,10 +273,17 @@ class Connection(asyncio.Protocol):
 
     # -- calls --------------------------------------------------------------------------
 
-    async def call(
-        self, block: bytes, framed: bytes, metadata: list[bytes], deadline: float | None
+    async def start(
+        self,
+        block: bytes,
+        framed: bytes,
+        metadata: list[bytes],
+        deadline: float | None,
+        kind: type[_Stream] = _Stream,
     ) -> _Stream:
-        """Send one request and wait for its stream to end; raises what the caller must map."""
+        """Open a stream and send the request (as far as the windows allow); raises
+        ``Refused`` when this connection takes no new streams. The caller owns the stream
+        from here: it must ``release`` it, and ``reset`` it when it gives up."""
         while len(self._streams) >= self._max_streams and self.closed is None:
             await self.wait_turn(deadline)
         if self.closed is not None or self._next_id > _MAX_STREAM_ID:
@@ -212,9 +299,8 @@ class Connection(asyncio.Protocol):
         self._next_id += 2
         parts = [self._table_update, block, timeout] if self._table_update else [block, timeout]
         self._table_update = b""
-        timer = None
         parts += metadata
-        stream = _Stream(stream_id, self.loop.create_future(), self._initial_send_window)
+        stream = kind(stream_id, self.loop.create_future(), self._initial_send_window)
         self._streams[stream_id] = stream
         if self._keepalive_timer is None:
             self._heard = False
@@ -223,20 +309,50 @@ class Connection(asyncio.Protocol):
         stream.pending = memoryview(framed)
         self._send_pending(stream)
         if deadline is not None:
-            timer = self.loop.call_at(deadline, self._expire, stream)
+            stream.timer = self.loop.call_at(deadline, self._expire, stream)
+        return stream
+
+    async def call(
+        self, block: bytes, framed: bytes, metadata: list[bytes], deadline: float | None
+    ) -> _Stream:
+        """Send one request and wait for its stream to end; raises what the caller must map."""
+        stream = await self.start(block, framed, metadata, deadline)
         try:
             await stream.future
         except asyncio.CancelledError:
             self._reset(stream, CANCEL)
             raise
         finally:
-            if timer is not None:
-                timer.cancel()
-            if self._waiters:
-                self._wake()
-            if self.closed is not None and not self._streams:
-                self._close_transport()
+            self.release(stream)
         return stream
+
+    def release(self, stream: _Stream) -> None:
+        """The caller is done with ``stream``: its turn goes to a waiting call."""
+        if stream.timer is not None:
+            stream.timer.cancel()
+            stream.timer = None
+        if self._waiters:
+            self._wake()
+        if self.closed is not None and not self._streams:
+            self._close_transport()
+
+    def cancel(self, stream: _Stream, error: BaseException | None = None) -> None:
+        """Reset ``stream`` (CANCEL) if it is still open, and end it with ``error``."""
+        self._reset(stream, CANCEL)
+        if error is not None:
+            stream.fail(error)
+
+    def credit(self, stream: ServerStream, size: int) -> None:
+        """The reader took ``size`` bytes of messages: the server may send as much again.
+
+        Our stream window is handed back only here, as messages are read, never as they
+        arrive: a reader that stops makes the server stop after one window (16 MiB), so a
+        slow client holds its upstream back instead of filling our memory.
+        """
+        stream.unacked += size
+        if stream.unacked > _STREAM_WINDOW // 2 and stream.id in self._streams:
+            self._send(frame(WINDOW_UPDATE, 0, stream.id, _U32.pack(stream.unacked)))
+            stream.unacked = 0
 
     async def wait_turn(self, deadline: float | None) -> None:
         """Wait until a stream of this connection ends (or it closes, or the deadline)."""
@@ -361,6 +477,9 @@ class Connection(asyncio.Protocol):
         stream = self._streams.get(stream_id)
         if stream is None:
             return  # abandoned: only the connection window matters
+        if stream.streaming:
+            self._on_stream_data(cast(ServerStream, stream), flags, payload, counted)
+            return
         stream.chunks.append(payload)
         stream.received += len(payload)
         if stream.length is None and stream.received >= 5:
@@ -384,6 +503,59 @@ class Connection(asyncio.Protocol):
         if stream.unacked > _STREAM_WINDOW // 2:
             self._send(frame(WINDOW_UPDATE, 0, stream_id, _U32.pack(stream.unacked)))
             stream.unacked = 0
+
+    def _on_stream_data(
+        self, stream: ServerStream, flags: int, payload: bytes, counted: int
+    ) -> None:
+        """DATA of a server stream: whole messages are queued for the reader at once."""
+        if stream.headers is None or stream.ending:
+            self._reset(stream, PROTOCOL_ERROR)
+            stream.fail(UpstreamStatus(13, "DATA before the reply's headers"))
+            return
+        stream.unacked += counted - len(payload)  # padding: never read, handed back now
+        if payload:
+            stream.chunks.append(payload)
+            stream.received += len(payload)
+            if stream.received >= stream.need:
+                self._split(stream)
+                if stream.ending:
+                    return  # failed: a message over the size limit
+        if flags & END_STREAM:
+            self._end(stream)
+        elif stream.unacked > _STREAM_WINDOW // 2:
+            self._send(frame(WINDOW_UPDATE, 0, stream.id, _U32.pack(stream.unacked)))
+            stream.unacked = 0
+
+    def _split(self, stream: ServerStream) -> None:
+        """Cut the whole messages out of what has arrived; keep the rest for later frames."""
+        chunks = stream.chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        pos, size, need = 0, len(data), 5
+        messages = stream.messages
+        limit = self._max_receive
+        unpack = MESSAGE_PREFIX.unpack_from
+        while size - pos >= 5:
+            flag, length = unpack(data, pos)
+            if length > limit:
+                self._reset(stream, CANCEL)
+                message = f"Received message larger than max ({length} vs. {limit})"
+                initial = metadata_pairs(stream.headers) if stream.headers is not None else ()
+                stream.finish(UpstreamStatus(8, message, initial_metadata=initial))
+                break  # the messages before it are still read, as grpc's are
+            end = pos + 5 + length
+            if end > size:
+                need = 5 + length
+                break
+            messages.append(data[pos + 5 : end] if not flag else (flag, data[pos + 5 : end]))
+            pos = end
+        if pos:
+            rest = data[pos:]
+            stream.chunks = [rest] if rest else []
+            stream.received = len(rest)
+            stream.wake()
+        else:
+            stream.chunks = [data]
+        stream.need = need
 
     def _on_headers(self, stream_id: int, flags: int, payload: bytes) -> None:
         if not stream_id:
@@ -426,6 +598,10 @@ class Connection(asyncio.Protocol):
                 if error is not None:  # not a gRPC reply: its body is not read as one
                     self._reset(stream, CANCEL)
                     stream.fail(error)
+                elif stream.streaming:
+                    cast(ServerStream, stream).initial = headers
+                    if not stream.future.done():
+                        stream.future.set_result(None)  # the reader may start
                 return
         elif flags & END_STREAM:
             stream.trailers = headers
@@ -603,8 +779,7 @@ class Connection(asyncio.Protocol):
             # of the stream is still open on the server until we close it (RFC 9113 8.1)
             stream.pending = None
             self._send(frame(RST_STREAM, 0, stream.id, _U32.pack(NO_ERROR)))
-        if not stream.future.done():
-            stream.future.set_result(None)
+        stream.ended()
 
     def _wake(self) -> None:
         while self._waiters:

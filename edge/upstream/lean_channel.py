@@ -27,27 +27,30 @@ import random
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar, cast
 
 import grpc
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from edge.call import Call, Reply
 from edge.descriptors.registry import MethodInfo
 from edge.errors import ConfigError, UpstreamStatus, UpstreamUnreachable
 from edge.upstream import lean
-from edge.upstream.compression import accept_value, compress
-from edge.upstream.lean import Connection, Refused
+from edge.upstream.compression import accept_value, compress, decompress, encoding_of
+from edge.upstream.lean import Connection, Refused, ServerStream
 from edge.upstream.lean_wire import (
     DEADLINE_MESSAGE,
     MESSAGE_PREFIX,
     Pairs,
     metadata_fields,
+    metadata_pairs,
     outcome,
     request_block,
 )
 from edge.upstream_settings import UpstreamSettings
 
 Invoker = Callable[[Call], Awaitable[Reply]]
+Sent = TypeVar("Sent")
 
 _CONNECT_TIMEOUT = 20.0  # grpc's minimum connect timeout
 # Reconnects happen on demand (a call, a balancer's background connect or a breaker's
@@ -155,6 +158,33 @@ class _Endpoint:
             except Refused:
                 if connection.closed is None and connection.busy:
                     await connection.wait_turn(deadline)  # a stream must end first
+        raise UpstreamStatus(14, "the upstream kept refusing the stream")
+
+    async def server_stream(
+        self, block: bytes, framed: bytes, metadata: list[bytes], deadline: float | None
+    ) -> tuple[Connection, ServerStream]:
+        """Open a server stream and wait for its reply's headers (or its end, or failure:
+        those the reader raises); a refused stream goes again, as a unary call does."""
+        for _ in range(_REFUSED_RETRIES):
+            connection = self.connection
+            if connection is None or connection.closed is not None:
+                connection = await self._connect(deadline)
+            try:
+                stream = await connection.start(block, framed, metadata, deadline, ServerStream)
+            except Refused:
+                continue  # this connection takes no new streams: the next one
+            try:
+                await stream.future
+            except Refused:
+                connection.release(stream)
+                if connection.closed is None and connection.busy:
+                    await connection.wait_turn(deadline)  # a stream must end first
+                continue
+            except BaseException:  # cancelled: so is the stream
+                connection.cancel(stream)
+                connection.release(stream)
+                raise
+            return connection, cast(ServerStream, stream)
         raise UpstreamStatus(14, "the upstream kept refusing the stream")
 
     async def _connect(self, deadline: float | None) -> Connection:
@@ -284,7 +314,11 @@ class LeanChannel:
             async def send(
                 framed: bytes, metadata: list[bytes], deadline: float | None
             ) -> tuple[bytes, Pairs, Pairs]:
-                return await self._balanced(blocks, framed, metadata, deadline)
+                return await self._balanced(
+                    lambda endpoint, block: endpoint.unary(block, framed, metadata, deadline),
+                    blocks,
+                    deadline,
+                )
 
         async def invoke(call: Call) -> Reply:
             request = call.request.SerializeToString()
@@ -309,13 +343,59 @@ class LeanChannel:
 
         return invoke
 
+    def stream_invoker(self, method: MethodInfo) -> Invoker:
+        """The server-streaming invoker for ``method``: the reply's messages are read as
+        they arrive (``_read``), its headers are the reply's initial metadata."""
+        blocks = tuple(
+            request_block(method.grpc_path, authority, self._tls, *self._encoding_fields)
+            for authority in self._authorities
+        )
+        parse = method.output_type.FromString
+        max_send = self._max_send
+        compression = self._compression
+        max_receive = self._endpoints[0].max_receive
+
+        async def invoke(call: Call) -> Reply:
+            request = call.request.SerializeToString()
+            if len(request) > max_send:
+                raise UpstreamStatus(
+                    8, f"Sent message larger than max ({len(request)} vs. {max_send})"
+                )
+            flag = 0
+            if compression is not None:
+                flag, request = compress(compression, request)
+            framed = MESSAGE_PREFIX.pack(flag, len(request)) + request
+            deadline = None
+            if call.timeout is not None:
+                deadline = asyncio.get_running_loop().time() + call.timeout
+            metadata = metadata_fields(call.metadata) if call.metadata else []
+            try:
+                connection, stream = await self._balanced(
+                    lambda endpoint, block: endpoint.server_stream(
+                        block, framed, metadata, deadline
+                    ),
+                    blocks,
+                    deadline,
+                )
+            except _Unreachable as error:
+                raise UpstreamUnreachable(error.grpc_code, error.message) from None
+            initial = metadata_pairs(stream.initial) if stream.initial is not None else ()
+
+            def cancel() -> None:
+                connection.cancel(stream, UpstreamStatus(1, "the call was cancelled"))
+
+            reply = Reply(initial_metadata=initial, cancel=cancel)
+            reply.stream = _Messages(connection, stream, parse, max_receive, reply)
+            return reply
+
+        return invoke
+
     async def _balanced(
         self,
+        send: Callable[[_Endpoint, bytes], Awaitable[Sent]],
         blocks: tuple[bytes, ...],
-        framed: bytes,
-        metadata: list[bytes],
         deadline: float | None,
-    ) -> tuple[bytes, Pairs, Pairs]:
+    ) -> Sent:
         """Send on the next connected address, as grpc's balancers pick only ready ones.
 
         round_robin rotates over the connected addresses and keeps connecting to the
@@ -339,7 +419,7 @@ class LeanChannel:
         failure: UpstreamStatus | None = None
         for index in ready:
             try:
-                return await endpoints[index].unary(blocks[index], framed, metadata, deadline)
+                return await send(endpoints[index], blocks[index])
             except _Unreachable as error:
                 failure = error
         assert failure is not None
@@ -389,3 +469,100 @@ class LeanChannel:
     async def close(self) -> None:
         for endpoint in self._endpoints:
             endpoint.close()
+
+
+class _Messages:
+    """A server stream's messages, one at a time as the reader asks, then its status.
+
+    Each message read hands its bytes back to the server's send window (``credit``), so
+    the server sends only as fast as this is read. On OK the trailers become the reply's
+    trailing metadata; an error status raises ``UpstreamStatus`` as grpc.aio's reader
+    does. However the reader leaves (the end, an error, ``aclose``, cancelled, or this
+    object dropped unread), a stream still open is reset with CANCEL, so the upstream
+    stops working on it. A class, not an async generator: a generator never started
+    runs no ``finally`` when closed, and would leave the upstream stream open.
+    """
+
+    __slots__ = (
+        "_closed",
+        "_connection",
+        "_encoding",
+        "_max_receive",
+        "_parse",
+        "_reply",
+        "_stream",
+    )
+
+    def __init__(
+        self,
+        connection: Connection,
+        stream: ServerStream,
+        parse: Callable[[bytes], Message],
+        max_receive: int,
+        reply: Reply,
+    ) -> None:
+        self._connection = connection
+        self._stream = stream
+        self._parse = parse
+        self._max_receive = max_receive
+        self._reply = reply
+        headers = stream.initial
+        self._encoding = encoding_of(headers) if headers is not None else None
+        self._closed = False
+
+    def __aiter__(self) -> _Messages:
+        return self
+
+    async def __anext__(self) -> Message:
+        stream = self._stream
+        messages = stream.messages
+        try:
+            while True:
+                if messages:
+                    item = messages.popleft()
+                    if type(item) is bytes:
+                        self._connection.credit(stream, len(item) + 5)
+                        payload = item
+                    else:
+                        flag, packed = cast(tuple[int, bytes], item)
+                        self._connection.credit(stream, len(packed) + 5)
+                        try:
+                            payload = decompress(self._encoding, flag, packed, self._max_receive)
+                        except UpstreamStatus as error:  # with the metadata, as grpc.aio's
+                            initial = metadata_pairs(stream.initial or [])
+                            raise UpstreamStatus(
+                                error.grpc_code, error.message, initial_metadata=initial
+                            ) from None
+                    try:
+                        return self._parse(payload)
+                    except DecodeError as exc:
+                        raise UpstreamStatus(13, "Exception deserializing response!") from exc
+                if stream.ending:
+                    self._close()
+                    if stream.end is not None:
+                        raise stream.end
+                    headers = stream.trailers or stream.headers or []
+                    self._reply.trailing_metadata = metadata_pairs(headers)
+                    raise StopAsyncIteration
+                if self._closed:
+                    raise StopAsyncIteration
+                waiter = stream.waiter = self._connection.loop.create_future()
+                await waiter
+        except StopAsyncIteration:
+            raise
+        except BaseException:  # cancelled, or a bad message: the upstream call ends too
+            self._close()
+            raise
+
+    async def aclose(self) -> None:
+        self._close()
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._connection.cancel(self._stream)  # still open: the upstream stops too
+            self._connection.release(self._stream)
+
+    def __del__(self) -> None:
+        if not self._closed and not self._connection.loop.is_closed():
+            self._close()

@@ -149,10 +149,14 @@ def status_of(fields: Headers, initial: Headers | None) -> UpstreamStatus | None
             initial_metadata=initial_pairs,
             trailing_metadata=metadata_pairs(fields),
         )
-    try:
-        code = int(status)
-    except ValueError:
-        code = 2
+    if not status.isdigit():  # C-core fails the stream as it parses the field
+        return UpstreamStatus(
+            13,
+            "Stream removed (Error parsing 'grpc-status' metadata)",
+            initial_metadata=initial_pairs,
+            trailing_metadata=metadata_pairs(fields),
+        )
+    code = int(status)
     if not 0 < code <= 16:
         code = 2  # UNKNOWN, as grpc reports a status it does not know
     text = unquote_to_bytes(message).decode("utf-8", "replace") if message else ""
@@ -234,3 +238,29 @@ def outcome(
     if flag:
         message = decompress(encoding_of(headers), flag, message, max_receive)
     return message, metadata_pairs(headers), metadata_pairs(trailers)
+
+
+def stream_end(
+    headers: Headers | None, trailers: Headers | None, leftover: int = 0
+) -> UpstreamStatus | None:
+    """How a server stream that ended on the wire ended: its error, or None for OK.
+
+    Its messages were already read, so unlike ``outcome`` there is no message to check:
+    a trailers-only reply (``trailers`` None: the one block has the status) with OK is an
+    empty stream. ``leftover`` is the count of bytes after the last whole message: a
+    stream that ends inside a message fails INTERNAL.
+    """
+    if headers is None:
+        return UpstreamStatus(13, "stream ended without headers")
+    if trailers is None:
+        status_error, _ = _http_errors(headers)
+        return status_error or status_of(headers, None)
+    error = status_of(trailers, headers)
+    if error is None and leftover:
+        return UpstreamStatus(
+            13,
+            "the stream ended inside a message",
+            initial_metadata=metadata_pairs(headers),
+            trailing_metadata=metadata_pairs(trailers),
+        )
+    return error

@@ -78,13 +78,19 @@ def padded(size: int) -> bytes:
 
 async def assert_still_serving(edge: Edge) -> None:
     """A good request on a fresh connection is answered, and reaches the upstream."""
-    before = len(edge.kitchen.received)
+    before = unary_calls(edge)
     answer = await raw_request(
         edge.gateway.port, post("/v1/kitchen", body=b'{"stringValue": "ok"}')
     )
     assert status_of(answer) == 200, answer
     assert json.loads(body_of(answer)) == {"stringValue": "ok"}
-    assert len(edge.kitchen.received) == before + 1
+    assert unary_calls(edge) == before + 1
+
+
+def unary_calls(edge: Edge) -> int:
+    """Calls the upstream's KitchenService saw; a client stream the test before refused
+    (StreamService) may still be arriving there, late, on a loaded machine."""
+    return sum(1 for method, _ in edge.kitchen.received if "KitchenService" in method)
 
 
 AUTHORIZED = f"Authorization: Bearer {token()}"
