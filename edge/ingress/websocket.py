@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from edge.errors import (
@@ -50,15 +51,21 @@ from edge.ingress.websocket_frames import (
     status_frame,
 )
 from edge.ingress.websocket_policy import (
+    forget,
     origin_allowed,
     shutdown_signal,
     socket_token,
+    when_set,
 )
-from edge.ingress.websocket_reload import RECONNECT, reconnect_due
+from edge.ingress.websocket_reload import RECONNECT, ReloadWatch
 from edge.ingress.websocket_session import (
+    CALL_ENDED,
+    DRAINING,
+    FIRST_FRAME_MISSED,
+    IDLE,
+    RELOADED,
     SHUTTING_DOWN,
     FrameTooBig,
-    IdleTimeout,
     WebSocketSession,
 )
 from edge.observability import metrics
@@ -89,13 +96,14 @@ class WebSocketAdapter:
     def preflight_route(self, scope: Scope, path: str, method: str) -> str | None:
         return None  # a handshake is never preflighted
 
-    async def serve(
+    def serve(
         self, found: RouteMatch[TranscodeRoute], scope: Scope, receive: Receive, send: Send
-    ) -> None:
+    ) -> Coroutine[Any, Any, None]:
+        # not a coroutine itself: a socket's task holds one frame less (~0.4 KiB) for hours
         info = scope.get("edge")
         if info is not None:  # metrics and access logs name the method, as for HTTP
             info["route"] = found.target.method.full_name
-        await serve_websocket(self.holder.current, found, scope, receive, send)
+        return serve_websocket(self.holder.current, found, scope, receive, send)
 
 
 async def serve_websocket(
@@ -147,71 +155,106 @@ async def serve_websocket(
     session = WebSocketSession(
         found, scope, receive, send, state.chain, policy, binary, call, state.pipeline
     )
-    session.call_task = asyncio.create_task(session.run_call(), name="call")
-    tasks: set[asyncio.Task[Any]] = {
-        session.call_task,
-        asyncio.create_task(session.read_frames(), name="reader"),
-        asyncio.create_task(session.watch_idle(), name="idle"),
-    }
-    if shutdown is not None:
-        tasks.add(asyncio.create_task(shutdown.wait(), name="shutdown"))
-    if policy.reconnect_on_reload != "never":
-        tasks.add(asyncio.create_task(reconnect_due(state, found, scope), name="reload"))
-    reader = next(task for task in tasks if task.get_name() == "reader")
     metrics.WEBSOCKETS.inc()
     try:
-        while tasks:
-            done, tasks = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            outcome = await _settle(done, session)
-            if outcome == "finished":
-                break
-        if reader in tasks and session.closed:
+        await _serve(session, state, found, shutdown)
+    finally:
+        metrics.WEBSOCKETS.dec()
+
+
+async def _serve(
+    session: WebSocketSession,
+    state: GatewayState,
+    found: RouteMatch[TranscodeRoute],
+    shutdown: asyncio.Event | None,
+) -> None:
+    """Run the session in this (Hypercorn's) task until it ends, then see it closed.
+
+    This task reads the client's frames itself; the call gets a task of its own only once
+    the first frame starts it, and the rest (first-frame and idle deadlines, the drain, a
+    reload) are a timer and callbacks that interrupt the read (``session.interrupt``), so
+    an idle socket holds no task of ours.
+    """
+    reload = (
+        ReloadWatch(state, found, session.scope, session.reload_due)
+        if state.websocket.reconnect_on_reload != "never"
+        else None
+    )
+    if shutdown is not None:
+        when_set(shutdown, session.drained)
+    task = asyncio.current_task()
+    assert task is not None
+    cancelling = task.cancelling()
+    ended: BaseException | str | None
+    try:
+        # Read frames until something ends the session: the reader's error, or the reason
+        # an interrupt gave (``session.ending``); None when the call just finished.
+        session.serving = task
+        session.arm_timer()
+        try:
+            await session.read_frames()  # returns only by raising
+            raise AssertionError("read_frames returned")  # pragma: no cover
+        except asyncio.CancelledError:
+            session.serving = None
+            why = session.ending
+            if why is None or task.uncancel() > cancelling:
+                raise  # cancelled from outside (the drain's deadline): not ours to swallow
+            ended = _call_outcome(session) if why == CALL_ENDED else why
+        except Exception as error:
+            ended = error
+        finally:
+            session.serving = None
+        if ended is not None:
+            await _settle(ended, session)
+        if session.closed and not isinstance(ended, ClientDisconnected):
             # Wait for the client's own Close before returning: if we returned at once the
             # server would shut the TCP connection with the client's frames still unread,
             # the kernel would answer with a reset, and the browser would lose our close
             # frame and report 1006 instead of the status.
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(reader, CLOSE_HANDSHAKE_SECONDS)
-    finally:
-        metrics.WEBSOCKETS.dec()
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(BaseException):
-                await task
-
-
-async def _settle(done: set[asyncio.Task[Any]], session: WebSocketSession) -> str:
-    """React to finished tasks; "finished" when the session is over."""
-    outcomes = [(task, None if task.cancelled() else task.exception()) for task in done]
-    for task, error in outcomes:
-        if task.cancelled():
-            continue
-        if error is None:
-            if task.get_name() == "call":
-                return "finished"
-            if task.get_name() == "shutdown":
-                await session.going_away()
-                return "finished"
-            if task.get_name() == "reload":
-                await session.going_away(CLOSE_SERVICE_RESTART, RECONNECT)
-                return "finished"
-            continue  # the reader and idle watcher only end by raising
-        if isinstance(error, ClientDisconnected):
-            session.closed = True
-            return "finished"
-        if isinstance(error, FrameTooBig):
             with contextlib.suppress(Exception):
-                await session.send_text(status_frame(status_payload(BodyTooLarge(str(error)))))
-            await session.close(CLOSE_TOO_BIG, str(error))
-            return "finished"
-        if isinstance(error, IdleTimeout):
-            await session.close(CLOSE_GOING_AWAY, f"idle timeout: {error}")
-            return "finished"
-        if isinstance(error, EdgeError):
-            await session.fail(error)
-            return "finished"
-        log.error("unhandled error on WebSocket %s", session.scope["path"], exc_info=error)
+                async with asyncio.timeout(CLOSE_HANDSHAKE_SECONDS):
+                    await session.read_frames()  # drops frames until the client's Close
+    finally:
+        session.disarm_timer()
+        if shutdown is not None:
+            forget(shutdown, session.drained)
+        if reload is not None:
+            reload.stop()
+        call_task = session.call_task
+        if call_task is not None and not call_task.done():
+            call_task.cancel()
+            with contextlib.suppress(BaseException):
+                await call_task
+
+
+def _call_outcome(session: WebSocketSession) -> BaseException | None:
+    """How the call task ended: None when it finished (its status frame is sent)."""
+    call_task = session.call_task
+    assert call_task is not None and call_task.done()
+    return None if call_task.cancelled() else call_task.exception()
+
+
+async def _settle(ended: BaseException | str, session: WebSocketSession) -> None:
+    """End the session for the reason ``ended``: the frames and close code it calls for."""
+    if isinstance(ended, str):
+        if ended == DRAINING:
+            await session.going_away()
+        elif ended == RELOADED:
+            await session.going_away(CLOSE_SERVICE_RESTART, RECONNECT)
+        elif ended == IDLE:
+            timeout = session.policy.idle_timeout
+            await session.close(CLOSE_GOING_AWAY, f"idle timeout: no frames for {timeout:g}s")
+        else:
+            assert ended == FIRST_FRAME_MISSED, ended
+            await session.first_frame_missed()
+    elif isinstance(ended, ClientDisconnected):
+        session.closed = True
+    elif isinstance(ended, FrameTooBig):
+        with contextlib.suppress(Exception):
+            await session.send_text(status_frame(status_payload(BodyTooLarge(str(ended)))))
+        await session.close(CLOSE_TOO_BIG, str(ended))
+    elif isinstance(ended, EdgeError):
+        await session.fail(ended)
+    else:
+        log.error("unhandled error on WebSocket %s", session.scope["path"], exc_info=ended)
         await session.fail(InternalError("internal error"))
-        return "finished"
-    return "continue"

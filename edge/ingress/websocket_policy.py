@@ -5,12 +5,19 @@ call starts: the Origin allowlist (a cookie-authenticated socket opened by anoth
 site's page would act as the victim), the token a browser can send (subprotocol, query
 or cookie, since it cannot set headers), and the drain signal. The plain proxy's
 WebSocket relay applies the same Origin rule.
+
+Every open socket also listens for two process-wide events, the drain and its
+generation's replacement (``websocket_reload``). ``when_set`` lets them listen without a
+task each: one task per event waits for it and calls its listeners, so 10,000 idle
+sockets hold one waiting task between them instead of 20,000.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+import weakref
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import urlsplit
@@ -19,6 +26,8 @@ from edge.config import WebSocketConfig
 from edge.ingress.asgi import Scope
 from edge.ingress.cors import CorsPolicy
 from edge.pipeline.credentials import cookie_value, find_token
+
+log = logging.getLogger("edge.websocket")
 
 BEARER_PREFIX = "edge.bearer."  # a subprotocol carrying the token: edge.bearer.<token>
 SHUTDOWN_STATE_KEY = "edge.shutdown"  # lifespan state: an asyncio.Event set on drain
@@ -107,3 +116,60 @@ def shutdown_signal(scope: Scope) -> asyncio.Event | None:
     state = scope.get("state")
     event = state.get(SHUTDOWN_STATE_KEY) if state else None
     return event if isinstance(event, asyncio.Event) else None
+
+
+class _Listeners:
+    """The callbacks waiting for one event, and the one task that waits for it for them."""
+
+    __slots__ = ("callbacks", "waiter")
+
+    def __init__(self) -> None:
+        self.callbacks: set[Callable[[], None]] = set()
+        self.waiter: asyncio.Task[None] | None = None
+
+
+# keyed weakly: an event nobody references any more (a test's loop, a retired
+# generation) takes its entry with it; while listened to, its waiter task holds it
+_LISTENING: weakref.WeakKeyDictionary[asyncio.Event, _Listeners] = weakref.WeakKeyDictionary()
+
+
+def when_set(event: asyncio.Event, callback: Callable[[], None]) -> None:
+    """Call ``callback`` (once, from the loop) when ``event`` is set; at once if it is.
+
+    ``forget`` undoes it. The callback runs in a loop callback, not in the listener's
+    task, so it must not block: a socket's cancels the socket's task. One task per event
+    waits for it for all its listeners, and only while it has any.
+    """
+    if event.is_set():
+        asyncio.get_running_loop().call_soon(callback)
+        return
+    listeners = _LISTENING.get(event)
+    if listeners is None:
+        listeners = _LISTENING[event] = _Listeners()
+    listeners.callbacks.add(callback)
+    if listeners.waiter is None:
+        listeners.waiter = asyncio.get_running_loop().create_task(
+            _call_when_set(event, listeners), name="edge-websocket-signal"
+        )
+
+
+def forget(event: asyncio.Event, callback: Callable[[], None]) -> None:
+    """Undo ``when_set`` (idempotent). The last listener gone, the waiting task ends."""
+    listeners = _LISTENING.get(event)
+    if listeners is None:
+        return
+    listeners.callbacks.discard(callback)
+    if not listeners.callbacks and listeners.waiter is not None:
+        listeners.waiter.cancel()
+        listeners.waiter = None
+
+
+async def _call_when_set(event: asyncio.Event, listeners: _Listeners) -> None:
+    await event.wait()
+    listeners.waiter = None
+    callbacks, listeners.callbacks = listeners.callbacks, set()
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:  # one socket's failure must not keep the others from hearing
+            log.exception("a WebSocket listener for a signal failed")

@@ -13,9 +13,11 @@ stays open. ``always`` ends every socket on every reload, ``never`` none.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from edge.ingress.asgi import Scope
+from edge.ingress.websocket_policy import forget, when_set
 from edge.routes import TranscodeRoute
 from edge.routing.table import RouteMatch
 from edge.state import GatewayState
@@ -48,19 +50,43 @@ def socket_path(scope: Scope) -> str:
     return raw_path.decode("latin-1") if raw_path else str(scope["path"])
 
 
-async def reconnect_due(
-    state: GatewayState, found: RouteMatch[TranscodeRoute], scope: Scope
-) -> None:
-    """Returns once a reload has made this socket's route or policy differ (or, with
-    ``always``, at the first reload); never, with ``never``."""
-    mine = fingerprint(state, found.target)
-    path = socket_path(scope)
-    current = state
-    while True:
-        await current.life.replaced.wait()
-        successor = current.life.successor
+class ReloadWatch:
+    """Calls ``due`` once a reload has made this socket's route or policy differ (or, with
+    ``always``, at the first reload); never, with ``never``.
+
+    It listens for its generation's ``replaced`` event through ``when_set`` (no task of
+    its own) and, when a reload kept the socket's route and policy, moves on to listen
+    for the next one. The socket's fingerprint is computed only when a reload comes, from
+    the generation it was last checked against (equal to the one it opened on, or it
+    would have been due).
+    """
+
+    __slots__ = ("due", "found", "path", "state")
+
+    def __init__(
+        self,
+        state: GatewayState,
+        found: RouteMatch[TranscodeRoute],
+        scope: Scope,
+        due: Callable[[], None],
+    ) -> None:
+        self.state = state
+        self.found = found
+        self.path = socket_path(scope)
+        self.due = due
+        when_set(state.life.replaced, self._replaced)
+
+    def _replaced(self) -> None:
+        previous = self.state
+        successor = previous.life.successor
         assert successor is not None
-        current = successor
-        mode = current.websocket.reconnect_on_reload  # the new config decides
-        if mode == "always" or (mode == "changed" and fingerprint_at(current, path) != mine):
-            return
+        self.state = successor
+        mode = successor.websocket.reconnect_on_reload  # the new config decides
+        mine = fingerprint(previous, self.found.target)
+        if mode == "always" or (mode == "changed" and fingerprint_at(successor, self.path) != mine):
+            self.due()
+        else:
+            when_set(successor.life.replaced, self._replaced)
+
+    def stop(self) -> None:
+        forget(self.state.life.replaced, self._replaced)

@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, MutableMapping
+from typing import Any
 
 from google.protobuf.message import DecodeError, Message
 
@@ -27,6 +28,7 @@ from edge.errors import (
 )
 from edge.ingress.asgi import Receive, Scope, Send, close_stream, timed_send
 from edge.ingress.render import status_payload
+from edge.ingress.transcoded_streams import finish_step
 from edge.ingress.websocket_frames import (
     CLOSE_GOING_AWAY,
     CLOSE_OK,
@@ -55,12 +57,44 @@ SHUTTING_DOWN = "the gateway is shutting down"
 _OK_STATUS = b'{"code":0,"message":"","details":[]}'
 
 
+def _timed_when_waiting(send: Send, timeout: float | None, scope: Scope) -> Send:
+    """``timed_send``'s rule, paid for only by a frame that has to wait.
+
+    ``timed_send`` arms a timeout, a timer and a look at the socket's progress for every
+    frame: about a third of the gateway's CPU per streamed frame. A frame the transport
+    takes at once (the send finishes without suspending) cannot have stalled, so the
+    send is started by hand; only one that suspends (the client's buffer is full) is
+    finished under ``timed_send``, from where it stopped, with the same outcome: a
+    client that takes nothing for ``timeout`` s ends the session.
+    """
+    if timeout is None:
+        return send
+
+    async def send_event(event: MutableMapping[str, Any]) -> None:
+        step: Any = send(event)
+        try:
+            waiting = step.send(None)
+        except StopIteration:
+            return
+
+        async def resume(_: MutableMapping[str, Any]) -> None:
+            await finish_step(step, waiting)
+
+        await timed_send(resume, timeout, scope)(event)
+
+    return send_event
+
+
 class FrameTooBig(Exception):
     """A client frame over ``websocket.max_message_bytes``: the socket closes 1009."""
 
 
-class IdleTimeout(Exception):
-    """No frames either way for ``websocket.idle_timeout``: the socket closes 1001."""
+# Why a session ends while its task waits for frames (``WebSocketSession.ending``).
+FIRST_FRAME_MISSED = "first frame missed"  # none by first_frame_timeout: 4003 or 4016
+IDLE = "idle"  # no frames either way for idle_timeout: 1001
+CALL_ENDED = "call ended"  # the call task finished, one way or another
+DRAINING = "draining"  # the process is shutting down: 1001
+RELOADED = "reloaded"  # a reload changed the socket's route or policy: 1012
 
 
 class WebSocketSession:
@@ -83,7 +117,7 @@ class WebSocketSession:
         self.scope = scope
         self.receive = receive
         # a client that stops reading: a frame stalled send_timeout s ends the session
-        self.send_event = timed_send(send, policy.send_timeout, scope)
+        self.send_event = _timed_when_waiting(send, policy.send_timeout, scope)
         self.chain = chain
         self.policy = policy
         self.binary = binary
@@ -93,12 +127,24 @@ class WebSocketSession:
         self.metadata: list[tuple[str, str]] = []  # from the first frame
         self.loop = asyncio.get_running_loop()
         self.last_activity = self.loop.time()
-        self.requests: asyncio.Queue[Message | None] = asyncio.Queue(policy.queue_messages)
-        self.started = asyncio.Event()
+        # client-streaming methods only: the others take their one message in first_request
+        self.requests: asyncio.Queue[Message | None] | None = None
+        # what the call waits on for the next frame (a unary call given only metadata so
+        # far): made when it waits; an asyncio.Event would hold a deque (~0.8 KiB) per socket
+        self.next_frame: asyncio.Future[None] | None = None
         self.first_request: Message | None = None
         self.half_closed = False
         self.closed = False
+        # An idle socket holds no task of ours: the serving task reads the frames itself,
+        # the call task starts with the first frame, and the deadlines (first frame, idle)
+        # are one loop timer. What ends the session while the serving task waits (that
+        # timer, the call ending, the drain, a reload) says why in ``ending`` and cancels
+        # it (``interrupt``).
         self.call_task: asyncio.Task[None] | None = None
+        self.serving: asyncio.Task[None] | None = None
+        self.ending: str | None = None
+        self.first_frame_due = self.last_activity + policy.first_frame_timeout
+        self.timer: asyncio.TimerHandle | None = None
 
     # -- frames in ----------------------------------------------------------------------
 
@@ -151,11 +197,12 @@ class WebSocketSession:
             await self._accept_message(message)
         elif type(frame) is MetadataFrame:
             self.metadata.extend(frame.pairs)
-            self.started.set()
+            self._start()
         else:
             self.half_closed = True
-            self.started.set()
-            await self.requests.put(None)
+            self._start()
+            if self.route.method.client_streaming:
+                await self._queue().put(None)
 
     async def _accept_message(self, message: Message) -> None:
         if self.half_closed:
@@ -166,14 +213,28 @@ class WebSocketSession:
             if self.first_request is not None:
                 raise BadRequest(f"{method.full_name} takes exactly one request message")
             self.first_request = message
-            self.started.set()
+            self._start()
             return
-        self.started.set()
-        await self.requests.put(message)  # waits while the queue is full: backpressure
+        self._start()
+        await self._queue().put(message)  # waits while the queue is full: backpressure
+
+    def _start(self) -> None:
+        """A frame came: wake the call, starting it at the first (its task from now on)."""
+        if self.next_frame is not None and not self.next_frame.done():
+            self.next_frame.set_result(None)
+        if self.call_task is None:
+            self.call_task = self.loop.create_task(self.run_call(), name="call")
+            self.call_task.add_done_callback(self._call_ended)
+
+    def _queue(self) -> asyncio.Queue[Message | None]:
+        if self.requests is None:  # made with the first request: an idle socket has none
+            self.requests = asyncio.Queue(self.policy.queue_messages)
+        return self.requests
 
     async def request_stream(self) -> AsyncIterator[Message]:
+        requests = self._queue()
         while True:
-            message = await self.requests.get()
+            message = await requests.get()
             if message is None:
                 return
             yield message
@@ -203,16 +264,14 @@ class WebSocketSession:
     # -- the call -----------------------------------------------------------------------
 
     async def run_call(self) -> None:
-        """Wait for the first frame, check credentials, make the call, stream the replies out.
+        """Check credentials, make the call, stream the replies out; started by the first
+        frame (``_start``; a socket without one by ``first_frame_timeout`` is ended by the
+        timer instead).
 
         The credentials are checked as soon as the first frame arrives, not when the call
         starts: after it no token can come any more, so a socket that has none for a route
         that needs one is closed at once rather than held until its request message.
         """
-        try:
-            await asyncio.wait_for(self.started.wait(), self.policy.first_frame_timeout)
-        except TimeoutError:
-            raise await self._silent_error() from None
         call = self.call
         if self.metadata:
             in_band = dict(self.metadata)
@@ -228,8 +287,8 @@ class WebSocketSession:
             while self.first_request is None:
                 if self.half_closed:
                     raise BadRequest(f"{method.full_name} needs a request message before the end")
-                self.started.clear()
-                await self.started.wait()
+                self.next_frame = self.loop.create_future()
+                await self.next_frame
         call.request = self.request_stream() if method.client_streaming else self.first_request
         reply = await self.chain(call)
         try:
@@ -281,12 +340,56 @@ class WebSocketSession:
             await self.send_text(status_frame(status_payload(UpstreamUnavailable(reason)), ()))
         await self.close(code, reason)
 
-    async def watch_idle(self) -> None:
-        timeout = self.policy.idle_timeout
-        if timeout is None:
-            return
-        while True:
-            remaining = self.last_activity + timeout - self.loop.time()
-            if remaining <= 0:
-                raise IdleTimeout(f"no frames for {timeout:g}s")
-            await asyncio.sleep(remaining)
+    async def first_frame_missed(self) -> None:
+        """No frame came by ``first_frame_timeout``: end with the reason ``_silent_error`` gives."""
+        await self.fail(await self._silent_error())
+
+    # -- what ends the session while its task waits ------------------------------------
+
+    def interrupt(self, why: str) -> None:
+        """End the serving task's wait (``serving_until_ended``) because of ``why``.
+
+        Only the first reason counts, and only while the task waits for frames: once it
+        is ending the session, nothing may cancel its closing frames.
+        """
+        if self.ending is None and self.serving is not None:
+            self.ending = why
+            self.serving.cancel()
+
+    def arm_timer(self) -> None:
+        """(Re)arm the one timer: the first frame's deadline, then the idle deadline.
+
+        A frame does not touch the timer (it only updates ``last_activity``); when the
+        timer fires early it is armed again for what is then due, so a busy socket costs
+        one timer callback per ``idle_timeout``, not one per frame.
+        """
+        due = self.first_frame_due if self.call_task is None else None
+        idle = self.policy.idle_timeout
+        if idle is not None:
+            idle_due = self.last_activity + idle
+            due = idle_due if due is None else min(due, idle_due)
+        self.timer = None if due is None else self.loop.call_at(due, self._timer_fired)
+
+    def disarm_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+
+    def _timer_fired(self) -> None:
+        now = self.loop.time()
+        idle = self.policy.idle_timeout
+        if self.call_task is None and now >= self.first_frame_due:
+            self.interrupt(FIRST_FRAME_MISSED)
+        elif idle is not None and now >= self.last_activity + idle:
+            self.interrupt(IDLE)
+        else:
+            self.arm_timer()
+
+    def _call_ended(self, task: asyncio.Task[None]) -> None:
+        self.interrupt(CALL_ENDED)
+
+    def drained(self) -> None:
+        self.interrupt(DRAINING)
+
+    def reload_due(self) -> None:
+        self.interrupt(RELOADED)
