@@ -38,6 +38,7 @@ from google.protobuf import json_format
 from benchmarks.adapter_cost import KINDS, REPO, _app, _call
 from benchmarks.instructions import callgrind
 from edge.compression.codecs import Encoding
+from edge.state import LiveFront
 from edgedemo.library.v1 import library_pb2 as pb
 
 
@@ -133,6 +134,8 @@ def _holder(asgi: Any) -> Any:
     """The app's StateHolder, found through the ASGI layers down to Quart."""
     layer = asgi
     while not hasattr(layer, "extensions"):
+        if isinstance(layer, LiveFront):  # the state's own front door holds it
+            return layer.holder
         layer = getattr(layer, "app", None) or getattr(layer, "fallback", None)
         if layer is None:
             raise RuntimeError("no Quart app under the ASGI layers")
