@@ -11,10 +11,12 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextvars import ContextVar
+from types import CoroutineType
 from typing import Any
 
 from edge.call import Call, Reply
 from edge.errors import BodyTooLarge, ClientDisconnected, ClientStalled, EdgeError
+from edge.ingress.steps import finish_step
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -50,7 +52,9 @@ def timed_send(send: Send, timeout: float | None, scope: Scope) -> Send:
     after ``timeout`` s in which that count did not grow (checked every quarter of it);
     elsewhere (HTTP/2) one send may last ``timeout`` s. On the timeout the connection is
     aborted (where the server offers ``edge.abort``) and ``ClientStalled`` raised, so the
-    caller ends its call as for a client that left.
+    caller ends its call as for a client that left. A send the transport takes at once
+    (most of a stream's) pays for none of this: it is started by hand and only finished
+    under the timeout if it has to wait (``edge.ingress.steps``).
     """
     if timeout is None:
         return send
@@ -60,10 +64,19 @@ def timed_send(send: Send, timeout: float | None, scope: Scope) -> Send:
     step = timeout / 4
 
     async def send_timed(message: Message) -> None:
+        pending: Awaitable[None] = send(message)
+        if isinstance(pending, CoroutineType):
+            # started by hand: a send the transport takes at once cannot have stalled, and
+            # pays for no timeout, timer or progress look (edge.ingress.steps)
+            try:
+                waiting = pending.send(None)
+            except StopIteration:
+                return
+            pending = finish_step(pending, waiting)
         try:
             async with asyncio.timeout(timeout) as deadline:
                 if progress is None:
-                    await send(message)
+                    await pending
                     return
                 loop = asyncio.get_running_loop()
                 best = progress()
@@ -81,7 +94,7 @@ def timed_send(send: Send, timeout: float | None, scope: Scope) -> Send:
 
                 watch = loop.call_later(step, check)
                 try:
-                    await send(message)
+                    await pending
                 finally:
                     if watch is not None:
                         watch.cancel()

@@ -39,6 +39,7 @@ from edge.ingress.render import (
     INTERNAL_BODY,
     status_payload,
 )
+from edge.ingress.steps import finish_step
 from edge.routes import TranscodeRoute
 from edge.transcode.http_body import DEFAULT_CONTENT_TYPE, HttpBodyReply
 from edge.transcode.stream_format import StreamFormat, choose_format
@@ -259,41 +260,6 @@ class _Pull:
         if parked is not None:
             with contextlib.suppress(BaseException):
                 parked[0].throw(asyncio.CancelledError())
-
-
-async def finish_step(step: Any, waiting: Any) -> Any:
-    """Run ``step`` (a coroutine started by hand, suspended on ``waiting``) to its end.
-
-    (Shared with ``edge.ingress.websocket_session``; it would sit better in a small module
-    of its own.)
-
-    As a task would: wait for the future it yielded (None: it only yielded the loop),
-    then resume it. The future's own outcome, a cancellation included, reaches the step
-    from the future; our task's cancellation while it waits (the future still pending
-    or finished otherwise) is thrown into the step, so it sees exactly what it would
-    have seen awaited directly.
-    """
-    while True:
-        try:
-            if waiting is None:
-                await asyncio.sleep(0)
-            else:
-                waiting._asyncio_future_blocking = False  # taken, as a task takes it
-                await waiting
-        except BaseException as error:
-            from_future = waiting is not None and (
-                waiting.cancelled() or (waiting.done() and waiting.exception() is error)
-            )
-            if not from_future:
-                try:
-                    waiting = step.throw(error)
-                except StopIteration as done:
-                    return done.value
-                continue
-        try:
-            waiting = step.send(None)
-        except StopIteration as done:
-            return done.value
 
 
 async def _write_bodies(

@@ -12,8 +12,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, MutableMapping
-from typing import Any
+from collections.abc import AsyncIterator
 
 from google.protobuf.message import DecodeError, Message
 
@@ -28,7 +27,6 @@ from edge.errors import (
 )
 from edge.ingress.asgi import Receive, Scope, Send, close_stream, timed_send
 from edge.ingress.render import status_payload
-from edge.ingress.transcoded_streams import finish_step
 from edge.ingress.websocket_frames import (
     CLOSE_GOING_AWAY,
     CLOSE_OK,
@@ -55,34 +53,6 @@ log = logging.getLogger("edge.websocket")
 
 SHUTTING_DOWN = "the gateway is shutting down"
 _OK_STATUS = b'{"code":0,"message":"","details":[]}'
-
-
-def _timed_when_waiting(send: Send, timeout: float | None, scope: Scope) -> Send:
-    """``timed_send``'s rule, paid for only by a frame that has to wait.
-
-    ``timed_send`` arms a timeout, a timer and a look at the socket's progress for every
-    frame: about a third of the gateway's CPU per streamed frame. A frame the transport
-    takes at once (the send finishes without suspending) cannot have stalled, so the
-    send is started by hand; only one that suspends (the client's buffer is full) is
-    finished under ``timed_send``, from where it stopped, with the same outcome: a
-    client that takes nothing for ``timeout`` s ends the session.
-    """
-    if timeout is None:
-        return send
-
-    async def send_event(event: MutableMapping[str, Any]) -> None:
-        step: Any = send(event)
-        try:
-            waiting = step.send(None)
-        except StopIteration:
-            return
-
-        async def resume(_: MutableMapping[str, Any]) -> None:
-            await finish_step(step, waiting)
-
-        await timed_send(resume, timeout, scope)(event)
-
-    return send_event
 
 
 class FrameTooBig(Exception):
@@ -117,7 +87,7 @@ class WebSocketSession:
         self.scope = scope
         self.receive = receive
         # a client that stops reading: a frame stalled send_timeout s ends the session
-        self.send_event = _timed_when_waiting(send, policy.send_timeout, scope)
+        self.send_event = timed_send(send, policy.send_timeout, scope)
         self.chain = chain
         self.policy = policy
         self.binary = binary

@@ -289,12 +289,16 @@ class LeanChannel:
         self._round_robin = settings.load_balancing == "round_robin"
         self._next = 0
 
-    def invoker(self, method: MethodInfo) -> Invoker:
-        """The unary invoker for ``method``: its header blocks are encoded once, here."""
-        blocks = tuple(
+    def _request_blocks(self, method: MethodInfo) -> tuple[bytes, ...]:
+        """The request's header block per authority, encoded once per method."""
+        return tuple(
             request_block(method.grpc_path, authority, self._tls, *self._encoding_fields)
             for authority in self._authorities
         )
+
+    def invoker(self, method: MethodInfo) -> Invoker:
+        """The unary invoker for ``method``: its header blocks are encoded once, here."""
+        blocks = self._request_blocks(method)
         parse = method.output_type.FromString
         max_send = self._max_send
         compression = self._compression
@@ -346,10 +350,7 @@ class LeanChannel:
     def stream_invoker(self, method: MethodInfo) -> Invoker:
         """The server-streaming invoker for ``method``: the reply's messages are read as
         they arrive (``_read``), its headers are the reply's initial metadata."""
-        blocks = tuple(
-            request_block(method.grpc_path, authority, self._tls, *self._encoding_fields)
-            for authority in self._authorities
-        )
+        blocks = self._request_blocks(method)
         parse = method.output_type.FromString
         max_send = self._max_send
         compression = self._compression

@@ -5,9 +5,9 @@ whether the next message is already there; one that suspends is kept and finishe
 by ``finish_step``, as a task would. Random streams (messages ready, behind a future, or
 behind a bare yield; ending well or with an error) must come out whole and in order,
 each batch one message plus exactly the ready ones after it; a read left waiting must
-see the reader's cancellation (and ``close``) as a cancelled task's read would. The
-WebSocket session's send (``_timed_when_waiting``) must pass a send that finishes at
-once straight through and hold one that waits to ``timed_send``'s rule.
+see the reader's cancellation (and ``close``) as a cancelled task's read would. A
+stream's send (``timed_send``) must pass a send that finishes at once straight through
+and hold one that waits to its rule.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.errors import ClientStalled, UpstreamStatus
-from edge.ingress.transcoded_streams import _DONE, _Pull, finish_step
-from edge.ingress.websocket_session import _timed_when_waiting
+from edge.ingress.asgi import timed_send
+from edge.ingress.steps import finish_step
+from edge.ingress.transcoded_streams import _DONE, _Pull
 
 
 class Scripted:
@@ -154,7 +155,7 @@ def test_a_frame_taken_at_once_is_sent_without_the_timer() -> None:
 
     async def run() -> None:
         scope = {"type": "websocket", "extensions": {"edge.progress": _no_progress}}
-        await _timed_when_waiting(at_once, 0.05, scope)(BODY)
+        await timed_send(at_once, 0.05, scope)(BODY)
         assert sent == [BODY]
 
     asyncio.run(run())
@@ -181,9 +182,9 @@ def test_a_frame_that_waits_is_held_to_the_send_timeout() -> None:
     async def run() -> None:
         aborted: list[int] = []
         scope = {"type": "websocket", "extensions": {"edge.abort": lambda: aborted.append(1)}}
-        await _timed_when_waiting(slow, 1.0, scope)(BODY)
+        await timed_send(slow, 1.0, scope)(BODY)
         with pytest.raises(ClientStalled):
-            await _timed_when_waiting(stuck, 0.05, scope)(BODY)
+            await timed_send(stuck, 0.05, scope)(BODY)
         assert resumed == ["sent", "cancelled"]
         assert aborted == [1]
 
