@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 _enabled = False
 _started_at = 0.0
+_pauses: dict[int, Any] = {}  # the histogram's child per generation, found once
 
 
 def enable() -> None:
@@ -44,6 +45,7 @@ def enable() -> None:
     if _enabled:
         return
     _enabled = True
+    _pauses.update({g: metrics.GC_PAUSE_SECONDS.labels(str(g)) for g in range(3)})
     gc.callbacks.append(_time_collection)
 
 
@@ -80,6 +82,4 @@ def _time_collection(phase: str, info: dict[str, Any]) -> None:
     if phase == "start":
         _started_at = time.perf_counter()
     else:
-        metrics.GC_PAUSE_SECONDS.labels(str(info["generation"])).observe(
-            time.perf_counter() - _started_at
-        )
+        _pauses[info["generation"]].observe(time.perf_counter() - _started_at)

@@ -140,9 +140,10 @@ class GuardedH11Protocol(H11Protocol):
         self._holding = False  # the next write is a response head: keep it for the body
         self._head: bytes | None = None
         self._head_alone: asyncio.Handle | None = None  # writes the head if no body came
+        self._can_hold: bool | None = None  # an asyncio transport to write a head alone on
 
     async def stream_send(self, event: StreamEvent) -> None:
-        if type(event) is Response and event.status_code >= 200 and self.transport() is not None:
+        if type(event) is Response and event.status_code >= 200 and self._holds():
             self._holding = True
             try:
                 await super().stream_send(event)
@@ -165,6 +166,12 @@ class GuardedH11Protocol(H11Protocol):
                 event = RawData(data=head + event.data, address=event.address)
             self.written += len(event.data)
         await self._server_send(event)
+
+    def _holds(self) -> bool:
+        """Whether heads can be held: decided once per connection (its transport stays)."""
+        if self._can_hold is None:
+            self._can_hold = self.transport() is not None
+        return self._can_hold
 
     def _write_head(self) -> None:
         """No body followed the head within the loop's turn: the head goes on its own.

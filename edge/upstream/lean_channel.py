@@ -264,6 +264,25 @@ class _Endpoint:
         self._old.clear()
 
 
+def _outgoing(
+    call: Call, max_send: int, compression: str | None
+) -> tuple[bytes, float | None, list[bytes]]:
+    """What every lean call sends: its message framed (compressed as C-core does, only
+    when that makes it smaller), its deadline on the loop's clock, its metadata fields."""
+    request = call.request.SerializeToString()
+    if len(request) > max_send:
+        raise UpstreamStatus(8, f"Sent message larger than max ({len(request)} vs. {max_send})")
+    flag = 0
+    if compression is not None:
+        flag, request = compress(compression, request)
+    framed = MESSAGE_PREFIX.pack(flag, len(request)) + request
+    deadline = None
+    if call.timeout is not None:
+        deadline = asyncio.get_running_loop().time() + call.timeout
+    metadata = metadata_fields(call.metadata) if call.metadata else []
+    return framed, deadline, metadata
+
+
 class LeanChannel:
     """The lean client's channel to one upstream: its addresses and how calls pick one.
 
@@ -325,19 +344,7 @@ class LeanChannel:
                 )
 
         async def invoke(call: Call) -> Reply:
-            request = call.request.SerializeToString()
-            if len(request) > max_send:
-                raise UpstreamStatus(
-                    8, f"Sent message larger than max ({len(request)} vs. {max_send})"
-                )
-            flag = 0
-            if compression is not None:  # as C-core: only when that makes it smaller
-                flag, request = compress(compression, request)
-            framed = MESSAGE_PREFIX.pack(flag, len(request)) + request
-            deadline = None
-            if call.timeout is not None:
-                deadline = asyncio.get_running_loop().time() + call.timeout
-            metadata = metadata_fields(call.metadata) if call.metadata else []
+            framed, deadline, metadata = _outgoing(call, max_send, compression)
             message, initial, trailing = await send(framed, metadata, deadline)
             try:
                 reply = parse(message)
@@ -357,19 +364,7 @@ class LeanChannel:
         max_receive = self._endpoints[0].max_receive
 
         async def invoke(call: Call) -> Reply:
-            request = call.request.SerializeToString()
-            if len(request) > max_send:
-                raise UpstreamStatus(
-                    8, f"Sent message larger than max ({len(request)} vs. {max_send})"
-                )
-            flag = 0
-            if compression is not None:
-                flag, request = compress(compression, request)
-            framed = MESSAGE_PREFIX.pack(flag, len(request)) + request
-            deadline = None
-            if call.timeout is not None:
-                deadline = asyncio.get_running_loop().time() + call.timeout
-            metadata = metadata_fields(call.metadata) if call.metadata else []
+            framed, deadline, metadata = _outgoing(call, max_send, compression)
             try:
                 connection, stream = await self._balanced(
                     lambda endpoint, block: endpoint.server_stream(
