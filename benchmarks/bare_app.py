@@ -2,7 +2,8 @@
 
 Whatever CPU per request this costs is the HTTP server's share, which no gateway built on
 Hypercorn can go below; the gateway's figure divided by this one is the cost of
-transcoding, routing and the gRPC hop. Run as ``python -m benchmarks.bare_app HOST:PORT``.
+transcoding, routing and the gRPC hop. It also holds WebSockets, for the memory
+benchmark's floor row. Run as ``python -m benchmarks.bare_app HOST:PORT``.
 
 The reply is a fixed JSON body the size of the gateway's GetBook reply, so both send the
 same bytes; the request body is read to the end, as the gateway must read it.
@@ -45,9 +46,13 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 
 
 async def app(scope: Message, receive: Receive, send: Send) -> None:
-    """Answer every HTTP request with ``BODY`` after draining the request body."""
+    """Answer every HTTP request with ``BODY`` after draining the request body; accept a
+    WebSocket and hold it until the client leaves (the memory benchmark's floor)."""
     if scope["type"] == "lifespan":
         await _lifespan(receive, send)
+        return
+    if scope["type"] == "websocket":
+        await _hold(scope, receive, send)
         return
     if scope["type"] != "http":
         return
@@ -59,6 +64,16 @@ async def app(scope: Message, receive: Receive, send: Send) -> None:
             break
     await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
     await send({"type": "http.response.body", "body": BODY})
+
+
+async def _hold(scope: Message, receive: Receive, send: Send) -> None:
+    """What Hypercorn and the event loop alone cost per socket: accepted (echoing the first
+    offered subprotocol), then only waiting for the client's frames."""
+    await receive()  # websocket.connect
+    offered = scope.get("subprotocols") or [None]
+    await send({"type": "websocket.accept", "subprotocol": offered[0]})
+    while (await receive())["type"] != "websocket.disconnect":
+        pass
 
 
 async def run(bind: str) -> None:

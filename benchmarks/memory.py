@@ -1,7 +1,7 @@
 """Memory: the gateway worker's resident memory per idle WebSocket and per open server stream.
 
 Each scenario gets a fresh gateway worker (``edge serve``, one process) in front of an
-upstream whose streams stay open (``benchmarks.memory_upstream``), so memory freed by one
+upstream whose streams stay open (``benchmarks.stream_upstream``), so memory freed by one
 scenario cannot be reused by the next and hide its cost. After a warm-up (a few
 connections of the scenario opened and closed, so first-use allocations are not charged
 to the connections), the worker's ``VmRSS`` is read; then client processes
@@ -12,7 +12,7 @@ connection are counted too.
 
 Scenarios: ``ws-idle`` (a WebSocket that has done its handshake and sent nothing) at 1,000
 and 10,000; ``ws-floor``, the same sockets held by a bare Hypercorn app configured as the
-gateway (``benchmarks.memory_floor``: what no change in ``edge/`` can go below);
+gateway (``benchmarks.bare_app``: what no change in ``edge/`` can go below);
 ``ws-stream`` (a WebSocket whose server stream has sent one message and is
 quiet) and ``http-stream`` (the same stream over HTTP, NDJSON) at 1,000. The verdict is
 the issue's target: 10,000 idle WebSockets in one worker within 300 MB. Figures go to
@@ -45,6 +45,7 @@ from pathlib import Path
 
 from benchmarks.memory_clients import open_one
 from benchmarks.processes import Child, free_port, spawn, stop, wait_for_file, wait_for_http
+from benchmarks.streaming import start_stream_stack
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "memory.json"
@@ -134,16 +135,6 @@ def sample(gateway: Child, base: str) -> Sample:
     )
 
 
-def gateway_config(bind: str, upstream: str) -> dict[str, object]:
-    return {
-        "server": {"bind": [bind], "graceful_timeout": "1s", **BENCH_SETTINGS["server"]},
-        "descriptors": {"proto_paths": [str(REPO / "tests" / "protos")], "watch": False},
-        "upstreams": {"streams": {"address": upstream, "timeout": "7200s"}},
-        "services": {"*": {"upstream": "streams"}},
-        "websocket": dict(BENCH_SETTINGS["websocket"]),
-    }
-
-
 @contextlib.contextmanager
 def holding_stack(
     workdir: Path, name: str, gateway_module: list[str] | None = None, ready_timeout: float = 30.0
@@ -155,22 +146,14 @@ def holding_stack(
     """
     children: list[Child] = []
     try:
-        port_file = workdir / f"{name}-upstream.port"
-        upstream = spawn(
-            f"{name}-upstream",
-            [sys.executable, "-m", "benchmarks.memory_upstream", str(port_file)],
+        _, gateway, _, bind = start_stream_stack(
             workdir,
-            REPO,
+            children,
+            name,
+            sections={**BENCH_SETTINGS, "descriptors": {"watch": False}},
+            gateway_module=gateway_module,
+            ready_timeout=ready_timeout,
         )
-        children.append(upstream)
-        address = f"127.0.0.1:{wait_for_file(upstream, port_file)}"
-        bind = f"127.0.0.1:{free_port()}"
-        config = workdir / f"{name}-gateway.yaml"
-        config.write_text(json.dumps(gateway_config(bind, address)))
-        argv = [sys.executable, *(gateway_module or ["-m", "edge.cli"])]
-        gateway = spawn(f"{name}-gateway", [*argv, "serve", "--config", str(config)], workdir, REPO)
-        children.append(gateway)
-        wait_for_http(gateway, f"http://{bind}/healthz", timeout=ready_timeout)
         yield gateway, bind
     finally:
         for child in reversed(children):
@@ -232,9 +215,9 @@ def clients(workdir: Path, bind: str, kind: str, count: int, name: str = "") -> 
 
 @contextlib.contextmanager
 def floor_server(workdir: Path, name: str) -> Iterator[tuple[Child, str]]:
-    """A bare Hypercorn app that holds WebSockets (``benchmarks.memory_floor``): the floor."""
+    """A bare Hypercorn app that holds WebSockets (``benchmarks.bare_app``): the floor."""
     bind = f"127.0.0.1:{free_port()}"
-    server = spawn(name, [sys.executable, "-m", "benchmarks.memory_floor", bind], workdir, REPO)
+    server = spawn(name, [sys.executable, "-m", "benchmarks.bare_app", bind], workdir, REPO)
     try:
         wait_for_http(server, f"http://{bind}/")
         yield server, bind

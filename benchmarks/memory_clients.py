@@ -11,7 +11,7 @@ Scenarios (``--kind``):
 - ``ws-idle``: a WebSocket handshake (``edge.grpc-ws.v1``), then nothing: a socket
   waiting for its first frame;
 - ``ws-stream``: a handshake and one request frame for a server stream that sends one
-  message and then stays open (``benchmarks.memory_upstream``), held once that message
+  message and then stays open (``benchmarks.stream_upstream``), held once that message
   arrived;
 - ``http-stream``: the same stream over HTTP as NDJSON, held once its first line arrived.
 

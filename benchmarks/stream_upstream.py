@@ -1,7 +1,10 @@
 """A server-streaming upstream for the streaming benchmark, in a process of its own.
 
 Serves ``edgetest.v1.StreamService`` (tests/protos) with a ``Count`` that yields ticks as
-fast as grpc takes them. Run as ``python -m benchmarks.stream_upstream PORT_FILE``.
+fast as grpc takes them, or ``interval_seconds`` apart: ``count=2, interval_seconds=3600``
+sends one tick at once and then holds the stream open for an hour, an open, quiet server
+stream (a subscription) as the memory benchmark needs. Run as
+``python -m benchmarks.stream_upstream PORT_FILE``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ class Streams(pb_grpc.StreamServiceServicer):  # type: ignore[misc]
         padding = "x" * request.padding
         for index in range(request.count):
             yield pb.Tick(index=index, padding=padding)
+            if request.interval_seconds and index + 1 < request.count:
+                await asyncio.sleep(request.interval_seconds)
 
 
 async def serve(port_file: Path) -> None:

@@ -90,12 +90,21 @@ def measure(scenario: str, run: object, gateway: Child | None, upstream: Child) 
 
 
 def start_stream_stack(
-    workdir: Path, children: list[Child], name: str, server: dict[str, object] | None = None
+    workdir: Path,
+    children: list[Child],
+    name: str,
+    server: dict[str, object] | None = None,
+    *,
+    sections: dict[str, dict[str, object]] | None = None,
+    gateway_module: list[str] | None = None,
+    ready_timeout: float = 30.0,
 ) -> tuple[Child, Child, str, str]:
     """The stream upstream and a gateway in front of it, each a child process.
 
-    Returns (upstream, gateway, the upstream's address, the gateway's bind); both are
-    appended to ``children`` as soon as they start, for the caller to stop.
+    ``server`` and ``sections`` add to the gateway's config sections (``sections`` by
+    section name); ``gateway_module`` replaces ``-m edge.cli`` (a traced gateway runs the
+    same CLI). Returns (upstream, gateway, the upstream's address, the gateway's bind);
+    both are appended to ``children`` as soon as they start, for the caller to stop.
     """
     port_file = workdir / f"{name}-upstream.port"
     upstream = spawn(
@@ -108,25 +117,20 @@ def start_stream_stack(
     address = f"127.0.0.1:{wait_for_file(upstream, port_file)}"
     bind = f"127.0.0.1:{free_port()}"
     config = workdir / f"{name}-gateway.yaml"
-    config.write_text(
-        json.dumps(
-            {
-                "server": {"bind": [bind], "graceful_timeout": "1s", **(server or {})},
-                "descriptors": {"proto_paths": [str(REPO / "tests" / "protos")]},
-                "upstreams": {"streams": {"address": address, "timeout": "600s"}},
-                "services": {"*": {"upstream": "streams"}},
-                "websocket": {"allowed_origins": ["*"]},
-            }
-        )
-    )
-    gateway = spawn(
-        f"{name}-gateway",
-        [sys.executable, "-m", "edge.cli", "serve", "--config", str(config)],
-        workdir,
-        REPO,
-    )
+    settings: dict[str, dict[str, object]] = {
+        "server": {"bind": [bind], "graceful_timeout": "1s", **(server or {})},
+        "descriptors": {"proto_paths": [str(REPO / "tests" / "protos")]},
+        "upstreams": {"streams": {"address": address, "timeout": "600s"}},
+        "services": {"*": {"upstream": "streams"}},
+        "websocket": {"allowed_origins": ["*"]},
+    }
+    for section, values in (sections or {}).items():
+        settings[section] = {**settings.get(section, {}), **values}
+    config.write_text(json.dumps(settings))
+    argv = [sys.executable, *(gateway_module or ["-m", "edge.cli"])]
+    gateway = spawn(f"{name}-gateway", [*argv, "serve", "--config", str(config)], workdir, REPO)
     children.append(gateway)
-    wait_for_http(gateway, f"http://{bind}/v1/count/1")
+    wait_for_http(gateway, f"http://{bind}/v1/count/1", timeout=ready_timeout)
     return upstream, gateway, address, bind
 
 
