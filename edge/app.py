@@ -26,7 +26,7 @@ from edge.call import Terminal
 from edge.config import Config
 from edge.config_source import ConfigSource
 from edge.health import health
-from edge.ingress import h2_resets, h11_continue
+from edge.ingress import h2_resets, h11_continue, keep_alive
 from edge.ingress.asgi import ASGIApp
 from edge.leases import Lease, Shared
 from edge.listener_tls import ListenerTls
@@ -73,9 +73,11 @@ def create_app(
     reads it again (without one, a reload keeps ``config`` and reloads the descriptors).
     ``group``: this worker's place among ``edge serve --workers N`` (``edge.workers``).
     """
-    # whatever Hypercorn serves this app gets the HTTP/2 reset budget and the deferred 100
+    # whatever Hypercorn serves this app gets the HTTP/2 reset budget, the deferred 100
+    # and lean HTTP/1.1 exchanges, and keep-alive timeouts on loop timers
     h2_resets.install()
     h11_continue.install()
+    keep_alive.install()
     if routes is None:
         routes = load_routes(config)
     for problem in routes.problems:

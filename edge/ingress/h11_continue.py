@@ -41,13 +41,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import h11
-from hypercorn.events import Event, RawData
+from hypercorn.app_wrappers import ASGIWrapper
+from hypercorn.events import Closed, Event, RawData, Updated
+from hypercorn.protocol.events import Body, Data, EndBody, Response
 from hypercorn.protocol.events import Event as StreamEvent
-from hypercorn.protocol.events import Response
-from hypercorn.protocol.h11 import H11Protocol
+from hypercorn.protocol.h11 import STREAM_ID, H11Protocol
 from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, Scope
 
 from edge.ingress.asgi import ABORT_EXTENSION, PROGRESS_EXTENSION
+from edge.ingress.h11_exchange import H11Exchange
 
 try:  # Linux's SIOCOUTQ: a TCP socket's bytes not yet acknowledged by the peer
     import fcntl
@@ -126,11 +128,36 @@ class _InviteOnRead:
         await self.app(scope, receive_inviting, send, sync_spawn, call_soon)
 
 
+_REQUEST_END = {"type": "http.request", "body": b"", "more_body": False}
+
+
+def upgrades_to_websocket(request: h11.Request) -> bool:
+    """Hypercorn's test for a WebSocket handshake (the last ``Upgrade`` and ``Connection``
+    headers decide; h11 has already lower-cased the names and stripped the values)."""
+    upgrade = connection = b""
+    for name, value in request.headers:
+        if name == b"upgrade":
+            upgrade = value
+        elif name == b"connection":
+            connection = value
+    return (
+        upgrade.lower() == b"websocket"
+        and any(token.strip() == b"upgrade" for token in connection.lower().split(b","))
+        and request.method.upper() == b"GET"
+    )
+
+
 class GuardedH11Protocol(H11Protocol):
-    """Hypercorn's HTTP/1.1 protocol; ``100 Continue`` on the app's first read."""
+    """Hypercorn's HTTP/1.1 protocol; ``100 Continue`` on the app's first read, and each
+    plain HTTP request served by an ``H11Exchange`` (``edge.ingress.h11_exchange``)."""
 
     def __init__(self, app: Any, config: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(_InviteOnRead(app, self), config, *args, **kwargs)
+        # The exchange calls the ASGI app itself; a WSGI app, or server names to check,
+        # keep Hypercorn's own stream.
+        self._exchange_app: Any = (
+            app.app if type(app) is ASGIWrapper and not config.server_names else None
+        )
         self.connection = ContinueOnRead(
             h11.SERVER, max_incomplete_event_size=config.h11_max_incomplete_size
         )
@@ -141,6 +168,7 @@ class GuardedH11Protocol(H11Protocol):
         self._head: bytes | None = None
         self._head_alone: asyncio.Handle | None = None  # writes the head if no body came
         self._can_hold: bool | None = None  # an asyncio transport to write a head alone on
+        self._writer: Any = None  # the server's asyncio StreamWriter, once _holds() found it
 
     async def stream_send(self, event: StreamEvent) -> None:
         if type(event) is Response and event.status_code >= 200 and self._holds():
@@ -171,6 +199,7 @@ class GuardedH11Protocol(H11Protocol):
         """Whether heads can be held: decided once per connection (its transport stays)."""
         if self._can_hold is None:
             self._can_hold = self.transport() is not None
+            self._writer = getattr(getattr(self._server_send, "__self__", None), "writer", None)
         return self._can_hold
 
     def _write_head(self) -> None:
@@ -204,10 +233,141 @@ class GuardedH11Protocol(H11Protocol):
         pending = int(transport.get_write_buffer_size())
         return self.written - pending - _unacknowledged(transport.get_extra_info("socket"))
 
+    async def _handle_events(self) -> None:
+        """Hypercorn's loop, with a request's body handed straight to its exchange (whole
+        in one message when its end was read with it)."""
+        pending: Any = None
+        while True:
+            connection = self.connection
+            if pending is not None:
+                event, pending = pending, None
+            else:
+                if connection.they_are_waiting_for_100_continue:
+                    await self._send_h11_event(
+                        h11.InformationalResponse(
+                            status_code=100, headers=self.config.response_headers("h11")
+                        )
+                    )
+                try:
+                    event = connection.next_event()
+                except h11.RemoteProtocolError as error:
+                    if connection.our_state in {h11.IDLE, h11.SEND_RESPONSE}:
+                        await self._send_error_response(error.error_status_hint)
+                    await self.send(Closed())
+                    break
+            stream: Any = self.stream
+            if type(stream) is H11Exchange:
+                kind = type(event)
+                if kind is h11.Data:
+                    body = bytes(event.data)
+                    try:
+                        following = connection.next_event()
+                    except h11.RemoteProtocolError:  # raised again on the next turn
+                        following = None
+                    ended = type(following) is h11.EndOfMessage
+                    await stream.put({"type": "http.request", "body": body, "more_body": not ended})
+                    if not ended:
+                        pending = following
+                    continue
+                if kind is h11.EndOfMessage:
+                    await stream.put(_REQUEST_END)
+                    continue
+            if isinstance(event, h11.Request):
+                await self.send(Updated(idle=False))
+                await self._check_protocol(event)
+                await self._create_stream(event)
+            elif event is h11.PAUSED:
+                await self.can_read.clear()
+                await self.can_read.wait()
+            elif isinstance(event, h11.ConnectionClosed) or event is h11.NEED_DATA:
+                break
+            elif stream is None:
+                break
+            elif isinstance(event, h11.Data):  # Hypercorn's own stream from here on
+                await stream.handle(Body(stream_id=STREAM_ID, data=event.data))
+            elif isinstance(event, h11.EndOfMessage):
+                await stream.handle(EndBody(stream_id=STREAM_ID))
+            elif isinstance(event, Data):  # WebSocket pass-through
+                await stream.handle(event)
+
     async def _create_stream(self, request: h11.Request) -> None:
-        if isinstance(self.connection, ContinueOnRead):
-            self.connection.body_wanted = False  # each request waits for its own read
-        await super()._create_stream(request)
+        connection = self.connection
+        if isinstance(connection, ContinueOnRead):
+            connection.body_wanted = False  # each request waits for its own read
+        app = self._exchange_app
+        if app is None or not self._holds() or upgrades_to_websocket(request):
+            await super()._create_stream(request)
+            return
+        invite = isinstance(connection, ContinueOnRead) and connection.client_expects_continue
+        exchange = H11Exchange(self, request, invite)
+        self.stream = exchange  # type: ignore[assignment]
+        self.task_group.spawn(exchange.run, app)
+        self.keep_alive_requests += 1
+        await self.context.mark_request()
+
+    # -- what an exchange asks of its connection ---------------------------------------
+
+    def h11_bytes(self, event: Any) -> bytes:
+        """The bytes h11 makes of one of our events; none once the client broke the
+        protocol (as Hypercorn's ``_send_h11_event``)."""
+        try:
+            data = self.connection.send(event)
+        except h11.LocalProtocolError:
+            if self.connection.their_state != h11.ERROR:
+                raise
+            return b""
+        return data or b""
+
+    def head(self, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+        """A response head as Hypercorn's ``stream_send`` makes it: the server's own
+        headers added, and ``Connection: close`` once the keep-alive budget is spent."""
+        headers.extend(self.config.response_headers("h11"))
+        if status < 200:
+            return self.h11_bytes(h11.InformationalResponse(headers=headers, status_code=status))
+        if self.keep_alive_requests >= self.config.keep_alive_max_requests:
+            headers.append((b"connection", b"close"))
+        return self.h11_bytes(h11.Response(headers=headers, status_code=status))
+
+    async def write(self, data: bytes) -> None:
+        """Write, then wait while the client is behind (the transport's high-water mark).
+
+        Without the server's lock: on HTTP/1.1 only the exchange in progress writes, and
+        ``write`` keeps the order of the calls whatever waits for the drain.
+        """
+        writer = self._writer
+        self.written += len(data)
+        try:
+            writer.write(data)
+            await writer.drain()
+        except (ConnectionError, RuntimeError):
+            await self.handle(Closed())
+
+    def write_now(self, data: bytes) -> None:
+        transport = self.transport()
+        if transport is None or transport.is_closing():
+            return
+        self.written += len(data)
+        transport.write(data)
+
+    async def stream_ended(self, exchange: H11Exchange) -> None:
+        """The exchange is done with the connection (as Hypercorn's ``StreamClosed``)."""
+        if self._current() is exchange:
+            await self._maybe_recycle()
+
+    def _current(self) -> Any:
+        """The stream in progress (Hypercorn types it as one of its own)."""
+        return self.stream
+
+    async def invite(self, exchange: H11Exchange) -> None:
+        """The app's first read of a request whose client waits for ``100 Continue``."""
+        connection = self.connection
+        if (
+            self._current() is exchange
+            and isinstance(connection, ContinueOnRead)
+            and not connection.body_wanted
+        ):
+            connection.body_wanted = True
+            await self.invite_body()
 
     def abort(self) -> None:
         """Drop the connection now, whatever is still buffered for the client."""

@@ -58,6 +58,22 @@ class EdgeHypercornConfig(HypercornConfig):
     h2_reset_rate: int = DEFAULT_RESET_RATE
     listener_tls: ListenerTls | None = None
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._headers_by_protocol: dict[str, tuple[float, list[tuple[bytes, bytes]]]] = {}
+
+    def response_headers(self, protocol: str) -> list[tuple[bytes, bytes]]:
+        """Hypercorn's headers for every response (``date``, ``server``, ``alt-svc``), made
+        once per second per protocol instead of once per response: formatting the date
+        was 2% of a small request's CPU, and the ``date`` header has a resolution of one
+        second anyway (RFC 9110, 5.6.7)."""
+        second = time.time() // 1
+        cached = self._headers_by_protocol.get(protocol)
+        if cached is None or cached[0] != second:
+            cached = (second, super().response_headers(protocol))
+            self._headers_by_protocol[protocol] = cached
+        return list(cached[1])  # a copy: callers add their own
+
     def create_ssl_context(self) -> ssl.SSLContext | None:
         context = super().create_ssl_context()
         if context is not None and self.listener_tls is not None and self.certfile is not None:
