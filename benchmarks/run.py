@@ -269,55 +269,11 @@ def measure_grpc(settings: Settings, servers: Servers) -> Figures:
     )
 
 
-def measure_wrk(
-    scenario: str,
-    url: str,
-    script: Path | None,
-    server: Child,
-    upstream: Child | None,
-    settings: Settings,
-    check: Callable[[], None] | None = None,
-) -> Figures:
-    """A discarded warm-up, then a measured wrk run bracketed by CPU snapshots.
-
-    ``script`` is wrk's Lua script (None: a plain GET); ``check``, when given, runs after
-    each of the two wrk runs and raises if the run's figures cannot be trusted.
-    """
-    connections, threads = settings.connections, settings.threads
-    run_wrk(url, seconds=settings.warmup, connections=connections, threads=threads, script=script)
-    if check is not None:
-        check()
-    pids = {"server": server.pid} | ({"upstream": upstream.pid} if upstream else {})
-    before = cpu_snapshot(pids)
-    report = run_wrk(
-        url, seconds=settings.seconds, connections=connections, threads=threads, script=script
-    )
-    after = cpu_snapshot(pids)
-    server.check_alive()
-    if check is not None:
-        check()
-    used = {name: after[name] - before[name] for name in pids}
-    return Figures(
-        scenario=scenario,
-        driver=f"wrk {settings.threads}t/{settings.connections}c",
-        requests=report.requests,
-        seconds=report.seconds,
-        rps=report.rps,
-        p50_ms=report.p50_ms,
-        p99_ms=report.p99_ms,
-        max_ms=report.max_ms,
-        errors=report.errors,
-        server_cpu_us=_per_request_us(used["server"], report.requests),
-        server_cores=used["server"] / report.seconds,
-        upstream_cpu_us=_per_request_us(used["upstream"], report.requests) if upstream else None,
-        client_cpu_us=None,
-    )
-
-
 def measure_wrk_rounds(
     rows: list[tuple[str, str, Path | None, Child, Child | None]],
     settings: Settings,
     rounds: int = 3,
+    checks: dict[int, Callable[[], None]] | None = None,
 ) -> list[Figures]:
     """Rows measured in turn, round after round, so drift hits them alike.
 
@@ -326,12 +282,18 @@ def measure_wrk_rounds(
     (two full runs put Connect at 1.19x and 1.25x the JSON POST while interleaved runs
     put it at 0.85-1.01x). Each row gets ``rounds`` slices of the run's duration; CPU and
     requests are summed over them, p50 is the median slice's and p99 the worst slice's.
+    ``checks`` (by server pid) run after each of that server's runs, warm-up included, and
+    raise if its figures cannot be trusted.
     """
+    checks = checks or {}
     connections, threads = settings.connections, settings.threads
-    for _, url, script, _, _ in rows:  # warm every row up first
+    for _, url, script, server, _ in rows:  # warm every row up first
         run_wrk(
             url, seconds=settings.warmup, connections=connections, threads=threads, script=script
         )
+        check = checks.get(server.pid)
+        if check is not None:
+            check()
     slice_seconds = max(1, round(settings.seconds / rounds))
     totals: dict[str, dict[str, Any]] = {
         scenario: {
@@ -354,6 +316,9 @@ def measure_wrk_rounds(
             )
             after = cpu_snapshot(pids)
             server.check_alive()
+            check = checks.get(server.pid)
+            if check is not None:
+                check()
             total = totals[scenario]
             total["requests"] += report.requests
             total["seconds"] += report.seconds
@@ -437,11 +402,12 @@ def run_all(settings: Settings, workdir: Path) -> list[Figures]:
         checks = {
             p.child.pid: p.check_run for p in (servers.pipeline_memory, servers.pipeline_redis)
         }
-        # the JSON POST, the same call as gRPC-Web and as Connect on the same gateway, and
-        # bare Hypercorn, interleaved round by round: the ratios between them are judged
-        # within a few percent, finer than the machine's drift over a run
+        # Every row interleaved, round by round: the ratios are judged within a few
+        # percent, finer than this shared machine's drift over a run (measured one after
+        # another, a row could land 20% off its neighbour's conditions). The JSON POST,
+        # gRPC-Web, Connect and bare Hypercorn's POST come first, as before.
         _progress(
-            "gateway POST, gRPC-Web, Connect and bare Hypercorn POST, interleaved: "
+            f"{4 + len(wrk_runs)} wrk rows interleaved in 3 rounds: "
             f"{settings.warmup}s warm-ups + {settings.seconds}s each"
         )
         gateway_post = servers.gateway_url + POST_PATH
@@ -451,13 +417,11 @@ def run_all(settings: Settings, workdir: Path) -> list[Figures]:
                 ("gateway gRPC-Web unary", gateway_post, grpc_web, gateway, upstream),
                 ("gateway Connect unary", gateway_post, connect, gateway, upstream),
                 ("bare Hypercorn POST", servers.bare_url + POST_PATH, post, bare, None),
+                *wrk_runs,
             ],
             settings,
+            checks=checks,
         )
-        for scenario, url, script, server, behind in wrk_runs:
-            _progress(f"{scenario}: {settings.warmup}s warm-up + {settings.seconds}s")
-            check = checks.get(server.pid)
-            figures.append(measure_wrk(scenario, url, script, server, behind, settings, check))
         return figures
     finally:
         for child in reversed(children):
