@@ -35,6 +35,11 @@ REQUEST_ID: ContextVar[str | None] = ContextVar("edge_request_id", default=None)
 # for Hypercorn's HTTP/1.1 connections on asyncio).
 ABORT_EXTENSION = "edge.abort"
 PROGRESS_EXTENSION = "edge.progress"
+# And one through which the app hears that its client has gone without a task reading
+# ``receive`` for it: ``on_disconnect(callback)`` calls ``callback`` once the connection
+# has closed and returns the function that takes the callback back (edge.ingress.
+# h11_exchange, for HTTP/1.1 requests).
+DISCONNECT_EXTENSION = "edge.on_disconnect"
 
 
 def timed_send(send: Send, timeout: float | None, scope: Scope) -> Send:
@@ -361,11 +366,21 @@ def saw_disconnect(watcher: asyncio.Task[None]) -> bool:
     return watcher.done() and not watcher.cancelled() and watcher.exception() is None
 
 
+def _disconnect_hook(
+    scope: Scope | None,
+) -> Callable[[Callable[[], object]], Callable[[], object]] | None:
+    if scope is None:
+        return None
+    extensions = scope.get("extensions")
+    return extensions.get(DISCONNECT_EXTENSION) if extensions else None
+
+
 async def call_unless_disconnected(
     chain: Callable[[Call], Awaitable[Reply]],
     call: Call,
     receive: Receive,
     body_ended: asyncio.Event | None = None,
+    scope: Scope | None = None,
 ) -> Reply | None:
     """Run the chain, cancelling it if the client hangs up first; None means it did.
 
@@ -373,10 +388,31 @@ async def call_unless_disconnected(
     which would cost a second task per request. The cancel always lands inside the chain:
     the watcher is stopped in the same step that the chain returns, so it cannot fire
     after. For a client stream (``body_ended`` given), the request stream's reader sees a
-    disconnect while the body lasts; the watcher takes over once it has ended.
+    disconnect while the body lasts; the watcher takes over once it has ended. Where the
+    server offers ``DISCONNECT_EXTENSION`` in ``scope`` (and the body is read), it calls
+    back instead of a watcher task, with the same guarantee: the callback cancels this
+    task only while it waits in the chain, and is taken back in the step the chain returns.
     """
     task = asyncio.current_task()
     assert task is not None
+    hook = _disconnect_hook(scope) if body_ended is None else None
+    if hook is not None:  # the server tells us: no watcher task (a task made per request)
+        gone: list[bool] = []
+
+        def leave() -> None:
+            gone.append(True)
+            task.cancel()
+
+        take_back = hook(leave)
+        try:
+            return await chain(call)
+        except asyncio.CancelledError:
+            if gone:
+                task.uncancel()
+                return None
+            raise
+        finally:
+            take_back()
     watcher = watch_disconnect(receive, task.cancel, body_ended)
     try:
         return await chain(call)

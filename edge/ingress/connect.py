@@ -225,7 +225,7 @@ class ConnectAdapter:
                 data = await read_body(scope, receive, state.max_body_bytes)
                 body_unread = False
             call.request = decode_message(route, codec, data)
-            reply = await call_unless_disconnected(state.chain, call, receive)
+            reply = await call_unless_disconnected(state.chain, call, receive, None, scope)
             if reply is None:
                 record(scope, 1)  # CANCELLED; the access log says 499
                 return
@@ -308,7 +308,7 @@ class ConnectAdapter:
                 call.request = await single_request(decode, receive, state.max_body_bytes)
             body_unread = False
             # (a client stream's own reader sees a disconnect until its body has ended)
-            reply = await call_unless_disconnected(state.chain, call, receive, body_ended)
+            reply = await call_unless_disconnected(state.chain, call, receive, body_ended, scope)
             if reply is None:
                 record(scope, 1)
                 return

@@ -236,7 +236,7 @@ async def _serve_call(
             limit = body_limit(text, state.max_body_bytes)
             data = await read_message(scope, receive, decoder, limit, body_ended)
             call.request = parse_message(route, data)
-        answered = await call_unless_disconnected(state.chain, call, receive, streamed)
+        answered = await call_unless_disconnected(state.chain, call, receive, streamed, scope)
         if answered is None:
             _note(scope, "grpc_code", 1)  # CANCELLED; the access log says 499
             return

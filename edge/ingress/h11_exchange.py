@@ -29,7 +29,9 @@ any other case go through Hypercorn's own streams.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import deque
+from collections.abc import Callable
 from enum import Enum, auto
 from time import time
 from typing import TYPE_CHECKING, Any
@@ -39,7 +41,7 @@ import h11
 from hypercorn.protocol.events import StreamClosed
 from hypercorn.utils import UnexpectedMessageError
 
-from edge.ingress.asgi import ABORT_EXTENSION, PROGRESS_EXTENSION
+from edge.ingress.asgi import ABORT_EXTENSION, DISCONNECT_EXTENSION, PROGRESS_EXTENSION
 
 if TYPE_CHECKING:
     from edge.ingress.h11_continue import GuardedH11Protocol
@@ -78,6 +80,7 @@ class H11Exchange:
         "_limit",
         "_messages",
         "_method",
+        "_on_close",
         "_reader",
         "_room",
         "_started",
@@ -114,6 +117,7 @@ class H11Exchange:
             "extensions": {
                 ABORT_EXTENSION: protocol.abort,
                 PROGRESS_EXTENSION: protocol.delivered,
+                DISCONNECT_EXTENSION: self.on_disconnect,
             },
         }
         self.phase = Phase.REQUEST
@@ -129,6 +133,7 @@ class H11Exchange:
         self._held: bytes | None = None  # a response head waiting for its body
         self._held_alone: asyncio.Handle | None = None
         self._invite = invite  # the client waits for 100 Continue before its body
+        self._on_close: list[Callable[[], object]] = []
 
     # -- the request side: the connection's task puts, the app's task receives ----------
 
@@ -183,6 +188,21 @@ class H11Exchange:
                 await self._log_access(None)
             self._messages.append(_DISCONNECT)
             self._wake()
+            callbacks, self._on_close = self._on_close, []
+            for callback in callbacks:
+                callback()
+
+    def on_disconnect(self, callback: Callable[[], object]) -> Callable[[], object]:
+        """``DISCONNECT_EXTENSION``: call ``callback`` once the exchange is over (the
+        client gone, or the response complete), instead of a task waiting in ``receive``."""
+        if self.closed:
+            return asyncio.get_running_loop().call_soon(callback).cancel
+        self._on_close.append(callback)
+        return lambda: self._forget(callback)
+
+    def _forget(self, callback: Callable[[], object]) -> None:
+        with contextlib.suppress(ValueError):
+            self._on_close.remove(callback)
 
     # -- the response side: the app's task ---------------------------------------------
 

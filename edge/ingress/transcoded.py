@@ -128,7 +128,7 @@ class TranscodedAdapter:
             if info is not None:  # for the access log and the request metrics
                 info["route"] = method.full_name
             # (a client stream's own reader sees a disconnect until its body has ended)
-            answered = await call_unless_disconnected(state.chain, call, receive, body_ended)
+            answered = await call_unless_disconnected(state.chain, call, receive, body_ended, scope)
             if answered is None:
                 if info is not None:
                     info["grpc_code"] = 1  # CANCELLED; the access log says 499
