@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from benchmarks import pipeline
 from benchmarks.processes import Child, free_port, spawn, stop, wait_for_file, wait_for_http
 from benchmarks.run import GET_PATH, POST_BODY, POST_PATH, POST_SCRIPT, PROXY_PREFIX, REPO
 from benchmarks.run import _gateway_config as gateway_config
@@ -40,6 +41,7 @@ ROWS = (
     ("bare Hypercorn POST", "bare", POST_PATH, True),
     ("gateway POST (transcoded)", "gateway", POST_PATH, True),
     ("gateway POST, canned upstream", "canned", POST_PATH, True),
+    ("gateway POST + pipeline (memory)", "pipeline", POST_PATH, True),
     ("proxy POST (plain HTTP)", "proxy", PROXY_PREFIX + POST_PATH, True),
     ("bare Hypercorn GET", "bare", GET_PATH, False),
     ("gateway GET (transcoded)", "gateway", GET_PATH, False),
@@ -51,6 +53,7 @@ TARGETS = {  # issue 14's CPU targets, against bare Hypercorn
     "proxy POST (plain HTTP)": 1.8,
     "proxy GET (plain HTTP)": 1.8,
 }
+PIPELINE_TARGET = 1.1  # the policy pipeline against the plain gateway's POST
 
 
 @dataclass(frozen=True)
@@ -104,12 +107,13 @@ def measure(seconds: int, warmup: int, connections: int) -> list[Counted]:
         )
         children.append(upstream)
         upstream_address = f"127.0.0.1:{wait_for_file(upstream, port_file)}"
-        binds = {
-            name: f"127.0.0.1:{free_port()}" for name in ("bare", "gateway", "canned", "proxy")
-        }
+        names = ("bare", "gateway", "canned", "proxy", "pipeline")
+        binds = {name: f"127.0.0.1:{free_port()}" for name in names}
         configs = {}
-        for name in ("gateway", "canned", "proxy"):
+        for name in ("gateway", "canned", "proxy", "pipeline"):
             settings = gateway_config(binds[name], upstream_address)
+            if name == "pipeline":  # JWT, a never-refusing memory limiter, breakers
+                settings = pipeline.pipeline_config(settings, {"backend": "memory"})
             if name == "proxy":
                 settings["http_upstreams"] = {"bare": {"url": f"http://{binds['bare']}"}}
                 settings["proxy_routes"] = [
@@ -138,17 +142,31 @@ def measure(seconds: int, warmup: int, connections: int) -> list[Counted]:
                 [python, "-m", "edge.cli", "serve", "--config", str(configs["proxy"])],
                 workdir,
             ),
+            "pipeline": _callgrind(
+                "pipeline",
+                [python, "-m", "edge.cli", "serve", "--config", str(configs["pipeline"])],
+                workdir,
+            ),
         }
+        token = pipeline.mint_token()
+        token_script = workdir / "pipeline.lua"
+        pipeline.write_wrk_script(token_script, POST_BODY, token, workdir / "pipeline.status")
         children.extend(servers.values())
         for name, child in servers.items():
             url = f"http://{binds[name]}" + (PROXY_PREFIX if name == "proxy" else "")
-            wait_for_http(child, url + POST_PATH, POST_BODY, timeout=300)
+            if name == "pipeline":
+                gateway = pipeline.PipelineGateway(
+                    "memory", child, url, token_script, workdir / "pipeline.status"
+                )
+                pipeline.check_auth(gateway, POST_PATH, POST_BODY, token, b"shelves/1/books/1")
+            else:
+                wait_for_http(child, url + POST_PATH, POST_BODY, timeout=300)
         dumps = dict.fromkeys(servers, 0)
         counted = []
         for row, name, path, post in ROWS:
             child = servers[name]
             url = f"http://{binds[name]}{path}"
-            script = POST_SCRIPT if post else None
+            script = (token_script if name == "pipeline" else POST_SCRIPT) if post else None
             run_wrk(url, seconds=warmup, connections=connections, threads=1, script=script)
             _control(child, "-z")
             report = run_wrk(
@@ -186,6 +204,18 @@ def report(counted: list[Counted]) -> str:
                 f"{c.row} instructions/request vs bare Hypercorn: {ratio:.2f}x "
                 f"({verdict} the CPU target's {target}x; user space only)"
             )
+    by_row = {c.row: c for c in counted}
+    piped, plain = (
+        by_row.get("gateway POST + pipeline (memory)"),
+        by_row.get("gateway POST (transcoded)"),
+    )
+    if piped is not None and plain is not None:
+        ratio = piped.per_request / plain.per_request
+        verdict = "within" if ratio <= PIPELINE_TARGET else "over"
+        ratios.append(
+            f"pipeline (memory) instructions/request vs the plain gateway's POST: {ratio:.2f}x "
+            f"({verdict} the CPU target's {PIPELINE_TARGET}x)"
+        )
     return "\n".join([*lines, "", *ratios])
 
 
