@@ -128,9 +128,6 @@ class _InviteOnRead:
         await self.app(scope, receive_inviting, send, sync_spawn, call_soon)
 
 
-_REQUEST_END = {"type": "http.request", "body": b"", "more_body": False}
-
-
 def upgrades_to_websocket(request: h11.Request) -> bool:
     """Hypercorn's test for a WebSocket handshake (the last ``Upgrade`` and ``Connection``
     headers decide; h11 has already lower-cased the names and stripped the values)."""
@@ -251,26 +248,28 @@ class GuardedH11Protocol(H11Protocol):
                 try:
                     event = connection.next_event()
                 except h11.RemoteProtocolError as error:
-                    if connection.our_state in {h11.IDLE, h11.SEND_RESPONSE}:
-                        await self._send_error_response(error.error_status_hint)
-                    await self.send(Closed())
-                    break
+                    event = error
+            if isinstance(event, h11.RemoteProtocolError):
+                if connection.our_state in {h11.IDLE, h11.SEND_RESPONSE}:
+                    await self._send_error_response(event.error_status_hint)
+                await self.send(Closed())
+                break
             stream: Any = self.stream
             if type(stream) is H11Exchange:
                 kind = type(event)
                 if kind is h11.Data:
                     body = bytes(event.data)
                     try:
-                        following = connection.next_event()
-                    except h11.RemoteProtocolError:  # raised again on the next turn
-                        following = None
+                        following: Any = connection.next_event()
+                    except h11.RemoteProtocolError as error:  # answered on the next turn
+                        following = error
                     ended = type(following) is h11.EndOfMessage
                     await stream.put({"type": "http.request", "body": body, "more_body": not ended})
                     if not ended:
                         pending = following
                     continue
                 if kind is h11.EndOfMessage:
-                    await stream.put(_REQUEST_END)
+                    await stream.put({"type": "http.request", "body": b"", "more_body": False})
                     continue
             if isinstance(event, h11.Request):
                 await self.send(Updated(idle=False))

@@ -17,9 +17,16 @@ same message order rules (``UnexpectedMessageError``), bodies suppressed for HEA
 uploading faster than the app reads stops being read, as before), ``http.disconnect``
 when the connection closes or the exchange ends. Two differences, both per the ASGI
 spec: a request body that arrives whole in one read is handed over as one message, and
-``receive`` keeps answering ``http.disconnect`` once the exchange is over instead of
-waiting forever. Trailers, server push and early hints are HTTP/2-and-later in Hypercorn
-and are not offered here either.
+``receive`` keeps answering ``http.disconnect`` once the exchange is over (to every task
+waiting in it) instead of waiting forever. Trailers, server push and early hints are
+HTTP/2-and-later in Hypercorn and are not offered here either.
+
+One door more than Hypercorn's: ``edge.on_disconnect`` (``DISCONNECT_EXTENSION``), a
+callback when the client has gone, so a unary call needs no task reading ``receive`` to
+hear it; while one is registered, body chunks the app left unread are dropped, as such a
+task dropped them, so the connection goes on reading and sees the client leave. A
+finished exchange holds no reference cycle (under ``edge serve`` the heap is frozen and
+full collections are rare).
 
 ``GuardedH11Protocol`` (``edge.ingress.h11_continue``) makes one per request when the
 app is a plain ASGI app and the connection an asyncio transport; WebSocket upgrades and
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections import deque
 from collections.abc import Callable
 from enum import Enum, auto
@@ -46,8 +54,6 @@ from edge.ingress.asgi import ABORT_EXTENSION, DISCONNECT_EXTENSION, PROGRESS_EX
 if TYPE_CHECKING:
     from edge.ingress.h11_continue import GuardedH11Protocol
 
-_ASGI = {"spec_version": "2.1", "version": "3.0"}
-_DISCONNECT = {"type": "http.disconnect"}
 _NO_BODY_STATUS = frozenset({204, 304})
 
 
@@ -81,7 +87,7 @@ class H11Exchange:
         "_messages",
         "_method",
         "_on_close",
-        "_reader",
+        "_readers",
         "_room",
         "_started",
         "_status",
@@ -103,7 +109,7 @@ class H11Exchange:
         self.scope: dict[str, Any] = {
             "type": "http",
             "http_version": request.http_version.decode(),
-            "asgi": _ASGI,
+            "asgi": {"spec_version": "2.1", "version": "3.0"},
             "method": method,
             "scheme": "https" if protocol.ssl else "http",
             "path": unquote(raw_path.decode("ascii")),
@@ -127,32 +133,44 @@ class H11Exchange:
         self._method = method
         self._started = time()
         self._messages: deque[dict[str, Any]] = deque()
-        self._limit = max(1, int(config.max_app_queue_size))
-        self._reader: asyncio.Future[None] | None = None  # the app waiting in receive
+        size = int(config.max_app_queue_size)
+        self._limit = size if size > 0 else sys.maxsize  # 0: unbounded, as asyncio.Queue
+        self._readers: list[asyncio.Future[None]] = []  # the app's tasks waiting in receive
         self._room: asyncio.Future[None] | None = None  # the connection waiting in put
         self._held: bytes | None = None  # a response head waiting for its body
         self._held_alone: asyncio.Handle | None = None
         self._invite = invite  # the client waits for 100 Continue before its body
+        # disconnect listeners (``on_disconnect``); while there are any, body messages are
+        # not wanted and are dropped, as a watcher task reading ``receive`` dropped them
         self._on_close: list[Callable[[], object]] = []
 
     # -- the request side: the connection's task puts, the app's task receives ----------
 
     async def put(self, message: dict[str, Any]) -> None:
         """Queue a request body message for the app, waiting while ``max_app_queue_size``
-        are already waiting (the connection stops reading: backpressure on the client)."""
-        while len(self._messages) >= self._limit and not self.closed:
+        are already waiting (the connection stops reading: backpressure on the client).
+
+        While a disconnect listener is registered the message is dropped instead: the app
+        is waiting on its upstream, not reading, and the connection must go on reading
+        to see the client leave (a watcher task reading ``receive`` did the same).
+        """
+        while len(self._messages) >= self._limit and not self.closed and not self._on_close:
             room = asyncio.get_running_loop().create_future()
             self._room = room
             try:
                 await room
             finally:
                 self._room = None
-        if self.closed:
+        if self.closed or self._on_close:
             return
         self._messages.append(message)
-        reader = self._reader
-        if reader is not None and not reader.done():
-            reader.set_result(None)
+        self._wake_readers()
+
+    def _wake_readers(self) -> None:
+        readers, self._readers = self._readers, []
+        for reader in readers:  # each looks again; the first takes the message
+            if not reader.done():
+                reader.set_result(None)
 
     async def receive(self) -> dict[str, Any]:
         if self._invite:
@@ -161,23 +179,25 @@ class H11Exchange:
         messages = self._messages
         while not messages:
             if self.closed:
-                return _DISCONNECT
+                return {"type": "http.disconnect"}
             reader = asyncio.get_running_loop().create_future()
-            self._reader = reader
+            self._readers.append(reader)
             try:
                 await reader
             finally:
-                self._reader = None
+                if not reader.done():  # cancelled while waiting
+                    with contextlib.suppress(ValueError):
+                        self._readers.remove(reader)
         message = messages.popleft()
         room = self._room
         if room is not None and not room.done():
             room.set_result(None)
         return message
 
-    def _wake(self) -> None:
-        for waiter in (self._reader, self._room):
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+    def _wake_room(self) -> None:
+        room = self._room
+        if room is not None and not room.done():
+            room.set_result(None)
 
     async def handle(self, event: Any) -> None:
         """Hypercorn's stream interface, for ``StreamClosed`` (the connection closed, or
@@ -186,8 +206,9 @@ class H11Exchange:
             self.closed = True
             if self.phase is not Phase.CLOSED:
                 await self._log_access(None)
-            self._messages.append(_DISCONNECT)
-            self._wake()
+            self._messages.append({"type": "http.disconnect"})
+            self._wake_readers()
+            self._wake_room()
             callbacks, self._on_close = self._on_close, []
             for callback in callbacks:
                 callback()
@@ -198,6 +219,10 @@ class H11Exchange:
         if self.closed:
             return asyncio.get_running_loop().call_soon(callback).cancel
         self._on_close.append(callback)
+        # what the app left unread is not wanted now, and the connection must not wait
+        # for room to queue more (it would stop reading and never see the client go)
+        self._messages.clear()
+        self._wake_room()
         return lambda: self._forget(callback)
 
     def _forget(self, callback: Callable[[], object]) -> None:
@@ -230,15 +255,21 @@ class H11Exchange:
             self._method == "HEAD" or self._status < 200 or self._status in _NO_BODY_STATUS
         ):
             data = protocol.h11_bytes(h11.Data(data=bytes(body)))
-        if not more:
-            data += protocol.h11_bytes(h11.EndOfMessage())
-            self.phase = Phase.CLOSED
         held = self._held
         if held is not None:
             self._held = None
             if self._held_alone is not None:
                 self._held_alone.cancel()
+                self._held_alone = None
             data = held + data
+        if not more:
+            try:
+                data += protocol.h11_bytes(h11.EndOfMessage())
+            except h11.LocalProtocolError:  # the body fell short of its Content-Length
+                if data:  # what h11 accepted goes out first, as Hypercorn writes it
+                    await protocol.write(data)
+                raise
+            self.phase = Phase.CLOSED
         if data:
             await protocol.write(data)
         if not more:
@@ -255,6 +286,7 @@ class H11Exchange:
         """No body followed the head within the loop's turn: the head goes on its own, so
         a client never waits for headers (a stream whose first message is upstream)."""
         head, self._held = self._held, None
+        self._held_alone = None  # the handle refers back to this exchange: no cycle left
         if head is not None:
             self.protocol.write_now(head)
 
@@ -268,6 +300,10 @@ class H11Exchange:
             await self.protocol.config.log.exception("Error in ASGI Framework")
         finally:
             await self._app_ended()
+            # The scope's hook refers back to this exchange: take it out, so a finished
+            # exchange is freed by its reference count, not by the cyclic collector.
+            self.scope["extensions"].pop(DISCONNECT_EXTENSION, None)
+            self._on_close = []
 
     async def _app_ended(self) -> None:
         if self.closed:

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import json
 import re
 import socket
 import threading
 import time
+import types
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs
@@ -34,13 +36,22 @@ from hypercorn.protocol.h11 import H11Protocol
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from edge.ingress import h11_continue
+from edge.ingress.asgi import call_unless_disconnected
+from edge.ingress.h2_resets import EdgeHypercornConfig
 from edge.ingress.h11_continue import GuardedH11Protocol
+from edge.ingress.h11_exchange import H11Exchange
 from edge.ingress.keep_alive import EdgeTCPServer
+
+OUTCOMES: dict[tuple[int, str], Any] = {}  # (server port, path): what the app saw
 
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
     """Echo what the request looked like; the path picks how the app misbehaves."""
     if scope["type"] != "http":
+        return
+    if scope["path"] in _WATCHING:
+        await _WATCHING[scope["path"]](scope, receive, send)
         return
     body = b""
     while True:
@@ -80,6 +91,8 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
             "headers": headers,
         }
     )
+    if path == "/late-body":  # the head alone first (written at the end of the turn)
+        await asyncio.sleep(0.01)
     if path == "/raise-after":
         raise RuntimeError("after the head")
     step = max(1, len(echo) // chunks)
@@ -88,6 +101,51 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         await send(
             {"type": "http.response.body", "body": part, "more_body": index < len(parts) - 1}
         )
+
+
+async def _unread(scope: Any, receive: Any, send: Any) -> None:
+    """A unary call that waits on its upstream without reading the request body."""
+
+    async def upstream(call: Any) -> str:
+        await asyncio.sleep(3)
+        return "reply"
+
+    answered = await call_unless_disconnected(upstream, None, receive, None, scope)
+    OUTCOMES[scope["server"][1], scope["path"]] = "ran" if answered else "cancelled"
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"late"})
+
+
+async def _two_readers(scope: Any, receive: Any, send: Any) -> None:
+    """Two tasks in ``receive`` at once (a watcher and a body reader, say)."""
+    seen: dict[str, list[str]] = {"a": [], "b": []}
+
+    async def read(tag: str) -> None:
+        while True:
+            message = await receive()
+            seen[tag].append(message["type"])
+            if message["type"] == "http.disconnect":
+                return
+
+    readers = [asyncio.create_task(read("a")), asyncio.create_task(read("b"))]
+    _, stranded = await asyncio.wait(readers, timeout=2)
+    for reader in stranded:
+        reader.cancel()
+    OUTCOMES[scope["server"][1], scope["path"]] = (seen, len(stranded))
+
+
+_WATCHING = {"/unread": _unread, "/two-readers": _two_readers}
+
+
+class CountingExchange(H11Exchange):
+    """The exchange, counted: proof that the edge server really took the exchange path."""
+
+    __slots__ = ()
+    made = 0
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        CountingExchange.made += 1
 
 
 class _Servers:
@@ -159,6 +217,7 @@ def servers() -> Iterator[_Servers]:
         return cls(*args)
 
     with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(h11_continue, "H11Exchange", CountingExchange)
         patch.setattr(hypercorn.protocol, "H11Protocol", protocol)
         patch.setattr(hypercorn.asyncio.run, "TCPServer", tcp_server)
         running.start()
@@ -199,7 +258,7 @@ def comparable(raw: bytes) -> bytes:
     return _DATE.sub(b"\r\ndate: -", raw)
 
 
-_PATHS = ["/echo", "/a%20b/c", "/silent", "/raise", "/raise-after", "/x/%2Fy"]
+_PATHS = ["/echo", "/a%20b/c", "/silent", "/raise", "/raise-after", "/x/%2Fy", "/late-body"]
 
 
 @st.composite
@@ -234,7 +293,12 @@ def requests(draw: st.DrawFn) -> bytes:
         )
     else:
         encoded = b""
-    head = f"{method} {path}?{query} HTTP/1.1\r\n" + "\r\n".join(headers) + "\r\n\r\n"
+    version = draw(st.sampled_from(["1.1", "1.1", "1.1", "1.0"]))  # 1.0: no keep-alive
+    if version == "1.0" and framing == "chunked":
+        headers = [h for h in headers if not h.startswith("Transfer-Encoding")]
+        headers.append(f"Content-Length: {len(body)}")
+        encoded = body
+    head = f"{method} {path}?{query} HTTP/{version}\r\n" + "\r\n".join(headers) + "\r\n\r\n"
     return head.encode() + encoded
 
 
@@ -252,10 +316,12 @@ def conversations(draw: st.DrawFn) -> list[bytes]:
 )
 @given(pieces=conversations())
 def test_edge_answers_as_hypercorn_does(servers: _Servers, pieces: list[bytes]) -> None:
+    made = CountingExchange.made
     stock = exchange(servers.ports["stock"], pieces)
     ours = exchange(servers.ports["edge"], pieces)
     assert stock, "stock Hypercorn answered nothing"
     assert comparable(ours) == comparable(stock)
+    assert CountingExchange.made > made  # edge's answer came from an exchange
 
 
 def test_malformed_requests_get_hypercorns_answer(servers: _Servers) -> None:
@@ -264,6 +330,9 @@ def test_malformed_requests_get_hypercorns_answer(servers: _Servers) -> None:
         b"GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n",
         b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         b"GET /echo HTTP/1.1\r\nHost: a\r\n bad fold\r\n\r\n",
+        # a good chunk, then a chunk extension too long, in one read: h11's own status (431)
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n3;"
+        + b"a" * 20000,
     ]:
         assert comparable(exchange(servers.ports["edge"], [wire], 1.0)) == comparable(
             exchange(servers.ports["stock"], [wire], 1.0)
@@ -324,3 +393,80 @@ async def test_shutdown_closes_idle_connections_at_once() -> None:
         await asyncio.wait_for(reader.read(), 5)  # the rest of the body, then the close
     assert reader.at_eof()
     writer.close()
+
+
+def _outcome(port: int, path: str, seconds: float) -> Any:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if (port, path) in OUTCOMES:
+            return OUTCOMES.pop((port, path))
+        time.sleep(0.02)
+    return None
+
+
+@pytest.mark.parametrize("flavour", ["stock", "edge"])
+def test_a_client_that_leaves_with_its_body_unread_cancels_the_call(
+    servers: _Servers, flavour: str
+) -> None:
+    """More body chunks than the app's queue holds, none read: the connection must go on
+    reading (and dropping them) to see the client leave, and cancel the upstream call."""
+    port = servers.ports[flavour]
+    chunks = b"".join(b"1\r\nx\r\n" for _ in range(15))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(
+            b"POST /unread HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks
+        )
+        time.sleep(0.3)
+    assert _outcome(port, "/unread", 2.5) == "cancelled"
+
+
+def test_every_reader_hears_the_disconnect(servers: _Servers) -> None:
+    port = servers.ports["edge"]
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"POST /two-readers HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n")
+        time.sleep(0.1)
+        sock.sendall(b"12345")
+        time.sleep(0.1)
+    seen, stranded = _outcome(port, "/two-readers", 4)
+    assert stranded == 0
+    assert seen["a"][-1] == seen["b"][-1] == "http.disconnect"
+    assert sorted(seen["a"] + seen["b"]).count("http.request") == 1
+
+
+def test_a_finished_exchange_is_freed_without_the_cycle_collector(servers: _Servers) -> None:
+    """Under ``edge serve`` the heap is frozen and full collections are rare: an exchange
+    that only the cyclic collector could free would pile up."""
+    request = b"GET /echo?length=1 HTTP/1.1\r\nHost: a\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", servers.ports["edge"]), timeout=5) as sock:
+        sock.sendall(request)
+        sock.recv(65536)
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(50):
+                sock.sendall(request)
+                sock.recv(65536)
+            time.sleep(0.2)
+            alive = sum(1 for o in gc.get_objects() if isinstance(o, H11Exchange))
+        finally:
+            gc.enable()
+    assert alive <= 1  # at most the one in progress
+
+
+def test_server_headers_are_made_once_a_second_and_handed_out_as_copies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    now = [1_000_000.2]
+    clock = types.SimpleNamespace(time=lambda: now[0], monotonic=time.monotonic)
+    monkeypatch.setattr("edge.ingress.h2_resets.time", clock)  # the cache's second
+    monkeypatch.setattr("hypercorn.config.time", clock.time)  # the date Hypercorn formats
+    config = EdgeHypercornConfig()
+    first = config.response_headers("h11")
+    first.append((b"x-mine", b"1"))  # a caller adds its own
+    again = config.response_headers("h11")
+    assert (b"x-mine", b"1") not in again
+    assert dict(again)[b"date"] == dict(first)[b"date"]
+    now[0] += 1.0
+    later = dict(config.response_headers("h11"))[b"date"]
+    assert later != dict(again)[b"date"]
+    assert dict(config.response_headers("h2"))[b"server"] == b"hypercorn-h2"
