@@ -4,13 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+
+from hypercorn.config import Config as HypercornConfig
 
 # a connection's handler: its reader, its writer, and a list it adds any other writers it
 # opens to (a relay's upstream side), so that they are aborted with it
 Handler = Callable[
     [asyncio.StreamReader, asyncio.StreamWriter, list[asyncio.StreamWriter]], Awaitable[None]
 ]
+
+
+def loopback_hypercorn(graceful_timeout: float = 1.0) -> tuple[HypercornConfig, int]:
+    """A Hypercorn config serving on a free 127.0.0.1 port (handed over as a bound socket,
+    so no other test can take the port meanwhile), logs off; and the port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = int(sock.getsockname()[1])
+    config = HypercornConfig()
+    config.bind = [f"fd://{sock.detach()}"]
+    config.errorlog = None
+    config.accesslog = None
+    config.graceful_timeout = graceful_timeout
+    return config, port
 
 
 async def wait_listening(port: int, task: asyncio.Task[None]) -> None:

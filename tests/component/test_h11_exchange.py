@@ -31,10 +31,10 @@ import hypercorn.protocol
 import pytest
 from hypercorn.asyncio import serve
 from hypercorn.asyncio.tcp_server import TCPServer
-from hypercorn.config import Config as HypercornConfig
 from hypercorn.protocol.h11 import H11Protocol
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from listening import loopback_hypercorn
 
 from edge.ingress import h11_continue
 from edge.ingress.asgi import call_unless_disconnected
@@ -165,14 +165,7 @@ class _Servers:
         self._stop = asyncio.Event()
         tasks = []
         for name in ("stock", "edge"):
-            sock = socket.socket()
-            sock.bind(("127.0.0.1", 0))
-            self.ports[name] = int(sock.getsockname()[1])
-            config = HypercornConfig()
-            config.bind = [f"fd://{sock.detach()}"]
-            config.errorlog = None
-            config.accesslog = None
-            config.graceful_timeout = 1
+            config, self.ports[name] = loopback_hypercorn()
             config.keep_alive_timeout = 2
             tasks.append(asyncio.create_task(serve(app, config, shutdown_trigger=self._stop.wait)))  # type: ignore[arg-type]
         await asyncio.sleep(0.2)
@@ -370,15 +363,8 @@ async def test_shutdown_closes_idle_connections_at_once() -> None:
 
     h11_continue.install()
     keep_alive.install()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = int(sock.getsockname()[1])
-    config = HypercornConfig()
-    config.bind = [f"fd://{sock.detach()}"]
-    config.errorlog = None
-    config.accesslog = None
+    config, port = loopback_hypercorn(graceful_timeout=30)
     config.keep_alive_timeout = 60
-    config.graceful_timeout = 30
     stop = asyncio.Event()
     task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
     await asyncio.sleep(0.2)

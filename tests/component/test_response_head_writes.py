@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from hypercorn.asyncio import serve
-from hypercorn.config import Config as HypercornConfig
-from listening import wait_listening
+from listening import loopback_hypercorn, wait_listening
 
 from edge.ingress import h11_continue
 
@@ -45,14 +43,7 @@ class App:
 @contextlib.asynccontextmanager
 async def served(app: App) -> AsyncIterator[int]:
     h11_continue.install()
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = int(sock.getsockname()[1])
-    config = HypercornConfig()
-    config.bind = [f"fd://{sock.detach()}"]
-    config.errorlog = None
-    config.accesslog = None
-    config.graceful_timeout = 1
+    config, port = loopback_hypercorn()
     stop = asyncio.Event()
     task = asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait))  # type: ignore[arg-type]
     try:
