@@ -19,7 +19,6 @@ import hashlib
 import json
 import re
 import socket
-import threading
 import time
 import types
 from collections.abc import Iterator
@@ -35,6 +34,7 @@ from hypercorn.protocol.h11 import H11Protocol
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from listening import loopback_hypercorn
+from loop_thread import LoopThread, running
 
 from edge.ingress import h11_continue
 from edge.ingress.asgi import call_unless_disconnected
@@ -148,48 +148,30 @@ class CountingExchange(H11Exchange):
         CountingExchange.made += 1
 
 
-class _Servers:
+class _Servers(LoopThread):
     """Two Hypercorn servers of ``app`` on one loop in a thread: stock, and edge's."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.ports: dict[str, int] = {}
-        self._loop = asyncio.new_event_loop()
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._ready = threading.Event()
 
-    def _run(self) -> None:
-        self._loop.run_until_complete(self._serve())
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
+    async def serve(self, stop: asyncio.Event) -> None:
         tasks = []
         for name in ("stock", "edge"):
             config, self.ports[name] = loopback_hypercorn()
             config.keep_alive_timeout = 3
-            tasks.append(asyncio.create_task(serve(app, config, shutdown_trigger=self._stop.wait)))  # type: ignore[arg-type]
+            tasks.append(asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait)))  # type: ignore[arg-type]
         await asyncio.sleep(0.2)
-        self._ready.set()
+        self.ready.set()
         await asyncio.gather(*tasks)
 
     def edge_port(self, port: int) -> bool:
         return port == self.ports.get("edge")
 
-    def start(self) -> None:
-        self._thread.start()
-        assert self._ready.wait(10)
-
-    def stop(self) -> None:
-        stop = self._stop
-        assert stop is not None
-        self._loop.call_soon_threadsafe(stop.set)
-        self._thread.join(10)
-        self._loop.close()
-
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[_Servers]:
-    running = _Servers()
+    harness = _Servers()
 
     # One process, both flavours: each connection gets its classes by the port it came in on.
     built: set[str] = set()
@@ -197,14 +179,14 @@ def servers() -> Iterator[_Servers]:
     def protocol(*args: Any) -> Any:
         # ProtocolWrapper passes (app, config, context, task_group, state, ssl, client,
         # server, send): the server's address says which flavour this connection gets
-        cls = GuardedH11Protocol if running.edge_port(args[7][1]) else H11Protocol
+        cls = GuardedH11Protocol if harness.edge_port(args[7][1]) else H11Protocol
         built.add(cls.__name__)
         return cls(*args)
 
     def tcp_server(*args: Any) -> Any:
         writer = args[6]
         cls = (
-            EdgeTCPServer if running.edge_port(writer.get_extra_info("sockname")[1]) else TCPServer
+            EdgeTCPServer if harness.edge_port(writer.get_extra_info("sockname")[1]) else TCPServer
         )
         built.add(cls.__name__)
         return cls(*args)
@@ -213,11 +195,7 @@ def servers() -> Iterator[_Servers]:
         patch.setattr(h11_continue, "H11Exchange", CountingExchange)
         patch.setattr(hypercorn.protocol, "H11Protocol", protocol)
         patch.setattr(hypercorn.asyncio.run, "TCPServer", tcp_server)
-        running.start()
-        try:
-            yield running
-        finally:
-            running.stop()
+        yield from running(harness)
     # both flavours really served (a mix-up would compare edge with itself)
     assert built >= {"H11Protocol", "GuardedH11Protocol", "TCPServer", "EdgeTCPServer"}
 

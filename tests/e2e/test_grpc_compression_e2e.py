@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-import threading
 import zlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -29,6 +28,7 @@ from grpc_wire_tap import WireTap, wire_tap
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from kitchen_upstream import Kitchen, Streams
+from loop_thread import LoopThread, running
 
 from edge.call import Call
 from edge.errors import UpstreamStatus
@@ -171,18 +171,11 @@ async def test_accepting_gzip_still_takes_plain_replies(client: str) -> None:
 LIMIT = 4000  # max_response_bytes: decompressed sizes around it meet both limits
 
 
-class Clients:
+class Clients(LoopThread):
     """One raw upstream and a GrpcTerminal per client, on a loop of their own (hypothesis
     tests are synchronous)."""
 
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.held: dict[str, Any] = {}
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._serve(),))
-
-    async def _serve(self) -> None:
-        stop = self.held["stop"] = asyncio.Event()
+    async def serve(self, stop: asyncio.Event) -> None:
         async with raw_upstream(CannedReply(b"")) as upstream:
             terminals, methods = {}, {}
             for name in ("grpcio", "lean"):
@@ -221,20 +214,12 @@ class Clients:
                 return (error.grpc_code, error.message)
             return None if got.message is None else got.message.SerializeToString()
 
-        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(30)
+        return self.run(call(), 30)
 
 
 @pytest.fixture(scope="module")
 def clients() -> Iterator[Clients]:
-    running = Clients()
-    running.thread.start()
-    assert running.ready.wait(30)
-    try:
-        yield running
-    finally:
-        running.loop.call_soon_threadsafe(running.held["stop"].set)
-        running.thread.join(30)
-        running.loop.close()
+    yield from running(Clients())
 
 
 # messages from empty to well past LIMIT (and past C-core's 1 KiB of slack) once

@@ -14,10 +14,10 @@ end the upstream stream. tests/unit/test_lean_stream.py has the sans-IO checks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import gzip
 import itertools
-import threading
 import zlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +31,7 @@ from grpc_raw_upstream import CannedReply, grpc_message, raw_upstream
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kitchen_upstream import Streams
+from loop_thread import LoopThread, running
 
 from edge.call import Call
 from edge.descriptors.registry import MethodInfo
@@ -117,32 +118,35 @@ async def read_all(terminal: GrpcTerminal, call: Call) -> Outcome:
     return Outcome(tuple(messages), 0, "", grouped(initial), grouped(reply.trailing_metadata))
 
 
-class Looped:
+@contextlib.asynccontextmanager
+async def stream_service(servicer: Any) -> AsyncIterator[tuple[grpc.aio.Server, int]]:
+    """A grpc.aio server of ``servicer`` as the StreamService on a free loopback port."""
+    server = grpc.aio.server()
+    pb_grpc.add_StreamServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        yield server, port
+    finally:
+        await server.stop(grace=None)
+
+
+class Looped(LoopThread):
     """An upstream and both clients' terminals on a loop of their own thread (hypothesis
     tests are synchronous); ``run`` runs a coroutine there."""
 
     def __init__(self, kind: str) -> None:
+        super().__init__()
         self.kind = kind
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.held: dict[str, Any] = {}
-        self.thread = threading.Thread(target=self.loop.run_until_complete, args=(self._serve(),))
 
-    async def _serve(self) -> None:
-        stop = self.held["stop"] = asyncio.Event()
+    async def serve(self, stop: asyncio.Event) -> None:
         if self.kind == "raw":
             async with raw_upstream(CannedReply(b"")) as upstream:
                 await self._hold(upstream, upstream.port, stop)
         else:
-            server = grpc.aio.server()
             scripted = Scripted()
-            pb_grpc.add_StreamServiceServicer_to_server(scripted, server)
-            port = server.add_insecure_port("127.0.0.1:0")
-            await server.start()
-            try:
+            async with stream_service(scripted) as (_, port):
                 await self._hold(scripted, port, stop)
-            finally:
-                await server.stop(grace=None)
 
     async def _hold(self, upstream: Any, port: int, stop: asyncio.Event) -> None:
         opened, count = terminals(port, max_response_bytes="1MiB")
@@ -154,23 +158,9 @@ class Looped:
             for terminal in opened.values():
                 await terminal.close()
 
-    def run(self, coroutine: Any) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(60)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.held["stop"].set)
-        self.thread.join(30)
-        self.loop.close()
-
 
 def looped(kind: str) -> Iterator[Looped]:
-    running = Looped(kind)
-    running.thread.start()
-    assert running.ready.wait(30)
-    try:
-        yield running
-    finally:
-        running.close()
+    yield from running(Looped(kind))
 
 
 # -- scripted streams from a grpc.aio upstream -------------------------------------------
@@ -350,15 +340,9 @@ def test_raw_bodies_read_the_same_through_both_clients(
 
 @pytest.fixture
 async def streams_upstream() -> AsyncIterator[tuple[grpc.aio.Server, int, Streams]]:
-    server = grpc.aio.server()
     streams = Streams()
-    pb_grpc.add_StreamServiceServicer_to_server(streams, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
+    async with stream_service(streams) as (server, port):
         yield server, port, streams
-    finally:
-        await server.stop(grace=None)
 
 
 async def settled(read: Any) -> int:
