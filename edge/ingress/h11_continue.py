@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import struct
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -155,6 +156,11 @@ class GuardedH11Protocol(H11Protocol):
         self._exchange_app: Any = (
             app.app if type(app) is ASGIWrapper and not config.server_names else None
         )
+        # what every exchange on this connection would otherwise work out per request
+        size = int(config.max_app_queue_size)
+        self.app_queue_limit = size if size > 0 else sys.maxsize  # 0: unbounded, as Queue
+        log = config.log
+        self.logs_access = getattr(log, "access_logger", log) is not None
         self.connection = ContinueOnRead(
             h11.SERVER, max_incomplete_event_size=config.h11_max_incomplete_size
         )

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sys
 from collections import deque
 from collections.abc import Callable
 from enum import Enum, auto
@@ -133,8 +132,7 @@ class H11Exchange:
         self._method = method
         self._started = time()
         self._messages: deque[dict[str, Any]] = deque()
-        size = int(config.max_app_queue_size)
-        self._limit = size if size > 0 else sys.maxsize  # 0: unbounded, as asyncio.Queue
+        self._limit = protocol.app_queue_limit
         self._readers: list[asyncio.Future[None]] = []  # the app's tasks waiting in receive
         self._room: asyncio.Future[None] | None = None  # the connection waiting in put
         self._held: bytes | None = None  # a response head waiting for its body
@@ -278,8 +276,9 @@ class H11Exchange:
 
     async def _log_access(self, response: dict[str, Any] | None) -> None:
         """Hypercorn's access log line (nothing when ``accesslog`` is off)."""
-        log: Any = self.protocol.config.log
-        if getattr(log, "access_logger", log) is not None:  # its atoms cost more than an exchange
+        protocol = self.protocol
+        if protocol.logs_access:  # Hypercorn's atoms cost more than a whole exchange
+            log: Any = protocol.config.log
             await log.access(self.scope, response, time() - self._started)
 
     def _write_head(self) -> None:
