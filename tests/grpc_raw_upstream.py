@@ -44,6 +44,7 @@ class CannedReply:
     body: bytes
     headers: tuple[tuple[str, str], ...] = ()  # added to :status 200 and content-type
     trailers: tuple[tuple[str, str], ...] = (("grpc-status", "0"),)
+    trailers_after: float = 0.0  # seconds between the body's last bytes and the trailers
 
 
 @dataclass
@@ -134,6 +135,10 @@ async def _serve_connection(
                     if body:
                         sending[stream_id] = body
                         continue
+                    if upstream.reply.trailers_after:
+                        writer.write(conn.data_to_send())
+                        await writer.drain()
+                        await asyncio.sleep(upstream.reply.trailers_after)
                     trailers = _unindexed(upstream.reply.trailers)
                     conn.send_headers(stream_id, trailers, end_stream=True)
                 del sending[stream_id]

@@ -296,6 +296,7 @@ def _wire(size: int, index: int, packing: str) -> bytes:
     status=st.sampled_from(["0", "0", "2", "9", "not a number"]),
     initial=PAIRS,
     trailing=PAIRS,
+    pause=st.sampled_from([0.0, 0.0, 0.0, 0.1]),
 )
 def test_raw_bodies_read_the_same_through_both_clients(
     raw: Looped,
@@ -304,14 +305,17 @@ def test_raw_bodies_read_the_same_through_both_clients(
     status: str,
     initial: Pairs,
     trailing: Pairs,
+    pause: float,
 ) -> None:
+    """``pause``: the trailers come that long after the body, so both readers have read
+    every message before the stream ends."""
     def text(pairs: Pairs) -> tuple[tuple[str, str], ...]:
         return tuple((k, v) for k, v in pairs if isinstance(v, str))
 
     body = b"".join(_wire(size, i, kind) for i, (size, kind) in enumerate(messages))
     headers = text(initial) + ((("grpc-encoding", encoding),) if encoding else ())
     trailers = (("grpc-status", status), ("grpc-message", "late %C3%BC"), *text(trailing))
-    raw.held["upstream"].reply = CannedReply(body, headers, trailers)
+    raw.held["upstream"].reply = CannedReply(body, headers, trailers, pause)
 
     async def both() -> dict[str, Outcome]:
         held = raw.held
@@ -332,7 +336,15 @@ def test_raw_bodies_read_the_same_through_both_clients(
             # headers and trailers in one read, nothing between: grpc.aio reports no
             # initial metadata (its call has ended before it asks), lean reports what came
             lean = dataclasses.replace(lean, initial=())
-        assert lean == grpcio, (messages, encoding, status, lean, grpcio)
+        if grpcio.message.startswith("Stream removed") and not pause:
+            # trailers that fail to parse end the call at once, and the messages not yet
+            # read with it, in both clients: how many were read first is a race between
+            # the reader and the socket (the paused case below has none). Both read the
+            # same messages as far as both got.
+            shared = min(len(lean.messages), len(grpcio.messages))
+            assert lean.messages[:shared] == grpcio.messages[:shared]
+            lean = dataclasses.replace(lean, messages=grpcio.messages)
+        assert lean == grpcio, (messages, encoding, status, pause, lean, grpcio)
 
 
 # -- backpressure, cancellation, deadlines, an upstream going away ------------------------
