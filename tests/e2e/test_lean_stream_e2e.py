@@ -309,6 +309,7 @@ def test_raw_bodies_read_the_same_through_both_clients(
 ) -> None:
     """``pause``: the trailers come that long after the body, so both readers have read
     every message before the stream ends."""
+
     def text(pairs: Pairs) -> tuple[tuple[str, str], ...]:
         return tuple((k, v) for k, v in pairs if isinstance(v, str))
 
