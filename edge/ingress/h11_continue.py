@@ -39,18 +39,19 @@ import asyncio
 import struct
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import h11
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.events import Closed, Event, RawData, Updated
-from hypercorn.protocol.events import Body, Data, EndBody, Response
+from hypercorn.protocol.events import Body, Data, EndBody, Request, Response
 from hypercorn.protocol.events import Event as StreamEvent
-from hypercorn.protocol.h11 import STREAM_ID, H11Protocol
+from hypercorn.protocol.h11 import STREAM_ID, H11Protocol, H11WSConnection
 from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCallable, Scope
 
 from edge.ingress.asgi import ABORT_EXTENSION, PROGRESS_EXTENSION
 from edge.ingress.h11_exchange import H11Exchange
+from edge.ingress.ws_exchange import EdgeWSStream
 
 try:  # Linux's SIOCOUTQ: a TCP socket's bytes not yet acknowledged by the peer
     import fcntl
@@ -300,13 +301,52 @@ class GuardedH11Protocol(H11Protocol):
         if isinstance(connection, ContinueOnRead):
             connection.body_wanted = False  # each request waits for its own read
         app = self._exchange_app
-        if app is None or not self._holds() or upgrades_to_websocket(request):
+        if app is None or not self._holds():
             await super()._create_stream(request)
+            return
+        if upgrades_to_websocket(request):
+            await self._create_websocket(app, request)
             return
         invite = isinstance(connection, ContinueOnRead) and connection.client_expects_continue
         exchange = H11Exchange(self, request, invite)
         self.stream = exchange  # type: ignore[assignment]
         self.task_group.spawn(exchange.run, app)
+        self.keep_alive_requests += 1
+        await self.context.mark_request()
+
+    async def _create_websocket(self, app: Any, request: h11.Request) -> None:
+        """An upgrade: an ``EdgeWSStream`` takes the connection over, as Hypercorn's
+        ``WSStream`` would (the h11 connection now passes bytes through)."""
+        stream = EdgeWSStream(
+            app,
+            self.write_unless_busy,
+            self.app,
+            self.config,
+            self.context,
+            self.task_group,
+            self.ssl,
+            self.client,
+            self.server,
+            self.stream_send,
+            STREAM_ID,
+        )
+        self.stream = stream
+        self.connection = H11WSConnection(cast(h11.Connection, self.connection))
+        headers = (
+            request.headers.raw_items()
+            if self.config.h11_pass_raw_headers
+            else list(request.headers)
+        )
+        await stream.handle(
+            Request(
+                stream_id=STREAM_ID,
+                headers=headers,
+                http_version=request.http_version.decode(),
+                method=request.method.decode("ascii").upper(),
+                raw_path=request.target,
+                state=self.connection_state,
+            )
+        )
         self.keep_alive_requests += 1
         await self.context.mark_request()
 
@@ -353,6 +393,14 @@ class GuardedH11Protocol(H11Protocol):
             return
         self.written += len(data)
         transport.write(data)
+
+    def write_unless_busy(self, data: bytes) -> None:
+        """Write now, unless a write waits for (or holds) the server's lock: what is
+        written now must not overtake it (a WebSocket's ping and its handshake's 101)."""
+        server = getattr(self._server_send, "__self__", None)
+        lock = getattr(server, "send_lock", None)
+        if lock is None or not lock.locked():
+            self.write_now(data)
 
     async def stream_ended(self, exchange: H11Exchange) -> None:
         """The exchange is done with the connection (as Hypercorn's ``StreamClosed``)."""

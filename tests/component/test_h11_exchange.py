@@ -17,7 +17,6 @@ import contextlib
 import gc
 import hashlib
 import json
-import re
 import socket
 import time
 import types
@@ -25,23 +24,17 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs
 
-import hypercorn.asyncio.run
-import hypercorn.protocol
 import pytest
 from hypercorn.asyncio import serve
-from hypercorn.asyncio.tcp_server import TCPServer
-from hypercorn.protocol.h11 import H11Protocol
+from hypercorn_pair import HypercornPair, comparable, exchange, serve_pair
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from listening import loopback_hypercorn
-from loop_thread import LoopThread, running
 
 from edge.ingress import h11_continue
 from edge.ingress.asgi import call_unless_disconnected
 from edge.ingress.h2_resets import EdgeHypercornConfig
-from edge.ingress.h11_continue import GuardedH11Protocol
 from edge.ingress.h11_exchange import H11Exchange
-from edge.ingress.keep_alive import EdgeTCPServer
 
 OUTCOMES: dict[tuple[int, str], Any] = {}  # (server port, path): what the app saw
 
@@ -148,85 +141,9 @@ class CountingExchange(H11Exchange):
         CountingExchange.made += 1
 
 
-class _Servers(LoopThread):
-    """Two Hypercorn servers of ``app`` on one loop in a thread: stock, and edge's."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ports: dict[str, int] = {}
-
-    async def serve(self, stop: asyncio.Event) -> None:
-        tasks = []
-        for name in ("stock", "edge"):
-            config, self.ports[name] = loopback_hypercorn()
-            config.keep_alive_timeout = 3
-            tasks.append(asyncio.create_task(serve(app, config, shutdown_trigger=stop.wait)))  # type: ignore[arg-type]
-        await asyncio.sleep(0.2)
-        self.ready.set()
-        await asyncio.gather(*tasks)
-
-    def edge_port(self, port: int) -> bool:
-        return port == self.ports.get("edge")
-
-
 @pytest.fixture(scope="module")
-def servers() -> Iterator[_Servers]:
-    harness = _Servers()
-
-    # One process, both flavours: each connection gets its classes by the port it came in on.
-    built: set[str] = set()
-
-    def protocol(*args: Any) -> Any:
-        # ProtocolWrapper passes (app, config, context, task_group, state, ssl, client,
-        # server, send): the server's address says which flavour this connection gets
-        cls = GuardedH11Protocol if harness.edge_port(args[7][1]) else H11Protocol
-        built.add(cls.__name__)
-        return cls(*args)
-
-    def tcp_server(*args: Any) -> Any:
-        writer = args[6]
-        cls = (
-            EdgeTCPServer if harness.edge_port(writer.get_extra_info("sockname")[1]) else TCPServer
-        )
-        built.add(cls.__name__)
-        return cls(*args)
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(h11_continue, "H11Exchange", CountingExchange)
-        patch.setattr(hypercorn.protocol, "H11Protocol", protocol)
-        patch.setattr(hypercorn.asyncio.run, "TCPServer", tcp_server)
-        yield from running(harness)
-    # both flavours really served (a mix-up would compare edge with itself)
-    assert built >= {"H11Protocol", "GuardedH11Protocol", "TCPServer", "EdgeTCPServer"}
-
-
-def exchange(port: int, pieces: list[bytes], timeout: float = 5.0) -> bytes:
-    """Send ``pieces`` (pausing between them) and read until the server closes."""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        for piece in pieces:
-            try:
-                sock.sendall(piece)
-            except OSError:  # the server closed first (an error answer): read what it said
-                break
-            time.sleep(0.002)
-        received = b""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                data = sock.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                break
-            if not data:
-                break
-            received += data
-        return received
-
-
-_DATE = re.compile(rb"\r\ndate: [^\r]*", re.IGNORECASE)
-
-
-def comparable(raw: bytes) -> bytes:
-    return _DATE.sub(b"\r\ndate: -", raw)
+def servers() -> Iterator[HypercornPair]:
+    yield from serve_pair(app, patches=[(h11_continue, "H11Exchange", CountingExchange)])
 
 
 _PATHS = ["/echo", "/a%20b/c", "/silent", "/raise", "/raise-after", "/x/%2Fy", "/late-body"]
@@ -286,7 +203,7 @@ def conversations(draw: st.DrawFn) -> list[bytes]:
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(pieces=conversations())
-def test_edge_answers_as_hypercorn_does(servers: _Servers, pieces: list[bytes]) -> None:
+def test_edge_answers_as_hypercorn_does(servers: HypercornPair, pieces: list[bytes]) -> None:
     made = CountingExchange.made
     stock = exchange(servers.ports["stock"], pieces)
     ours = exchange(servers.ports["edge"], pieces)
@@ -295,7 +212,7 @@ def test_edge_answers_as_hypercorn_does(servers: _Servers, pieces: list[bytes]) 
     assert CountingExchange.made > made  # edge's answer came from an exchange
 
 
-def test_malformed_requests_get_hypercorns_answer(servers: _Servers) -> None:
+def test_malformed_requests_get_hypercorns_answer(servers: HypercornPair) -> None:
     for wire in [
         b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
         b"GET /\x01 HTTP/1.1\r\nHost: a\r\n\r\n",
@@ -310,7 +227,7 @@ def test_malformed_requests_get_hypercorns_answer(servers: _Servers) -> None:
         ), wire
 
 
-def test_an_idle_keep_alive_connection_is_closed_after_the_timeout(servers: _Servers) -> None:
+def test_an_idle_keep_alive_connection_is_closed_after_the_timeout(servers: HypercornPair) -> None:
     with socket.create_connection(("127.0.0.1", servers.ports["edge"]), timeout=10) as sock:
         sock.sendall(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n")
         start = time.monotonic()
@@ -325,7 +242,7 @@ def test_an_idle_keep_alive_connection_is_closed_after_the_timeout(servers: _Ser
     assert 2.5 < waited < 9  # keep_alive_timeout is 3 s
 
 
-def test_a_request_ends_the_idle_period(servers: _Servers) -> None:
+def test_a_request_ends_the_idle_period(servers: HypercornPair) -> None:
     with socket.create_connection(("127.0.0.1", servers.ports["edge"]), timeout=10) as sock:
         for _ in range(4):  # 4 x 1.2 s: longer than one timeout, never idle for one
             sock.sendall(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n")
@@ -370,7 +287,7 @@ def _outcome(port: int, path: str, seconds: float) -> Any:
 
 @pytest.mark.parametrize("flavour", ["stock", "edge"])
 def test_a_client_that_leaves_with_its_body_unread_cancels_the_call(
-    servers: _Servers, flavour: str
+    servers: HypercornPair, flavour: str
 ) -> None:
     """More body chunks than the app's queue holds, none read: the connection must go on
     reading (and dropping them) to see the client leave, and cancel the upstream call."""
@@ -384,7 +301,7 @@ def test_a_client_that_leaves_with_its_body_unread_cancels_the_call(
     assert _outcome(port, "/unread", 2.5) == "cancelled"
 
 
-def test_every_reader_hears_the_disconnect(servers: _Servers) -> None:
+def test_every_reader_hears_the_disconnect(servers: HypercornPair) -> None:
     port = servers.ports["edge"]
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(b"POST /two-readers HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n")
@@ -397,7 +314,7 @@ def test_every_reader_hears_the_disconnect(servers: _Servers) -> None:
     assert sorted(seen["a"] + seen["b"]).count("http.request") == 1
 
 
-def test_a_finished_exchange_is_freed_without_the_cycle_collector(servers: _Servers) -> None:
+def test_a_finished_exchange_is_freed_without_the_cycle_collector(servers: HypercornPair) -> None:
     """Under ``edge serve`` the heap is frozen and full collections are rare: an exchange
     that only the cyclic collector could free would pile up."""
     request = b"GET /echo?length=1 HTTP/1.1\r\nHost: a\r\n\r\n"

@@ -1,0 +1,191 @@
+"""A WebSocket on HTTP/1.1 without the queue, the wrappers and the ping task per socket.
+
+An idle WebSocket is mostly memory: issue 14 asks for 10,000 of them in one worker
+within 300 MB. Hypercorn's ``WSStream`` (0.18) gives each socket an ``asyncio.Queue``
+between the connection and the app (with its three deques and an ``Event``), a task
+group that wraps the app in two more coroutine frames, and a second task that sleeps
+between pings. ``EdgeWSStream`` keeps ``WSStream`` for everything on the wire (the
+handshake, wsproto, the close rules, the denial responses, the message size limit, the
+access log) and replaces only those three:
+
+- the app's messages wait in a deque, bounded by ``max_app_queue_size`` as the queue was
+  (a client sending faster than the app reads stops being read);
+- the app's task calls the ASGI app itself, under Hypercorn's own error handling (an
+  exception is logged as "Error in ASGI Framework" and the socket closes 1011);
+- every socket of a worker is pinged by one loop timer (``_Pinger``): each socket gets
+  its first ping at the accept, as before, then one on each tick of the worker's timer,
+  every ``websocket_ping_interval``. A socket's first tick comes sooner than a full
+  interval after its accept; the gap between pings is never longer.
+
+One difference, allowed by the ASGI spec: ``receive`` keeps returning the disconnect
+once the socket has closed, instead of waiting forever.
+
+The stream is its own task group: ``WSStream`` asks its task group for the app's task
+(``spawn_app``) and the ping loop (``spawn``), and this class answers both. HTTP/2
+WebSockets (RFC 8441) stay on Hypercorn's own stream. ``GuardedH11Protocol`` makes one
+per upgrade when the app is a plain ASGI app, as it makes an ``H11Exchange`` per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from hypercorn.protocol.events import StreamClosed
+from hypercorn.protocol.ws_stream import WSStream
+from wsproto.events import Ping
+from wsproto.utilities import LocalProtocolError
+
+Message = dict[str, Any]
+
+
+class EdgeWSStream(WSStream):
+    """Hypercorn's WebSocket stream, its app fed from a deque and pinged by the worker."""
+
+    def __init__(
+        self,
+        direct_app: Callable[[Any, Any, Any], Awaitable[None]],
+        write_now: Callable[[bytes], None],
+        *args: Any,
+    ) -> None:
+        # ``args`` are WSStream's own (app, config, context, task_group, ...)
+        super().__init__(*args)
+        self._tasks = self.task_group
+        self.task_group = self  # type: ignore[assignment]  # see spawn_app and spawn
+        self._direct_app = direct_app
+        self._write_now = write_now
+        size = int(self.config.max_app_queue_size)
+        self._limit = size if size > 0 else 1 << 62  # 0 or less: unbounded, as a Queue
+        self._messages: deque[Message] = deque()
+        self._readers: list[asyncio.Future[None]] = []
+        self._room: asyncio.Future[None] | None = None
+        self._gone: Message | None = None  # the disconnect, once the socket has closed
+
+    # -- what WSStream asks of its task group --------------------------------------------
+
+    async def spawn_app(
+        self, app: Any, config: Any, scope: Any, send: Callable[[Any], Awaitable[None]]
+    ) -> Callable[[Message], Awaitable[None]]:
+        self._tasks.spawn(self._run, scope, send)
+        return self._put
+
+    def spawn(self, func: Callable[..., Awaitable[None]], *args: Any) -> None:
+        interval = self.config.websocket_ping_interval
+        if getattr(func, "__func__", None) is WSStream._send_pings and interval is not None:
+            self.ping()  # the first ping at the accept, as WSStream's loop sends it
+            _pinger(self.context, interval).streams.add(self)
+            return
+        self._tasks.spawn(func, *args)
+
+    # -- the app's side ----------------------------------------------------------------
+
+    async def _run(self, scope: Any, send: Callable[[Any], Awaitable[None]]) -> None:
+        """The app's task: Hypercorn's ``_handle`` without its wrappers."""
+        try:
+            await self._direct_app(scope, self._receive, send)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            await self.config.log.exception("Error in ASGI Framework")
+        finally:
+            await send(None)
+
+    async def _receive(self) -> Message:
+        messages = self._messages
+        while not messages:
+            if self._gone is not None:
+                return self._gone
+            reader = asyncio.get_running_loop().create_future()
+            self._readers.append(reader)
+            try:
+                await reader
+            finally:
+                if not reader.done():  # cancelled while waiting
+                    with contextlib.suppress(ValueError):
+                        self._readers.remove(reader)
+        message = messages.popleft()
+        room = self._room
+        if room is not None and not room.done():
+            room.set_result(None)
+        return message
+
+    async def _put(self, message: Message) -> None:
+        """Queue a message for the app; wait while ``max_app_queue_size`` already wait."""
+        while len(self._messages) >= self._limit:
+            room = asyncio.get_running_loop().create_future()
+            self._room = room
+            try:
+                await room
+            finally:
+                self._room = None
+        self._messages.append(message)
+        if message["type"] == "websocket.disconnect":
+            self._gone = message
+        readers, self._readers = self._readers, []
+        for reader in readers:  # each looks again; the first takes the message
+            if not reader.done():
+                reader.set_result(None)
+
+    # -- the connection's side -----------------------------------------------------------
+
+    async def handle(self, event: Any) -> None:
+        await super().handle(event)
+        if type(event) is StreamClosed:
+            pinger = _PINGERS.get(self.context)
+            if pinger is not None:
+                pinger.streams.discard(self)
+
+    def ping(self) -> None:
+        """One ping, unless the socket is closed or busy writing.
+
+        Written at once (a whole frame), so only while no other write waits for the
+        connection's lock: a frame written past a waiting one could overtake the
+        handshake's 101. A socket busy writing is alive without it.
+        """
+        if self.closed:
+            return
+        try:
+            data = self.connection.send(Ping())
+        except LocalProtocolError:  # not open (closing, or closed)
+            return
+        self._write_now(data)
+
+
+class _Pinger:
+    """The worker's one ping timer for the WebSockets it serves."""
+
+    __slots__ = ("interval", "streams", "timer")
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.streams: set[EdgeWSStream] = set()
+        self.timer: asyncio.TimerHandle | None = None
+
+    def tick(self) -> None:
+        streams = self.streams
+        for stream in list(streams):
+            if stream.closed:
+                streams.discard(stream)
+            else:
+                stream.ping()
+        # idle without sockets: the next one to open starts the timer again
+        self.timer = None
+        if streams:
+            self.timer = asyncio.get_running_loop().call_later(self.interval, self.tick)
+
+
+# Per worker (Hypercorn's WorkerContext): its pinger.
+_PINGERS: weakref.WeakKeyDictionary[Any, _Pinger] = weakref.WeakKeyDictionary()
+
+
+def _pinger(context: Any, interval: float) -> _Pinger:
+    pinger = _PINGERS.get(context)
+    if pinger is None:
+        pinger = _PINGERS[context] = _Pinger(interval)
+    if pinger.timer is None:
+        pinger.timer = asyncio.get_running_loop().call_later(interval, pinger.tick)
+    return pinger
