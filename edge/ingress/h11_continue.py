@@ -51,6 +51,7 @@ from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCall
 
 from edge.ingress.asgi import ABORT_EXTENSION, PROGRESS_EXTENSION
 from edge.ingress.h11_exchange import H11Exchange
+from edge.ingress.slim import ReadGate
 from edge.ingress.ws_exchange import EdgeWSStream
 
 try:  # Linux's SIOCOUTQ: a TCP socket's bytes not yet acknowledged by the peer
@@ -165,6 +166,7 @@ class GuardedH11Protocol(H11Protocol):
         self.connection = ContinueOnRead(
             h11.SERVER, max_incomplete_event_size=config.h11_max_incomplete_size
         )
+        self.can_read = ReadGate()  # see edge.ingress.slim
         self.written = 0  # bytes handed to the server's writer on this connection
         self._server_send: Callable[[Event], Awaitable[None]] = self.send
         self.send = self._counting_send

@@ -25,6 +25,8 @@ from typing import Any
 
 from hypercorn.asyncio.tcp_server import TCPServer
 
+from edge.ingress.slim import slim_drain_waiters
+
 # Per worker (Hypercorn's WorkerContext): its idle connections' timers.
 _IDLE: weakref.WeakKeyDictionary[Any, set[TimerIdle]] = weakref.WeakKeyDictionary()
 _WATCHERS: set[asyncio.Task[None]] = set()
@@ -89,11 +91,13 @@ class TimerIdle:
 
 
 class EdgeTCPServer(TCPServer):
-    """Hypercorn's asyncio connection, its idle timeout on a ``TimerIdle``."""
+    """Hypercorn's asyncio connection, its idle timeout on a ``TimerIdle`` and its
+    writer's drain waiters in a list (``edge.ingress.slim``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.idle_task = TimerIdle(self)  # type: ignore[assignment]
+        slim_drain_waiters(self.writer)  # see edge.ingress.slim
 
 
 def install() -> None:

@@ -40,6 +40,8 @@ from hypercorn.protocol.ws_stream import WSStream
 from wsproto.events import Ping
 from wsproto.utilities import LocalProtocolError
 
+from edge.ingress.slim import SmallQueue
+
 Message = dict[str, Any]
 
 
@@ -60,7 +62,7 @@ class EdgeWSStream(WSStream):
         self._write_now = write_now
         size = int(self.config.max_app_queue_size)
         self._limit = size if size > 0 else 1 << 62  # 0 or less: unbounded, as a Queue
-        self._messages: deque[Message] = deque()
+        self._messages: list[Message] = []  # a few at most: a deque's block is 0.75 KiB
         self._readers: list[asyncio.Future[None]] = []
         self._room: asyncio.Future[None] | None = None
         self._gone: Message | None = None  # the disconnect, once the socket has closed
@@ -107,7 +109,7 @@ class EdgeWSStream(WSStream):
                 if not reader.done():  # cancelled while waiting
                     with contextlib.suppress(ValueError):
                         self._readers.remove(reader)
-        message = messages.popleft()
+        message = messages.pop(0)
         room = self._room
         if room is not None and not room.done():
             room.set_result(None)
@@ -129,6 +131,12 @@ class EdgeWSStream(WSStream):
         for reader in readers:  # each looks again; the first takes the message
             if not reader.done():
                 reader.set_result(None)
+
+    async def _accept(self, message: Any) -> None:
+        await super()._accept(message)
+        connection = self.connection
+        if type(connection._events) is deque and not connection._events:
+            connection._events = SmallQueue()  # type: ignore[assignment]  # see edge.ingress.slim
 
     # -- the connection's side -----------------------------------------------------------
 

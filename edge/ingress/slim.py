@@ -1,0 +1,72 @@
+"""Stand-ins for the per-connection objects whose size is a fixed block, not their content.
+
+A ``collections.deque`` allocates a 64-slot block (about 750 bytes) when it is made, even
+if it never holds anything. An idle connection held several: asyncio's writer keeps one
+for the tasks waiting to drain, Hypercorn's ``can_read`` event one for its waiters, and
+wsproto's connection one for its events. With 10,000 idle WebSockets in a worker (issue
+14's target) each such deque is 7 MB. These hold the same things in a list, or nothing
+until someone waits; each supports exactly the operations its owner uses (checked by the
+tests that put them in place).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from typing import Any
+
+
+class SmallQueue(list[Any]):
+    """A FIFO for the few items a connection's events ever hold at once: ``append`` and
+    ``popleft``, as wsproto's ``Connection`` uses its event deque."""
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+
+class ReadGate:
+    """Hypercorn's ``can_read`` (its ``EventWrapper`` interface), with no waiter deque:
+    a connection waits on it only while h11 is paused between pipelined requests."""
+
+    __slots__ = ("_open", "_waiters")
+
+    def __init__(self) -> None:
+        self._open = False
+        self._waiters: list[asyncio.Future[None]] = []
+
+    async def clear(self) -> None:
+        self._open = False
+
+    async def wait(self) -> None:
+        if self._open:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if not waiter.done():  # cancelled
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+
+    async def set(self) -> None:
+        self._open = True
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def is_set(self) -> bool:
+        return self._open
+
+
+def slim_drain_waiters(writer: Any) -> None:
+    """Give an asyncio ``StreamWriter``'s protocol a list for its drain waiters (it only
+    appends, removes and iterates them), where it made an empty deque."""
+    protocol = getattr(writer, "_protocol", None)
+    waiters = getattr(protocol, "_drain_waiters", None)
+    if type(waiters) is deque and not waiters:
+        protocol._drain_waiters = []  # type: ignore[union-attr]
