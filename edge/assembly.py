@@ -47,11 +47,11 @@ from edge.routing.prefix_table import compile_proxy_routes
 from edge.state import GatewayState, Generation, StateHolder
 from edge.upstream.grpc import GrpcTerminal
 from edge.upstream.headers import HeaderPolicy
-from edge.upstream.http_proxy import HttpProxyTerminal
 from edge.upstream_settings import upstream_settings
 
 if TYPE_CHECKING:
     from edge.observability.tracing import Tracing
+    from edge.upstream.http_proxy import HttpProxyTerminal  # aiohttp: only with proxy routes
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +119,8 @@ def assemble(
     proxy_adapter = None
     openers: list[Callable[[], Awaitable[None]]] = []
     if config.proxy_routes:
+        from edge.upstream.http_proxy import HttpProxyTerminal
+
         proxy_routes = compile_proxy_routes(config.proxy_routes, config.http_upstreams)
         proxy = lease.take(
             _proxy_key(config.http_upstreams),

@@ -24,8 +24,7 @@ from edge.pipeline.credentials import (
     unmapped,
 )
 from edge.routing.prefix_table import ProxyRoute
-from edge.upstream.headers import HeaderPolicy, parse_grpc_timeout, request_metadata
-from edge.upstream.http_proxy import clean_headers
+from edge.upstream.headers import HeaderPolicy, clean_headers, parse_grpc_timeout, request_metadata
 
 Headers = Sequence[tuple[bytes, bytes]]
 

@@ -19,7 +19,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from websockets.exceptions import ConnectionClosed
 
@@ -41,7 +41,9 @@ from edge.pipeline.build import Pipeline
 from edge.pipeline.chain import Next
 from edge.routing.normalize import BadPath, check_proxied_path
 from edge.routing.prefix_table import ProxyRoute, ProxyTable
-from edge.upstream.http_proxy import UpstreamSocket
+
+if TYPE_CHECKING:  # aiohttp and websockets' client load only with proxy routes
+    from edge.upstream.http_proxy import UpstreamSocket
 
 log = logging.getLogger("edge.proxy")
 
@@ -191,7 +193,7 @@ class ProxyAdapter:
         try:
             reply = await self.chain(call)
             http: HttpResponse | None = reply.http
-            assert http is not None and isinstance(http.upgrade, UpstreamSocket)
+            assert http is not None and http.upgrade is not None
         except EdgeError as error:
             await refuse_handshake(scope, send, error, close_code=1014)
             return

@@ -30,6 +30,24 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
+
+
+def clean_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """Headers without the hop-by-hop ones and without any named in ``Connection``.
+
+    Names are lower-cased (ASGI and aiohttp's raw headers may differ in case), values
+    untouched; the order and repeats of the rest are kept.
+    """
+    pairs = [(name.lower(), value) for name, value in headers]
+    drop = set(HOP_BY_HOP)
+    for name, value in pairs:
+        if name == b"connection":
+            drop.update(t.strip().lower() for t in value.decode("latin-1").split(",") if t)
+    if len(drop) == len(HOP_BY_HOP):
+        return [(n, v) for n, v in pairs if n.decode("latin-1") not in HOP_BY_HOP]
+    return [(n, v) for n, v in pairs if n.decode("latin-1") not in drop]
+
+
 # Never copied into metadata: transport headers that gRPC sets itself.
 _NOT_METADATA = HOP_BY_HOP | {
     "host",

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 import aiohttp
@@ -46,7 +46,7 @@ from edge.errors import (
     UpstreamUnavailable,
 )
 from edge.upstream.endpoints import Endpoint, EndpointPicker
-from edge.upstream.headers import HOP_BY_HOP
+from edge.upstream.headers import clean_headers
 
 log = logging.getLogger("edge.proxy")
 
@@ -58,22 +58,6 @@ _MAX_FRAME_BYTES = 16 * 1024 * 1024
 # Response headers Hypercorn always writes itself: the upstream's copies are dropped, as
 # nginx does by default, so a client never sees two Date or two Server headers.
 _OWN_HEADERS = frozenset((b"date", b"server"))
-
-
-def clean_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
-    """Headers without the hop-by-hop ones and without any named in ``Connection``.
-
-    Names are lower-cased (ASGI and aiohttp's raw headers may differ in case), values
-    untouched; the order and repeats of the rest are kept.
-    """
-    pairs = [(name.lower(), value) for name, value in headers]
-    drop = set(HOP_BY_HOP)
-    for name, value in pairs:
-        if name == b"connection":
-            drop.update(t.strip().lower() for t in value.decode("latin-1").split(",") if t)
-    if len(drop) == len(HOP_BY_HOP):
-        return [(n, v) for n, v in pairs if n.decode("latin-1") not in HOP_BY_HOP]
-    return [(n, v) for n, v in pairs if n.decode("latin-1") not in drop]
 
 
 @dataclass(frozen=True, slots=True)
