@@ -27,7 +27,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Coroutine, Iterator
 from multiprocessing.connection import wait as wait_for_sentinels
 from pathlib import Path
 from types import FrameType
@@ -115,24 +115,29 @@ class Drain:
         self.began_at: float | None = None
         self._deadline: asyncio.TimerHandle | None = None
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The app's coroutine, its task counted as running until it ends.
+
+        Not a coroutine itself, and Quart's own ``__call__`` (which only calls
+        ``asgi_app``, the gateway's front) skipped: a request holds two frames less, and
+        an open WebSocket too, for as long as it is open. The server runs each request in
+        a task of its own, so the task's end is the request's.
+        """
         if scope["type"] == "lifespan":
             state = scope.get("state")
             if state is not None:  # copied into every request's scope["state"] by Hypercorn
                 state[SHUTDOWN_STATE_KEY] = self.started
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         task = asyncio.current_task()
         assert task is not None
         self.running.add(task)
-        try:
-            # Quart's own __call__ only calls asgi_app (the gateway's front): one frame
-            # less per request, and per open WebSocket for as long as it is open
-            await getattr(self.app, "asgi_app", self.app)(scope, receive, send)
-        finally:
-            self.running.discard(task)
-            if not self.running and self.began_at is not None:
-                _stop_ping_loops()
+        task.add_done_callback(self._ended)
+        return getattr(self.app, "asgi_app", self.app)(scope, receive, send)
+
+    def _ended(self, task: asyncio.Task[Any]) -> None:
+        self.running.discard(task)
+        if not self.running and self.began_at is not None:
+            _stop_ping_loops()
 
     def begin(self) -> None:
         """Start draining (idempotent): WebSockets close now, the rest get ``grace``."""

@@ -70,6 +70,12 @@ class Generation:
         else:
             self.on_idle = idle
 
+    def request_ended(self, task: object) -> None:
+        """A request's task ended (a done callback: see ``LiveFront``)."""
+        self.active -= 1
+        if self.active == 0 and self.on_idle is not None:
+            self.on_idle()
+
 
 async def _released(release: Callable[[], Awaitable[None]], number: int) -> None:
     try:
@@ -119,23 +125,26 @@ class StateHolder:
 
 
 class LiveFront:
-    """The ASGI app served: each request to the current state's front, counted."""
+    """The ASGI app served: each request to the current state's front, counted.
+
+    Called, as ASGI servers call an app, in the task that serves the request: the count
+    ends with that task.
+    """
 
     __slots__ = ("holder",)
 
     def __init__(self, holder: StateHolder) -> None:
         self.holder = holder
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # Not a coroutine: it returns the state's, so a request (and an open WebSocket,
+        # for its whole life) holds one frame less. The request is counted until its task
+        # ends: the server runs each request in a task of its own.
         state = self.holder.current
-        if scope["type"] == "lifespan":  # the app's whole life: not a call of this state
-            await state.front(scope, receive, send)
-            return
-        life = state.life
-        life.active += 1
-        try:
-            await state.front(scope, receive, send)
-        finally:
-            life.active -= 1
-            if life.active == 0 and life.on_idle is not None:
-                life.on_idle()
+        if scope["type"] != "lifespan":  # the app's whole life: not a call of this state
+            life = state.life
+            task = asyncio.current_task()
+            if task is not None:
+                life.active += 1
+                task.add_done_callback(life.request_ended)
+        return state.front(scope, receive, send)

@@ -22,7 +22,7 @@ its upstream, Quart answers 404 or 405.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol
 
 from edge.ingress.asgi import ASGIApp, Message, Receive, Scope, Send, header
@@ -62,7 +62,9 @@ class Dispatch:
             for kind in ("http", "websocket")
         }
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # not a coroutine: it returns the one that serves the request, so a request (and
+        # an open WebSocket, for its whole life) holds one frame less
         adapters = self._by_type.get(scope["type"])
         if adapters:
             raw_path = scope.get("raw_path")
@@ -70,16 +72,14 @@ class Dispatch:
             if self.cors is not None and scope["type"] == "http":
                 origin = header(scope["headers"], b"origin")
                 if origin is not None:
-                    await self._cross_origin(
+                    return self._cross_origin(
                         self.cors, origin, adapters, path, scope, receive, send
                     )
-                    return
             for adapter in adapters:
                 claimed = adapter.claim(scope, path)
                 if claimed is not None:
-                    await adapter.serve(claimed, scope, receive, send)
-                    return
-        await self.fallback(scope, receive, send)
+                    return adapter.serve(claimed, scope, receive, send)
+        return self.fallback(scope, receive, send)
 
     async def _cross_origin(
         self,

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import unquote
@@ -64,20 +65,20 @@ class RequestGuardASGI:
         self.app = app
         self.rules = rules
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # not a coroutine: it returns the app's, so a request (and an open WebSocket, for
+        # its whole life) holds one frame less
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         try:
             scope = self._guarded(scope)
         except (BadPath, Refused) as refused:
-            await _refuse(scope, receive, send, str(refused))
-            return
+            return _refuse(scope, receive, send, str(refused))
         if kind == "http" and _has_body(scope):
             body = _Body(receive, send, self.rules.body_idle_timeout, self.rules.body_min_rate)
             receive, send = body.receive, body.send
-        await self.app(scope, receive, send)
+        return self.app(scope, receive, send)
 
     def _guarded(self, scope: Scope) -> Scope:
         """The scope with its path normalised and its headers cleaned; raises when refused."""
