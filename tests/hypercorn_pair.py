@@ -54,6 +54,9 @@ class HypercornPair(LoopThread):
         return port == self.ports.get("edge")
 
 
+_PAIRS: list[HypercornPair] = []  # the pairs serving now
+
+
 def serve_pair(
     app: Any,
     configure: Callable[[Config], None] | None = None,
@@ -62,12 +65,16 @@ def serve_pair(
     """A fixture's body: the pair serving ``app``, with ``patches`` (``setattr`` triples)
     in place meanwhile."""
     harness = HypercornPair(app, configure)
+    _PAIRS.append(harness)
 
     def flavour(port: int) -> bool:
-        # a port that is neither server's would mean the wrong address was read, and the
-        # test would compare edge with itself (or stock with stock)
-        assert port in harness.ports.values(), port
-        return harness.edge_port(port)
+        # every pair alive answers (one module may hold two); a port that is none of
+        # theirs would mean the wrong address was read, and the test would compare edge
+        # with itself (or stock with stock)
+        for pair in _PAIRS:
+            if port in pair.ports.values():
+                return pair.edge_port(port)
+        raise AssertionError(f"port {port} is not a server's")
 
     def protocol(*args: Any) -> Any:
         # ProtocolWrapper passes (app, config, context, task_group, state, ssl, client,
@@ -83,7 +90,10 @@ def serve_pair(
             patch.setattr(target, name, value)
         patch.setattr(hypercorn.protocol, "H11Protocol", protocol)
         patch.setattr(hypercorn.asyncio.run, "TCPServer", tcp_server)
-        yield from running(harness)
+        try:
+            yield from running(harness)
+        finally:
+            _PAIRS.remove(harness)
 
 
 def exchange(

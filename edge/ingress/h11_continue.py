@@ -147,6 +147,19 @@ def upgrades_to_websocket(request: h11.Request) -> bool:
     )
 
 
+class _Switched:
+    """What an upgraded connection's h11 state becomes once the 101 is out: nothing on
+    HTTP's side can be sent any more."""
+
+    __slots__ = ()
+
+    def send(self, event: Any) -> bytes:
+        raise h11.LocalProtocolError("the connection has switched protocols")
+
+
+_SWITCHED = _Switched()
+
+
 class GuardedH11Protocol(H11Protocol):
     """Hypercorn's HTTP/1.1 protocol; ``100 Continue`` on the app's first read, and each
     plain HTTP request served by an ``H11Exchange`` (``edge.ingress.h11_exchange``)."""
@@ -177,6 +190,14 @@ class GuardedH11Protocol(H11Protocol):
         self._writer: Any = None  # the server's asyncio StreamWriter, once _holds() found it
 
     async def stream_send(self, event: StreamEvent) -> None:
+        if type(event) is Response and event.status_code == 101:
+            await super().stream_send(event)
+            connection = self.connection
+            if type(connection) is H11WSConnection:
+                # switched: h11 has nothing more to say on this connection, and its state
+                # is 1.5 KiB that an open WebSocket would hold for its whole life
+                connection.h11_connection = _SWITCHED  # type: ignore[assignment]
+            return
         if type(event) is Response and event.status_code >= 200 and self._holds():
             self._holding = True
             try:

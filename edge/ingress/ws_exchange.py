@@ -66,6 +66,7 @@ class EdgeWSStream(WSStream):
         self._readers: list[asyncio.Future[None]] = []
         self._room: asyncio.Future[None] | None = None
         self._gone: Message | None = None  # the disconnect, once the socket has closed
+        self._app_ended = False
 
     # -- what WSStream asks of its task group --------------------------------------------
 
@@ -95,6 +96,8 @@ class EdgeWSStream(WSStream):
             await self.config.log.exception("Error in ASGI Framework")
         finally:
             await send(None)
+            self._app_ended = True
+            self._unlink()
 
     async def _receive(self) -> Message:
         messages = self._messages
@@ -146,6 +149,15 @@ class EdgeWSStream(WSStream):
             pinger = _PINGERS.get(self.context)
             if pinger is not None:
                 pinger.streams.discard(self)
+            self._unlink()
+
+    def _unlink(self) -> None:
+        """Once the socket is closed and the app has ended, neither the connection nor
+        the app calls in again: the references back to this stream (its task group, the
+        app's put) go, so it is freed by its reference count, not the cyclic collector."""
+        if self.closed and self._app_ended:
+            self.task_group = self._tasks
+            self.app_put = None
 
     def ping(self) -> None:
         """One ping, unless the socket is closed or busy writing.
