@@ -70,6 +70,34 @@ RELOADED = "reloaded"  # a reload changed the socket's route or policy: 1012
 class WebSocketSession:
     """One socket, one call."""
 
+    # an idle socket holds its session for hours: slots, not a dict of 25 keys (~1 KiB)
+    __slots__ = (
+        "binary",
+        "call",
+        "call_task",
+        "chain",
+        "closed",
+        "connection",
+        "ending",
+        "first_frame_due",
+        "first_request",
+        "found",
+        "half_closed",
+        "last_activity",
+        "loop",
+        "metadata",
+        "next_frame",
+        "pipeline",
+        "policy",
+        "receive",
+        "requests",
+        "route",
+        "scope",
+        "send_event",
+        "serving",
+        "timer",
+    )
+
     def __init__(
         self,
         found: RouteMatch[TranscodeRoute],
