@@ -12,7 +12,8 @@ connection are counted too.
 
 Scenarios: ``ws-idle`` (a WebSocket that has done its handshake and sent nothing) at 1,000
 and 10,000; ``ws-floor``, the same sockets held by a bare Hypercorn app configured as the
-gateway (``benchmarks.bare_app``: what no change in ``edge/`` can go below);
+gateway (``benchmarks.bare_app``: stock Hypercorn's cost per socket, which edge's own
+WebSocket stream, ``edge.ingress.ws_exchange``, undercuts);
 ``ws-stream`` (a WebSocket whose server stream has sent one message and is
 quiet) and ``http-stream`` (the same stream over HTTP, NDJSON) at 1,000. The verdict is
 the issue's target: 10,000 idle WebSockets in one worker within 300 MB. Figures go to
@@ -251,8 +252,9 @@ def verdict(figures: list[MemoryFigures]) -> str | None:
             mib = f.after.rss_kib / 1024
             mark = "PASS" if mib <= TARGET_MIB else "MISS"
             return (
-                f"RSS of the worker with {TARGET_SOCKETS:,} idle WebSockets: {mib:.0f} MB "
-                f"(target <= {TARGET_MIB} MB: {mark})"
+                f"RSS of the worker with {TARGET_SOCKETS:,} idle WebSockets: {mib:.0f} MiB "
+                f"= {mib * 1.048576:.0f} MB (target <= {TARGET_MIB} MiB, the issue's "
+                f"300 MB read as ps and top read it: {mark})"
             )
     return None
 
