@@ -107,23 +107,34 @@ def exchange(
     ``quiet``, until it has said nothing for that long: a server that leaves a refused
     WebSocket handshake's connection open)."""
     with socket.create_connection(("127.0.0.1", port), timeout=quiet or timeout) as sock:
-        for piece in pieces:
-            try:
-                sock.sendall(piece)
-            except OSError:  # the server closed first (an error answer): read what it said
-                break
-            time.sleep(pause)
-        received = b""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                data = sock.recv(65536)
-            except (TimeoutError, ConnectionResetError):
-                break
-            if not data:
-                break
-            received += data
-        return received
+        send_pieces(sock, pieces, pause)
+        return read_answer(sock, timeout)
+
+
+def send_pieces(sock: socket.socket, pieces: list[bytes], pause: float) -> None:
+    """Send ``pieces``, ``pause`` seconds apart, until the server closes."""
+    for piece in pieces:
+        try:
+            sock.sendall(piece)
+        except OSError:  # the server closed first (an error answer): read what it said
+            return
+        time.sleep(pause)
+
+
+def read_answer(sock: socket.socket, seconds: float) -> bytes:
+    """What the server says until it closes, a read times out (the socket's timeout:
+    a quiet server), or ``seconds`` have passed."""
+    received = b""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            data = sock.recv(65536)
+        except (TimeoutError, ConnectionResetError):
+            break
+        if not data:
+            break
+        received += data
+    return received
 
 
 _DATE = re.compile(rb"\r\ndate: [^\r]*", re.IGNORECASE)

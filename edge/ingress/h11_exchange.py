@@ -49,6 +49,7 @@ from hypercorn.protocol.events import StreamClosed
 from hypercorn.utils import UnexpectedMessageError
 
 from edge.ingress.asgi import ABORT_EXTENSION, DISCONNECT_EXTENSION, PROGRESS_EXTENSION
+from edge.ingress.slim import wait_listed
 
 if TYPE_CHECKING:
     from edge.ingress.h11_continue import GuardedH11Protocol
@@ -178,14 +179,7 @@ class H11Exchange:
         while not messages:
             if self.closed:
                 return {"type": "http.disconnect"}
-            reader = asyncio.get_running_loop().create_future()
-            self._readers.append(reader)
-            try:
-                await reader
-            finally:
-                if not reader.done():  # cancelled while waiting
-                    with contextlib.suppress(ValueError):
-                        self._readers.remove(reader)
+            await wait_listed(self._readers)
         message = messages.popleft()
         room = self._room
         if room is not None and not room.done():

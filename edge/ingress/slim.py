@@ -17,6 +17,19 @@ from collections import deque
 from typing import Any
 
 
+async def wait_listed(waiters: list[asyncio.Future[None]]) -> None:
+    """Wait on a future of one's own, listed in ``waiters`` for whoever wakes them all; a
+    waiter cancelled meanwhile takes itself off the list."""
+    waiter = asyncio.get_running_loop().create_future()
+    waiters.append(waiter)
+    try:
+        await waiter
+    finally:
+        if not waiter.done():  # cancelled
+            with contextlib.suppress(ValueError):
+                waiters.remove(waiter)
+
+
 class SmallQueue(list[Any]):
     """A FIFO for the few items a connection's events ever hold at once: ``append`` and
     ``popleft``, as wsproto's ``Connection`` uses its event deque."""
@@ -41,16 +54,8 @@ class ReadGate:
         self._open = False
 
     async def wait(self) -> None:
-        if self._open:
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        finally:
-            if not waiter.done():  # cancelled
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
+        if not self._open:
+            await wait_listed(self._waiters)
 
     async def set(self) -> None:
         self._open = True

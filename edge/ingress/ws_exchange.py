@@ -29,7 +29,6 @@ per upgrade when the app is a plain ASGI app, as it makes an ``H11Exchange`` per
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -40,7 +39,7 @@ from hypercorn.protocol.ws_stream import WSStream
 from wsproto.events import Ping
 from wsproto.utilities import LocalProtocolError
 
-from edge.ingress.slim import SmallQueue
+from edge.ingress.slim import SmallQueue, wait_listed
 
 Message = dict[str, Any]
 
@@ -104,14 +103,7 @@ class EdgeWSStream(WSStream):
         while not messages:
             if self._gone is not None:
                 return self._gone
-            reader = asyncio.get_running_loop().create_future()
-            self._readers.append(reader)
-            try:
-                await reader
-            finally:
-                if not reader.done():  # cancelled while waiting
-                    with contextlib.suppress(ValueError):
-                        self._readers.remove(reader)
+            await wait_listed(self._readers)
         message = messages.pop(0)
         room = self._room
         if room is not None and not room.done():

@@ -26,7 +26,14 @@ from typing import Any
 
 import pytest
 from hypercorn.config import Config
-from hypercorn_pair import HypercornPair, comparable, exchange, serve_pair
+from hypercorn_pair import (
+    HypercornPair,
+    comparable,
+    exchange,
+    read_answer,
+    send_pieces,
+    serve_pair,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -223,37 +230,15 @@ def _seen(port: int, tag: str) -> list[Any] | None:
     return SEEN.pop((port, tag), None)
 
 
-def _read_until_quiet(sock: socket.socket, quiet: float = 0.15) -> bytes:
-    """What the server says until it has said nothing for ``quiet`` (or closes)."""
-    sock.settimeout(quiet)
-    received = b""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            data = sock.recv(65536)
-        except (TimeoutError, ConnectionResetError):
-            break
-        if not data:
-            break
-        received += data
-    return received
-
-
 def converse(port: int, pieces: list[bytes], closing: bytes) -> bytes:
-    """Send ``pieces`` 20 ms apart, then ``closing`` once the server is quiet; return
-    everything the server said."""
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-        received = b""
-        for piece in pieces:
-            try:
-                sock.sendall(piece)
-            except OSError:  # the server closed first: what it said is the answer
-                break
-            time.sleep(0.02)
-        received += _read_until_quiet(sock)
+    """Send ``pieces`` 20 ms apart, then ``closing`` once the server has been quiet for
+    0.15 s; return everything the server said."""
+    with socket.create_connection(("127.0.0.1", port), timeout=0.15) as sock:
+        send_pieces(sock, pieces, 0.02)
+        received = read_answer(sock, 5)
         with contextlib.suppress(OSError):
             sock.sendall(closing)
-        return received + _read_until_quiet(sock)
+        return received + read_answer(sock, 5)
 
 
 @settings(
