@@ -27,6 +27,7 @@ async def test_a_replaced_generation_is_released_after_its_last_call_and_not_bef
     old, new = state(slow, 1), state(quick, 2)
     holder = StateHolder(old)
     front = LiveFront(holder)
+
     async def in_its_own_task(scope: Any) -> None:  # as servers call an ASGI app
         await front(scope, None, None)
 
