@@ -343,6 +343,7 @@ class GuardedH11Protocol(H11Protocol):
         stream = EdgeWSStream(
             app,
             self.write_unless_busy,
+            {ABORT_EXTENSION: self.abort, PROGRESS_EXTENSION: self.delivered},
             self.app,
             self.config,
             self.context,

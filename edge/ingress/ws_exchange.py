@@ -14,8 +14,15 @@ access log) and replaces only those three:
   exception is logged as "Error in ASGI Framework" and the socket closes 1011);
 - every socket of a worker is pinged by one loop timer (``_Pinger``): each socket gets
   its first ping at the accept, as before, then one on each tick of the worker's timer,
-  every ``websocket_ping_interval``. A socket's first tick comes sooner than a full
-  interval after its accept; the gap between pings is never longer.
+  every ``websocket_ping_interval``, in batches of 256 with the loop running between
+  them. A socket's first tick comes sooner than a full interval after its accept; the
+  gap between pings is never longer.
+
+The app's scope also carries the connection's ``edge.abort`` and ``edge.progress``, as
+every other request's does (``GuardedH11Protocol`` puts them there): without them a
+client that stops reading could never be cut off. Once the socket has closed and its app
+has ended (or a refused handshake never started one), the stream drops its references
+back to itself, so it is freed by reference counting.
 
 One difference, allowed by the ASGI spec: ``receive`` keeps returning the disconnect
 once the socket has closed, instead of waiting forever.
@@ -29,6 +36,7 @@ per upgrade when the app is a plain ASGI app, as it makes an ``H11Exchange`` per
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -43,6 +51,8 @@ from edge.ingress.slim import SmallQueue, wait_listed
 
 Message = dict[str, Any]
 
+log = logging.getLogger(__name__)
+
 
 class EdgeWSStream(WSStream):
     """Hypercorn's WebSocket stream, its app fed from a deque and pinged by the worker."""
@@ -51,6 +61,7 @@ class EdgeWSStream(WSStream):
         self,
         direct_app: Callable[[Any, Any, Any], Awaitable[None]],
         write_now: Callable[[bytes], None],
+        extensions: dict[str, Any],
         *args: Any,
     ) -> None:
         # ``args`` are WSStream's own (app, config, context, task_group, ...)
@@ -59,11 +70,14 @@ class EdgeWSStream(WSStream):
         self.task_group = self  # type: ignore[assignment]  # see spawn_app and spawn
         self._direct_app = direct_app
         self._write_now = write_now
+        # the connection's own doors (edge.abort, edge.progress), which a socket whose
+        # client stops reading needs to be cut off; added to the scope by ``_run``
+        self._extensions: dict[str, Any] | None = extensions
         size = int(self.config.max_app_queue_size)
         self._limit = size if size > 0 else 1 << 62  # 0 or less: unbounded, as a Queue
         self._messages: list[Message] = []  # a few at most: a deque's block is 0.75 KiB
         self._readers: list[asyncio.Future[None]] = []
-        self._room: asyncio.Future[None] | None = None
+        self._rooms: list[asyncio.Future[None]] = []  # putters waiting for room
         self._gone: Message | None = None  # the disconnect, once the socket has closed
         self._app_ended = False
 
@@ -87,6 +101,9 @@ class EdgeWSStream(WSStream):
 
     async def _run(self, scope: Any, send: Callable[[Any], Awaitable[None]]) -> None:
         """The app's task: Hypercorn's ``_handle`` without its wrappers."""
+        if self._extensions is not None:
+            scope["extensions"].update(self._extensions)
+            self._extensions = None
         try:
             await self._direct_app(scope, self._receive, send)
         except asyncio.CancelledError:
@@ -105,27 +122,17 @@ class EdgeWSStream(WSStream):
                 return self._gone
             await wait_listed(self._readers)
         message = messages.pop(0)
-        room = self._room
-        if room is not None and not room.done():
-            room.set_result(None)
+        _wake(self._rooms)
         return message
 
     async def _put(self, message: Message) -> None:
         """Queue a message for the app; wait while ``max_app_queue_size`` already wait."""
         while len(self._messages) >= self._limit:
-            room = asyncio.get_running_loop().create_future()
-            self._room = room
-            try:
-                await room
-            finally:
-                self._room = None
+            await wait_listed(self._rooms)  # several may wait (the reader, a failed send)
         self._messages.append(message)
         if message["type"] == "websocket.disconnect":
             self._gone = message
-        readers, self._readers = self._readers, []
-        for reader in readers:  # each looks again; the first takes the message
-            if not reader.done():
-                reader.set_result(None)
+        _wake(self._readers)
 
     async def _accept(self, message: Any) -> None:
         await super()._accept(message)
@@ -137,6 +144,9 @@ class EdgeWSStream(WSStream):
 
     async def handle(self, event: Any) -> None:
         await super().handle(event)
+        if self.closed and self.app_put is None:  # refused by Hypercorn: no app ever ran
+            self._app_ended = True
+            self._unlink()
         if type(event) is StreamClosed:
             pinger = _PINGERS.get(self.context)
             if pinger is not None:
@@ -167,6 +177,15 @@ class EdgeWSStream(WSStream):
         self._write_now(data)
 
 
+def _wake(waiters: list[asyncio.Future[None]]) -> None:
+    """Wake every waiter; each looks again, and the first to run takes what is there."""
+    woken = waiters[:]
+    waiters.clear()
+    for waiter in woken:
+        if not waiter.done():
+            waiter.set_result(None)
+
+
 class _Pinger:
     """The worker's one ping timer for the WebSockets it serves."""
 
@@ -178,17 +197,27 @@ class _Pinger:
         self.timer: asyncio.TimerHandle | None = None
 
     def tick(self) -> None:
-        streams = self.streams
-        for stream in list(streams):
-            if stream.closed:
-                streams.discard(stream)
-            else:
-                stream.ping()
+        loop = asyncio.get_running_loop()
+        self._ping(list(self.streams), 0)
         # idle without sockets: the next one to open starts the timer again
-        self.timer = None
-        if streams:
-            self.timer = asyncio.get_running_loop().call_later(self.interval, self.tick)
+        self.timer = loop.call_later(self.interval, self.tick) if self.streams else None
 
+    def _ping(self, streams: list[EdgeWSStream], start: int) -> None:
+        """Ping ``_BATCH`` sockets, then let the loop run before the next batch: 10,000
+        pings in one callback would stall every request for tens of milliseconds."""
+        for stream in streams[start : start + _BATCH]:
+            if stream.closed:
+                self.streams.discard(stream)
+                continue
+            try:
+                stream.ping()
+            except Exception:  # one socket's failure must not stop the others' pings
+                log.exception("pinging a WebSocket")
+        if start + _BATCH < len(streams):
+            asyncio.get_running_loop().call_soon(self._ping, streams, start + _BATCH)
+
+
+_BATCH = 256  # sockets pinged per loop callback
 
 # Per worker (Hypercorn's WorkerContext): its pinger.
 _PINGERS: weakref.WeakKeyDictionary[Any, _Pinger] = weakref.WeakKeyDictionary()

@@ -41,6 +41,7 @@ from edge.ingress import h11_continue, ws_exchange
 from edge.ingress.ws_exchange import EdgeWSStream
 
 SEEN: dict[tuple[int, str], list[Any]] = {}  # (server port, socket id): what the app saw
+EXTENSIONS: dict[int, list[str]] = {}  # server port: the scope's extensions
 
 
 async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -64,6 +65,10 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
         await send({**start, "headers": [(b"content-type", b"text/plain")]})
         await send({"type": "websocket.http.response.body", "body": b"no", "more_body": True})
         await send({"type": "websocket.http.response.body", "body": b"!"})
+        return
+    if path == "/extensions":  # what the connection offers the app, recorded by itself
+        EXTENSIONS[scope["server"][1]] = sorted(scope["extensions"])
+        await send({"type": "websocket.close"})
         return
     if path == "/raise":
         raise RuntimeError("before the accept")
@@ -364,3 +369,71 @@ def test_the_accept_is_byte_for_byte_rfc_6455s_example(servers: HypercornPair) -
     expected = base64.b64encode(bytes.fromhex("b37a4f2cc0624f1690f64606cf385945b2bec4ea"))
     assert b"\r\nsec-websocket-accept: " + expected + b"\r\n" in head
     SEEN.clear()
+
+
+def test_a_socket_has_the_connections_doors_to_cut_off_a_stalled_client(
+    servers: HypercornPair,
+) -> None:
+    """``edge.abort`` and ``edge.progress``: without them a client that stops reading
+    is never cut off (``timed_send`` in ``edge.ingress.asgi``), and its socket's task
+    waits forever on its close."""
+    exchange(servers.ports["edge"], [upgrade("/extensions", "ext", [], False)], 1.0, quiet=0.3)
+    assert {"edge.abort", "edge.progress"} <= set(EXTENSIONS[servers.ports["edge"]])
+
+
+async def test_every_putter_waiting_for_room_gets_its_turn() -> None:
+    """The inbox is full and two wait to put (the connection's reader, and a send that
+    failed and reports the disconnect): each gets in, in turn, as asyncio.Queue's do."""
+    config = Config()
+    config.max_app_queue_size = 1
+    stream = EdgeWSStream(
+        app, lambda data: None, {}, app, config, None, None, False, None, None, None, 1
+    )
+    await stream._put({"type": "websocket.receive", "text": "1"})
+    first = asyncio.create_task(stream._put({"type": "websocket.receive", "text": "2"}))
+    await asyncio.sleep(0)
+    second = asyncio.create_task(stream._put({"type": "websocket.disconnect", "code": 1006}))
+    await asyncio.sleep(0)
+    received = [await stream._receive() for _ in range(3)]
+    await asyncio.wait_for(asyncio.gather(first, second), 1)
+    assert [m.get("text", m["type"]) for m in received] == ["1", "2", "websocket.disconnect"]
+    assert (await stream._receive())["type"] == "websocket.disconnect"  # and again
+
+
+def test_a_refused_handshake_is_freed_without_the_cycle_collector(servers: HypercornPair) -> None:
+    wire = [upgrade("/echo", "refused", [], False, key=None)]  # 400: no app ever runs
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(10):
+            exchange(servers.ports["edge"], wire, 1.0, quiet=0.2)
+        time.sleep(0.2)
+        alive = sum(1 for o in gc.get_objects() if isinstance(o, EdgeWSStream))
+    finally:
+        gc.enable()
+    assert alive <= 1, alive
+
+
+async def test_the_pinger_pings_in_batches_and_past_a_failing_socket() -> None:
+    class Socket:
+        def __init__(self, fails: bool = False) -> None:
+            self.closed, self.fails, self.pings = False, fails, 0
+
+        def ping(self) -> None:
+            self.pings += 1
+            if self.fails:
+                raise OSError("gone")
+
+    pinger = ws_exchange._Pinger(60.0)
+    sockets = [Socket(fails=i == 3) for i in range(600)]
+    closed = Socket()
+    closed.closed = True
+    pinger.streams.update([*sockets, closed])  # type: ignore[list-item]
+    pinger.tick()
+    first_batch = sum(s.pings for s in sockets)
+    assert 0 < first_batch < 600  # the loop runs between batches
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert all(s.pings == 1 for s in sockets) and closed.pings == 0
+    assert closed not in pinger.streams and pinger.timer is not None
+    pinger.timer.cancel()
