@@ -99,6 +99,9 @@ async def test_websockets_that_stopped_reading_are_cut() -> None:
             await asyncio.sleep(0.5)
             assert edge.kitchen.streams.counting == 5
             await all_ended(edge)
+            # and the gateway cut its side: only the test's own sockets are still open
+            held = baseline + len(writers)
+            assert await settled(open_fds, held, within=ENDED_WITHIN) <= held + 2
         finally:
             for writer in writers:
                 writer.transport.abort()
