@@ -29,8 +29,9 @@ finished exchange holds no reference cycle (under ``edge serve`` the heap is fro
 full collections are rare).
 
 ``GuardedH11Protocol`` (``edge.ingress.h11_continue``) makes one per request when the
-app is a plain ASGI app and the connection an asyncio transport; WebSocket upgrades and
-any other case go through Hypercorn's own streams.
+app is a plain ASGI app and the connection an asyncio transport; a WebSocket upgrade gets
+an ``EdgeWSStream`` (``edge.ingress.ws_exchange``), and any other case goes through
+Hypercorn's own streams.
 """
 
 from __future__ import annotations

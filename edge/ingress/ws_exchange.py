@@ -8,7 +8,7 @@ between pings. ``EdgeWSStream`` keeps ``WSStream`` for everything on the wire (t
 handshake, wsproto, the close rules, the denial responses, the message size limit, the
 access log) and replaces only those three:
 
-- the app's messages wait in a deque, bounded by ``max_app_queue_size`` as the queue was
+- the app's messages wait in a list, bounded by ``max_app_queue_size`` as the queue was
   (a client sending faster than the app reads stops being read);
 - the app's task calls the ASGI app itself, under Hypercorn's own error handling (an
   exception is logged as "Error in ASGI Framework" and the socket closes 1011);
@@ -55,7 +55,7 @@ log = logging.getLogger(__name__)
 
 
 class EdgeWSStream(WSStream):
-    """Hypercorn's WebSocket stream, its app fed from a deque and pinged by the worker."""
+    """Hypercorn's WebSocket stream, its app fed from a list and pinged by the worker."""
 
     def __init__(
         self,
