@@ -103,9 +103,9 @@ class Drain:
     One more thing holds Hypercorn's wait open: the ping loop of each HTTP/2 WebSocket
     (``websocket_ping_interval``; HTTP/1.1 ones are pinged by one timer per worker,
     ``edge.ingress.ws_exchange``, which holds nothing open) only sees its socket closed
-    when it next wakes, up to the interval (20 s) later. Once no request is left, those loops are cancelled (found
-    by name: Hypercorn 0.18's ``WSStream._send_pings``; were it renamed, the drain would
-    still end, at Hypercorn's own timeout).
+    when it next wakes, up to the interval (20 s) later. Once no request is left, those
+    loops are cancelled (found by name: Hypercorn 0.18's ``WSStream._send_pings``; were
+    it renamed, the drain would still end, at Hypercorn's own timeout).
     """
 
     def __init__(self, app: ASGIApp, grace: float) -> None:
