@@ -110,6 +110,9 @@ class Drain:
 
     def __init__(self, app: ASGIApp, grace: float) -> None:
         self.app = app
+        # Quart's own __call__ only calls asgi_app (the gateway's front, set by create_app
+        # before this wrapper is made): requests go straight to it
+        self.front: ASGIApp = getattr(app, "asgi_app", app)
         self.grace = grace
         self.started = asyncio.Event()
         self.running: set[asyncio.Task[Any]] = set()
@@ -133,7 +136,7 @@ class Drain:
         assert task is not None
         self.running.add(task)
         task.add_done_callback(self._ended)
-        return getattr(self.app, "asgi_app", self.app)(scope, receive, send)
+        return self.front(scope, receive, send)
 
     def _ended(self, task: asyncio.Task[Any]) -> None:
         self.running.discard(task)

@@ -50,7 +50,7 @@ from hypercorn.protocol.events import StreamClosed
 from hypercorn.utils import UnexpectedMessageError
 
 from edge.ingress.asgi import ABORT_EXTENSION, DISCONNECT_EXTENSION, PROGRESS_EXTENSION
-from edge.ingress.slim import wait_listed
+from edge.ingress.slim import wait_listed, wake_all
 
 if TYPE_CHECKING:
     from edge.ingress.h11_continue import GuardedH11Protocol
@@ -164,13 +164,7 @@ class H11Exchange:
         if self.closed or self._on_close:
             return
         self._messages.append(message)
-        self._wake_readers()
-
-    def _wake_readers(self) -> None:
-        readers, self._readers = self._readers, []
-        for reader in readers:  # each looks again; the first takes the message
-            if not reader.done():
-                reader.set_result(None)
+        wake_all(self._readers)
 
     async def receive(self) -> dict[str, Any]:
         if self._invite:
@@ -200,7 +194,7 @@ class H11Exchange:
             if self.phase is not Phase.CLOSED:
                 await self._log_access(None)
             self._messages.append({"type": "http.disconnect"})
-            self._wake_readers()
+            wake_all(self._readers)
             self._wake_room()
             callbacks, self._on_close = self._on_close, []
             for callback in callbacks:

@@ -30,6 +30,16 @@ async def wait_listed(waiters: list[asyncio.Future[None]]) -> None:
                 waiters.remove(waiter)
 
 
+def wake_all(waiters: list[asyncio.Future[None]]) -> None:
+    """Wake every waiter listed by ``wait_listed`` and empty the list; each woken one
+    looks again, and the first to run takes what is there."""
+    woken = waiters[:]
+    waiters.clear()
+    for waiter in woken:
+        if not waiter.done():
+            waiter.set_result(None)
+
+
 class SmallQueue(list[Any]):
     """A FIFO for the few items a connection's events ever hold at once: ``append`` and
     ``popleft``, as wsproto's ``Connection`` uses its event deque."""
@@ -59,10 +69,7 @@ class ReadGate:
 
     async def set(self) -> None:
         self._open = True
-        waiters, self._waiters = self._waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
+        wake_all(self._waiters)
 
     def is_set(self) -> bool:
         return self._open

@@ -47,7 +47,7 @@ from hypercorn.protocol.ws_stream import WSStream
 from wsproto.events import Ping
 from wsproto.utilities import LocalProtocolError
 
-from edge.ingress.slim import SmallQueue, wait_listed
+from edge.ingress.slim import SmallQueue, wait_listed, wake_all
 
 Message = dict[str, Any]
 
@@ -122,7 +122,7 @@ class EdgeWSStream(WSStream):
                 return self._gone
             await wait_listed(self._readers)
         message = messages.pop(0)
-        _wake(self._rooms)
+        wake_all(self._rooms)
         return message
 
     async def _put(self, message: Message) -> None:
@@ -132,7 +132,7 @@ class EdgeWSStream(WSStream):
         self._messages.append(message)
         if message["type"] == "websocket.disconnect":
             self._gone = message
-        _wake(self._readers)
+        wake_all(self._readers)
 
     async def _accept(self, message: Any) -> None:
         await super()._accept(message)
@@ -175,15 +175,6 @@ class EdgeWSStream(WSStream):
         except LocalProtocolError:  # not open (closing, or closed)
             return
         self._write_now(data)
-
-
-def _wake(waiters: list[asyncio.Future[None]]) -> None:
-    """Wake every waiter; each looks again, and the first to run takes what is there."""
-    woken = waiters[:]
-    waiters.clear()
-    for waiter in woken:
-        if not waiter.done():
-            waiter.set_result(None)
 
 
 class _Pinger:
