@@ -16,7 +16,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,17 +58,24 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def spawn(name: str, argv: Sequence[str], log_dir: Path, cwd: Path) -> Child:
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    log_dir: Path,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+) -> Child:
     """Start ``argv`` in a new session, stdout and stderr to ``log_dir/name.log``.
 
     Output goes to a file, never a pipe: a pipe nobody reads fills and stalls the server
-    mid-run.
+    mid-run. ``env`` is added to this process's environment.
     """
     log = log_dir / f"{name}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
             list(argv),
             cwd=cwd,
+            env={**os.environ, **env} if env else None,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

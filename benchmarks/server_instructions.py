@@ -67,13 +67,15 @@ class Counted:
         return self.instructions / self.requests
 
 
-def _callgrind(name: str, argv: list[str], workdir: Path) -> Child:
+def _callgrind(name: str, argv: list[str], workdir: Path, root: str = "") -> Child:
+    """``argv`` under callgrind; with ``root``, Python imports ``edge`` from that checkout."""
     out = workdir / f"{name}.callgrind.%p"
     return spawn(
         name,
         ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv],
         workdir,
-        REPO,
+        Path(root) if root else REPO,
+        {"PYTHONPATH": f"{root}:{root}/generated"} if root else None,
     )
 
 
@@ -96,7 +98,9 @@ def _dumped_total(workdir: Path, name: str, child: Child, dumps: int) -> int:
     raise RuntimeError(f"no callgrind dump {path}")
 
 
-def measure(seconds: int, warmup: int, connections: int) -> list[Counted]:
+def measure(seconds: int, warmup: int, connections: int, root: str = "") -> list[Counted]:
+    """Count every row; with ``root``, the gateways served by ``edge serve`` are that
+    checkout's (an older commit, to compare), the canned one and bare Hypercorn this one's."""
     workdir = Path(tempfile.mkdtemp(prefix="edge-instr-"))
     children: list[Child] = []
     python = sys.executable
@@ -129,6 +133,7 @@ def measure(seconds: int, warmup: int, connections: int) -> list[Counted]:
                 "gateway",
                 [python, "-m", "edge.cli", "serve", "--config", str(configs["gateway"])],
                 workdir,
+                root,
             ),
             "canned": _callgrind(
                 "canned",
@@ -141,11 +146,13 @@ def measure(seconds: int, warmup: int, connections: int) -> list[Counted]:
                 "proxy",
                 [python, "-m", "edge.cli", "serve", "--config", str(configs["proxy"])],
                 workdir,
+                root,
             ),
             "pipeline": _callgrind(
                 "pipeline",
                 [python, "-m", "edge.cli", "serve", "--config", str(configs["pipeline"])],
                 workdir,
+                root,
             ),
         }
         token = pipeline.mint_token()
@@ -224,11 +231,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=10, help="measured wrk seconds per row")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument(
+        "--root", default="", help="another checkout whose `edge serve` gateways to measure"
+    )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("server instructions: valgrind is not installed; skipped", file=sys.stderr)
         return 0
-    print(report(measure(args.seconds, args.warmup, args.connections)))
+    print(report(measure(args.seconds, args.warmup, args.connections, args.root)))
     return 0
 
 
