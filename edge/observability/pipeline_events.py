@@ -22,10 +22,17 @@ _STATE_NUMBER = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState
 class PrometheusPipelineEvents:
     """Counts what the pipeline reports; ``edge.app`` passes one when metrics are on."""
 
+    def __init__(self) -> None:
+        # one labelled child per result, found once: a decision is made on every request
+        self._decisions = {
+            result: metrics.child(metrics.LIMITER_DECISIONS, result).inc
+            for result in ("allowed", "refused", "backend_error")
+        }
+
     def limiter_decision(self, result: LimiterResult) -> None:
         if result == "backend_error":
             metrics.LIMITER_ERRORS.inc()
-        metrics.child(metrics.LIMITER_DECISIONS, result).inc()
+        self._decisions[result]()
 
     def breaker_changed(self, name: str, old: BreakerState, new: BreakerState) -> None:
         metrics.child(metrics.BREAKER_TRANSITIONS, name, new.value).inc()

@@ -16,7 +16,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from edge.call import Call, Reply
 from edge.errors import ConfigError, PermissionDenied, Unauthenticated
-from edge.pipeline.chain import Next
+from edge.pipeline.chain import DONE, Next
 from edge.pipeline.credentials import header_value, query_value
 from edge.pipeline.jwt_core import (
     InsufficientScope,
@@ -38,6 +38,8 @@ from edge.pipeline.jwt_core import (
     issuer_of,
     require_scopes,
     same_secret,
+    valid_at,
+    validity,
     verify_token,
 )
 from edge.pipeline.policy import PolicyIndex, RoutePolicy
@@ -48,6 +50,7 @@ log = logging.getLogger("edge.auth")
 
 _MAX_AGE = re.compile(r"max-age=(\d+)")
 VERIFIED_CACHE_SIZE = 10_000  # verified tokens remembered (LRU)
+_Verified = tuple[dict[str, Any], int, IssuerPolicy, float, float]
 
 
 def _family(key: Any) -> str:
@@ -191,6 +194,9 @@ def _spelling(name: str) -> str:
     return spelled[14:] if spelled.startswith("grpc-metadata-") else spelled
 
 
+KEPT_NAMES = 4096  # metadata names whose fate is remembered (they come from clients)
+
+
 def _challenge(error: str | None, description: str | None = None, scope: str | None = None) -> str:
     parts = ['Bearer realm="edge"']
     if error:
@@ -230,30 +236,56 @@ class AuthLayer:
             if config.api_keys.header:
                 stripped.add(_spelling(config.api_keys.header))
         self._stripped = frozenset(stripped)
-        self._verified: OrderedDict[str, tuple[dict[str, Any], int]] = OrderedDict()
+        # metadata name -> kept or not: every request sends the same few names again
+        self._keeps: dict[str, bool] = {}
+        # token -> (claims, key ring generation, issuer policy, first, last: see validity)
+        self._verified: OrderedDict[str, _Verified] = OrderedDict()
         self._jwks_issuers = tuple(i.issuer for i in config.issuers if i.jwks_url)
         self._refreshing: dict[str, asyncio.Task[bool]] = {}
         self._api_header = (
             config.api_keys.header.lower().encode() if config.api_keys.header else None
         )
 
-    async def __call__(self, call: Call, next_: Next) -> Reply:
-        policy = self.index.for_route(call.route)
-        await self.authenticate(call, policy)
+    def __call__(self, call: Call, next_: Next) -> Awaitable[Reply]:
+        # not a coroutine itself: when the call is decided at once (a public route, a
+        # token verified before and still valid) it costs no frame here
+        pending = self.authenticate(call)
+        if pending is DONE:
+            return next_(call)
+        return self._then(pending, call, next_)
+
+    async def _then(self, pending: Awaitable[None], call: Call, next_: Next) -> Reply:
+        await pending
         return await next_(call)
 
     def forget(self, call: Call) -> None:
         """Let ``authenticate`` check this call again (it gained credentials or metadata)."""
         call.state.pop("auth.done", None)
 
-    async def authenticate(self, call: Call, policy: RoutePolicy | None = None) -> None:
-        """Check the call's credentials against its route; shape its metadata. Idempotent."""
+    def authenticate(self, call: Call, policy: RoutePolicy | None = None) -> Awaitable[None]:
+        """Check the call's credentials against its route; shape its metadata. Idempotent.
+
+        Raises Unauthenticated or PermissionDenied, at once or when awaited. ``DONE`` when
+        it decided at once: no token, or one verified before and still valid.
+        """
         if "auth.done" in call.state:
-            return
-        policy = policy or self.index.for_route(call.route)
-        claims: dict[str, Any] | None = None
-        if call.token:
-            claims = await self._verify(call.token)
+            return DONE
+        token = call.token
+        claims = None
+        if token:
+            claims = self._cached(token)
+            if claims is None:
+                return self._verify_and_admit(call, token, policy)
+        self._admit(call, policy or self.index.for_route(call.route), claims)
+        return DONE
+
+    async def _verify_and_admit(self, call: Call, token: str, policy: RoutePolicy | None) -> None:
+        claims = await self._verify(token)
+        self._admit(call, policy or self.index.for_route(call.route), claims)
+
+    def _admit(self, call: Call, policy: RoutePolicy, claims: dict[str, Any] | None) -> None:
+        """The route's requirement against verified ``claims`` (or an API key); then the
+        metadata: forged claim headers out, verified claims in."""
         api_key = None if claims is not None else self._api_key(call)
         if policy.require != "public":
             if claims is None and not (api_key and policy.api_keys):
@@ -279,8 +311,12 @@ class AuthLayer:
                             )
                         },
                     ) from exc
-        stripped = self._stripped
-        metadata = [(k, v) for k, v in call.metadata if _spelling(k) not in stripped]
+        keeps = self._keeps
+        metadata = [
+            (k, v)
+            for k, v in call.metadata
+            if (keep := keeps.get(k)) or (keep is None and self._keep(k))
+        ]
         if claims is not None:
             for name, claim in self.config.claims_to_metadata.items():
                 value = claims.get(claim)
@@ -303,19 +339,13 @@ class AuthLayer:
         exact text and the key ring's generation (a JWKS refresh invalidates it), and the
         time claims are checked again on every use, so an expired token never passes.
         """
-        for issuer in self._jwks_issuers:
-            if self.ring.stale(issuer) and issuer not in self._refreshing:
-                # past its max-age: refetch in the background (a removed key must stop
-                # verifying), while this request uses the keys we have
-                task = asyncio.create_task(self.ring.refresh(issuer, unknown_kid=False))
-                self._refreshing[issuer] = task
-                task.add_done_callback(self._refreshed)
+        self._refresh_stale()
         now = self.clock()
         cached = self._verified.get(token)
         try:
             if cached is not None and cached[1] == self.ring.generation:
                 self._verified.move_to_end(token)
-                check_claims(cached[0], self.issuers[issuer_of(cached[0])], now)
+                check_claims(cached[0], cached[2], now)
                 return cached[0]
             try:
                 claims = verify_token(token, self.issuers, self.ring.keys, now)
@@ -328,10 +358,42 @@ class AuthLayer:
                 exc.description,
                 headers={"www-authenticate": _challenge("invalid_token", exc.description)},
             ) from exc
-        self._verified[token] = (claims, self.ring.generation)
+        policy = self.issuers[issuer_of(claims)]
+        self._verified[token] = (claims, self.ring.generation, policy, *validity(claims, policy))
         if len(self._verified) > VERIFIED_CACHE_SIZE:
             self._verified.popitem(last=False)
         return claims
+
+    def _keep(self, name: str) -> bool:
+        """Whether metadata ``name`` stays, remembered for the first ``KEPT_NAMES`` names."""
+        keep = _spelling(name) not in self._stripped
+        if len(self._keeps) < KEPT_NAMES:
+            self._keeps[name] = keep
+        return keep
+
+    def _cached(self, token: str) -> dict[str, Any] | None:
+        """``_verify`` without the coroutine, when it would answer from the cache: the
+        claims of a token verified with the current keys and still in its time window."""
+        self._refresh_stale()
+        cached = self._verified.get(token)
+        if cached is None:
+            return None
+        claims, generation, policy, first, last = cached
+        if generation != self.ring.generation or not valid_at(
+            first, last, policy.leeway, self.clock()
+        ):
+            return None  # _verify verifies it again, or says why it no longer passes
+        self._verified.move_to_end(token)
+        return claims
+
+    def _refresh_stale(self) -> None:
+        for issuer in self._jwks_issuers:
+            if self.ring.stale(issuer) and issuer not in self._refreshing:
+                # past its max-age: refetch in the background (a removed key must stop
+                # verifying), while this request uses the keys we have
+                task = asyncio.create_task(self.ring.refresh(issuer, unknown_kid=False))
+                self._refreshing[issuer] = task
+                task.add_done_callback(self._refreshed)
 
     def _refreshed(self, task: asyncio.Task[bool]) -> None:
         for issuer, running in list(self._refreshing.items()):

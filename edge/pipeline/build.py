@@ -15,7 +15,7 @@ re-reads key files and refetches JWKS when they are next needed.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ from edge.errors import ConfigError
 from edge.leases import Lease, Shared
 from edge.pipeline.auth import AuthLayer, KeyRing
 from edge.pipeline.breaker import BreakerLayer, UpstreamGuard, failure_code_numbers, guard_for
-from edge.pipeline.chain import Layer
+from edge.pipeline.chain import DONE, Layer
 from edge.pipeline.credentials import parse_networks
 from edge.pipeline.events import NO_EVENTS, PipelineEvents
 from edge.pipeline.limiter_store import LimiterStore, MemoryLimiterStore, RedisLimiterStore
@@ -55,19 +55,20 @@ class Pipeline:
         """Whether any credentials are verified here (else a token is just forwarded)."""
         return self.auth is not None
 
-    async def authenticate(self, call: Call, *, again: bool = False) -> None:
+    def authenticate(self, call: Call, *, again: bool = False) -> Awaitable[None]:
         """Verify the call's credentials now, before its body is read or its socket opened.
 
-        Raises Unauthenticated or PermissionDenied as the chain would; the chain's own auth
-        layer then sees the call checked and does not verify it twice. ``again``: the call
-        gained credentials or metadata since (a WebSocket's first frame), so check anew and
-        strip forged claim headers from the new metadata too.
+        Raises Unauthenticated or PermissionDenied (at once or when awaited) as the chain
+        would; the chain's own auth layer then sees the call checked and does not verify it
+        twice. ``again``: the call gained credentials or metadata since (a WebSocket's first
+        frame), so check anew and strip forged claim headers from the new metadata too. Not
+        a coroutine: a call decided at once (``DONE``) costs its caller no frame.
         """
         if self.auth is None:
-            return
+            return DONE
         if again:
             self.auth.forget(call)
-        await self.auth.authenticate(call)
+        return self.auth.authenticate(call)
 
     async def admit(self, call: Call, *, credentials_may_follow: bool = False) -> None:
         """Everything that can refuse a call before it starts (a WebSocket handshake).

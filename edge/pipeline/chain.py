@@ -8,7 +8,8 @@ an empty pipeline costs nothing per request: it *is* the terminal.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
+from typing import Any
 
 from edge.call import Call, Reply
 
@@ -31,3 +32,16 @@ def _link(layer: Layer, next_: Next) -> Next:
         return layer(call, next_)
 
     return step
+
+
+class _Done:
+    """An awaitable that is already done: what a door returns when it decided at once, so
+    the caller's ``await`` costs no coroutine, and a layer can tell (``is DONE``)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[Any, None, None]:
+        return iter(())  # type: ignore[return-value]  # ends at once, with None
+
+
+DONE: Awaitable[None] = _Done()

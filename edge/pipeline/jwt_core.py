@@ -195,6 +195,24 @@ def check_claims(claims: Mapping[str, Any], policy: IssuerPolicy, now: float) ->
         raise TokenRejected("the token was issued in the future")
 
 
+def validity(claims: Mapping[str, Any], policy: IssuerPolicy) -> tuple[float, float]:
+    """``(first, last)``: claims that passed ``check_claims`` pass it again at ``now`` exactly
+    when ``valid_at(first, last, policy.leeway, now)``.
+
+    Only the time claims change their answer as time passes, and these are the same float
+    comparisons ``check_claims`` makes, so a cached token is re-checked with two of them.
+    """
+    expires = _number(claims, "exp")
+    starts = [n for n in (_number(claims, "nbf"), _number(claims, "iat")) if n is not None]
+    first = max(starts) if starts else -math.inf
+    last = expires + policy.leeway if expires is not None else math.inf
+    return first, last
+
+
+def valid_at(first: float, last: float, leeway: float, now: float) -> bool:
+    return now <= last and now + leeway >= first
+
+
 def granted_scopes(claims: Mapping[str, Any], claim: str | None = None) -> frozenset[str]:
     """Scopes from ``scope`` (space-separated) or ``scp`` (list), or a configured claim."""
     names = (claim,) if claim else ("scope", "scp")

@@ -24,7 +24,7 @@ The algorithms:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 Algorithm = Literal["token_bucket", "sliding_window", "sliding_log", "leaky_bucket"]
@@ -50,15 +50,20 @@ class LimitSpec:
     burst: int | None = None  # token / leaky bucket capacity; defaults to limit
     mode: Literal["reject", "queue"] = "reject"  # leaky bucket only
     max_delay: float = 0.0  # queue mode: the longest a request may be held
+    # derived once here, read on every decision
+    rate: float = field(init=False, repr=False, compare=False)  # requests per second
+    capacity: int = field(init=False, repr=False, compare=False)
+    ttl: float = field(init=False, repr=False, compare=False)  # see ``state_ttl``
 
-    @property
-    def rate(self) -> float:
-        """Requests per second."""
-        return self.limit / self.period
-
-    @property
-    def capacity(self) -> int:
-        return self.burst if self.burst is not None else self.limit
+    def __post_init__(self) -> None:
+        rate = self.limit / self.period
+        capacity = self.burst if self.burst is not None else self.limit
+        object.__setattr__(self, "rate", rate)
+        object.__setattr__(self, "capacity", capacity)
+        # how long a key's state matters: after this, a fresh state decides the same
+        object.__setattr__(
+            self, "ttl", max(2 * self.period, capacity / rate + self.max_delay) + 1.0
+        )
 
 
 # -- token bucket ---------------------------------------------------------------------

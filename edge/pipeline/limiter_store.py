@@ -48,8 +48,7 @@ _STEPS: dict[str, Callable[[Any, float, LimitSpec, int], tuple[Any, Decision]]] 
 
 def state_ttl(spec: LimitSpec) -> float:
     """How long a key's state matters: after this, a fresh state decides the same."""
-    refill = spec.capacity / spec.rate
-    return max(2 * spec.period, refill + spec.max_delay) + 1.0
+    return spec.ttl
 
 
 class LimiterStore(Protocol):
@@ -131,7 +130,7 @@ class MemoryLimiterStore:
         new_state, decision = _STEPS[algorithm](state, now, spec, cost)
         if algorithm == "sliding_log":
             self.bytes += LOG_TIMESTAMP_BYTES * len(new_state)
-        self._states[key] = (new_state, now + state_ttl(spec), spec)
+        self._states[key] = (new_state, now + spec.ttl, spec)
         self._trim(now)
         return decision
 
@@ -161,6 +160,10 @@ class MemoryLimiterStore:
     async def decide(
         self, checks: Sequence[tuple[LimitSpec, str]], cost: int = 1
     ) -> list[Decision]:
+        return self.decide_all(checks, cost)
+
+    def decide_all(self, checks: Sequence[tuple[LimitSpec, str]], cost: int = 1) -> list[Decision]:
+        """``decide`` without the coroutine: the rate-limit layer's hot path."""
         now = self.clock()
         return [self.decide_now(spec, key, now, cost) for spec, key in checks]
 

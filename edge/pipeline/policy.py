@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from edge.pipeline.limiter_core import LimitSpec
@@ -29,6 +29,18 @@ class RoutePolicy:
     limits: tuple[Limit, ...]
     message_limits: tuple[Limit, ...]
     retry: RetryPolicy | None
+    # RateLimit-Policy's values, made once here rather than on every limited request
+    limits_label: bytes = field(init=False)
+    message_limits_label: bytes = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "limits_label", limits_label(self.limits))
+        object.__setattr__(self, "message_limits_label", limits_label(self.message_limits))
+
+
+def limits_label(limits: Sequence[Limit]) -> bytes:
+    """``RateLimit-Policy``'s value: every limit's label, in the policy's order."""
+    return ", ".join(limit.label for limit in limits).encode()
 
 
 def _limits(

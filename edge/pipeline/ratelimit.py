@@ -17,7 +17,7 @@ import hashlib
 import ipaddress
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 
 from edge.call import Call, Reply
 from edge.errors import EdgeError, RateLimited
@@ -25,8 +25,8 @@ from edge.pipeline.chain import Next
 from edge.pipeline.credentials import Network, client_address, header_value
 from edge.pipeline.events import NO_EVENTS, PipelineEvents
 from edge.pipeline.limiter_core import Decision, LimitSpec
-from edge.pipeline.limiter_store import LimiterStore, RedisUnavailable
-from edge.pipeline.policy import Limit, PolicyIndex
+from edge.pipeline.limiter_store import LimiterStore, MemoryLimiterStore, RedisUnavailable
+from edge.pipeline.policy import Limit, PolicyIndex, RoutePolicy
 
 log = logging.getLogger("edge.ratelimit")
 
@@ -102,16 +102,20 @@ def limit_key(limit: Limit, call: Call, trusted: Sequence[Network]) -> str:
 
 
 def rate_limit_headers(
-    decisions: Sequence[Decision], limits: Sequence[Limit], policy: bool
+    decisions: Sequence[Decision], policy_label: bytes | None
 ) -> list[tuple[bytes, bytes]]:
-    tightest = min(decisions, key=lambda d: (d.remaining, -d.reset))
+    """``RateLimit-*`` for the most constrained decision; ``RateLimit-Policy`` unless None."""
+    tightest = decisions[0]
+    for decision in decisions[1:]:  # fewest remaining; of those, the latest reset
+        if (decision.remaining, -decision.reset) < (tightest.remaining, -tightest.reset):
+            tightest = decision
     headers = [
-        (b"ratelimit-limit", str(tightest.limit).encode()),
-        (b"ratelimit-remaining", str(tightest.remaining).encode()),
-        (b"ratelimit-reset", str(math.ceil(tightest.reset)).encode()),
+        (b"ratelimit-limit", b"%d" % tightest.limit),
+        (b"ratelimit-remaining", b"%d" % tightest.remaining),
+        (b"ratelimit-reset", b"%d" % math.ceil(tightest.reset)),
     ]
-    if policy:
-        headers.append((b"ratelimit-policy", ", ".join(limit.label for limit in limits).encode()))
+    if policy_label is not None:
+        headers.append((b"ratelimit-policy", policy_label))
     return headers
 
 
@@ -130,6 +134,8 @@ class RateLimitLayer:
         self.index = index
         self.events = events
         self.store = store
+        # the memory store answers at once: asked directly, with no coroutine per request
+        self._memory = store if isinstance(store, MemoryLimiterStore) else None
         self.trusted = tuple(trusted)
         self.fail_open = fail_open
         self.policy_header = policy_header
@@ -147,45 +153,62 @@ class RateLimitLayer:
 
     async def check_message(self, call: Call, connection: str) -> None:
         """A WebSocket client message against the route's per-connection message limits."""
-        limits = self.index.for_route(call.route).message_limits
+        policy = self.index.for_route(call.route)
+        limits = policy.message_limits
         if not limits:
             return
         checks = [
             (limit.spec, f"{limit_key(limit, call, self.trusted)}|conn={connection}")
             for limit in limits
         ]
-        await self._decide_checks(checks, limits)
+        await self._decide_checks(checks, policy.message_limits_label)
 
     async def precheck(self, call: Call) -> None:
         """Decide now (a WebSocket handshake); the chain then does not count the call again."""
-        limits = self.index.for_route(call.route).limits
-        if limits:
-            call.state["ratelimit.decisions"] = await self.decide(call, limits)
+        policy = self.index.for_route(call.route)
+        if policy.limits:
+            call.state["ratelimit.decisions"] = await self.decide(call, policy)
 
-    async def __call__(self, call: Call, next_: Next) -> Reply:
-        limits = self.index.for_route(call.route).limits
-        if not limits:
-            return await next_(call)
+    def __call__(self, call: Call, next_: Next) -> Awaitable[Reply]:
+        # not a coroutine itself: a route without limits costs one look-up, no frame
+        policy = self.index.for_route(call.route)
+        if not policy.limits:
+            return next_(call)
+        return self._limited(call, next_, policy)
+
+    async def _limited(self, call: Call, next_: Next, policy: RoutePolicy) -> Reply:
         if "ratelimit.decisions" in call.state:
             decisions = call.state["ratelimit.decisions"]
+        elif self._memory is not None:
+            decisions = self._judge(
+                self._memory.decide_all(self._checks(call, policy.limits)), policy.limits_label
+            )
         else:
-            decisions = await self.decide(call, limits)
+            decisions = await self.decide(call, policy)
         if decisions is None:  # the store is down and we fail open
             return await next_(call)
-        delay = max(d.delay for d in decisions)
+        delay = 0.0
+        for decision in decisions:
+            if decision.delay > delay:
+                delay = decision.delay
         if delay > 0:
             await asyncio.sleep(delay)  # leaky bucket, queue mode: shape instead of refuse
         reply = await next_(call)
-        reply.headers.extend(rate_limit_headers(decisions, limits, self.policy_header))
+        reply.headers.extend(
+            rate_limit_headers(decisions, policy.limits_label if self.policy_header else None)
+        )
         return reply
 
-    async def decide(self, call: Call, limits: Sequence[Limit]) -> list[Decision] | None:
+    def _checks(self, call: Call, limits: Sequence[Limit]) -> list[tuple[LimitSpec, str]]:
+        trusted = self.trusted
+        return [(limit.spec, limit_key(limit, call, trusted)) for limit in limits]
+
+    async def decide(self, call: Call, policy: RoutePolicy) -> list[Decision] | None:
         """Decisions for every limit, or None (fail open); raises RateLimited when refused."""
-        checks = [(limit.spec, limit_key(limit, call, self.trusted)) for limit in limits]
-        return await self._decide_checks(checks, limits)
+        return await self._decide_checks(self._checks(call, policy.limits), policy.limits_label)
 
     async def _decide_checks(
-        self, checks: list[tuple[LimitSpec, str]], limits: Sequence[Limit]
+        self, checks: list[tuple[LimitSpec, str]], label: bytes
     ) -> list[Decision] | None:
         try:
             decisions = await self.store.decide(checks)
@@ -200,15 +223,23 @@ class RateLimitLayer:
             if self.fail_open:
                 return None
             raise LimiterUnavailable("the rate limiter is unavailable") from exc
+        return self._judge(decisions, label)
+
+    def _judge(self, decisions: list[Decision], label: bytes) -> list[Decision]:
+        """The decisions when all allow; else RateLimited with the refusing ones' headers."""
+        for decision in decisions:
+            if not decision.allowed:
+                break
+        else:
+            self.events.limiter_decision("allowed")
+            return decisions
         refused = [d for d in decisions if not d.allowed]
-        self.events.limiter_decision("refused" if refused else "allowed")
-        if refused:
-            self.refused += 1
-            wait = max(d.retry_after for d in refused)
-            headers = dict(
-                (k.decode(), v.decode())
-                for k, v in rate_limit_headers(refused, limits, self.policy_header)
-            )
-            headers["retry-after"] = str(max(1, math.ceil(wait)))
-            raise RateLimited("rate limit exceeded", headers=headers)
-        return decisions
+        self.events.limiter_decision("refused")
+        self.refused += 1
+        wait = max(d.retry_after for d in refused)
+        headers = {
+            k.decode(): v.decode()
+            for k, v in rate_limit_headers(refused, label if self.policy_header else None)
+        }
+        headers["retry-after"] = str(max(1, math.ceil(wait)))
+        raise RateLimited("rate limit exceeded", headers=headers)

@@ -12,6 +12,8 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edge.pipeline.jwt_core import (
     InsufficientScope,
@@ -19,8 +21,11 @@ from edge.pipeline.jwt_core import (
     TokenRejected,
     UnknownKey,
     VerificationKey,
+    check_claims,
     granted_scopes,
     require_scopes,
+    valid_at,
+    validity,
     verify_token,
 )
 
@@ -181,3 +186,39 @@ def test_an_hmac_secret_that_is_a_pem_key_verifies_nothing_and_raises_no_other_e
     token = sign(claims(), "HS256", "hs")
     with pytest.raises(TokenRejected, match="signature does not verify"):
         verify_token(token, {ISSUER: POLICY}, only_pem, NOW)
+
+
+_instants = st.one_of(st.none(), st.integers(-10, 10), st.floats(-10, 10, allow_nan=False))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    exp=_instants,
+    nbf=_instants,
+    iat=_instants,
+    leeway=st.one_of(st.just(0.0), st.floats(0, 5)),
+    first_check=st.floats(-20, 20),
+    now=st.floats(-20, 20),
+)
+def test_a_cached_tokens_window_is_check_claims_exactly(
+    exp: float | None,
+    nbf: float | None,
+    iat: float | None,
+    leeway: float,
+    first_check: float,
+    now: float,
+) -> None:
+    """The auth layer re-checks a cached token with ``valid_at``; it must agree with
+    ``check_claims`` at every instant, for claims that passed it once."""
+    claims = {k: v for k, v in (("exp", exp), ("nbf", nbf), ("iat", iat)) if v is not None}
+    policy = IssuerPolicy(ISSUER, frozenset({"HS256"}), frozenset(), leeway, ())
+    try:
+        check_claims(claims, policy, first_check)
+    except TokenRejected:
+        return  # never cached
+    try:
+        check_claims(claims, policy, now)
+        passes = True
+    except TokenRejected:
+        passes = False
+    assert valid_at(*validity(claims, policy), leeway, now) is passes
