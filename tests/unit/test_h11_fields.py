@@ -1,0 +1,75 @@
+"""edge's check of response fields against h11's own: the same heads, the same refusals."""
+
+from __future__ import annotations
+
+import h11
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge.ingress import h11_fields
+from edge.ingress.h11_fields import plain_valid_fields
+
+TOKEN = b"-!#$%&'*+.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+names = st.one_of(
+    st.binary(min_size=1, max_size=12).map(lambda raw: bytes(TOKEN[b % len(TOKEN)] for b in raw)),
+    st.binary(max_size=12),  # anything: spaces, colons, CR, LF, NUL, high bytes
+    st.sampled_from([b"content-length", b"Content-Length", b"transfer-encoding", b"x-a"]),
+    st.text(max_size=6),  # str, which h11 coerces (or refuses)
+)
+values = st.one_of(
+    st.binary(max_size=20),
+    st.binary(max_size=20).map(lambda raw: bytes(0x21 + b % 0x5E for b in raw)),
+    st.lists(st.sampled_from([b"a", b" ", b"\t", b"\x80", b"\xff", b"7", b","]), max_size=8).map(
+        b"".join
+    ),
+    st.sampled_from([b"12", b"12, 12", b"chunked", b"1x", b""]),
+    st.text(max_size=6),
+)
+
+
+def _head(headers: list[tuple[object, object]], parsed: bool) -> bytes | str:
+    connection = h11.Connection(h11.SERVER)
+    connection.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    connection.next_event()
+    try:
+        response = h11.Response(status_code=200, headers=headers, _parsed=parsed)  # type: ignore[arg-type]
+        return connection.send(response) or b""
+    except Exception as exc:  # h11 refuses with LocalProtocolError, or fails to coerce a str
+        return type(exc).__name__
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.tuples(names, values), max_size=5))
+def test_a_head_is_what_h11_makes_or_refuses(headers: list[tuple[object, object]]) -> None:
+    checked = plain_valid_fields(headers)
+    assert _head(headers, checked) == _head(headers, False)
+    framing = {b"content-length", b"transfer-encoding"}
+    if checked and not any(bytes(name).lower() in framing for name, _ in headers):  # type: ignore[call-overload]
+        assert isinstance(_head(headers, False), bytes)  # what passes here, h11 passes too
+
+
+@pytest.mark.parametrize(
+    "field",
+    [
+        (b"x-a", b"b\r\nx-injected: 1"),
+        (b"x-a", b"b\n"),
+        (b"x-a", b" b"),
+        (b"x-a", b"b\t"),
+        (b"x-a", b"\x00"),
+        (b"x a", b"b"),
+        (b"x-a:", b"b"),
+        (b"", b"b"),
+        ("x-a", b"b"),
+        (b"x-a", "b"),
+    ],
+)
+def test_what_could_split_a_head_is_not_passed(field: tuple[object, object]) -> None:
+    assert not plain_valid_fields([(b"content-type", b"text/plain"), field])
+
+
+def test_the_names_remembered_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(h11_fields, "_GOOD_NAMES", set())
+    for index in range(h11_fields.GOOD_NAMES_KEPT + 50):
+        assert plain_valid_fields([(b"x-%d" % index, b"v")])
+    assert len(h11_fields._GOOD_NAMES) == h11_fields.GOOD_NAMES_KEPT
