@@ -25,13 +25,18 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 Algorithm = Literal["token_bucket", "sliding_window", "sliding_log", "leaky_bucket"]
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
+    """One limit's answer for one request.
+
+    A named tuple, not a frozen dataclass: one is made per limit and request, and a frozen
+    dataclass sets each of its six fields through ``object.__setattr__``.
+    """
+
     allowed: bool
     limit: int  # the quota, for RateLimit-Limit
     remaining: int  # for RateLimit-Remaining
@@ -69,8 +74,7 @@ class LimitSpec:
 # -- token bucket ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Bucket:
+class Bucket(NamedTuple):  # a tuple, as Decision, for the cost of making one
     tokens: float
     updated: float
 
@@ -96,8 +100,7 @@ def token_bucket(
 # -- sliding window, counter approximation ----------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class Windows:
+class Windows(NamedTuple):
     start: float  # start of the current fixed window
     current: int
     previous: int

@@ -179,9 +179,15 @@ class RateLimitLayer:
     async def _limited(self, call: Call, next_: Next, policy: RoutePolicy) -> Reply:
         if "ratelimit.decisions" in call.state:
             decisions = call.state["ratelimit.decisions"]
-        elif self._memory is not None:
+        elif self._memory is not None:  # decided here and now, in one pass
+            memory, trusted = self._memory, self.trusted
+            now = memory.clock()
             decisions = self._judge(
-                self._memory.decide_all(self._checks(call, policy.limits)), policy.limits_label
+                [
+                    memory.decide_now(limit.spec, limit_key(limit, call, trusted), now)
+                    for limit in policy.limits
+                ],
+                policy.limits_label,
             )
         else:
             decisions = await self.decide(call, policy)
