@@ -21,8 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from edge.call import Call, Reply
 from edge.errors import ConfigError, PermissionDenied, Unauthenticated
@@ -54,6 +52,9 @@ _Verified = tuple[dict[str, Any], int, IssuerPolicy, float, float]
 
 
 def _family(key: Any) -> str:
+    # imported here, as PyJWT is (jwt_core): a gateway without issuers never loads them
+    from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+
     if isinstance(key, rsa.RSAPublicKey):
         return "RSA"
     if isinstance(key, ec.EllipticCurvePublicKey):
@@ -64,6 +65,8 @@ def _family(key: Any) -> str:
 
 
 def load_static_keys(issuer: IssuerConfig) -> list[VerificationKey]:
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
     keys = []
     for config in issuer.keys:
         if config.secret is not None:
@@ -220,6 +223,8 @@ class AuthLayer:
         self.index = index
         self.ring = ring
         self.clock = clock
+        if config.issuers:  # loaded now, with the config, so the first token waits for no import
+            import jwt  # noqa: F401
         self.issuers = {
             i.issuer: IssuerPolicy(
                 issuer=i.issuer,

