@@ -26,6 +26,7 @@ import tempfile
 import threading
 import time
 import tracemalloc
+import types
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -36,13 +37,17 @@ _STDLIB = ("/asyncio/", "/contextlib.py", "/typing.py", "/functools.py", "/uuid.
 
 
 def _type_census() -> dict[str, int]:
-    """Live objects by type, and asyncio tasks by the coroutine they run (``task:NAME``)."""
+    """Live objects by type, asyncio tasks by the coroutine they run (``task:NAME``) and
+    suspended coroutines by name (``coro:NAME``): each holds a frame, often the largest
+    part of what an idle socket costs."""
     census: Counter[str] = Counter()
     for obj in gc.get_objects():
         kind = type(obj)
         census[f"{kind.__module__}.{kind.__qualname__}"] += 1
         if isinstance(obj, asyncio.Task) and not obj.done():
             census[f"task:{getattr(obj.get_coro(), '__qualname__', '?')}"] += 1
+        elif isinstance(obj, types.CoroutineType):
+            census[f"coro:{obj.__qualname__}"] += 1
     return dict(census)
 
 
@@ -159,9 +164,13 @@ def report_growth(
     for name, count in grown.most_common():
         if name.startswith("task:") and count > 0:
             lines.append(f"  {count / sockets:>6.2f}  {name.removeprefix('task:')}")
+    lines += ["", "coroutines by name (per socket):"]
+    for name, count in grown.most_common():
+        if name.startswith("coro:") and count > 0:
+            lines.append(f"  {count / sockets:>6.2f}  {name.removeprefix('coro:')}")
     lines += ["", "live objects by type (per socket):"]
     for name, count in grown.most_common(top + 10):
-        if not name.startswith("task:"):
+        if not name.startswith(("task:", "coro:")):
             lines.append(f"  {count / sockets:>6.2f}  {name}")
     return "\n".join(lines)
 

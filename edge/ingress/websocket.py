@@ -113,68 +113,19 @@ async def serve_websocket(
     receive: Receive,
     send: Send,
 ) -> None:
-    """Handshake, then run one call over the socket until it ends one way or another.
-
-    Credentials and limits that can be checked at the handshake are checked there, so a
-    refused socket is a refused handshake (401, 403, 429) rather than an opened socket
-    closed at once. A route that needs credentials refuses a handshake without them (401),
-    unless ``websocket.first_frame_auth`` lets the token come in the first frame: then it
-    is checked when that frame arrives, and a socket that sends none within
-    ``first_frame_timeout`` is closed UNAUTHENTICATED.
-    """
-    event = await receive()
-    if event["type"] != "websocket.connect":
-        return
-    policy = state.websocket
-    shutdown = shutdown_signal(scope)
-    try:
-        if shutdown is not None and shutdown.is_set():
-            raise UpstreamUnavailable(SHUTTING_DOWN)
-        if not origin_allowed(scope["headers"], policy):
-            raise PermissionDenied("origin not allowed")
-        offered = [p.strip() for p in scope.get("subprotocols", [])]
-        chosen = choose_subprotocol(offered)
-        if chosen is None:
-            raise BadRequest(
-                f"offer the WebSocket subprotocol {SUBPROTOCOL} (or {BINARY_SUBPROTOCOL})"
-            )
-        route = found.target
-        call = state.calls.socket(
-            scope,
-            upstream=route.upstream,
-            method=route.method,
-            timeout=route.timeout,
-            token=socket_token(scope, policy, offered),
-        )
-        await state.pipeline.admit(call, credentials_may_follow=policy.first_frame_auth)
-    except EdgeError as error:
-        await refuse_handshake(scope, send, error)
-        return
-    subprotocol, binary = chosen
-    await send({"type": "websocket.accept", "subprotocol": subprotocol})
-    session = WebSocketSession(
-        found, scope, receive, send, state.chain, policy, binary, call, state.pipeline
-    )
-    metrics.WEBSOCKETS.inc()
-    try:
-        await _serve(session, state, found, shutdown)
-    finally:
-        metrics.WEBSOCKETS.dec()
-
-
-async def _serve(
-    session: WebSocketSession,
-    state: GatewayState,
-    found: RouteMatch[TranscodeRoute],
-    shutdown: asyncio.Event | None,
-) -> None:
-    """Run the session in this (Hypercorn's) task until it ends, then see it closed.
+    """Handshake, then run the session in this (Hypercorn's) task until it ends, then see
+    it closed.
 
     This task reads the client's frames itself; the call gets a task of its own only once
     the first frame starts it, and the rest (first-frame and idle deadlines, the drain, a
     reload) are a timer and callbacks that interrupt the read (``session.interrupt``), so
-    an idle socket holds no task of ours.
+    an idle socket holds no task of ours, and this one frame (the handshake's is gone by
+    then: each frame an idle socket holds costs it for hours).
     """
+    opened = await _handshake(state, found, scope, receive, send)
+    if opened is None:
+        return
+    session, shutdown = opened
     reload = (
         ReloadWatch(state, found, session.scope, session.reload_due)
         if state.websocket.reconnect_on_reload != "never"
@@ -186,6 +137,7 @@ async def _serve(
     assert task is not None
     cancelling = task.cancelling()
     ended: BaseException | str | None
+    metrics.WEBSOCKETS.inc()
     try:
         # Read frames until something ends the session: the reader's error, or the reason
         # an interrupt gave (``session.ending``); None when the call just finished.
@@ -215,6 +167,7 @@ async def _serve(
                 async with asyncio.timeout(CLOSE_HANDSHAKE_SECONDS):
                     await session.read_frames()  # drops frames until the client's Close
     finally:
+        metrics.WEBSOCKETS.dec()
         session.disarm_timer()
         if shutdown is not None:
             forget(shutdown, session.drained)
@@ -225,6 +178,58 @@ async def _serve(
             call_task.cancel()
             with contextlib.suppress(BaseException):
                 await call_task
+
+
+async def _handshake(
+    state: GatewayState,
+    found: RouteMatch[TranscodeRoute],
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+) -> tuple[WebSocketSession, asyncio.Event | None] | None:
+    """Accept the socket, with its session and the drain's signal; None if refused.
+
+    Credentials and limits that can be checked at the handshake are checked there, so a
+    refused socket is a refused handshake (401, 403, 429) rather than an opened socket
+    closed at once. A route that needs credentials refuses a handshake without them (401),
+    unless ``websocket.first_frame_auth`` lets the token come in the first frame: then it
+    is checked when that frame arrives, and a socket that sends none within
+    ``first_frame_timeout`` is closed UNAUTHENTICATED.
+    """
+    event = await receive()
+    if event["type"] != "websocket.connect":
+        return None
+    policy = state.websocket
+    shutdown = shutdown_signal(scope)
+    try:
+        if shutdown is not None and shutdown.is_set():
+            raise UpstreamUnavailable(SHUTTING_DOWN)
+        if not origin_allowed(scope["headers"], policy):
+            raise PermissionDenied("origin not allowed")
+        offered = [p.strip() for p in scope.get("subprotocols", [])]
+        chosen = choose_subprotocol(offered)
+        if chosen is None:
+            raise BadRequest(
+                f"offer the WebSocket subprotocol {SUBPROTOCOL} (or {BINARY_SUBPROTOCOL})"
+            )
+        route = found.target
+        call = state.calls.socket(
+            scope,
+            upstream=route.upstream,
+            method=route.method,
+            timeout=route.timeout,
+            token=socket_token(scope, policy, offered),
+        )
+        await state.pipeline.admit(call, credentials_may_follow=policy.first_frame_auth)
+    except EdgeError as error:
+        await refuse_handshake(scope, send, error)
+        return None
+    subprotocol, binary = chosen
+    await send({"type": "websocket.accept", "subprotocol": subprotocol})
+    session = WebSocketSession(
+        found, scope, receive, send, state.chain, policy, binary, call, state.pipeline
+    )
+    return session, shutdown
 
 
 def _call_outcome(session: WebSocketSession) -> BaseException | None:

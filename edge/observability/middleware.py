@@ -16,15 +16,18 @@ Access logs are one JSON line per request; never tokens, never bodies.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
 import time
+from collections.abc import Awaitable
 from typing import Any, Protocol
 
 import orjson
 
 from edge.ingress.asgi import REQUEST_ID, ASGIApp, Message, Receive, Scope, Send
+from edge.ingress.slim import BARE_CONTEXT
 from edge.observability import metrics
 
 access_log = logging.getLogger("edge.access")
@@ -80,11 +83,10 @@ class ObserveASGI:
         self._in_flight = {p: metrics.child(metrics.IN_FLIGHT, p) for p in ("http", "websocket")}
         self._answered: dict[tuple[str, str, int, str], tuple[Any, Any]] = {}
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         kind = scope["type"]
         if kind != "http" and kind != "websocket":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         request_id = traceparent = tracestate = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":
@@ -113,73 +115,133 @@ class ObserveASGI:
         REQUEST_ID.set(request_id)
         info: dict[str, Any] = {"route": "unmatched"}
         scope["edge"] = info
-        answer = {"status": 0, "bytes": 0}
-        id_header = (b"x-request-id", request_id.encode())
-
-        async def observed_send(message: Message) -> None:
-            kind_ = message["type"]
-            if kind_ == "http.response.start" or kind_ == "websocket.http.response.start":
-                answer["status"] = message["status"]
-                message = {**message, "headers": [*message.get("headers", ()), id_header]}
-            elif kind_ == "http.response.body" or kind_ == "websocket.http.response.body":
-                answer["bytes"] += len(message.get("body", b""))
-            elif kind_ == "websocket.accept":
-                answer["status"] = 101
-                message = {**message, "headers": [*message.get("headers", ()), id_header]}
-            await send(message)
-
         protocol = "websocket" if kind == "websocket" else "http"
-        start = time.perf_counter()
-        failure: BaseException | None = None
+        seen = _Observed(self, scope, send, span, info, protocol, request_id, trace_id)
         if self.metrics_on:
             self._in_flight[protocol].inc()
+        if kind == "websocket":
+            # Not awaited in a frame of our own: an idle socket would hold that frame for
+            # hours (~0.6 KiB). The server runs each socket's app in a task of its own, so
+            # the socket is over when that task is, and its line is written then.
+            task = asyncio.current_task()
+            assert task is not None
+            task.add_done_callback(seen.task_done, context=BARE_CONTEXT)
+            return self.app(scope, receive, seen.send)
+        return self._observed(seen, scope, receive)
+
+    async def _observed(self, seen: _Observed, scope: Scope, receive: Receive) -> None:
+        failure: BaseException | None = None
         try:
-            await self.app(scope, receive, observed_send)
+            await self.app(scope, receive, seen.send)
         except BaseException as error:
             failure = error
             raise
         finally:
-            elapsed = time.perf_counter() - start
-            status = answer["status"] or (499 if protocol == "http" else 1006)
-            if span is not None:
-                span.finish(status, info, failure)
-            if self.metrics_on:
-                self._in_flight[protocol].dec()
-                route = info["route"]
-                method = scope.get("method", "GET")
-                # any token is a method to h11: unknown ones share a label, or a client
-                # could mint time series (and memory) at will
-                label = method if method in _METHODS else "other"
-                # the adapter names its protocol (grpc-web, connect) where the scope cannot
-                served = info.get("protocol", protocol)
-                key = (route, label, status, served)
-                answered = self._answered.get(key)
-                if answered is None:
-                    answered = self._answered[key] = (
-                        metrics.child(metrics.REQUESTS, route, label, str(status), served),
-                        metrics.child(metrics.REQUEST_SECONDS, route, served),
-                    )
-                answered[0].inc()
-                answered[1].observe(elapsed)
-            if self.access_log_on:
-                client = scope.get("client")
-                access_log.info(
-                    "%s",
-                    orjson.dumps(
-                        {
-                            "time": time.time(),
-                            "protocol": info.get("protocol", protocol),
-                            "method": scope.get("method", "GET"),
-                            "path": scope["path"],
-                            "route": info["route"],
-                            "status": status,
-                            "grpc_code": info.get("grpc_code"),
-                            "duration_ms": round(elapsed * 1000, 3),
-                            "bytes": answer["bytes"],
-                            "client": client[0] if client else None,
-                            "user": info.get("user"),
-                            "request_id": request_id,
-                            "trace_id": trace_id,
-                        }
-                    ).decode(),
+            seen.finished(failure)
+
+
+class _Observed:
+    """One request between its start and its access log line."""
+
+    __slots__ = (
+        "_send",
+        "answer_bytes",
+        "id_header",
+        "info",
+        "observer",
+        "protocol",
+        "request_id",
+        "scope",
+        "span",
+        "start",
+        "status",
+        "trace_id",
+    )
+
+    def __init__(
+        self,
+        observer: ObserveASGI,
+        scope: Scope,
+        send: Send,
+        span: RequestSpan | None,
+        info: dict[str, Any],
+        protocol: str,
+        request_id: str,
+        trace_id: str,
+    ) -> None:
+        self.observer = observer
+        self.scope = scope
+        self._send = send
+        self.span = span
+        self.info = info
+        self.protocol = protocol
+        self.request_id = request_id
+        self.trace_id = trace_id
+        self.id_header = (b"x-request-id", request_id.encode())
+        self.status = 0
+        self.answer_bytes = 0
+        self.start = time.perf_counter()
+
+    async def send(self, message: Message) -> None:
+        """The app's ``send``: the status and size noted, the request id added."""
+        kind = message["type"]
+        if kind == "http.response.start" or kind == "websocket.http.response.start":
+            self.status = message["status"]
+            message = {**message, "headers": [*message.get("headers", ()), self.id_header]}
+        elif kind == "http.response.body" or kind == "websocket.http.response.body":
+            self.answer_bytes += len(message.get("body", b""))
+        elif kind == "websocket.accept":
+            self.status = 101
+            message = {**message, "headers": [*message.get("headers", ()), self.id_header]}
+        await self._send(message)
+
+    def task_done(self, task: asyncio.Task[Any]) -> None:
+        # the server logs what the app raised; the task itself ends quietly, or cancelled
+        self.finished(None if task.cancelled() else task.exception())
+
+    def finished(self, failure: BaseException | None) -> None:
+        elapsed = time.perf_counter() - self.start
+        protocol, info, scope, observer = self.protocol, self.info, self.scope, self.observer
+        status = self.status or (499 if protocol == "http" else 1006)
+        if self.span is not None:
+            self.span.finish(status, info, failure)
+        if observer.metrics_on:
+            observer._in_flight[protocol].dec()
+            route = info["route"]
+            method = scope.get("method", "GET")
+            # any token is a method to h11: unknown ones share a label, or a client could
+            # mint time series (and memory) at will
+            label = method if method in _METHODS else "other"
+            # the adapter names its protocol (grpc-web, connect) where the scope cannot
+            served = info.get("protocol", protocol)
+            key = (route, label, status, served)
+            answered = observer._answered.get(key)
+            if answered is None:
+                answered = observer._answered[key] = (
+                    metrics.child(metrics.REQUESTS, route, label, str(status), served),
+                    metrics.child(metrics.REQUEST_SECONDS, route, served),
                 )
+            answered[0].inc()
+            answered[1].observe(elapsed)
+        if observer.access_log_on:
+            client = scope.get("client")
+            access_log.info(
+                "%s",
+                orjson.dumps(
+                    {
+                        "time": time.time(),
+                        "protocol": info.get("protocol", protocol),
+                        "method": scope.get("method", "GET"),
+                        "path": scope["path"],
+                        "route": info["route"],
+                        "status": status,
+                        "grpc_code": info.get("grpc_code"),
+                        "duration_ms": round(elapsed * 1000, 3),
+                        "bytes": self.answer_bytes,
+                        "client": client[0] if client else None,
+                        "user": info.get("user"),
+                        "request_id": self.request_id,
+                        "trace_id": self.trace_id,
+                    }
+                ).decode(),
+            )

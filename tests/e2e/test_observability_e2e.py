@@ -158,3 +158,36 @@ async def test_open_streams_and_sockets_are_gauged_until_they_end(stack: Any) ->
     )
     assert total(after, "edge_streams_in_flight") == total(idle, "edge_streams_in_flight")
     assert total(after, "edge_websocket_connections") == total(idle, "edge_websocket_connections")
+
+
+async def test_a_websocket_is_logged_once_when_it_ends(
+    stack_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The socket's line is written when its task ends (no frame waits for it meanwhile):
+    none while it is open, one after, with the handshake's request id and the time open."""
+    from websockets.asyncio.client import connect
+
+    caplog.set_level(logging.INFO, logger="edge.access")
+
+    def socket_lines() -> list[dict[str, Any]]:
+        lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "edge.access"]
+        return [line for line in lines if line["protocol"] == "websocket"]
+
+    async with stack_factory(observability={"access_log": True}) as stack:
+        url = stack.gateway.base_url.replace("http", "ws") + "/ws/edgetest.v1.KitchenService/Echo"
+        async with connect(url, subprotocols=["edge.grpc-ws.v1"]) as ws:
+            assert ws.response is not None
+            request_id = ws.response.headers["x-request-id"]
+            await asyncio.sleep(0.3)  # open, waiting for the call's first frame
+            assert socket_lines() == []  # nothing written while it is open
+        async with stack.client() as client:
+            for _ in range(100):
+                if socket_lines():
+                    break
+                await asyncio.sleep(0.02)
+            scrape = (await client.get("/metrics")).text
+    [line] = socket_lines()
+    assert line["status"] == 101 and line["request_id"] == request_id
+    assert line["route"] == "edgetest.v1.KitchenService.Echo"
+    assert line["duration_ms"] >= 300
+    assert sample(scrape, "edge_in_flight_requests", protocol="websocket") == 0
