@@ -349,16 +349,6 @@ def throughput_lines(figures: list[Figures]) -> list[str]:
     return lines
 
 
-def _read_ndjson(url: str, out: Path) -> Callable[[], int]:
-    """A reader for streaming.measure: curl -N into a file (no Python pipe), then its lines."""
-
-    def read() -> int:
-        subprocess.run(["curl", "-sS", "-N", "-o", str(out), url], check=True, timeout=600)
-        return out.read_bytes().count(b"\n")
-
-    return read
-
-
 def _reader_cpu() -> float:
     """CPU seconds of this process and its reaped children (curl) so far."""
     own = resource.getrusage(resource.RUSAGE_SELF)
@@ -372,7 +362,9 @@ def measure_streams(settings: Settings, servers: Servers, workdir: Path) -> list
     edge_bind = servers.edge_url.removeprefix("http://")
 
     def ndjson(base: str, name: str) -> Callable[[int], object]:
-        return lambda n: _read_ndjson(f"{base}/v1/count/{n}?padding={padding}", workdir / name)
+        return lambda n: streaming.read_ndjson(
+            f"{base}/v1/count/{n}?padding={padding}", workdir / name
+        )
 
     readers: list[tuple[str, str, Child, Callable[[int], object]]] = [
         ("grpc-gateway NDJSON stream", "curl -N", servers.grpc_gateway,
