@@ -223,6 +223,11 @@ class GuardedH11Protocol(H11Protocol):
             self.written += len(event.data)
         await self._server_send(event)
 
+    async def send_raw(self, data: bytes) -> None:
+        """Bytes of a switched connection (a WebSocket's frames), as ``stream_send`` passes
+        a ``Data`` event's through: counted, then written."""
+        await self.send(RawData(data=data))
+
     def _holds(self) -> bool:
         """Whether heads can be held: decided once per connection (its transport stays)."""
         if self._can_hold is None:
@@ -354,6 +359,7 @@ class GuardedH11Protocol(H11Protocol):
             self.server,
             self.stream_send,
             STREAM_ID,
+            send_raw=self.send_raw,
         )
         self.stream = stream
         self.connection = H11WSConnection(cast(h11.Connection, self.connection))

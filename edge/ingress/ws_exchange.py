@@ -43,8 +43,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hypercorn.protocol.events import StreamClosed
-from hypercorn.protocol.ws_stream import WSStream
-from wsproto.events import Ping
+from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
+from wsproto.events import BytesMessage, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError
 
 from edge.ingress.slim import SmallQueue, wait_listed, wake_all
@@ -63,9 +63,12 @@ class EdgeWSStream(WSStream):
         write_now: Callable[[bytes], None],
         extensions: dict[str, Any],
         *args: Any,
+        send_raw: Callable[[bytes], Awaitable[None]] | None = None,
     ) -> None:
-        # ``args`` are WSStream's own (app, config, context, task_group, ...)
+        # ``args`` are WSStream's own (app, config, context, task_group, ...); ``send_raw``
+        # writes the connection's bytes as the protocol passes a switched stream's through
         super().__init__(*args)
+        self._send_raw = send_raw
         self._tasks = self.task_group
         self.task_group = self  # type: ignore[assignment]  # see spawn_app and spawn
         self._direct_app = direct_app
@@ -98,6 +101,33 @@ class EdgeWSStream(WSStream):
         self._tasks.spawn(func, *args)
 
     # -- the app's side ----------------------------------------------------------------
+
+    async def app_send(self, message: Any) -> None:
+        # A stream's messages to the client take this path, one per message: framed by
+        # wsproto and written as WSStream's own path would (same bytes, same counting),
+        # without the five layers between (an event, the protocol's dispatch on it, h11's
+        # pass-through); everything else goes WSStream's way
+        if (
+            message is not None
+            and message["type"] == "websocket.send"
+            and self.state is ASGIWebsocketState.CONNECTED
+            and self._send_raw is not None
+        ):
+            data = message.get("bytes")
+            if data is not None:
+                event: TextMessage | BytesMessage = BytesMessage(data=bytes(data))
+            else:
+                text = message["text"]
+                if not isinstance(text, str):
+                    raise TypeError(f"{text} should be a str")
+                event = TextMessage(data=text)
+            try:
+                framed = self.connection.send(event)
+            except LocalProtocolError:
+                return  # as WSStream: the connection is closing
+            await self._send_raw(framed)
+            return
+        await super().app_send(message)
 
     async def _run(self, scope: Any, send: Callable[[Any], Awaitable[None]]) -> None:
         """The app's task: Hypercorn's ``_handle`` without its wrappers."""

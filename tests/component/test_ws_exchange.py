@@ -103,8 +103,8 @@ async def app(scope: Any, receive: Any, send: Any) -> None:
 class CountingStream(EdgeWSStream):
     made = 0
 
-    def __init__(self, *args: Any) -> None:
-        super().__init__(*args)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         CountingStream.made += 1
 
 
