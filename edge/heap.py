@@ -25,6 +25,7 @@ their process's collector.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import time
@@ -37,6 +38,12 @@ log = logging.getLogger(__name__)
 _enabled = False
 _started_at = 0.0
 _pauses: dict[int, Any] = {}  # the histogram's child per generation, found once
+# Pauses measured but not yet in the histogram, as (generation, seconds): see
+# ``_time_collection`` for why the callback only notes them. Bounded: a loop too busy to
+# flush them loses the oldest figures, never memory.
+_pending: list[tuple[int, float]] = []
+PENDING_KEPT = 10_000
+FLUSH_SECONDS = 1.0
 
 
 def enable() -> None:
@@ -47,6 +54,25 @@ def enable() -> None:
     _enabled = True
     _pauses.update({g: metrics.GC_PAUSE_SECONDS.labels(str(g)) for g in range(3)})
     gc.callbacks.append(_time_collection)
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return  # no loop here: pauses reach the histogram at each settle
+    loop.call_later(FLUSH_SECONDS, _flush_every, loop)
+
+
+def _flush_every(loop: asyncio.AbstractEventLoop) -> None:
+    flush()
+    loop.call_later(FLUSH_SECONDS, _flush_every, loop)
+
+
+def flush() -> None:
+    """Put the pauses noted since the last flush into the histogram (on the event loop)."""
+    count = len(_pending)
+    batch = _pending[:count]
+    del _pending[:count]  # a collection during this flush appends after them: kept
+    for generation, seconds in batch:
+        _pauses[generation].observe(seconds)
 
 
 def enabled() -> bool:
@@ -61,6 +87,7 @@ def settle(reason: str) -> None:
     """
     if not _enabled:
         return
+    flush()
     began = time.perf_counter()
     gc.unfreeze()
     collected = gc.collect()
@@ -77,9 +104,17 @@ def settle(reason: str) -> None:
 
 
 def _time_collection(phase: str, info: dict[str, Any]) -> None:
-    """gc's callback: the pause of each collection, by generation, into a histogram."""
+    """gc's callback: the pause of each collection, by generation, noted for ``flush``.
+
+    Never into the histogram from here. A collection runs wherever an allocation happens
+    to trigger it, and that can be inside prometheus_client while it holds its lock: with
+    several workers (multiprocess metrics) one lock guards every value, and making a
+    labelled child allocates under it. Observing there waited on that lock for ever: a
+    worker deadlocked on its first requests and never accepted again (seen in
+    ``benchmarks/scaling.py``'s bursts, three runs in ten).
+    """
     global _started_at
     if phase == "start":
         _started_at = time.perf_counter()
-    else:
-        _pauses[info["generation"]].observe(time.perf_counter() - _started_at)
+    elif len(_pending) < PENDING_KEPT:
+        _pending.append((info["generation"], time.perf_counter() - _started_at))
