@@ -42,7 +42,6 @@ from edge.config_source import ConfigSource
 from edge.errors import ConfigError
 from edge.ingress.asgi import ASGIApp, Receive, Scope, Send
 from edge.ingress.h2_resets import EdgeHypercornConfig
-from edge.ingress.slim import BARE_CONTEXT
 from edge.ingress.websocket_policy import SHUTDOWN_STATE_KEY
 from edge.redaction import redact_config, redact_text, redact_url
 from edge.routes import load_routes
@@ -136,7 +135,7 @@ class Drain:
         task = asyncio.current_task()
         assert task is not None
         self.running.add(task)
-        task.add_done_callback(self._ended, context=BARE_CONTEXT)
+        task.add_done_callback(self._ended)
         return self.front(scope, receive, send)
 
     def _ended(self, task: asyncio.Task[Any]) -> None:

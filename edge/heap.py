@@ -40,7 +40,7 @@ _started_at = 0.0
 _pauses: dict[int, Any] = {}  # the histogram's child per generation, found once
 # Pauses measured but not yet in the histogram, as (generation, seconds): see
 # ``_time_collection`` for why the callback only notes them. Bounded: a loop too busy to
-# flush them loses the oldest figures, never memory.
+# flush them loses the newest figures, never memory.
 _pending: list[tuple[int, float]] = []
 PENDING_KEPT = 10_000
 FLUSH_SECONDS = 1.0

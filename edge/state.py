@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 from edge.ingress.asgi import ASGIApp, Receive, Scope, Send
 from edge.ingress.calls import CallFactory
 from edge.ingress.compression import Compression
-from edge.ingress.slim import BARE_CONTEXT
 from edge.ingress.websocket_policy import WebSocketPolicy
 from edge.pipeline.build import Pipeline
 from edge.pipeline.chain import Next
@@ -147,5 +146,5 @@ class LiveFront:
             task = asyncio.current_task()
             if task is not None:
                 life.active += 1
-                task.add_done_callback(life.request_ended, context=BARE_CONTEXT)
+                task.add_done_callback(life.request_ended)
         return state.front(scope, receive, send)

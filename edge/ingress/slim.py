@@ -13,14 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 from collections import deque
 from typing import Any
-
-# For callbacks that read no context variable (a request's end counted, its log line
-# written from what it carries): passed as their context, it saves the copy of the
-# task's context that ``add_done_callback`` otherwise makes, for every open socket
-BARE_CONTEXT = contextvars.Context()
 
 
 async def wait_listed(waiters: list[asyncio.Future[None]]) -> None:

@@ -111,6 +111,7 @@ class EdgeWSStream(WSStream):
             message is not None
             and message["type"] == "websocket.send"
             and self.state is ASGIWebsocketState.CONNECTED
+            and not self.closed  # the client went (no Close needed): WSStream drops it too
             and self._send_raw is not None
         ):
             data = message.get("bytes")

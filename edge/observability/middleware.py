@@ -27,7 +27,6 @@ from typing import Any, Protocol
 import orjson
 
 from edge.ingress.asgi import REQUEST_ID, ASGIApp, Message, Receive, Scope, Send
-from edge.ingress.slim import BARE_CONTEXT
 from edge.observability import metrics
 
 access_log = logging.getLogger("edge.access")
@@ -119,13 +118,15 @@ class ObserveASGI:
         seen = _Observed(self, scope, send, span, info, protocol, request_id, trace_id)
         if self.metrics_on:
             self._in_flight[protocol].inc()
-        if kind == "websocket":
+        if kind == "websocket" and span is None:
             # Not awaited in a frame of our own: an idle socket would hold that frame for
             # hours (~0.6 KiB). The server runs each socket's app in a task of its own, so
-            # the socket is over when that task is, and its line is written then.
+            # the socket is over when that task is, and its line is written then. Not with
+            # a span: it must end in the task's own context (OpenTelemetry detaches it
+            # there), and with the app's exception, which the server swallows.
             task = asyncio.current_task()
             assert task is not None
-            task.add_done_callback(seen.task_done, context=BARE_CONTEXT)
+            task.add_done_callback(seen.task_done)
             return self.app(scope, receive, seen.send)
         return self._observed(seen, scope, receive)
 
@@ -197,7 +198,7 @@ class _Observed:
 
     def task_done(self, task: asyncio.Task[Any]) -> None:
         # the server logs what the app raised; the task itself ends quietly, or cancelled
-        self.finished(None if task.cancelled() else task.exception())
+        self.finished(None)
 
     def finished(self, failure: BaseException | None) -> None:
         elapsed = time.perf_counter() - self.start

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 from hypercorn.config import Config
+from hypercorn.protocol.ws_stream import ASGIWebsocketState, WSStream
 from hypercorn_pair import (
     HypercornPair,
     comparable,
@@ -36,6 +37,8 @@ from hypercorn_pair import (
 )
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from wsproto import ConnectionType
+from wsproto.connection import Connection
 
 from edge.ingress import h11_continue, ws_exchange
 from edge.ingress.ws_exchange import EdgeWSStream
@@ -437,3 +440,32 @@ async def test_the_pinger_pings_in_batches_and_past_a_failing_socket() -> None:
     assert all(s.pings == 1 for s in sockets) and closed.pings == 0
     assert closed not in pinger.streams and pinger.timer is not None
     pinger.timer.cancel()
+
+
+async def test_nothing_is_written_for_the_app_once_the_client_has_gone() -> None:
+    """A client that drops its connection without a Close leaves the socket CONNECTED to
+    wsproto: messages the app still sends are dropped, as WSStream drops them, not framed
+    and written to a closed transport."""
+    written: list[bytes] = []
+    sent: list[object] = []
+
+    async def send_raw(data: bytes) -> None:
+        written.append(data)
+
+    async def stream_send(event: object) -> None:
+        sent.append(event)
+
+    config = Config()
+    ours = EdgeWSStream(
+        app, lambda data: None, {}, app, config, None, None, False, None, None, stream_send, 1,
+        send_raw=send_raw,
+    )  # fmt: skip
+    stock = WSStream(app, config, None, None, False, None, None, stream_send, 1)
+    for stream in (ours, stock):
+        stream.connection = Connection(ConnectionType.SERVER)
+        stream.state = ASGIWebsocketState.CONNECTED
+        await stream.app_send({"type": "websocket.send", "text": "open"})
+        stream.closed = True  # as the server's Closed event leaves it
+        await stream.app_send({"type": "websocket.send", "text": "after"})
+    assert written == [b"\x81\x04open"]  # ours, straight to the connection
+    assert [getattr(event, "data", None) for event in sent] == [b"\x81\x04open"]  # stock's
