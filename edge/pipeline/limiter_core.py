@@ -58,7 +58,7 @@ class LimitSpec:
     # derived once here, read on every decision
     rate: float = field(init=False, repr=False, compare=False)  # requests per second
     capacity: int = field(init=False, repr=False, compare=False)
-    ttl: float = field(init=False, repr=False, compare=False)  # see ``state_ttl``
+    ttl: float = field(init=False, repr=False, compare=False)  # how long a state matters
 
     def __post_init__(self) -> None:
         rate = self.limit / self.period

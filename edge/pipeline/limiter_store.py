@@ -46,11 +46,6 @@ _STEPS: dict[str, Callable[[Any, float, LimitSpec, int], tuple[Any, Decision]]] 
 }
 
 
-def state_ttl(spec: LimitSpec) -> float:
-    """How long a key's state matters: after this, a fresh state decides the same."""
-    return spec.ttl
-
-
 class LimiterStore(Protocol):
     async def decide(
         self, checks: Sequence[tuple[LimitSpec, str]], cost: int = 1
@@ -160,10 +155,6 @@ class MemoryLimiterStore:
     async def decide(
         self, checks: Sequence[tuple[LimitSpec, str]], cost: int = 1
     ) -> list[Decision]:
-        return self.decide_all(checks, cost)
-
-    def decide_all(self, checks: Sequence[tuple[LimitSpec, str]], cost: int = 1) -> list[Decision]:
-        """``decide`` without the coroutine: the rate-limit layer's hot path."""
         now = self.clock()
         return [self.decide_now(spec, key, now, cost) for spec, key in checks]
 
@@ -234,7 +225,7 @@ class RedisLimiterStore:
         self, pipe: Any, spec: LimitSpec, key: str, cost: int, now: float | None
     ) -> None:
         """Queue one script call on the pipeline (redis-py's async scripts must be awaited)."""
-        ttl_ms = math.ceil(state_ttl(spec) * 1000)
+        ttl_ms = math.ceil(spec.ttl * 1000)
         name = self.prefix + key
         keys = [name]
         args: list[Any]
