@@ -42,8 +42,16 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import run, streaming
-from benchmarks.processes import Child, free_port, spawn, stop, wait_for_file, wait_for_http
-from benchmarks.report import POST_TARGET, Figures, Ratio, format_table
+from benchmarks.processes import (
+    Child,
+    free_port,
+    spawn,
+    spawn_edge,
+    stop,
+    wait_for_file,
+    wait_for_http,
+)
+from benchmarks.report import POST_TARGET, Figures, Ratio, fixed_width, format_table
 from benchmarks.streaming import StreamFigures
 from benchmarks.wrk import wrk_path
 
@@ -227,16 +235,10 @@ def start_servers(children: list[Child], workdir: Path, bin_dir: Path) -> Server
     children.append(grpc_gateway)
 
     edge_bind = f"127.0.0.1:{free_port()}"
-    config = workdir / "edge.yaml"  # JSON is YAML
-    config.write_text(json.dumps(edge_config(edge_bind, upstream_address)))
-    python = sys.executable
-    edge = spawn(
-        "edge", [python, "-m", "edge.cli", "serve", "--config", str(config)], workdir, REPO
-    )
-    children.append(edge)
+    edge = spawn_edge("edge", edge_config(edge_bind, upstream_address), workdir, REPO, children)
 
     bare_bind = f"127.0.0.1:{free_port()}"
-    bare = spawn("bare", [python, "-m", "benchmarks.bare_app", bare_bind], workdir, REPO)
+    bare = spawn("bare", [sys.executable, "-m", "benchmarks.bare_app", bare_bind], workdir, REPO)
     children.append(bare)
 
     grpc_gateway_url = f"http://127.0.0.1:{wait_for_file(grpc_gateway, gateway_port_file)}"
@@ -444,17 +446,22 @@ READER_LIMIT_CORES = 0.8  # a reader this busy may be what limits the rate
 
 
 def format_streams(rows: list[StreamRow], verdicts: list[StreamVerdict]) -> str:
-    def row(cells: list[str]) -> str:
-        pairs = zip(cells, _STREAM_COLUMNS, strict=True)
-        return "  ".join(f"{cell:{align}{width}}" for cell, (_, width, align) in pairs)
-
-    lines = [row([name for name, _, _ in _STREAM_COLUMNS])]
-    lines.append("  ".join("-" * width for _, width, _ in _STREAM_COLUMNS))
-    for r in rows:
-        cells = [r.scenario, r.reader, f"{r.messages:,}", f"{r.rate:,.0f}"]
-        cells += [f"{r.gateway_us:,.1f}", f"{r.gateway_cpu_s / r.seconds:.2f}"]
-        cells += [f"{r.upstream_us:,.1f}", f"{r.reader_cpu_s / r.seconds:.2f}"]
-        lines.append(row(cells))
+    lines = fixed_width(
+        _STREAM_COLUMNS,
+        (
+            [
+                r.scenario,
+                r.reader,
+                f"{r.messages:,}",
+                f"{r.rate:,.0f}",
+                f"{r.gateway_us:,.1f}",
+                f"{r.gateway_cpu_s / r.seconds:.2f}",
+                f"{r.upstream_us:,.1f}",
+                f"{r.reader_cpu_s / r.seconds:.2f}",
+            ]
+            for r in rows
+        ),
+    )
     edge_ndjson = next(r for r in rows if r.scenario == "edge NDJSON stream")
     lines.append(
         "NDJSON bodies of edge and grpc-gateway: "

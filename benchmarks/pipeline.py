@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import socket
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -31,7 +30,7 @@ from typing import Any
 
 import jwt
 
-from benchmarks.processes import Child, free_port, spawn
+from benchmarks.processes import Child, free_port, spawn, spawn_edge
 
 ISSUER = "https://bench.edge.invalid"
 SUBJECT = "bench"
@@ -192,11 +191,7 @@ def start_gateway(
 ) -> PipelineGateway:
     """Spawn ``edge serve`` with ``config`` (its ``server.bind`` already set) and its script."""
     name = f"pipeline-{backend}"
-    config_file = workdir / f"{name}.yaml"  # JSON is YAML
-    config_file.write_text(json.dumps(config))
-    argv = [sys.executable, "-m", "edge.cli", "serve", "--config", str(config_file)]
-    child = spawn(name, argv, workdir, cwd)
-    children.append(child)
+    child = spawn_edge(name, config, workdir, cwd, children)
     script, status_file = workdir / f"{name}.lua", workdir / f"{name}.status"
     write_wrk_script(script, body, token, status_file)
     url = f"http://{config['server']['bind'][0]}"

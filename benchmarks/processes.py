@@ -9,16 +9,19 @@ kernel is asked to SIGTERM each child if this orchestrator dies first, so even a
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 
@@ -83,6 +86,19 @@ def spawn(
             preexec_fn=_die_with_parent,
         )
     return Child(name, process, log)
+
+
+def spawn_edge(
+    name: str, settings: Mapping[str, Any], log_dir: Path, cwd: Path, children: list[Child]
+) -> Child:
+    """``edge serve`` with ``settings`` (written to ``log_dir/name.yaml``: JSON is YAML),
+    appended to ``children`` as soon as it exists, for the caller's ``finally`` to stop."""
+    config = log_dir / f"{name}.yaml"
+    config.write_text(json.dumps(settings))
+    argv = [sys.executable, "-m", "edge.cli", "serve", "--config", str(config)]
+    child = spawn(name, argv, log_dir, cwd)
+    children.append(child)
+    return child
 
 
 def stop(child: Child, timeout: float = 5.0) -> None:

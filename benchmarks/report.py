@@ -8,6 +8,7 @@ generator always does) while CPU per request barely moves.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -98,34 +99,44 @@ _COLUMNS = (
 )
 
 
-def format_table(figures: list[Figures], ratios: list[Ratio]) -> str:
-    """A fixed-width table of every figure, then one line per gateway/bare ratio."""
+Columns = Sequence[tuple[str, int, str]]  # (heading, width, alignment: "<" or ">")
 
-    def row(cells: list[str]) -> str:
-        pairs = zip(cells, _COLUMNS, strict=True)
+
+def fixed_width(columns: Columns, rows: Iterable[Sequence[str]]) -> list[str]:
+    """The headings, a rule, then each row's cells, each in its column's width."""
+
+    def row(cells: Sequence[str]) -> str:
+        pairs = zip(cells, columns, strict=True)
         return "  ".join(f"{cell:{align}{width}}" for cell, (_, width, align) in pairs)
 
-    lines = [row([name for name, _, _ in _COLUMNS])]
-    lines.append("  ".join("-" * width for _, width, _ in _COLUMNS))
-    for f in figures:
-        lines.append(
-            row(
-                [
-                    f.scenario,
-                    f.driver,
-                    _cell(f.rps),
-                    _cell(f.p50_ms, 2),
-                    _cell(f.p99_ms, 2),
-                    _cell(f.max_ms, 1),
-                    str(f.errors),
-                    _cell(f.server_cpu_us),
-                    _cell(f.vs_bare, 2),
-                    _cell(f.server_cores, 2),
-                    _cell(f.upstream_cpu_us),
-                    _cell(f.client_cpu_us),
-                ]
-            )
-        )
+    lines = [row([name for name, _, _ in columns])]
+    lines.append("  ".join("-" * width for _, width, _ in columns))
+    lines += [row(cells) for cells in rows]
+    return lines
+
+
+def format_table(figures: list[Figures], ratios: list[Ratio]) -> str:
+    """A fixed-width table of every figure, then one line per gateway/bare ratio."""
+    lines = fixed_width(
+        _COLUMNS,
+        (
+            [
+                f.scenario,
+                f.driver,
+                _cell(f.rps),
+                _cell(f.p50_ms, 2),
+                _cell(f.p99_ms, 2),
+                _cell(f.max_ms, 1),
+                str(f.errors),
+                _cell(f.server_cpu_us),
+                _cell(f.vs_bare, 2),
+                _cell(f.server_cores, 2),
+                _cell(f.upstream_cpu_us),
+                _cell(f.client_cpu_us),
+            ]
+            for f in figures
+        ),
+    )
     lines.append("")
     for r in ratios:
         target = f"  (target <= {_times(r.target)}x: {r.verdict})" if r.target is not None else ""

@@ -31,7 +31,15 @@ from typing import Any
 
 from benchmarks import browser_protocols, pipeline
 from benchmarks.pipeline import PipelineGateway
-from benchmarks.processes import Child, free_port, spawn, stop, wait_for_file, wait_for_http
+from benchmarks.processes import (
+    Child,
+    free_port,
+    spawn,
+    spawn_edge,
+    stop,
+    wait_for_file,
+    wait_for_http,
+)
 from benchmarks.procstat import cpu_snapshot
 from benchmarks.report import (
     BROWSER_PROTOCOL_TARGET,
@@ -133,13 +141,9 @@ def start_servers(children: list[Child], workdir: Path) -> Servers:
     children.append(upstream)
     upstream_address = f"127.0.0.1:{wait_for_file(upstream, port_file)}"
 
-    config = workdir / "gateway.yaml"  # JSON is YAML
     gateway_bind = f"127.0.0.1:{free_port()}"
-    config.write_text(json.dumps(_gateway_config(gateway_bind, upstream_address)))
-    gateway = spawn(
-        "gateway", [python, "-m", "edge.cli", "serve", "--config", str(config)], workdir, REPO
-    )
-    children.append(gateway)
+    gateway_settings = _gateway_config(gateway_bind, upstream_address)
+    gateway = spawn_edge("gateway", gateway_settings, workdir, REPO, children)
 
     bare_bind = f"127.0.0.1:{free_port()}"
     bare = spawn("bare", [python, "-m", "benchmarks.bare_app", bare_bind], workdir, REPO)
@@ -157,31 +161,19 @@ def start_servers(children: list[Child], workdir: Path) -> Servers:
     canned_url = f"http://{canned_bind}"
 
     # The same gateway with grpc.aio for unary calls instead of the default lean client.
-    grpcio_config = workdir / "grpcio.yaml"
     grpcio_bind = f"127.0.0.1:{free_port()}"
-    grpcio_config.write_text(json.dumps(_gateway_config(grpcio_bind, upstream_address, "grpcio")))
-    grpcio = spawn(
-        "grpcio",
-        [python, "-m", "edge.cli", "serve", "--config", str(grpcio_config)],
-        workdir,
-        REPO,
-    )
-    children.append(grpcio)
+    grpcio_settings = _gateway_config(grpcio_bind, upstream_address, "grpcio")
+    grpcio = spawn_edge("grpcio", grpcio_settings, workdir, REPO, children)
     grpcio_url = f"http://{grpcio_bind}"
 
     # The same gateway, proxying PROXY_PREFIX to bare Hypercorn (the upstream of these rows).
-    proxy_config = workdir / "proxy.yaml"
     proxy_bind = f"127.0.0.1:{free_port()}"
     proxy_settings = _gateway_config(proxy_bind, upstream_address)
     proxy_settings["http_upstreams"] = {"bare": {"url": bare_url}}
     proxy_settings["proxy_routes"] = [
         {"prefix": PROXY_PREFIX, "upstream": "bare", "strip_prefix": True}
     ]
-    proxy_config.write_text(json.dumps(proxy_settings))
-    proxy = spawn(
-        "proxy", [python, "-m", "edge.cli", "serve", "--config", str(proxy_config)], workdir, REPO
-    )
-    children.append(proxy)
+    proxy = spawn_edge("proxy", proxy_settings, workdir, REPO, children)
     proxy_url = f"http://{proxy_bind}{PROXY_PREFIX}"
 
     targets = (
