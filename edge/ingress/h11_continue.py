@@ -29,6 +29,9 @@ therefore held until the body's write, which takes both; if no body follows with
 same turn of the event loop (a stream whose first message is still upstream), a callback
 writes the head alone at the end of that turn, so a client never waits for headers.
 
+Request heads are read by ``edge.ingress.h11_requests`` (h11's grammar, checked with
+bytes methods instead of per-field regular expressions), through the same connection.
+
 ``install`` (called by ``create_app``) puts the protocol in place, the same way as
 ``h2_resets.install``.
 """
@@ -42,6 +45,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import h11
+from h11._readers import READERS
 from hypercorn.app_wrappers import ASGIWrapper
 from hypercorn.events import Closed, Event, RawData, Updated
 from hypercorn.protocol.events import Body, Data, EndBody, Request, Response
@@ -52,6 +56,7 @@ from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCall
 from edge.ingress.asgi import ABORT_EXTENSION, PROGRESS_EXTENSION
 from edge.ingress.h11_exchange import H11Exchange
 from edge.ingress.h11_fields import plain_valid_fields
+from edge.ingress.h11_requests import read_request
 from edge.ingress.slim import ReadGate
 from edge.ingress.ws_exchange import EdgeWSStream
 
@@ -87,6 +92,12 @@ class ContinueOnRead(h11.Connection):
     @property
     def they_are_waiting_for_100_continue(self) -> bool:
         return self.body_wanted and self.client_expects_continue
+
+    def _get_io_object(self, role: Any, event: Any, io_dict: Any) -> Any:
+        """h11's choice of reader or writer, with edge's reader for a request head."""
+        if io_dict is READERS and role is h11.CLIENT and self.their_state is h11.IDLE:
+            return read_request
+        return super()._get_io_object(role, event, io_dict)
 
 
 class _InviteOnRead:
