@@ -1,4 +1,4 @@
-"""Which async HTTP client the proxy terminal uses: httpx vs aiohttp, measured the same way.
+"""Which HTTP client the proxy terminal uses: edge's own, aiohttp, httpx, measured alike.
 
 Each client does exactly what ``HttpProxyTerminal`` does per request: one pooled client
 reused by every request, the request body sent from an async iterator, the response
@@ -95,6 +95,36 @@ def _aiohttp_client() -> tuple[Request, Callable[[], Awaitable[None]]]:
     return request, session.close
 
 
+def _lean_client() -> tuple[Request, Callable[[], Awaitable[None]]]:
+    from urllib.parse import urlsplit
+
+    from edge.upstream.http1_client import Http1Pool, exchange
+    from edge.upstream.http1_wire import request_head
+
+    pool = Http1Pool(100, 5.0)
+
+    async def request(method: str, url: str, body: AsyncIterator[bytes] | None) -> int:
+        parts = urlsplit(url)
+        where = (parts.hostname or "", parts.port or 80, False)
+        target = (parts.path or "/").encode() + (
+            b"?" + parts.query.encode() if parts.query else b""
+        )
+        fields = [(b"content-type", b"application/json")]
+        if body is not None:
+            fields.append((b"transfer-encoding", b"chunked"))
+        head = request_head(method, target, parts.netloc.encode(), fields)
+        reply = await exchange(pool, where, method, head, body, body is not None, 30.0)
+        size = 0
+        async for chunk in reply.body(30.0):
+            size += len(chunk)
+        return size
+
+    async def close() -> None:
+        pool.close()
+
+    return request, close
+
+
 async def _small(request: Request, url: str, seconds: float, post: bool) -> dict[str, float]:
     count = 0
     stop_at = time.monotonic() + seconds
@@ -126,7 +156,8 @@ async def _bulk(request: Request, url: str, upload: bool) -> dict[str, float]:
 
 
 async def _measure(name: str, small_url: str, bulk_url: str, seconds: float) -> dict[str, Any]:
-    request, close = _httpx_client() if name == "httpx" else _aiohttp_client()
+    clients = {"httpx": _httpx_client, "aiohttp": _aiohttp_client, "edge": _lean_client}
+    request, close = clients[name]()
     try:
         return {
             "GET": await _small(request, small_url, seconds, post=False),
@@ -172,6 +203,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per client")
     parser.add_argument("--serve", metavar="BIND", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--clients", nargs="+", default=["edge", "aiohttp", "httpx"], help="which to measure"
+    )
     args = parser.parse_args(argv)
     if args.serve:
         _serve_bulk(args.serve)
@@ -192,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             wait_for_http(bare, f"http://{bind}/")
             wait_for_http(bulk, f"http://{bulk_bind}/?bytes=1")
-            results: dict[str, list[dict[str, Any]]] = {"httpx": [], "aiohttp": []}
+            results: dict[str, list[dict[str, Any]]] = {name: [] for name in args.clients}
             for _ in range(args.rounds):
                 for name in results:
                     figures: dict[str, Any] = {}

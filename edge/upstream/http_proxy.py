@@ -1,15 +1,16 @@
-"""The terminal step for proxied routes: one pooled aiohttp session per HTTP upstream.
+"""The terminal step for proxied routes: one pool of HTTP/1.1 connections per upstream.
 
-Each upstream gets one ``aiohttp.ClientSession`` made in ``open()`` and shared by every
-request until ``close()``; nothing is made per request. Bodies are streamed both ways:
-the request body is an async iterator handed to aiohttp as it arrives, the response body
-an async iterator over aiohttp's flow-controlled stream, so the gateway holds a chunk or
-two per request whatever the body's size. The session is set up as a proxy needs it:
-no cookie jar (one client's cookies must never reach another), no redirects followed,
-no decompression, no headers of its own (``User-Agent``, ``Accept*``, ``Content-Type``).
+Each upstream gets one ``Http1Pool`` (``edge.upstream.http1_client``) made in ``open()``
+and shared by every request until ``close()``; what each endpoint's URL means (address,
+TLS, ``Host``, path prefix, credentials) is worked out there too, so a request only
+looks it up. Bodies are streamed both ways: the request body is sent as it arrives, the
+response body read as the client takes it (the socket stops being read when a client is
+slow), so the gateway holds a chunk or two per request whatever the body's size. The
+client does what a proxy needs and nothing else: no cookies, no redirects, no
+decompression, no headers of its own.
 
-aiohttp was chosen over httpx on measured CPU per request; see docs/proxy.md ("Why
-aiohttp, not httpx") and ``benchmarks/proxy_clients.py``.
+It replaced aiohttp's client at stop 24, on measured CPU per request; see docs/proxy.md
+("The upstream client") and ``benchmarks/proxy_clients.py``.
 
 Failures become ``EdgeError``s here, at the boundary: a refused or dropped connection or
 a reply that is not HTTP is a 502 (``BadGateway``), silence beyond the timeout is a 504
@@ -23,35 +24,42 @@ WebSocket upgrades (``call.protocol == "websocket"``) are opened here too, with 
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from urllib.parse import unquote, urlsplit
 
-import aiohttp
 import websockets
-from multidict import CIMultiDict
 from websockets.asyncio.client import ClientConnection
 from websockets.typing import Subprotocol
-from yarl import URL
 
 from edge.call import Call, HttpRequest, HttpResponse, Reply
 from edge.config import HttpUpstreamConfig
 from edge.errors import (
     BadGateway,
+    BadRequest,
     ClientDisconnected,
-    RequestTimeout,
     UnreachableHttpUpstream,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
 from edge.upstream.endpoints import Endpoint, EndpointPicker
 from edge.upstream.headers import clean_headers
+from edge.upstream.http1_client import (
+    Http1Pool,
+    Http1Response,
+    ReadTimeout,
+    UpstreamClosed,
+    exchange,
+)
+from edge.upstream.http1_wire import UpstreamProtocolError, request_head
 
 log = logging.getLogger("edge.proxy")
 
-# aiohttp would otherwise add these to every request on its own.
-_SKIP_AUTO_HEADERS = ("User-Agent", "Accept", "Accept-Encoding", "Content-Type")
 # A frame from the upstream socket larger than this closes it (1009); Hypercorn's own
 # default limit for frames from clients is the same.
 _MAX_FRAME_BYTES = 16 * 1024 * 1024
@@ -61,10 +69,36 @@ _OWN_HEADERS = frozenset((b"date", b"server"))
 
 
 @dataclass(frozen=True, slots=True)
+class _Target:
+    """One endpoint's URL, read once: where to connect and what the request head says."""
+
+    where: tuple[str, int, bool]  # host, port, TLS
+    host: bytes  # the Host field: the URL's host[:port], without credentials
+    prefix: bytes  # the URL's path, put before every request's path
+    authorization: bytes | None  # Basic credentials from the URL's userinfo
+
+
+def _target(url: str) -> _Target:
+    parts = urlsplit(url.rstrip("/"))
+    tls = parts.scheme.lower() == "https"
+    host = parts.hostname or ""
+    port = parts.port or (443 if tls else 80)
+    authorization = None
+    if parts.username is not None:
+        pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+        authorization = b"Basic " + base64.b64encode(pair.encode("latin-1"))
+    netloc = parts.netloc.rpartition("@")[2]
+    return _Target(
+        (host, port, tls), netloc.encode("idna"), parts.path.encode("latin-1"), authorization
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class _Upstream:
     endpoints: EndpointPicker  # round-robin, failing endpoints ejected for a while
     connect_timeout: float
-    session: aiohttp.ClientSession
+    pool: Http1Pool
+    targets: dict[str, _Target]  # by Endpoint.base
 
 
 def _endpoint(url: str) -> Endpoint:
@@ -119,29 +153,24 @@ class HttpProxyTerminal:
         self._upstreams: dict[str, _Upstream] = {}
 
     async def open(self) -> None:
-        """Make one session (connection pool) per upstream; call inside the event loop.
+        """Make one connection pool per upstream; call inside the event loop.
 
         Once: a reload that keeps this terminal (its upstreams unchanged) opens it again.
         """
         if self._upstreams:
             return
         for name, config in self._configs.items():
-            session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=config.max_connections, limit_per_host=0),
-                cookie_jar=aiohttp.DummyCookieJar(),
-                auto_decompress=False,
-                skip_auto_headers=_SKIP_AUTO_HEADERS,
-                trust_env=False,
-            )
-            picker = EndpointPicker(
-                [_endpoint(url) for url in config.all_urls], config.eject_after, config.eject_for
-            )
-            self._upstreams[name] = _Upstream(picker, config.connect_timeout, session)
+            endpoints = [_endpoint(url) for url in config.all_urls]
+            targets = {endpoint.base: _target(endpoint.base) for endpoint in endpoints}
+            picker = EndpointPicker(endpoints, config.eject_after, config.eject_for)
+            pool = Http1Pool(config.max_connections, config.connect_timeout)
+            self._upstreams[name] = _Upstream(picker, config.connect_timeout, pool, targets)
 
     async def close(self) -> None:
         upstreams, self._upstreams = self._upstreams, {}
         for upstream in upstreams.values():
-            await upstream.session.close()
+            upstream.pool.close()
+        await asyncio.sleep(0)  # the aborted connections' sockets close on the next turn
 
     async def __call__(self, call: Call) -> Reply:
         upstream = self._upstreams.get(call.upstream)
@@ -155,50 +184,56 @@ class HttpProxyTerminal:
 
     async def _send(self, upstream: _Upstream, call: Call, request: HttpRequest) -> Reply:
         endpoint = upstream.endpoints.pick(time.monotonic())
-        url = endpoint.base + request.path
+        target = upstream.targets[endpoint.base]
+        path = target.prefix + request.path.encode("latin-1")
         if request.query:
-            url += "?" + request.query.decode("latin-1")
+            path += b"?" + request.query
         # call.metadata, not the client's raw headers: what the layers left is what goes up
-        headers = CIMultiDict(
-            (name, value if isinstance(value, str) else value.decode("latin-1"))
-            for name, value in call.metadata
-        )
-        data = await _request_data(request, headers)
-        timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=upstream.connect_timeout, sock_read=call.timeout
-        )
+        fields: list[tuple[bytes, bytes]] = []
+        length: bytes | None = None
+        for name, value in call.metadata:
+            raw = value if type(value) is bytes else str(value).encode()
+            if name == "content-length":
+                length = raw
+            elif name == "authorization" and target.authorization is not None:
+                continue  # the upstream URL's own credentials replace a forwarded one
+            fields.append((name.encode("latin-1"), raw))
+        if target.authorization is not None:
+            fields.append((b"authorization", target.authorization))
+        body = await _request_body(request, length)
+        chunked = body is not None and length is None
+        if chunked:
+            fields.append((b"transfer-encoding", b"chunked"))
         try:
-            response = await upstream.session.request(
-                request.method,
-                URL(url, encoded=True),
-                headers=headers,
-                data=data,
-                allow_redirects=False,
-                timeout=timeout,
+            head = request_head(request.method, path, target.host, fields)
+        except ValueError as exc:
+            raise BadRequest("a request header holds a forbidden character") from exc
+        try:
+            response = await exchange(
+                upstream.pool, target.where, request.method, head, body, chunked, call.timeout
             )
-        except (aiohttp.ConnectionTimeoutError, aiohttp.ClientConnectorError) as exc:
+        except TimeoutError as exc:  # connecting took longer than connect_timeout
             self._connect_failed(call.upstream, upstream, endpoint)
-            if isinstance(exc, aiohttp.ConnectionTimeoutError):
-                raise UpstreamTimeout(
-                    f"HTTP upstream {call.upstream!r}: connect timed out"
-                ) from exc
-            raise UnreachableHttpUpstream(
-                f"HTTP upstream {call.upstream!r} could not be reached", internal=_describe(exc)
-            ) from exc
-        except aiohttp.ServerTimeoutError as exc:
+            raise UpstreamTimeout(f"HTTP upstream {call.upstream!r}: connect timed out") from exc
+        except ReadTimeout as exc:
             raise UpstreamTimeout(
                 f"HTTP upstream {call.upstream!r} did not answer within {call.timeout}s"
             ) from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            left = _client_left(exc)
-            if left is not None:  # the client hung up mid-upload: not the upstream's doing
-                raise left from exc
+        except (UpstreamClosed, UpstreamProtocolError) as exc:
+            if upstream.pool.closed:
+                raise UpstreamUnavailable(f"HTTP upstream {call.upstream!r} is closing") from exc
             raise BadGateway(
+                f"HTTP upstream {call.upstream!r} could not be reached", internal=_describe(exc)
+            ) from exc
+        except OSError as exc:  # refused, unreachable, reset, or a failed TLS handshake
+            if not isinstance(exc, ssl.SSLError):
+                self._connect_failed(call.upstream, upstream, endpoint)
+            raise UnreachableHttpUpstream(
                 f"HTTP upstream {call.upstream!r} could not be reached", internal=_describe(exc)
             ) from exc
         upstream.endpoints.succeeded(endpoint)
         reply_headers = [
-            (n, v) for n, v in clean_headers(response.raw_headers) if n not in _OWN_HEADERS
+            (n, v) for n, v in clean_headers(response.head.headers) if n not in _OWN_HEADERS
         ]
         cancel = _Cancel(response)
         return Reply(
@@ -256,18 +291,15 @@ class HttpProxyTerminal:
         return Reply(http=HttpResponse(101, [], _no_body(), upgrade=socket))
 
 
-async def _request_data(
-    request: HttpRequest, headers: CIMultiDict[str]
-) -> AsyncIterator[bytes] | None:
-    """What aiohttp sends as the body: None when there is none, else the stream itself.
+async def _request_body(request: HttpRequest, length: bytes | None) -> AsyncIterator[bytes] | None:
+    """What is sent as the body: None when there is none, else the stream itself.
 
-    With a ``Content-Length`` aiohttp sends the stream under that length; without one it
-    is sent chunked, but only once a first chunk exists, so a bodyless GET stays bodyless
+    With a ``Content-Length`` the stream is sent under that length; without one it is
+    sent chunked, but only once a first chunk exists, so a bodyless GET stays bodyless
     (waiting for the first chunk only, never the second, keeps interactive streams going).
     """
-    length = headers.get("content-length")
     if length is not None:
-        return None if length.strip() == "0" else request.body
+        return None if length.strip() == b"0" else request.body
     first = await anext(request.body, None)
     if first is None:
         return None
@@ -290,7 +322,7 @@ class _Cancel:
 
     __slots__ = ("called", "response")
 
-    def __init__(self, response: aiohttp.ClientResponse) -> None:
+    def __init__(self, response: Http1Response) -> None:
         self.response = response
         self.called = False
 
@@ -300,54 +332,33 @@ class _Cancel:
 
 
 async def _response_body(
-    response: aiohttp.ClientResponse, call: Call, cancel: _Cancel
+    response: Http1Response, call: Call, cancel: _Cancel
 ) -> AsyncIterator[bytes]:
     """The upstream's body chunk by chunk; the connection goes back to the pool at the end.
 
     Closed early (the client went away), the connection is closed rather than reused,
     since the rest of the body is still on it.
     """
-    finished = False
     try:
-        async for chunk in response.content.iter_any():
+        async for chunk in response.body(call.timeout):
             yield chunk
-        finished = True
-    except (aiohttp.ClientError, OSError) as exc:
+    except (UpstreamClosed, UpstreamProtocolError, OSError) as exc:
         if cancel.called:
             raise ClientDisconnected("the client went away mid-response") from exc
-        if isinstance(exc, aiohttp.ServerTimeoutError):
-            raise UpstreamTimeout(
-                f"HTTP upstream {call.upstream!r} went silent for {call.timeout}s mid-body"
-            ) from exc
         raise BadGateway(
             f"HTTP upstream {call.upstream!r} failed mid-response", internal=_describe(exc)
         ) from exc
+    except ReadTimeout as exc:
+        raise UpstreamTimeout(
+            f"HTTP upstream {call.upstream!r} went silent for {call.timeout}s mid-body"
+        ) from exc
     finally:
-        if finished:
-            response.release()
-        else:
-            response.close()
+        response.close()  # a no-op once the body is read: the connection is pooled by then
 
 
 async def _no_body() -> AsyncIterator[bytes]:
     return
     yield  # pragma: no cover - makes this an async generator
-
-
-def _client_left(exc: BaseException) -> ClientDisconnected | RequestTimeout | None:
-    """The client's own failure aiohttp wrapped, when sending the request body failed so.
-
-    A client that hung up or stalled mid-upload is not the upstream's doing: it must reach
-    the client as itself (499, 408), and never count against the upstream's breaker.
-    """
-    seen: BaseException | None = exc
-    for _ in range(10):  # causes are short chains; never loop on a cycle
-        if seen is None:
-            return None
-        if isinstance(seen, ClientDisconnected | RequestTimeout):
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
 
 
 def _describe(exc: BaseException) -> str:

@@ -61,7 +61,7 @@ def _loaded(config: dict[str, Any]) -> list[str]:
                 "http_upstreams": {"web": {"url": "http://127.0.0.1:1"}},
                 "proxy_routes": [{"prefix": "/web/", "upstream": "web"}],
             },
-            ["aiohttp"],
+            [],  # edge's own HTTP/1.1 client: aiohttp loads only to fetch a JWKS
         ),
     ],
     ids=["plain", "with an issuer", "with a proxy route"],
