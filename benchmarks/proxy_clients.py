@@ -113,7 +113,7 @@ def _lean_client() -> tuple[Request, Callable[[], Awaitable[None]]]:
         if body is not None:
             fields.append((b"transfer-encoding", b"chunked"))
         head = request_head(method, target, parts.netloc.encode(), fields)
-        reply = await exchange(pool, where, method, head, body, body is not None, 30.0)
+        reply = await exchange(pool, where, method, head, body, None, 30.0)
         size = 0
         async for chunk in reply.body(30.0):
             size += len(chunk)

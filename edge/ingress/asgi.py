@@ -366,9 +366,10 @@ def saw_disconnect(watcher: asyncio.Task[None]) -> bool:
     return watcher.done() and not watcher.cancelled() and watcher.exception() is None
 
 
-def _disconnect_hook(
+def disconnect_hook(
     scope: Scope | None,
 ) -> Callable[[Callable[[], object]], Callable[[], object]] | None:
+    """The server's ``on_disconnect`` (``DISCONNECT_EXTENSION``), where it offers one."""
     if scope is None:
         return None
     extensions = scope.get("extensions")
@@ -395,7 +396,7 @@ async def call_unless_disconnected(
     """
     task = asyncio.current_task()
     assert task is not None
-    hook = _disconnect_hook(scope) if body_ended is None else None
+    hook = disconnect_hook(scope) if body_ended is None else None
     if hook is not None:  # the server tells us: no watcher task (a task made per request)
         gone: list[bool] = []
 

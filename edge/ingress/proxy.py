@@ -30,6 +30,7 @@ from edge.ingress.asgi import (
     Receive,
     Scope,
     Send,
+    disconnect_hook,
     request_body,
     stop_watching,
     watch_disconnect,
@@ -58,6 +59,21 @@ class _Claim:
     path: str  # the normalised path the route matched
     host: str
     refused: BadPath | None  # a path only an upstream would misread: refused, not proxied
+
+
+class _Gone:
+    """The reply's cancel, called when the client goes; remembers that it went."""
+
+    __slots__ = ("_cancel", "seen")
+
+    def __init__(self, cancel: Callable[[], object] | None) -> None:
+        self._cancel = cancel
+        self.seen = False
+
+    def __call__(self) -> None:
+        self.seen = True
+        if self._cancel is not None:
+            self._cancel()
 
 
 class ProxyAdapter:
@@ -150,20 +166,29 @@ class ProxyAdapter:
             return
         http = reply.http
         headers = [*http.headers, *reply.headers] if reply.headers else http.headers
-        # once the request body is read, a disconnect stops the upstream response at once
-        watcher = watch_disconnect(receive, reply.cancel, body_done)
+        # once the request body is read, a disconnect stops the upstream response at once:
+        # told by the server where it can (no task per request), else by a watcher task
+        hook = disconnect_hook(scope) if body_done.is_set() else None
+        gone = _Gone(reply.cancel)
+        if hook is not None:
+            take_back, watcher = hook(gone), None
+        else:
+            take_back, watcher = None, watch_disconnect(receive, gone, body_done)
         try:
             await send({"type": "http.response.start", "status": http.status, "headers": headers})
             async for chunk in http.body:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except EdgeError as error:
-            if not watcher.done():  # the client is still there: cut the response short
+            if not gone.seen:  # the client is still there: cut the response short
                 log.warning(
                     "proxied response cut short: %s %s: %s", scope["method"], claim.path, error
                 )
             return  # without the final body message, so it never looks complete
         finally:
-            await stop_watching(watcher)
+            if take_back is not None:
+                take_back()
+            if watcher is not None:
+                await stop_watching(watcher)
             # However this ends (a send that raised, a cancelled task), the body is closed
             # now, so the layers counting it (breaker, in-flight budget) hear at once, not
             # whenever the garbage collector gets to it.

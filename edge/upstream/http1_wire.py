@@ -68,7 +68,7 @@ def parse_response_head(head: bytes, method: str) -> ResponseHead:
     if match is None:
         raise UpstreamProtocolError(f"not an HTTP/1.x status line: {status_line[:64]!r}")
     minor, status = match.group(1), int(match.group(2))
-    if status < 100:
+    if not 100 <= status <= 599:  # RFC 9110 15: the classes are 1xx to 5xx
         raise UpstreamProtocolError(f"status {status} is not an HTTP status")
     if len(lines) - 1 > MAX_FIELDS:
         raise UpstreamProtocolError(f"more than {MAX_FIELDS} header fields")
@@ -111,6 +111,8 @@ def parse_response_head(head: bytes, method: str) -> ResponseHead:
         # no body (RFC 9112 6.3, rules 1 and 2), whatever the fields say
         return ResponseHead(status, headers, LENGTH, 0, not close)
     if codings:
+        if minor == b"0":  # RFC 9112 6.1: chunked from HTTP/1.0 ends the connection
+            close = True
         if codings[-1] != b"chunked":
             return ResponseHead(status, headers, UNTIL_CLOSE, 0, False)
         return ResponseHead(status, headers, CHUNKED, 0, not close)

@@ -50,6 +50,7 @@ from edge.errors import (
 from edge.upstream.endpoints import Endpoint, EndpointPicker
 from edge.upstream.headers import clean_headers
 from edge.upstream.http1_client import (
+    BodyLengthMismatch,
     Http1Pool,
     Http1Response,
     ReadTimeout,
@@ -200,9 +201,13 @@ class HttpProxyTerminal:
             fields.append((name.encode("latin-1"), raw))
         if target.authorization is not None:
             fields.append((b"authorization", target.authorization))
-        body = await _request_body(request, length)
-        chunked = body is not None and length is None
-        if chunked:
+        declared = None
+        if length is not None:
+            if not length.strip().isdigit():
+                raise BadRequest("Content-Length is not a number")
+            declared = int(length)
+        body = await _request_body(request, declared)
+        if body is not None and declared is None:
             fields.append((b"transfer-encoding", b"chunked"))
         try:
             head = request_head(request.method, path, target.host, fields)
@@ -210,11 +215,13 @@ class HttpProxyTerminal:
             raise BadRequest("a request header holds a forbidden character") from exc
         try:
             response = await exchange(
-                upstream.pool, target.where, request.method, head, body, chunked, call.timeout
+                upstream.pool, target.where, request.method, head, body, declared, call.timeout
             )
         except TimeoutError as exc:  # connecting took longer than connect_timeout
             self._connect_failed(call.upstream, upstream, endpoint)
             raise UpstreamTimeout(f"HTTP upstream {call.upstream!r}: connect timed out") from exc
+        except BodyLengthMismatch as exc:
+            raise BadRequest("the request body does not match its Content-Length") from exc
         except ReadTimeout as exc:
             raise UpstreamTimeout(
                 f"HTTP upstream {call.upstream!r} did not answer within {call.timeout}s"
@@ -237,9 +244,7 @@ class HttpProxyTerminal:
         ]
         cancel = _Cancel(response)
         return Reply(
-            http=HttpResponse(
-                response.status, reply_headers, _response_body(response, call, cancel)
-            ),
+            http=HttpResponse(response.status, reply_headers, _ProxiedBody(response, call, cancel)),
             cancel=cancel,
         )
 
@@ -291,7 +296,7 @@ class HttpProxyTerminal:
         return Reply(http=HttpResponse(101, [], _no_body(), upgrade=socket))
 
 
-async def _request_body(request: HttpRequest, length: bytes | None) -> AsyncIterator[bytes] | None:
+async def _request_body(request: HttpRequest, length: int | None) -> AsyncIterator[bytes] | None:
     """What is sent as the body: None when there is none, else the stream itself.
 
     With a ``Content-Length`` the stream is sent under that length; without one it is
@@ -299,7 +304,7 @@ async def _request_body(request: HttpRequest, length: bytes | None) -> AsyncIter
     (waiting for the first chunk only, never the second, keeps interactive streams going).
     """
     if length is not None:
-        return None if length.strip() == b"0" else request.body
+        return None if length == 0 else request.body
     first = await anext(request.body, None)
     if first is None:
         return None
@@ -331,29 +336,45 @@ class _Cancel:
         self.response.close()
 
 
-async def _response_body(
-    response: Http1Response, call: Call, cancel: _Cancel
-) -> AsyncIterator[bytes]:
-    """The upstream's body chunk by chunk; the connection goes back to the pool at the end.
+class _ProxiedBody:
+    """The upstream's body chunk by chunk, its failures as the gateway's errors.
 
-    Closed early (the client went away), the connection is closed rather than reused,
-    since the rest of the body is still on it.
+    A class, not a generator, so that ``aclose`` before the first chunk still closes the
+    response (a generator that never started runs no ``finally``); read to its end, the
+    connection has already gone back to the pool.
     """
-    try:
-        async for chunk in response.body(call.timeout):
-            yield chunk
-    except (UpstreamClosed, UpstreamProtocolError, OSError) as exc:
-        if cancel.called:
-            raise ClientDisconnected("the client went away mid-response") from exc
-        raise BadGateway(
-            f"HTTP upstream {call.upstream!r} failed mid-response", internal=_describe(exc)
-        ) from exc
-    except ReadTimeout as exc:
-        raise UpstreamTimeout(
-            f"HTTP upstream {call.upstream!r} went silent for {call.timeout}s mid-body"
-        ) from exc
-    finally:
-        response.close()  # a no-op once the body is read: the connection is pooled by then
+
+    __slots__ = ("_body", "_call", "_cancel", "_response")
+
+    def __init__(self, response: Http1Response, call: Call, cancel: _Cancel) -> None:
+        self._response = response
+        self._body = response.body(call.timeout)
+        self._call = call
+        self._cancel = cancel
+
+    def __aiter__(self) -> _ProxiedBody:
+        return self
+
+    async def aclose(self) -> None:
+        self._response.close()  # a no-op once the body is read
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._body.__anext__()
+        except (UpstreamClosed, UpstreamProtocolError, OSError) as exc:
+            call = self._call
+            if self._cancel.called:
+                raise ClientDisconnected("the client went away mid-response") from exc
+            raise BadGateway(
+                f"HTTP upstream {call.upstream!r} failed mid-response", internal=_describe(exc)
+            ) from exc
+        except ReadTimeout as exc:
+            call = self._call
+            raise UpstreamTimeout(
+                f"HTTP upstream {call.upstream!r} went silent for {call.timeout}s mid-body"
+            ) from exc
+        except BodyLengthMismatch as exc:
+            raise BadRequest("the request body does not match its Content-Length") from exc
 
 
 async def _no_body() -> AsyncIterator[bytes]:

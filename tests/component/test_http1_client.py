@@ -17,7 +17,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.upstream.http1_client import Http1Pool, ReadTimeout, UpstreamClosed, exchange
+from edge.upstream.http1_client import (
+    BodyLengthMismatch,
+    Http1Pool,
+    ReadTimeout,
+    UpstreamClosed,
+    exchange,
+)
 from edge.upstream.http1_wire import UpstreamProtocolError, find_head_end, request_head
 
 
@@ -98,7 +104,7 @@ async def edge_get(
     pool: Http1Pool, port: int, method: str = "GET", timeout: float | None = 5.0
 ) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     head = request_head(method, b"/x", b"127.0.0.1:%d" % port, [])
-    response = await exchange(pool, ("127.0.0.1", port, False), method, head, None, False, timeout)
+    response = await exchange(pool, ("127.0.0.1", port, False), method, head, None, None, timeout)
     body = b"".join([chunk async for chunk in response.body(timeout)])
     return response.status, response.head.headers, body
 
@@ -325,13 +331,13 @@ async def test_silence_mid_body_is_a_read_timeout_but_a_slow_reader_is_not() -> 
 async def _timeouts(port: int, release: asyncio.Event) -> None:
     pool = Http1Pool(4, 5.0)
     head = request_head("GET", b"/", b"up", [])
-    response = await exchange(pool, ("127.0.0.1", port, False), "GET", head, None, False, 0.2)
+    response = await exchange(pool, ("127.0.0.1", port, False), "GET", head, None, None, 0.2)
     body = response.body(0.2)
     assert await anext(body) == b"ab"
     with pytest.raises(ReadTimeout):
         await anext(body)
     # a reader slower than the timeout is not silence from the upstream
-    response = await exchange(pool, ("127.0.0.1", port, False), "GET", head, None, False, 0.2)
+    response = await exchange(pool, ("127.0.0.1", port, False), "GET", head, None, None, 0.2)
     body = response.body(0.2)
     assert await anext(body) == b"ab"
     release.set()
@@ -352,10 +358,10 @@ async def test_a_body_is_sent_chunked_or_under_its_length() -> None:
         pool = Http1Pool(4, 5.0)
         where = ("127.0.0.1", port, False)
         chunked = request_head("POST", b"/", b"up", [(b"transfer-encoding", b"chunked")])
-        response = await exchange(pool, where, "POST", chunked, pieces(), True, 5.0)
+        response = await exchange(pool, where, "POST", chunked, pieces(), None, 5.0)
         assert [c async for c in response.body(5.0)] == []
         sized = request_head("POST", b"/", b"up", [(b"content-length", b"5")])
-        response = await exchange(pool, where, "POST", sized, pieces(), False, 5.0)
+        response = await exchange(pool, where, "POST", sized, pieces(), 5, 5.0)
         assert [c async for c in response.body(5.0)] == []
         pool.close()
     assert upstream.requests == [chunked + b"abcde", sized + b"abcde"]
@@ -375,7 +381,7 @@ async def test_a_client_that_leaves_mid_upload_is_its_own_error_and_the_line_is_
         pool = Http1Pool(4, 5.0)
         head = request_head("POST", b"/", b"up", [(b"content-length", b"9")])
         with pytest.raises(Left):
-            await exchange(pool, ("127.0.0.1", port, False), "POST", head, leaving(), False, 5.0)
+            await exchange(pool, ("127.0.0.1", port, False), "POST", head, leaving(), 9, 5.0)
         assert pool.open == 0
         pool.close()
 
@@ -400,7 +406,7 @@ async def test_a_slow_client_pauses_reading_so_memory_stays_bounded() -> None:
 async def _slow_reader(port: int, total: int) -> None:
     pool = Http1Pool(4, 5.0)
     head = request_head("GET", b"/", b"up", [])
-    response = await exchange(pool, ("127.0.0.1", port, False), "GET", head, None, False, 5.0)
+    response = await exchange(pool, ("127.0.0.1", port, False), "GET", head, None, None, 5.0)
     body = response.body(5.0)
     await anext(body)
     await asyncio.sleep(0.5)  # the upstream writes as fast as it can meanwhile
@@ -442,13 +448,194 @@ async def test_a_tls_upstream_is_verified_against_the_system_trust_store(
     try:
         untrusting = Http1Pool(4, 5.0)
         with pytest.raises(ssl.SSLCertVerificationError):
-            await exchange(untrusting, where, "GET", head, None, False, 5.0)
+            await exchange(untrusting, where, "GET", head, None, None, 5.0)
         assert untrusting.open == 0
         monkeypatch.setenv("SSL_CERT_FILE", str(cert))
         trusting = Http1Pool(4, 5.0)
-        response = await exchange(trusting, where, "GET", head, None, False, 5.0)
+        response = await exchange(trusting, where, "GET", head, None, None, 5.0)
         assert [chunk async for chunk in response.body(5.0)] == [b"ok"]
         trusting.close()
         await asyncio.sleep(0.01)
     finally:
         server.close()
+
+
+# -- found in review: each of these failed before its fix ------------------------------
+
+OK_REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+async def test_an_idle_connection_to_one_endpoint_makes_room_for_another() -> None:
+    async with Scripted(lambda _: OK_REPLY) as a, Scripted(lambda _: OK_REPLY) as b:
+        pool = Http1Pool(1, 5.0)
+        assert (await edge_get(pool, a))[2] == b"ok"
+        async with asyncio.timeout(3):
+            assert (await edge_get(pool, b))[2] == b"ok"
+        assert pool.open == 1
+        pool.close()
+
+
+async def test_waiters_are_served_in_order_and_never_overtaken() -> None:
+    gate = asyncio.Event()
+    order: list[int] = []
+    upstream = Scripted(lambda _: OK_REPLY)
+
+    async def held(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await gate.wait()
+        await upstream._serve(reader, writer)
+
+    async with serving(held) as port:
+        pool = Http1Pool(1, 5.0)
+
+        async def one(index: int) -> None:
+            await edge_get(pool, port)
+            order.append(index)
+
+        calls = []
+        for index in range(5):
+            calls.append(asyncio.create_task(one(index)))
+            await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.gather(*calls)
+        assert order == [0, 1, 2, 3, 4]
+        pool.close()
+
+
+async def test_a_reply_dropped_unread_gives_its_connection_back() -> None:
+    async with Scripted(lambda _: OK_REPLY) as port:
+        pool = Http1Pool(1, 5.0)
+        head = request_head("GET", b"/", b"up", [])
+        where = ("127.0.0.1", port, False)
+        response = await exchange(pool, where, "GET", head, None, None, 5.0)
+        await response.body(5.0).aclose()  # as the ingress does when its first send fails
+        assert pool.open == 0
+        response = await exchange(pool, where, "GET", head, None, None, 5.0)
+        del response  # and dropped without even that
+        async with asyncio.timeout(3):
+            assert (await edge_get(pool, port))[2] == b"ok"
+        pool.close()
+
+
+async def test_a_stream_both_ways_gets_its_reply_head_before_the_upload_ends() -> None:
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        while True:
+            line = await reader.readuntil(b"\r\n")
+            data = await reader.readexactly(int(line, 16) + 2)
+            writer.write(line + data)
+            if line == b"0\r\n":
+                break
+
+    head_seen = asyncio.Event()
+
+    async def interactive() -> AsyncIterator[bytes]:
+        yield b"ping"
+        await head_seen.wait()  # the next message only once the reply has started
+        yield b"pong"
+
+    async with serving(echo) as port:
+        pool = Http1Pool(1, 5.0)
+        head = request_head("POST", b"/", b"up", [(b"transfer-encoding", b"chunked")])
+        where = ("127.0.0.1", port, False)
+        async with asyncio.timeout(3):
+            response = await exchange(pool, where, "POST", head, interactive(), None, 5.0)
+            head_seen.set()
+            assert b"".join([c async for c in response.body(5.0)]) == b"pingpong"
+        assert pool.open == 1  # both ways done: pooled
+        pool.close()
+
+
+async def test_an_answer_before_the_upload_ends_is_passed_on_and_the_line_dropped() -> None:
+    async def early(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n")
+        await asyncio.sleep(10)
+
+    sent = 0
+
+    async def upload() -> AsyncIterator[bytes]:
+        nonlocal sent
+        for _ in range(50):
+            sent += 1
+            yield b"x" * 1000
+            await asyncio.sleep(0.05)
+
+    async with serving(early) as port:
+        pool = Http1Pool(1, 5.0)
+        head = request_head("POST", b"/", b"up", [(b"content-length", b"50000")])
+        response = await exchange(
+            pool, ("127.0.0.1", port, False), "POST", head, upload(), 50000, 5.0
+        )
+        assert response.status == 413
+        assert [c async for c in response.body(5.0)] == []
+        assert pool.open == 0 and sent < 50  # the rest of the upload was not sent
+        pool.close()
+
+
+async def test_a_reset_is_not_the_end_of_a_body_read_until_close() -> None:
+    import socket
+    import struct
+
+    async def reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\npartial")
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        raw = writer.get_extra_info("socket")
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    async with serving(reset) as port:
+        pool = Http1Pool(1, 5.0)
+        with pytest.raises(UpstreamClosed):
+            await edge_get(pool, port)
+        assert pool.open == 0
+        pool.close()
+
+
+@pytest.mark.parametrize(("method", "sent"), [("GET", 2), ("POST", 1), ("PATCH", 1)])
+async def test_only_idempotent_requests_are_sent_again(method: str, sent: int) -> None:
+    seen: list[bytes] = []
+
+    async def dies_on_the_second(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            seen.append(head.split(b" ")[0])
+            if len(seen) == 2:
+                return  # processed, then the connection closes before any reply
+            writer.write(OK_REPLY)
+            await writer.drain()
+
+    async with serving(dies_on_the_second) as port:
+        pool = Http1Pool(4, 5.0)
+        await edge_get(pool, port)
+        head = request_head(method, b"/", b"up", [])
+        where = ("127.0.0.1", port, False)
+        if sent == 2:
+            response = await exchange(pool, where, method, head, None, None, 5.0)
+            assert response.status == 200
+        else:
+            with pytest.raises(UpstreamClosed):
+                await exchange(pool, where, method, head, None, None, 5.0)
+        assert len(seen) == 1 + sent
+        pool.close()
+
+
+async def test_a_body_longer_than_its_length_never_reaches_the_upstream() -> None:
+    upstream = Scripted(lambda _: OK_REPLY)
+
+    async def smuggling() -> AsyncIterator[bytes]:
+        yield b"abcGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    async with upstream as port:
+        pool = Http1Pool(4, 5.0)
+        head = request_head("POST", b"/", b"up", [(b"content-length", b"3")])
+        with pytest.raises(BodyLengthMismatch):
+            await exchange(pool, ("127.0.0.1", port, False), "POST", head, smuggling(), 3, 5.0)
+        await asyncio.sleep(0.1)
+        assert pool.open == 0
+        pool.close()
+    assert upstream.requests == []

@@ -547,3 +547,17 @@ async def settled_breaker(client: httpx.AsyncClient, name: str) -> dict[str, Any
             break
         await asyncio.sleep(0.02)
     return breaker
+
+
+async def test_a_proxied_download_is_watched_without_a_task_of_its_own(upstream_port: int) -> None:
+    """Over HTTP/1.1 the server tells the proxy when its client goes (``edge.on_disconnect``):
+    no watcher task per request, and a client that leaves still stops the upstream body."""
+    routes = [{"prefix": "/api", "upstream": "web"}]
+    async with proxy(upstream_port, routes) as gateway, gateway.client() as client:
+        async with client.stream("GET", "/api/x?download=50000000") as download:
+            await anext(download.aiter_raw())
+            coroutines = [task.get_coro() for task in asyncio.all_tasks()]
+            names = [getattr(coroutine, "__qualname__", "") for coroutine in coroutines]
+            assert "_watch" not in names  # edge.ingress.asgi's disconnect watcher
+        upload = await client.post("/api/x", content=b"x" * 1000)
+        assert upload.status_code == 200

@@ -51,6 +51,13 @@ def test_a_plain_response_keeps_its_fields_as_sent() -> None:
         ([b"HTTP/1.1 200 OK", b"Content-Length: 7", b"Connection: close"], "GET", LENGTH, 7, False),
         ([b"HTTP/1.0 200 OK", b"Content-Length: 7"], "GET", LENGTH, 7, False),
         (
+            [b"HTTP/1.0 200 OK", b"Transfer-Encoding: chunked", b"Connection: keep-alive"],
+            "GET",
+            CHUNKED,
+            0,
+            False,
+        ),
+        (
             [b"HTTP/1.0 200", b"Content-Length: 7", b"Connection: Keep-Alive"],
             "GET",
             LENGTH,
@@ -90,6 +97,7 @@ def test_the_body_is_framed_by_rfc_9112s_order(
         [b"HTTP/1.1 20 OK"],
         [b"HTTP/1.1 2000 OK"],
         [b"HTTP/1.1 099 Low"],
+        [b"HTTP/1.1 600 High"],
         [b"http/1.1 200 OK"],
         [b"SSH-2.0-OpenSSH_9.2"],
         [b"HTTP/1.1 200 OK\x01"],
