@@ -31,6 +31,13 @@ _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: [\t \x21-\x7e\x80-\xff]*)?")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
 
+# what a field name means to the framing; names an upstream sent before, as they were
+# spelled, are remembered valid with their meaning (a reply repeats the same few names)
+_OTHER, _LENGTH, _CODINGS, _CONNECTION = "other", "length", "codings", "connection"
+_FRAMING = {b"content-length": _LENGTH, b"transfer-encoding": _CODINGS, b"connection": _CONNECTION}
+_KNOWN_NAMES: dict[bytes, str] = {}
+KNOWN_NAMES_KEPT = 1024  # names come from upstreams: only so many are remembered
+
 # framings
 LENGTH = 0  # Content-Length bytes (possibly 0)
 CHUNKED = 1
@@ -76,22 +83,31 @@ def parse_response_head(head: bytes, method: str) -> ResponseHead:
     lengths: list[bytes] = []
     codings: list[bytes] = []
     close = minor == b"0"
+    known = _KNOWN_NAMES
     for raw in lines[1:]:
         line = raw.removesuffix(b"\r")
         colon = line.find(b":")
-        name = line[:colon]
-        if colon <= 0 or name.translate(None, _TOKEN):
+        if colon <= 0:
             raise UpstreamProtocolError(f"malformed header line: {line[:64]!r}")
+        name = line[:colon]
+        kind = known.get(name)
+        if kind is None:  # a name not seen before: checked, then remembered
+            if name.translate(None, _TOKEN):
+                raise UpstreamProtocolError(f"malformed header line: {line[:64]!r}")
+            kind = _FRAMING.get(name.lower(), _OTHER)
+            if len(known) < KNOWN_NAMES_KEPT:
+                known[name] = kind
         value = line[colon + 1 :].strip(_OWS)
         if value.translate(None, _FIELD_CHAR):
             raise UpstreamProtocolError(f"forbidden bytes in header {name[:64]!r}")
         headers.append((name, value))
-        lower = name.lower()
-        if lower == b"content-length":
+        if kind is _OTHER:
+            continue
+        if kind is _LENGTH:
             lengths.append(value)
-        elif lower == b"transfer-encoding":
+        elif kind is _CODINGS:
             codings.extend(part.strip(_OWS).lower() for part in value.split(b","))
-        elif lower == b"connection":
+        else:  # Connection
             tokens = {part.strip(_OWS).lower() for part in value.split(b",")}
             if b"close" in tokens:
                 close = True

@@ -1,6 +1,6 @@
 """The terminal step for proxied routes: one pool of HTTP/1.1 connections per upstream.
 
-Each upstream gets one ``Http1Pool`` (``edge.upstream.http1_client``) made in ``open()``
+Each upstream gets one ``Http1Pool`` (``edge.upstream.http1_pool``) made in ``open()``
 and shared by every request until ``close()``; what each endpoint's URL means (address,
 TLS, ``Host``, path prefix, credentials) is worked out there too, so a request only
 looks it up. Bodies are streamed both ways: the request body is sent as it arrives, the
@@ -57,6 +57,7 @@ from edge.upstream.http1_client import (
     UpstreamClosed,
     exchange,
 )
+from edge.upstream.http1_pool import Where
 from edge.upstream.http1_wire import UpstreamProtocolError, request_head
 
 log = logging.getLogger("edge.proxy")
@@ -73,7 +74,7 @@ _OWN_HEADERS = frozenset((b"date", b"server"))
 class _Target:
     """One endpoint's URL, read once: where to connect and what the request head says."""
 
-    where: tuple[str, int, bool]  # host, port, TLS
+    where: Where  # host, port, TLS
     host: bytes  # the Host field: the URL's host[:port], without credentials
     prefix: bytes  # the URL's path, put before every request's path
     authorization: bytes | None  # Basic credentials from the URL's userinfo

@@ -98,6 +98,7 @@ async def test_strip_prefix_query_and_encoded_path(upstream_port: int) -> None:
     async with proxy(upstream_port, routes) as gateway, gateway.client() as client:
         echo = (await client.get("/s/a%20b/c?x=1&y=%20z&x=2")).json()
         assert echo["raw_path"] == "/a%20b/c"  # still encoded upstream
+        assert (await client.get("/s/caf%C3%A9")).json()["raw_path"] == "/caf%C3%A9"
         assert echo["query"] == "x=1&y=%20z&x=2"
         assert (await client.get("/s")).json()["path"] == "/"
         assert (await client.get("/r/q?k=v")).json()["path"] == "/v1/q"

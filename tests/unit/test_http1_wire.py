@@ -198,3 +198,20 @@ def test_a_field_that_could_split_the_request_is_refused(value: bytes) -> None:
         request_head("GET", b"/", b"up", [(b"x-a", value)])
     with pytest.raises(ValueError):
         request_head("GET", b"/" + value, b"up", [])
+
+
+def test_remembered_names_are_bounded_and_skip_no_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge.upstream import http1_wire
+
+    monkeypatch.setattr(http1_wire, "_KNOWN_NAMES", {})
+    parse_response_head(head(b"HTTP/1.1 200 OK", b"Content-Type: a", b"Content-Length: 0"), "GET")
+    # a line without its colon whose start is a remembered name is still no field
+    with pytest.raises(UpstreamProtocolError):
+        parse_response_head(head(b"HTTP/1.1 200 OK", b"Content-Typex"), "GET")
+    with pytest.raises(UpstreamProtocolError):  # a remembered name, a value still checked
+        parse_response_head(head(b"HTTP/1.1 200 OK", b"Content-Type: a\x00"), "GET")
+    remembered = parse_response_head(head(b"HTTP/1.1 200 OK", b"content-length: 3"), "GET")
+    assert remembered.length == 3  # the framing meaning is remembered with the spelling
+    for index in range(http1_wire.KNOWN_NAMES_KEPT + 50):
+        parse_response_head(head(b"HTTP/1.1 200 OK", b"X-%d: v" % index), "GET")
+    assert len(http1_wire._KNOWN_NAMES) == http1_wire.KNOWN_NAMES_KEPT
