@@ -51,7 +51,7 @@ from edge.upstream_settings import upstream_settings
 
 if TYPE_CHECKING:
     from edge.observability.tracing import Tracing
-    from edge.upstream.http_proxy import HttpProxyTerminal  # aiohttp: only with proxy routes
+    from edge.upstream.http_proxy import HttpProxyTerminal  # websockets: only with proxy routes
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,7 @@ from edge.pipeline.chain import Next
 from edge.routing.normalize import BadPath, check_proxied_path
 from edge.routing.prefix_table import ProxyRoute, ProxyTable
 
-if TYPE_CHECKING:  # aiohttp and websockets' client load only with proxy routes
+if TYPE_CHECKING:  # the websockets client loads only with proxy routes
     from edge.upstream.http_proxy import UpstreamSocket
 
 log = logging.getLogger("edge.proxy")

@@ -35,7 +35,7 @@ HOP_BY_HOP = frozenset(
 def clean_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """Headers without the hop-by-hop ones and without any named in ``Connection``.
 
-    Names are lower-cased (ASGI and aiohttp's raw headers may differ in case), values
+    Names are lower-cased (ASGI's and an upstream's raw headers may differ in case), values
     untouched; the order and repeats of the rest are kept.
     """
     pairs = [(name.lower(), value) for name, value in headers]

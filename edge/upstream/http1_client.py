@@ -102,7 +102,8 @@ class Http1Response:
         if connection is None:
             return
         sender = self._sender
-        if self.head.reusable and (sender is None or (sender.done() and not _failed(sender))):
+        sent = sender is None or (sender.done() and not sender.cancelled() and not _failed(sender))
+        if self.head.reusable and sent:
             self._pool.release(connection, self._where)
         else:
             self._pool.discard(connection)
