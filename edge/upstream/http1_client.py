@@ -19,11 +19,13 @@ requests are sent again when a pooled connection turns out to be closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from edge.upstream.http1_pool import (
     Http1Connection,
     Http1Pool,
+    PoolFull,
     ReadTimeout,
     UpstreamClosed,
     Where,
@@ -39,7 +41,7 @@ from edge.upstream.http1_wire import (
     parse_response_head,
 )
 
-__all__ = ["Http1Pool", "Http1Response", "ReadTimeout", "UpstreamClosed", "exchange"]
+__all__ = ["Http1Pool", "Http1Response", "PoolFull", "ReadTimeout", "UpstreamClosed", "exchange"]
 
 _MID_BODY = "the upstream closed the connection mid-body"
 # RFC 9110 9.2.2: safe to send twice (aiohttp retries the same set)
@@ -57,7 +59,17 @@ class Http1Response:
     reusable; closing the response (``close``) drops the connection and stops the sender.
     """
 
-    __slots__ = ("_chunked", "_connection", "_pool", "_rest", "_sender", "_where", "head")
+    __slots__ = (
+        "_chunked",
+        "_connection",
+        "_finished",
+        "_loop",
+        "_pool",
+        "_rest",
+        "_sender",
+        "_where",
+        "head",
+    )
 
     def __init__(
         self,
@@ -75,6 +87,8 @@ class Http1Response:
         self._where = where
         self._sender = sender
         self._chunked = ChunkedReader() if head.framing == CHUNKED else None
+        self._finished = False  # the whole body was read
+        self._loop = asyncio.get_running_loop()
 
     @property
     def status(self) -> int:
@@ -90,14 +104,18 @@ class Http1Response:
             sender.cancel()
 
     def __del__(self) -> None:
-        if self._connection is not None:  # dropped unread: never hold the slot for ever
-            self.close()
+        connection = self._connection
+        if connection is not None:  # dropped unread: never hold the slot for ever
+            # the collector may run this on another thread: the loop's own thread closes it
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nothing to free
+                self._loop.call_soon_threadsafe(_drop, self._pool, connection, self._sender)
 
     def body(self, timeout: float | None) -> ResponseBody:
         return ResponseBody(self, timeout)
 
     def _finish(self) -> None:
         """The whole body is read: the connection goes back if the request is sent too."""
+        self._finished = True
         connection, self._connection = self._connection, None
         if connection is None:
             return
@@ -117,6 +135,12 @@ class Http1Response:
         if sender is not None and _failed(sender):
             return sender.exception()  # type: ignore[return-value]
         return UpstreamClosed(_MID_BODY)
+
+
+def _drop(pool: Http1Pool, connection: Http1Connection, sender: asyncio.Task[None] | None) -> None:
+    pool.discard(connection)
+    if sender is not None and not sender.done():
+        sender.cancel()
 
 
 class ResponseBody:
@@ -145,7 +169,9 @@ class ResponseBody:
         response = self._response
         connection = response._connection
         if connection is None:
-            raise StopAsyncIteration
+            if response._finished:
+                raise StopAsyncIteration
+            raise UpstreamClosed("the response was closed before its end")
         try:
             if response.head.framing == LENGTH:
                 return await self._sized(connection)
@@ -202,14 +228,21 @@ class ResponseBody:
             await connection.more(self._timeout)
             if connection.chunks:
                 return connection.take()
-            if _failed_sender(response):
-                raise response._broken()
             if not connection.closed:
+                if _failed_sender(response):
+                    raise response._broken()
                 continue  # woken by the request body's end: keep waiting for bytes
-            clean = connection.error is None and response._connection is connection
-            if response.head.framing != LENGTH and response._chunked is None and clean:
+            until_close = response.head.framing != LENGTH and response._chunked is None
+            if until_close and connection.eof and not connection.aborted:
+                # the upstream's clean close ends such a body, even mid-upload (the upload
+                # failing on that close is its consequence); a client that left is not
+                sender = response._sender
+                if sender is not None and _failed(sender):
+                    error = sender.exception()
+                    if not isinstance(error, UpstreamClosed):
+                        raise error  # type: ignore[misc]
                 return b""
-            raise response._broken()  # a reset is not an end: never a complete reply
+            raise response._broken()  # a reset or our own abort: never a complete reply
 
 
 def _failed(task: asyncio.Task[None]) -> bool:
@@ -312,8 +345,12 @@ async def _send(
         if ending:
             await connection.write(ending, timeout)
     except BaseException:
-        connection.abort()
+        if not connection.closed:  # closed by the upstream: not ours to call an abort
+            connection.abort()
         raise
+
+
+MAX_INFORMATIONAL = 16  # 1xx replies read past before the final one; more is a 502
 
 
 async def _read_head(
@@ -325,26 +362,24 @@ async def _read_head(
     sender: asyncio.Task[None] | None,
 ) -> Http1Response:
     buffer = b""
-    while True:
+    for _ in range(MAX_INFORMATIONAL + 1):
         end = find_head_end(buffer)
         while end < 0:
             if len(buffer) > MAX_HEAD_BYTES:
                 raise UpstreamProtocolError(f"response head larger than {MAX_HEAD_BYTES} bytes")
-            if sender is not None and _failed(sender):
-                raise sender.exception()  # type: ignore[misc]
-            # the read timeout starts once the request is sent (the upload has its own)
-            sending = sender is not None and not sender.done()
-            await connection.more(None if sending else timeout)
-            if sender is not None and _failed(sender):
-                raise sender.exception()  # type: ignore[misc]
-            if not connection.chunks:
-                if not connection.closed:
-                    continue  # the body was sent; wait on for the answer
-                raise UpstreamClosed(
-                    "the upstream closed the connection before answering",
-                    reused=connection.served > 0,
-                    received=bool(buffer),
-                )
+            if not connection.chunks:  # what came is read first: an answer beats an error
+                if sender is not None and _failed(sender):
+                    raise sender.exception()  # type: ignore[misc]
+                if connection.closed:
+                    raise UpstreamClosed(
+                        "the upstream closed the connection before answering",
+                        reused=connection.served > 0,
+                        received=bool(buffer),
+                    )
+                # the read timeout starts once the request is sent (the upload has its own)
+                sending = sender is not None and not sender.done()
+                await connection.more(None if sending else timeout)
+                continue
             start = len(buffer)
             buffer += connection.take()
             end = find_head_end(buffer, start)
@@ -357,3 +392,4 @@ async def _read_head(
         if head.status >= 200:
             return Http1Response(head, buffer, connection, pool, where, sender)
         # 100 Continue, 103 Early Hints: informational, read on to the final response
+    raise UpstreamProtocolError(f"more than {MAX_INFORMATIONAL} informational replies")

@@ -5,13 +5,15 @@ mark, so a slow client holds the upstream back instead of the gateway's memory f
 The pool holds at most ``limit`` connections, busy and idle together, over all of an
 upstream's endpoints: a request takes an idle connection to its endpoint, else opens one
 (closing an idle connection to another endpoint if that is what stands in the way), else
-waits its turn. A freed connection or slot goes straight to the first waiter, so a waiter
-is never overtaken by a request that came later, and nobody waits while a slot is idle.
+waits its turn, for at most the connect timeout (``PoolFull``: the caller answers 503). A
+freed connection or slot goes straight to the first waiter, so a waiter is never
+overtaken by a request that came later, and nobody waits while a slot is idle.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections import deque
@@ -42,6 +44,15 @@ def expire(waiter: asyncio.Future[Any]) -> None:
         waiter.set_exception(ReadTimeout())
 
 
+class PoolFull(Exception):
+    """No connection came free within the connect timeout (every one busy)."""
+
+
+def _no_slot(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_exception(PoolFull())
+
+
 class Http1Connection(asyncio.Protocol):
     """One TCP (or TLS) connection: received bytes queued, reading paused when too many."""
 
@@ -50,6 +61,8 @@ class Http1Connection(asyncio.Protocol):
         self.chunks: deque[bytes] = deque()
         self.held = 0
         self.closed = False
+        self.eof = False  # the upstream ended its side cleanly (a FIN, or TLS's close)
+        self.aborted = False  # we ended it: what was read so far is not a whole body
         self.error: BaseException | None = None  # how it ended, if not cleanly
         self.served = 0  # responses read in full on this connection
         self.idle_since = 0.0
@@ -69,6 +82,7 @@ class Http1Connection(asyncio.Protocol):
         self.wake()
 
     def eof_received(self) -> bool:
+        self.eof = True
         self._lost(None)
         return False
 
@@ -147,6 +161,7 @@ class Http1Connection(asyncio.Protocol):
                 )
 
     def abort(self) -> None:
+        self.aborted = True
         if self.transport is not None:
             self.transport.abort()
         self._lost(None)  # a reader waiting on this connection hears now, not next turn
@@ -176,8 +191,10 @@ class Http1Pool:
         if self.open < self.limit and not self._waiting:
             self.open += 1
             return await self._connect(where)
-        waiter: asyncio.Future[Http1Connection | None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[Http1Connection | None] = loop.create_future()
         self._waiting.append((waiter, where))
+        timer = loop.call_later(self.connect_timeout, _no_slot, waiter)
         try:
             handed = await waiter
         except BaseException:
@@ -187,7 +204,12 @@ class Http1Pool:
                     self.release(given, where)
                 else:
                     self._freed()
+            else:  # timed out or cancelled in the queue: out of it now, not at the next turn
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove((waiter, where))
             raise
+        finally:
+            timer.cancel()
         if handed is not None:
             return handed
         return await self._connect(where)  # a slot was handed over: it is counted already

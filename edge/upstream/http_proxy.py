@@ -53,6 +53,7 @@ from edge.upstream.http1_client import (
     BodyLengthMismatch,
     Http1Pool,
     Http1Response,
+    PoolFull,
     ReadTimeout,
     UpstreamClosed,
     exchange,
@@ -223,6 +224,10 @@ class HttpProxyTerminal:
             raise UpstreamTimeout(f"HTTP upstream {call.upstream!r}: connect timed out") from exc
         except BodyLengthMismatch as exc:
             raise BadRequest("the request body does not match its Content-Length") from exc
+        except PoolFull as exc:
+            raise UpstreamUnavailable(
+                f"HTTP upstream {call.upstream!r}: all {upstream.pool.limit} connections busy"
+            ) from exc
         except ReadTimeout as exc:
             raise UpstreamTimeout(
                 f"HTTP upstream {call.upstream!r} did not answer within {call.timeout}s"
@@ -304,8 +309,12 @@ async def _request_body(request: HttpRequest, length: int | None) -> AsyncIterat
     sent chunked, but only once a first chunk exists, so a bodyless GET stays bodyless
     (waiting for the first chunk only, never the second, keeps interactive streams going).
     """
+    if length == 0:
+        async for _ in request.body:  # ends at once; read so the ingress knows it has ended
+            pass
+        return None
     if length is not None:
-        return None if length == 0 else request.body
+        return request.body
     first = await anext(request.body, None)
     if first is None:
         return None

@@ -125,3 +125,57 @@ async def test_a_chunked_body_that_breaks_mid_way_is_never_a_complete_reply() ->
             for _ in range(2):  # each reply is cut short, never a complete one; none crashes
                 with pytest.raises(httpx.RemoteProtocolError, match="incomplete chunked"):
                     await client.get("/x")
+
+
+async def test_a_flood_of_informational_replies_is_a_502_not_a_busy_loop() -> None:
+    async with (
+        raw_upstream(b"", endless=b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n") as port,
+        gateway_to(port) as gateway,
+        gateway.client() as client,
+    ):
+        async with asyncio.timeout(5):  # the read timeout is 5 s; a bounded count ends it first
+            answer = await client.get("/x")
+        assert answer.status_code == 502 and answer.json()["code"] == 14
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        b"POST /s HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"GET /s HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+        b"GET /s HTTP/1.1\r\nHost: x\r\n\r\n",
+    ],
+    ids=["POST with an empty body", "GET with Content-Length 0", "GET"],
+)
+async def test_a_client_leaving_an_endless_reply_closes_the_upstream(head: bytes) -> None:
+    """A bodyless POST (as ``fetch`` sends) to a never-ending stream: the client leaves, the
+    upstream connection must close (before, Content-Length: 0 left it streaming for ever)."""
+    ended = asyncio.Event()
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            while True:
+                writer.write(b"5\r\ntick\n\r\n")
+                await writer.drain()
+                await asyncio.sleep(0.02)
+        except ConnectionError:
+            pass
+        finally:
+            ended.set()
+            writer.close()
+
+    server = await asyncio.start_server(endless, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with gateway_to(port) as gateway:
+            reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+            writer.write(head)
+            await reader.read(200)  # the reply has started
+            writer.close()
+            await writer.wait_closed()
+            async with asyncio.timeout(3):
+                await ended.wait()
+    finally:
+        server.close()

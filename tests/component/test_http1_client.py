@@ -639,3 +639,69 @@ async def test_a_body_longer_than_its_length_never_reaches_the_upstream() -> Non
         assert pool.open == 0
         pool.close()
     assert upstream.requests == []
+
+
+async def test_a_full_pool_answers_within_the_connect_timeout() -> None:
+    from edge.upstream.http1_pool import PoolFull
+
+    async def stalls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    async with serving(stalls) as port:
+        pool = Http1Pool(1, 0.3)
+        busy = asyncio.create_task(edge_get(pool, port, timeout=None))
+        await asyncio.sleep(0.05)
+        with pytest.raises(PoolFull):
+            await edge_get(pool, port)
+        assert pool.open == 1 and not pool._waiting
+        busy.cancel()
+        await asyncio.gather(busy, return_exceptions=True)
+        assert pool.open == 0
+        pool.close()
+
+
+async def test_a_clean_close_ends_a_body_read_until_close_even_mid_upload() -> None:
+    async def answers_and_closes(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.read(1000)
+        writer.write(b"HTTP/1.1 200 OK\r\n\r\nall of it")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write_eof()  # a clean end of the reply, while the upload still flows
+        await asyncio.sleep(1)
+
+    async def upload() -> AsyncIterator[bytes]:
+        while True:
+            yield b"x" * 512
+            await asyncio.sleep(0)
+
+    async with serving(answers_and_closes) as port:
+        head = request_head("POST", b"/", b"up", [(b"transfer-encoding", b"chunked")])
+        for _ in range(10):
+            pool = Http1Pool(1, 5.0)
+            where = ("127.0.0.1", port, False)
+            response = await exchange(pool, where, "POST", head, upload(), None, 5.0)
+            assert b"".join([c async for c in response.body(5.0)]) == b"all of it"
+            assert pool.open == 0
+            pool.close()
+
+
+async def test_a_body_closed_before_its_end_fails_rather_than_ends() -> None:
+    async def big(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n" + b"x" * 1000)
+        await asyncio.sleep(5)
+
+    async with serving(big) as port:
+        pool = Http1Pool(1, 5.0)
+        head = request_head("GET", b"/", b"up", [])
+        response = await exchange(pool, ("127.0.0.1", port, False), "GET", head, None, None, 5.0)
+        body = response.body(5.0)
+        assert len(await anext(body)) == 1000
+        response.close()  # the client went away
+        with pytest.raises(UpstreamClosed):
+            await anext(body)
+        assert pool.open == 0
+        pool.close()
