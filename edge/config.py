@@ -292,7 +292,8 @@ class HttpUpstreamConfig(_Model):
     # two chunks of its body (nginx's proxy_read_timeout); a route's timeout overrides it
     timeout: Seconds | None = 30.0
     connect_timeout: Seconds = 5.0
-    max_connections: int = Field(default=100, ge=1)  # the pool's size; more requests wait
+    # the pool's size; more requests wait up to connect_timeout for one, then 503
+    max_connections: int = Field(default=100, ge=1)
 
     @model_validator(mode="after")
     def _http_url(self) -> HttpUpstreamConfig:

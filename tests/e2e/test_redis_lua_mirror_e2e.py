@@ -89,7 +89,11 @@ async def redis_decisions(
     url: str, spec: LimitSpec, start: float, plan: list[tuple[float, int]]
 ) -> list[Decision]:
     clock = Clock(start)
-    store = RedisLimiterStore.from_url(url, prefix=f"edge-test:{uuid.uuid4().hex}:", clock=clock)
+    # a generous timeout: this compares arithmetic, and a loaded machine's slow connect
+    # (the 250 ms default failed a CI run once) is not what it is about
+    store = RedisLimiterStore.from_url(
+        url, timeout=5.0, prefix=f"edge-test:{uuid.uuid4().hex}:", clock=clock
+    )
     name = store.prefix + "k"
     decisions = []
     try:
