@@ -175,7 +175,11 @@ def redact_text(text: str) -> str:
 
 def _redact_word(word: str) -> str:
     """One word of free text: the URLs in it, then any parameters it still holds."""
-    if _URL_IN_TEXT.search(word):
+    found = _URL_IN_TEXT.search(word)
+    # a URL inside the word is redacted on its own, unless a ":" comes before it: then
+    # the word may be a scheme-less URL whose password holds "://" ("u:a://b@host"), and
+    # only the whole word read as one URL hides all of the password
+    if found and ":" not in word[: found.start()]:
         word = _URL_IN_TEXT.sub(lambda match: redact_url(match.group(0)), word)
     else:
         word = redact_url(word)
