@@ -47,11 +47,13 @@ async def wait_listening(port: int, task: asyncio.Task[None]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def loopback_server(handle: Handler) -> AsyncIterator[int]:
+async def loopback_server(handle: Handler, *, cancel: bool = False) -> AsyncIterator[int]:
     """Serve ``handle`` on an ephemeral 127.0.0.1 port (yielded) until the block ends.
 
     At the end every connection still open is aborted (its handler sees the end of its
-    reader and returns) and its handler awaited, so no task outlives the test.
+    reader and returns) and its handler awaited, so no task outlives the test; with
+    ``cancel``, the handlers are cancelled too (for ones that sleep rather than read, as
+    an upstream that stalls on purpose does).
     """
     handlers: dict[asyncio.Task[None], list[asyncio.StreamWriter]] = {}
 
@@ -63,6 +65,7 @@ async def loopback_server(handle: Handler) -> AsyncIterator[int]:
             await handle(reader, writer, held)
         finally:
             handlers.pop(task, None)
+            writer.close()  # a handler that returns ends its connection (a no-op if it did)
 
     server = await asyncio.start_server(accept, "127.0.0.1", 0)
     try:
@@ -73,5 +76,8 @@ async def loopback_server(handle: Handler) -> AsyncIterator[int]:
         for _, writers in running:
             for writer in writers:
                 writer.transport.abort()
+        if cancel:
+            for task, _ in running:
+                task.cancel()
         await asyncio.gather(*(task for task, _ in running), return_exceptions=True)
         await server.wait_closed()

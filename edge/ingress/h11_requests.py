@@ -23,10 +23,8 @@ from h11._headers import Headers, normalize_and_validate
 from h11._readers import maybe_read_from_IDLE_client
 from h11._receivebuffer import ReceiveBuffer
 
-_TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_VCHAR = bytes(range(0x21, 0x7F))
-_FIELD_CHAR = _VCHAR + bytes(range(0x80, 0x100)) + b" \t"  # after the ends are stripped
-_OWS = b" \t"
+from edge.http_chars import FIELD_CHAR, OWS, TOKEN, VCHAR
+
 _DIGITS = b"0123456789"
 
 
@@ -45,9 +43,9 @@ def read_request(buf: ReceiveBuffer) -> Request | None:
     method, target, version = parts
     if (
         not method
-        or method.translate(None, _TOKEN)
+        or method.translate(None, TOKEN)
         or not target
-        or target.translate(None, _VCHAR)
+        or target.translate(None, VCHAR)
         or len(version) != 8
         or not version.startswith(b"HTTP/")
         or version[6] != 0x2E  # "."
@@ -61,8 +59,8 @@ def read_request(buf: ReceiveBuffer) -> Request | None:
         if colon <= 0:
             return maybe_read_from_IDLE_client(buf)
         name = line[:colon]
-        value = line[colon + 1 :].strip(_OWS)
-        if name.translate(None, _TOKEN) or value.translate(None, _FIELD_CHAR):
+        value = line[colon + 1 :].strip(OWS)
+        if name.translate(None, TOKEN) or value.translate(None, FIELD_CHAR):
             return maybe_read_from_IDLE_client(buf)
         headers.append((name, value))
     buf._extract(end + 4)

@@ -12,8 +12,9 @@ with flow control, and put the connection back only when both directions are don
 Semantics kept from the aiohttp client, and tested: the read timeout is silence from the
 upstream (before its head, and between two body reads, counted only while the gateway is
 waiting for it: a slow client pauses it), the connect timeout bounds connecting only,
-requests beyond ``max_connections`` wait for a free connection, and only idempotent
-requests are sent again when a pooled connection turns out to be closed.
+and only idempotent requests are sent again when a pooled connection turns out to be
+closed. Requests beyond ``max_connections`` wait for a free connection, but now for at
+most the connect timeout (``PoolFull``), where aiohttp waited for ever.
 """
 
 from __future__ import annotations
@@ -229,7 +230,8 @@ class ResponseBody:
             if connection.chunks:
                 return connection.take()
             if not connection.closed:
-                if _failed_sender(response):
+                sender = response._sender
+                if sender is not None and _failed(sender):
                     raise response._broken()
                 continue  # woken by the request body's end: keep waiting for bytes
             until_close = response.head.framing != LENGTH and response._chunked is None
@@ -247,11 +249,6 @@ class ResponseBody:
 
 def _failed(task: asyncio.Task[None]) -> bool:
     return task.done() and not task.cancelled() and task.exception() is not None
-
-
-def _failed_sender(response: Http1Response) -> bool:
-    sender = response._sender
-    return sender is not None and _failed(sender)
 
 
 async def exchange(

@@ -19,14 +19,14 @@ from __future__ import annotations
 import re
 from typing import NamedTuple
 
+from edge.http_chars import FIELD_CHAR, OWS, TOKEN
+
 MAX_HEAD_BYTES = 64 * 1024  # a response head larger than this is refused (nginx: 4-8 KiB)
 MAX_FIELDS = 256
 MAX_CHUNK_LINE = 4096  # a chunk-size line, extensions included
 MAX_TRAILER_BYTES = 64 * 1024  # trailers are read and dropped, up to this much
 
-_TOKEN = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-_FIELD_CHAR = bytes(range(0x21, 0x7F)) + bytes(range(0x80, 0x100)) + b" \t"
-_OWS = b" \t"
+
 _HEAD_END = re.compile(rb"\r?\n\r?\n")
 _STATUS_LINE = re.compile(rb"HTTP/1\.([01]) ([0-9]{3})(?: [\t \x21-\x7e\x80-\xff]*)?")
 _HEX = re.compile(rb"[0-9A-Fa-f]{1,15}")
@@ -92,13 +92,13 @@ def parse_response_head(head: bytes, method: str) -> ResponseHead:
         name = line[:colon]
         kind = known.get(name)
         if kind is None:  # a name not seen before: checked, then remembered
-            if name.translate(None, _TOKEN):
+            if name.translate(None, TOKEN):
                 raise UpstreamProtocolError(f"malformed header line: {line[:64]!r}")
             kind = _FRAMING.get(name.lower(), _OTHER)
             if len(known) < KNOWN_NAMES_KEPT:
                 known[name] = kind
-        value = line[colon + 1 :].strip(_OWS)
-        if value.translate(None, _FIELD_CHAR):
+        value = line[colon + 1 :].strip(OWS)
+        if value.translate(None, FIELD_CHAR):
             raise UpstreamProtocolError(f"forbidden bytes in header {name[:64]!r}")
         headers.append((name, value))
         if kind is _OTHER:
@@ -106,9 +106,9 @@ def parse_response_head(head: bytes, method: str) -> ResponseHead:
         if kind is _LENGTH:
             lengths.append(value)
         elif kind is _CODINGS:
-            codings.extend(part.strip(_OWS).lower() for part in value.split(b","))
+            codings.extend(part.strip(OWS).lower() for part in value.split(b","))
         else:  # Connection
-            tokens = {part.strip(_OWS).lower() for part in value.split(b",")}
+            tokens = {part.strip(OWS).lower() for part in value.split(b",")}
             if b"close" in tokens:
                 close = True
             elif minor == b"0" and b"keep-alive" in tokens:
@@ -182,7 +182,7 @@ class ChunkedReader:
                         raise UpstreamProtocolError("chunk data longer than its size")
                     self._state = 0
                     continue
-                size = line.split(b";", 1)[0].strip(_OWS)
+                size = line.split(b";", 1)[0].strip(OWS)
                 if _HEX.fullmatch(size) is None:
                     raise UpstreamProtocolError(f"bad chunk size: {line[:32]!r}")
                 self._left = int(size, 16)

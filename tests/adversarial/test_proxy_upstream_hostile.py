@@ -11,23 +11,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from conftest import make_config, run_gateway
 from http_upstream import closed_port
+from listening import loopback_server
 
 pytestmark = pytest.mark.e2e
 
 
-@contextlib.asynccontextmanager
-async def raw_upstream(reply: bytes, *, endless: bytes = b"") -> AsyncIterator[int]:
+def raw_upstream(
+    reply: bytes, *, endless: bytes = b""
+) -> contextlib.AbstractAsyncContextManager[int]:
     """Answers every request with ``reply`` (then ``endless`` for ever, if given)."""
-    writers: list[asyncio.StreamWriter] = []
 
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
+    async def serve(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: list[asyncio.StreamWriter]
+    ) -> None:
         with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
             while True:
                 await reader.readuntil(b"\r\n\r\n")
@@ -37,14 +38,7 @@ async def raw_upstream(reply: bytes, *, endless: bytes = b"") -> AsyncIterator[i
                     writer.write(endless)
                     await writer.drain()
 
-    server = await asyncio.start_server(serve, "127.0.0.1", 0)
-    try:
-        yield int(server.sockets[0].getsockname()[1])
-    finally:
-        server.close()
-        for writer in writers:
-            writer.close()
-        await asyncio.sleep(0.01)
+    return loopback_server(serve, cancel=True)
 
 
 def gateway_to(port: int) -> contextlib.AbstractAsyncContextManager:  # type: ignore[type-arg]
@@ -152,7 +146,9 @@ async def test_a_client_leaving_an_endless_reply_closes_the_upstream(head: bytes
     upstream connection must close (before, Content-Length: 0 left it streaming for ever)."""
     ended = asyncio.Event()
 
-    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def endless(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: list[asyncio.StreamWriter]
+    ) -> None:
         try:
             await reader.readuntil(b"\r\n\r\n")
             writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
@@ -166,16 +162,11 @@ async def test_a_client_leaving_an_endless_reply_closes_the_upstream(head: bytes
             ended.set()
             writer.close()
 
-    server = await asyncio.start_server(endless, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        async with gateway_to(port) as gateway:
-            reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
-            writer.write(head)
-            await reader.read(200)  # the reply has started
-            writer.close()
-            await writer.wait_closed()
-            async with asyncio.timeout(3):
-                await ended.wait()
-    finally:
-        server.close()
+    async with loopback_server(endless) as port, gateway_to(port) as gateway:
+        reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+        writer.write(head)
+        await reader.read(200)  # the reply has started
+        writer.close()
+        await writer.wait_closed()
+        async with asyncio.timeout(3):  # before the test's end aborts it: the gateway did
+            await ended.wait()

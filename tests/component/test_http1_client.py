@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from listening import loopback_server
 
 from edge.upstream.http1_client import (
     BodyLengthMismatch,
@@ -75,29 +76,18 @@ class Scripted:
         await self._serving.__aexit__(None, None, None)
 
 
-@contextlib.asynccontextmanager
-async def serving(handler: Callable[[Any, Any], Any]) -> AsyncIterator[int]:
-    """A server for ``handler`` whose connections all end with the test."""
-    tasks: set[asyncio.Task[Any]] = set()
+def serving(
+    handler: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> contextlib.AbstractAsyncContextManager[int]:
+    """``loopback_server`` for a two-argument handler; handlers that stall on purpose are
+    cancelled at the end."""
 
-    async def tracked(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        tasks.add(task)
-        try:
-            await handler(reader, writer)
-        finally:
-            writer.close()
+    async def handle(
+        reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: list[asyncio.StreamWriter]
+    ) -> None:
+        await handler(reader, writer)
 
-    server = await asyncio.start_server(tracked, "127.0.0.1", 0)
-    try:
-        yield int(server.sockets[0].getsockname()[1])
-    finally:
-        server.close()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.sleep(0.01)
+    return loopback_server(handle, cancel=True)
 
 
 async def edge_get(

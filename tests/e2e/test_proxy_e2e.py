@@ -552,7 +552,9 @@ async def settled_breaker(client: httpx.AsyncClient, name: str) -> dict[str, Any
 
 async def test_a_proxied_download_is_watched_without_a_task_of_its_own(upstream_port: int) -> None:
     """Over HTTP/1.1 the server tells the proxy when its client goes (``edge.on_disconnect``):
-    no watcher task per request, and a client that leaves still stops the upstream body."""
+    no watcher task per request (that a client leaving still stops the upstream body is
+    ``test_clients_leaving_mid_body_do_not_count_against_the_upstream``'s), and the
+    gateway serves on."""
     routes = [{"prefix": "/api", "upstream": "web"}]
     async with proxy(upstream_port, routes) as gateway, gateway.client() as client:
         async with client.stream("GET", "/api/x?download=50000000") as download:
