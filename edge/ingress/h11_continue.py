@@ -30,7 +30,9 @@ same turn of the event loop (a stream whose first message is still upstream), a 
 writes the head alone at the end of that turn, so a client never waits for headers.
 
 Request heads are read by ``edge.ingress.h11_requests`` (h11's grammar, checked with
-bytes methods instead of per-field regular expressions), through the same connection.
+bytes methods instead of per-field regular expressions), through the same connection,
+and the common exchange's state changes are made by ``edge.ingress.h11_states`` instead
+of h11's general transition machinery.
 
 ``install`` (called by ``create_app``) puts the protocol in place, the same way as
 ``h2_resets.install``.
@@ -57,6 +59,7 @@ from edge.ingress.asgi import ABORT_EXTENSION, PROGRESS_EXTENSION
 from edge.ingress.h11_exchange import H11Exchange
 from edge.ingress.h11_fields import plain_valid_fields
 from edge.ingress.h11_requests import read_request
+from edge.ingress.h11_states import FastStates
 from edge.ingress.slim import ReadGate
 from edge.ingress.ws_exchange import EdgeWSStream
 
@@ -79,7 +82,7 @@ def _unacknowledged(sock: Any) -> int:
         return 0
 
 
-class ContinueOnRead(h11.Connection):
+class ContinueOnRead(FastStates):
     """h11's server connection whose 100 Continue waits until ``body_wanted``."""
 
     body_wanted = False
