@@ -57,7 +57,7 @@ from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCall
 
 from edge.ingress.asgi import ABORT_EXTENSION, PROGRESS_EXTENSION
 from edge.ingress.h11_exchange import H11Exchange
-from edge.ingress.h11_fields import plain_valid_fields
+from edge.ingress.h11_fields import response_fields
 from edge.ingress.h11_requests import read_request
 from edge.ingress.h11_states import FastStates
 from edge.ingress.slim import ReadGate
@@ -416,9 +416,11 @@ class GuardedH11Protocol(H11Protocol):
             return self.h11_bytes(h11.InformationalResponse(headers=headers, status_code=status))
         if self.keep_alive_requests >= self.config.keep_alive_max_requests:
             headers.append((b"connection", b"close"))
-        # fields checked here as h11 would check them, more cheaply (edge.ingress.h11_fields)
-        parsed = type(status) is int and plain_valid_fields(headers)
-        return self.h11_bytes(h11.Response(headers=headers, status_code=status, _parsed=parsed))
+        # fields checked and normalised here as h11 would, more cheaply (edge.ingress.h11_fields)
+        fields = response_fields(headers) if type(status) is int else None
+        if fields is None:
+            return self.h11_bytes(h11.Response(headers=headers, status_code=status))
+        return self.h11_bytes(h11.Response(headers=fields, status_code=status, _parsed=True))
 
     async def write(self, data: bytes) -> None:
         """Write, then wait while the client is behind (the transport's high-water mark).

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
     from edge.ingress.h11_continue import GuardedH11Protocol
 
 _NO_BODY_STATUS = frozenset({204, 304})
+_END = h11.EndOfMessage()  # immutable: one for every response
 
 
 class Phase(Enum):
@@ -251,7 +252,7 @@ class H11Exchange:
             data = held + data
         if not more:
             try:
-                data += protocol.h11_bytes(h11.EndOfMessage())
+                data += protocol.h11_bytes(_END)
             except h11.LocalProtocolError:  # the body fell short of its Content-Length
                 if data:  # what h11 accepted goes out first, as Hypercorn writes it
                     await protocol.write(data)
@@ -299,9 +300,7 @@ class H11Exchange:
         if self.phase is Phase.REQUEST:  # the app ended without a response
             protocol = self.protocol
             headers = [(b"content-length", b"0"), (b"connection", b"close")]
-            await protocol.write(
-                protocol.head(500, headers) + protocol.h11_bytes(h11.EndOfMessage())
-            )
+            await protocol.write(protocol.head(500, headers) + protocol.h11_bytes(_END))
             self.phase = Phase.CLOSED
             await self._log_access({"status": 500, "headers": []})
         elif self._held is not None:  # ended mid-response: what was held goes out first
