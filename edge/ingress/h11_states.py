@@ -17,6 +17,7 @@ writer objects, the same flags. Any other event, state or field (CONNECT, HEAD, 
 204/304, chunked, ``Connection``, HTTP/1.0, a pending protocol switch, a closed or failed
 side) goes to h11's own code, unchanged. h11's checks before and after (its readers,
 writers and error handling) still run: only the bookkeeping in between is shortened.
+``next_event`` is h11's own, less its property look-ups, for every state.
 ``tests/unit/test_h11_states.py`` holds this to stock h11 on random conversations,
 comparing every result and every piece of state after each step.
 """
@@ -26,8 +27,22 @@ from __future__ import annotations
 from typing import Any
 
 import h11
-from h11 import CLIENT, DONE, IDLE, SEND_BODY, SEND_RESPONSE, SERVER
+from h11 import (
+    CLIENT,
+    DONE,
+    ERROR,
+    IDLE,
+    NEED_DATA,
+    PAUSED,
+    SEND_BODY,
+    SEND_RESPONSE,
+    SERVER,
+    SWITCHED_PROTOCOL,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
 from h11._readers import READERS, ContentLengthReader, expect_nothing
+from h11._state import MIGHT_SWITCH_PROTOCOL
 from h11._writers import ContentLengthWriter, write_any_response
 
 _Data = h11.Data
@@ -65,6 +80,40 @@ def _framing_fields(headers: Any) -> tuple[bytes | None, bool]:
 
 class FastStates(h11.Connection):
     """A server-side h11 connection whose common transitions skip h11's general machinery."""
+
+    def next_event(self) -> Any:
+        # h11's next_event and _extract_next_receive_event in one, for a server (whose
+        # peer is the client), without their property look-ups and list of sentinels
+        if self.our_role is not SERVER:
+            return super().next_event()
+        state = self._cstate.states[CLIENT]
+        if state is ERROR:
+            raise RemoteProtocolError("Can't receive data when peer state is ERROR")
+        buffer = self._receive_buffer
+        try:
+            if (
+                (state is DONE and buffer)
+                or state is MIGHT_SWITCH_PROTOCOL
+                or state is SWITCHED_PROTOCOL
+            ):
+                return PAUSED
+            reader: Any = self._reader
+            event = reader(buffer)
+            if event is None and not buffer and self._receive_buffer_closed:
+                event = reader.read_eof() if hasattr(reader, "read_eof") else h11.ConnectionClosed()
+            if event is None:
+                if len(buffer) > self._max_incomplete_event_size:
+                    raise RemoteProtocolError("Receive buffer too long", error_status_hint=431)
+                if self._receive_buffer_closed:
+                    raise RemoteProtocolError("peer unexpectedly closed connection")
+                return NEED_DATA
+            self._process_event(CLIENT, event)
+            return event
+        except BaseException as exc:
+            self._process_error(CLIENT)
+            if isinstance(exc, LocalProtocolError):
+                exc._reraise_as_remote_protocol_error()
+            raise
 
     def _clean_up_response_headers_for_sending(self, response: h11.Response) -> h11.Response:
         # h11 changes nothing in a keep-alive reply framed by Content-Length: it would
