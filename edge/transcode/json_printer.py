@@ -10,14 +10,19 @@ one converter call per set field.
 
 The output is json_format's, exactly: a property test compares the two on random
 messages of every field kind. What this does not specialise goes to json_format itself:
-the well-known types (Timestamp, Duration, Struct, Any, wrappers, ...), float and double
-values (NaN, infinities, float32's shortest form), enum numbers without a name, and
-extensions; and the ``emit_defaults`` option makes the whole message go to json_format.
+the well-known types (Duration, Struct, Any, wrappers, ...), float and double values
+(NaN, infinities, float32's shortest form), enum numbers without a name, and extensions;
+and the ``emit_defaults`` option makes the whole message go to json_format. Timestamp,
+the well-known type replies carry most (``create_time``, ``update_time``), is printed
+here: json_format reaches it through three calls and a ``datetime`` sum (about 3 us);
+``timestamp_json`` keeps each day's date text and formats the rest. A Timestamp out of
+range still goes to json_format, which raises its own error.
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
 from collections.abc import Callable
 from typing import Any
 
@@ -41,6 +46,40 @@ _PLAIN = frozenset(
 def _is_special(descriptor: Descriptor) -> bool:
     """Types whose JSON form is not an object of their fields: json_format's to print."""
     return descriptor.file.name.startswith("google/protobuf/")
+
+
+# RFC 3339's range, as protobuf bounds a Timestamp: 0001-01-01 to 9999-12-31 (UTC)
+TIMESTAMP_SECONDS_MIN = -62_135_596_800
+TIMESTAMP_SECONDS_MAX = 253_402_300_799
+_EPOCH_ORDINAL = datetime.date(1970, 1, 1).toordinal()
+_DATES: dict[int, str] = {}  # days since 1970 -> "YYYY-MM-DDT": replies repeat a few days
+DATES_KEPT = 4096
+
+
+def timestamp_json(message: Any, slow: Printer) -> Any:
+    """A Timestamp's JSON string as json_format writes it; ``slow`` (json_format) for one
+    out of range, which it refuses in its own words."""
+    seconds, nanos = message.seconds, message.nanos
+    if not (
+        TIMESTAMP_SECONDS_MIN <= seconds <= TIMESTAMP_SECONDS_MAX and 0 <= nanos < 1_000_000_000
+    ):
+        return slow(message)
+    days, rest = divmod(seconds, 86_400)
+    date = _DATES.get(days)
+    if date is None:
+        date = datetime.date.fromordinal(_EPOCH_ORDINAL + days).isoformat() + "T"
+        if len(_DATES) < DATES_KEPT:
+            _DATES[days] = date
+    hours, rest = divmod(rest, 3600)
+    minutes, rest = divmod(rest, 60)
+    clock = f"{date}{hours:02d}:{minutes:02d}:{rest:02d}"
+    if not nanos:
+        return clock + "Z"
+    if not nanos % 1_000_000:
+        return f"{clock}.{nanos // 1_000_000:03d}Z"
+    if not nanos % 1000:
+        return f"{clock}.{nanos // 1000:06d}Z"
+    return f"{clock}.{nanos:09d}Z"
 
 
 def _bytes(value: bytes) -> str:
@@ -75,6 +114,12 @@ class CompiledPrinter:
             return found
         if _is_special(descriptor):
             printer: Printer = self._fallback._MessageToJsonObject
+            if descriptor.full_name == "google.protobuf.Timestamp":
+                slow = printer
+
+                def printer(message: Message) -> Any:
+                    return timestamp_json(message, slow)
+
             self._printers[descriptor.full_name] = printer
             return printer
         fields: dict[int, tuple[str, Convert]] = {}

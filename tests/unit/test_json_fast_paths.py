@@ -11,6 +11,7 @@ its fast path) and ``ParseDict``; both must fail, or both give the same message.
 
 from __future__ import annotations
 
+import datetime
 import math
 import random
 import struct
@@ -23,7 +24,12 @@ from google.protobuf.message import Message
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from edge.transcode.json_printer import CompiledPrinter
+from edge.transcode import json_printer
+from edge.transcode.json_printer import (
+    TIMESTAMP_SECONDS_MAX,
+    TIMESTAMP_SECONDS_MIN,
+    CompiledPrinter,
+)
 from edgetest.v1 import kitchen_pb2
 
 F = descriptor_pb2.FieldDescriptorProto
@@ -295,3 +301,56 @@ def test_an_unprintable_reply_fails_as_json_format_fails() -> None:
             errors.append((type(exc), str(exc)))
     assert len(errors) == 2
     assert errors[0] == errors[1]
+
+
+@settings(max_examples=3000, deadline=None)
+@given(
+    seconds=st.one_of(
+        st.integers(TIMESTAMP_SECONDS_MIN - 2, TIMESTAMP_SECONDS_MAX + 2),
+        st.integers(-(2**63), 2**63 - 1),
+        st.sampled_from([TIMESTAMP_SECONDS_MIN, TIMESTAMP_SECONDS_MAX, 0, -1, 86_399, 86_400]),
+    ),
+    nanos=st.one_of(
+        st.integers(-(2**31), 2**31 - 1),
+        st.integers(0, 999).map(lambda n: n * 1_000_000),
+        st.integers(0, 999_999).map(lambda n: n * 1000),
+        st.sampled_from([0, 1, 999_999_999, 1_000_000_000, -1]),
+    ),
+)
+def test_a_timestamp_prints_as_json_format_prints_it(seconds: int, nanos: int) -> None:
+    """edge's own Timestamp printer (not json_format's) against json_format, refusals too."""
+    from google.protobuf import timestamp_pb2
+
+    message = timestamp_pb2.Timestamp(seconds=seconds, nanos=nanos)
+    compiled = CompiledPrinter(
+        descriptor_pool.Default(), proto_field_names=False, enums_as_ints=False
+    )
+    outcomes = []
+    for printer in (compiled.printer(message.DESCRIPTOR), json_format.MessageToDict):
+        try:
+            outcomes.append(printer(message))
+        except Exception as exc:
+            outcomes.append((type(exc), str(exc)))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_a_timestamp_in_range_is_printed_by_edge(monkeypatch: Any) -> None:
+    """The point of ``timestamp_json``: json_format is not asked (the test above would pass
+    if it always were); and the dates it keeps are bounded."""
+    from google.protobuf import timestamp_pb2
+
+    monkeypatch.setattr(json_printer, "_DATES", {})
+    compiled = CompiledPrinter(
+        descriptor_pool.Default(), proto_field_names=False, enums_as_ints=False
+    )
+    printer = compiled.printer(timestamp_pb2.Timestamp.DESCRIPTOR)
+    monkeypatch.setattr(timestamp_pb2.Timestamp, "ToJsonString", None)
+    monkeypatch.setattr(json_format._Printer, "_MessageToJsonObject", None)  # type: ignore[attr-defined]
+    for day in range(json_printer.DATES_KEPT + 10):
+        message = timestamp_pb2.Timestamp(seconds=day * 86_400 + 3_661, nanos=5_000)
+        assert (
+            printer(message)
+            == (datetime.date(1970, 1, 1) + datetime.timedelta(days=day)).isoformat()
+            + "T01:01:01.000005Z"
+        )
+    assert len(json_printer._DATES) == json_printer.DATES_KEPT
