@@ -60,6 +60,9 @@ _DONE_READER = expect_nothing  # READERS[(CLIENT, DONE)]
 def _framing_fields(headers: Any) -> tuple[bytes | None, bool]:
     """(Content-Length's value or None, whether a field changes h11's course).
 
+    The value is h11's own, normalised to plain digits when h11 built the ``Headers``
+    (a hand-built one may hold a list, which the callers leave to h11).
+
     ``Connection`` (keep-alive), ``Upgrade`` (a switch), ``Expect`` (100-continue) and
     ``Transfer-Encoding`` (chunked framing) each make h11 do more than the common path
     does; h11 has already merged or refused repeated ``Content-Length`` fields.
@@ -117,8 +120,15 @@ class FastStates(h11.Connection):
 
     def _clean_up_response_headers_for_sending(self, response: h11.Response) -> h11.Response:
         # h11 changes nothing in a keep-alive reply framed by Content-Length: it would
-        # return a copy of ``response`` with the same fields
-        if self._cstate.keep_alive and type(response) is _Response:
+        # return a copy of ``response`` with the same fields (and with the status, reason
+        # and version checked and made bytes, which a reply made with ``_parsed`` skipped)
+        if (
+            self._cstate.keep_alive
+            and type(response) is _Response
+            and type(response.status_code) is int
+            and type(response.reason) is bytes
+            and response.http_version == b"1.1"
+        ):
             length, special = _framing_fields(response.headers)
             if length is not None and not special:
                 return response
@@ -172,7 +182,7 @@ class FastStates(h11.Connection):
         ):
             return False
         length, special = _framing_fields(request.headers)
-        if special:
+        if special or (length is not None and not length.isdigit()):
             return False
         states[CLIENT] = SEND_BODY
         states[SERVER] = SEND_RESPONSE
@@ -192,7 +202,7 @@ class FastStates(h11.Connection):
         ):
             return False
         length, special = _framing_fields(response.headers)
-        if length is None or special:
+        if length is None or special or not length.isdigit():
             return False
         states[SERVER] = SEND_BODY
         self.client_is_waiting_for_100_continue = False
@@ -203,7 +213,8 @@ class FastStates(h11.Connection):
         cstate = self._cstate
         states = cstate.states
         if (
-            states[CLIENT] is DONE
+            self.our_role is SERVER
+            and states[CLIENT] is DONE
             and states[SERVER] is DONE
             and cstate.keep_alive
             and not cstate.pending_switch_proposals

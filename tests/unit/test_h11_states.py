@@ -14,10 +14,13 @@ from typing import Any
 
 import h11
 import pytest
+from h11._readers import READERS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.ingress.h11_continue import ContinueOnRead
+from edge.ingress.h11_fields import response_fields
+from edge.ingress.h11_requests import read_request
 from edge.ingress.h11_states import FastStates
 
 BODY = b"0123456789"
@@ -27,7 +30,7 @@ BODY = b"0123456789"
 def requests(draw: Any) -> bytes:
     """A request head and body, mostly the common kind, sometimes each unusual kind."""
     method = draw(st.sampled_from([b"GET", b"POST", b"POST", b"HEAD", b"CONNECT", b"PUT"]))
-    version = draw(st.sampled_from([b"HTTP/1.1"] * 6 + [b"HTTP/1.0"]))
+    version = draw(st.sampled_from([b"HTTP/1.1"] * 8 + [b"HTTP/1.0", b"HTTP/1.2", b"HTTP/2.0"]))
     fields = [b"Host: a"]
     body = b""
     framing = draw(st.sampled_from(["length"] * 4 + ["none", "chunked", "wrong"]))
@@ -49,6 +52,13 @@ def requests(draw: Any) -> bytes:
         b"Expect: 100-continue",
         b"Content-Length: 1, 1",
         b"X-Other: close",
+        b"Expect: 100-Continue",
+        b"Expect:",
+        b"Connection:",
+        b"Upgrade:",
+        b"Connection: upgrade, close",
+        b"Transfer-Encoding: chunked",
+        b"Host: b",
     ]
     if draw(st.integers(0, 2)) == 0:
         fields += draw(st.lists(st.sampled_from(extras), min_size=1, max_size=2))
@@ -82,6 +92,15 @@ steps = st.one_of(
     st.tuples(st.just("next")),
     st.tuples(st.just("next")),
     st.tuples(st.just("reply"), replies),
+    # as edge's GuardedH11Protocol.head makes them, and other ``_parsed`` replies
+    st.tuples(
+        st.just("parsed"),
+        replies,
+        st.sampled_from([b"", b"", b"OK", "OK"]),
+        st.sampled_from([b"1.1", b"1.1", "1.1", b"1.0"]),
+        st.sampled_from([int, int, float]),
+    ),
+    st.tuples(st.just("want")),
     st.tuples(st.just("data"), st.sampled_from([b"", b"ab", b"abcd", b"abcdef"])),
     st.tuples(st.just("end"), st.sampled_from([[], [(b"x-trailer", b"1")]])),
     st.tuples(st.just("cycle")),
@@ -139,6 +158,19 @@ def _step(connection: h11.Connection, step: tuple[Any, ...]) -> Any:
                     h11.InformationalResponse(status_code=status, headers=fields)
                 )
             return connection.send(h11.Response(status_code=status, headers=fields))
+        if kind == "parsed":
+            status, fields = step[1]
+            reply = h11.Response(
+                status_code=step[4](status) if status >= 200 else 200,
+                headers=response_fields(fields) or fields,
+                reason=step[2],
+                http_version=step[3],
+                _parsed=True,
+            )
+            return connection.send(reply)
+        if kind == "want":  # the app read the body: a 100 Continue may now go
+            connection.body_wanted = True  # type: ignore[attr-defined]
+            return connection.they_are_waiting_for_100_continue
         if kind == "data":
             return connection.send(h11.Data(data=step[1]))
         if kind == "end":
@@ -158,7 +190,26 @@ def _step(connection: h11.Connection, step: tuple[Any, ...]) -> Any:
 
 
 def _conversation(connection: h11.Connection, conversation: list[tuple[Any, ...]]) -> list[Any]:
-    return [(_step(connection, step), _state(connection)) for step in conversation]
+    return [
+        (_step(connection, step), _state(connection), connection.they_are_waiting_for_100_continue)
+        for step in conversation
+    ]
+
+
+class PreChange(h11.Connection):
+    """``ContinueOnRead`` as it was before ``FastStates``: stock h11 with edge's reader of
+    request heads and its 100-continue rule, to hold the gateway's own class to."""
+
+    body_wanted = False
+
+    @property
+    def they_are_waiting_for_100_continue(self) -> bool:
+        return self.body_wanted and bool(super().they_are_waiting_for_100_continue)
+
+    def _get_io_object(self, role: Any, event: Any, io_dict: Any) -> Any:
+        if io_dict is READERS and role is h11.CLIENT and self.their_state is h11.IDLE:
+            return read_request
+        return super()._get_io_object(role, event, io_dict)
 
 
 @settings(max_examples=3000, deadline=None)
@@ -170,6 +221,34 @@ def test_a_conversation_leaves_h11_as_stock_h11_does(
     ours = _conversation(FastStates(h11.SERVER, max_incomplete_event_size=limit), conversation)
     stock = h11.Connection(h11.SERVER, max_incomplete_event_size=limit)
     assert ours == _conversation(stock, conversation)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(steps, max_size=25), st.sampled_from([16384, 16384, 40]))
+def test_the_gateways_connection_behaves_as_before(
+    conversation: list[tuple[Any, ...]], limit: int
+) -> None:
+    """``ContinueOnRead`` (edge's reader, the 100-continue rule and ``FastStates``) against
+    the same without ``FastStates``."""
+    ours = _conversation(ContinueOnRead(h11.SERVER, max_incomplete_event_size=limit), conversation)
+    before = PreChange(h11.SERVER, max_incomplete_event_size=limit)
+    assert ours == _conversation(before, conversation)
+
+
+def test_a_client_connection_is_left_to_h11() -> None:
+    """The shortcuts are a server's: as a client the class is stock h11, cycle after cycle."""
+    connections = (FastStates(h11.CLIENT), h11.Connection(h11.CLIENT))
+    seen: list[list[Any]] = [[], []]
+    for connection, record in zip(connections, seen, strict=True):
+        for _ in range(3):
+            request = h11.Request(method="GET", target="/", headers=[("Host", "a")])
+            record.append(connection.send(request) + connection.send(h11.EndOfMessage()))
+            connection.receive_data(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            record += [_event(connection.next_event()) for _ in range(3)]
+            record.append(_state(connection))
+            connection.start_next_cycle()
+            record.append(_state(connection))
+    assert seen[0] == seen[1]
 
 
 @st.composite
