@@ -45,6 +45,7 @@ class CannedTerminal:
         pass
 
     async def __call__(self, call: Call) -> Reply:
+        assert call.method is not None  # a transcoded call always carries its method
         return Reply(call.method.output_type.FromString(BOOK))
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import grpc.aio
 from websockets.asyncio.client import connect
+from websockets.typing import Subprotocol
 
 from benchmarks.processes import Child, free_port, spawn, stop, wait_for_file, wait_for_http
 from benchmarks.procstat import cpu_seconds
@@ -64,7 +65,7 @@ async def _direct(address: str, count: int, padding: int) -> int:
 
 async def _websocket(url: str, padding: int) -> int:
     received = 0
-    async with connect(url, subprotocols=["edge.grpc-ws.v1"], max_size=None) as ws:
+    async with connect(url, subprotocols=[Subprotocol("edge.grpc-ws.v1")], max_size=None) as ws:
         await ws.send(json.dumps({"message": {"padding": padding}}))
         async for frame in ws:
             if isinstance(frame, str) and frame.startswith('{"message"'):
