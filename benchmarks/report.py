@@ -45,6 +45,10 @@ class Figures:
     upstream_cpu_us: float | None  # the demo gRPC upstream process
     client_cpu_us: float | None  # the Python gRPC client (wrk's own CPU is not charged)
     vs_bare: float | None = None  # server us/req ÷ bare Hypercorn's for the same method
+    # interleaved rows: p50 and p99 are of all the row's requests; this is its worst slice's
+    p99_worst_slice_ms: float | None = None
+    # each slice's server us/req, in the order measured: how much the figure moved in a run
+    slice_server_cpu_us: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -156,6 +160,7 @@ class Tail:
     p50_ms: float
     p99_ms: float
     max_ms: float
+    p99_worst_slice_ms: float | None = None  # shown beside, not judged
 
     @property
     def spread(self) -> float:
@@ -167,9 +172,11 @@ class Tail:
         return "PASS" if ok else "MISS"
 
     def line(self) -> str:
+        worst = self.p99_worst_slice_ms
+        beside = "" if worst is None else f" (worst slice's p99 {worst:.1f} ms)"
         return (
             f"tail, {self.scenario}: p99 {self.p99_ms:.1f} ms / p50 {self.p50_ms:.1f} ms = "
-            f"{self.spread:.2f}x, max {self.max_ms:.1f} ms  (target p99 <= "
+            f"{self.spread:.2f}x, max {self.max_ms:.1f} ms{beside}  (target p99 <= "
             f"{_times(TAIL_TARGET)}x p50, max <= {MAX_LATENCY_TARGET_MS:.0f} ms: {self.verdict})"
         )
 

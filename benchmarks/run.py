@@ -53,7 +53,7 @@ from benchmarks.report import (
     format_table,
     write_json,
 )
-from benchmarks.wrk import run_wrk, wrk_path
+from benchmarks.wrk import merged_percentile, run_wrk, wrk_path
 
 REPO = Path(__file__).resolve().parents[1]
 POST_SCRIPT = Path(__file__).resolve().parent / "wrk_post.lua"
@@ -273,7 +273,9 @@ def measure_wrk_rounds(
     one after another, the later rows paid for whatever the machine did in the meantime
     (two full runs put Connect at 1.19x and 1.25x the JSON POST while interleaved runs
     put it at 0.85-1.01x). Each row gets ``rounds`` slices of the run's duration; CPU and
-    requests are summed over them, p50 is the median slice's and p99 the worst slice's.
+    requests are summed over them, and p50 and p99 are those of all the row's requests
+    (the slices' latency grids merged: ``merged_percentile``). The worst slice's p99 is
+    kept beside them: a slice is a few seconds, and one slow moment sets its p99.
     ``checks`` (by server pid) run after each of that server's runs, warm-up included, and
     raise if its figures cannot be trusted.
     """
@@ -292,10 +294,10 @@ def measure_wrk_rounds(
             "requests": 0,
             "seconds": 0.0,
             "errors": 0,
-            "p50": [],
-            "p99": [],
+            "reports": [],
             "max": [],
             "cpu": {},
+            "slice_cpu_us": [],
         }
         for scenario, _, _, _, _ in rows
     }
@@ -315,11 +317,12 @@ def measure_wrk_rounds(
             total["requests"] += report.requests
             total["seconds"] += report.seconds
             total["errors"] += report.errors
-            total["p50"].append(report.p50_ms)
-            total["p99"].append(report.p99_ms)
+            total["reports"].append(report)
             total["max"].append(report.max_ms)
             for name in pids:
                 total["cpu"][name] = total["cpu"].get(name, 0.0) + after[name] - before[name]
+            used = after["server"] - before["server"]
+            total["slice_cpu_us"].append(round(_per_request_us(used, report.requests), 1))
     figures = []
     for scenario, _, _, _, upstream in rows:
         total = totals[scenario]
@@ -331,14 +334,16 @@ def measure_wrk_rounds(
                 requests=requests,
                 seconds=seconds,
                 rps=requests / seconds,
-                p50_ms=sorted(total["p50"])[len(total["p50"]) // 2],
-                p99_ms=max(total["p99"]),
+                p50_ms=merged_percentile(total["reports"], 50),
+                p99_ms=merged_percentile(total["reports"], 99),
                 max_ms=max(total["max"]),
                 errors=total["errors"],
                 server_cpu_us=_per_request_us(cpu["server"], requests),
                 server_cores=cpu["server"] / seconds,
                 upstream_cpu_us=_per_request_us(cpu["upstream"], requests) if upstream else None,
                 client_cpu_us=None,
+                p99_worst_slice_ms=max(r.p99_ms for r in total["reports"]),
+                slice_server_cpu_us=tuple(total["slice_cpu_us"]),
             )
         )
     return figures
@@ -521,7 +526,7 @@ def _tails(figures: list[Figures]) -> list[Tail]:
     """The transcoded POST and GET's latency spread (issue 14's tail targets)."""
     by_name = {f.scenario: f for f in figures}
     rows = (by_name[f"gateway {method} (transcoded)"] for method in ("POST", "GET"))
-    return [Tail(f.scenario, f.p50_ms, f.p99_ms, f.max_ms) for f in rows]
+    return [Tail(f.scenario, f.p50_ms, f.p99_ms, f.max_ms, f.p99_worst_slice_ms) for f in rows]
 
 
 def _against_bare(figures: list[Figures]) -> list[Figures]:

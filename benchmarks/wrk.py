@@ -11,7 +11,9 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
@@ -23,6 +25,25 @@ _LATENCY = re.compile(
 )
 _NON_2XX = re.compile(r"Non-2xx or 3xx responses: (\d+)")
 _SOCKET_ERRORS = re.compile(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)")
+# The percentiles wrk's ``done`` hook prints (LATENCY_HOOK): fine where the tail targets
+# look (p50, p99), so slices can be merged into one distribution (``merged_percentile``).
+# Not 100: wrk answers 0 for it (the slowest request is in its summary line instead).
+GRID = (
+    *range(1, 90),
+    *(round(90 + i / 10, 1) for i in range(90)),
+    *(round(99 + i / 100, 2) for i in range(100)),
+)
+# A script's own done() (pipeline.py's saves the non-2xx count) still runs, first.
+LATENCY_HOOK = (
+    "\nlocal edge_script_done = done\n"
+    "function done(summary, latency, requests)\n"
+    "  if edge_script_done then edge_script_done(summary, latency, requests) end\n"
+    "  for _, p in ipairs({" + ", ".join(f"{p:g}" for p in GRID) + "}) do\n"
+    '    io.write(string.format("edge-latency %g %d\\n", p, latency:percentile(p)))\n'
+    "  end\n"
+    "end\n"
+)
+_GRID_LINE = re.compile(r"^edge-latency ([\d.]+) (\d+)$", re.MULTILINE)
 
 
 @dataclass(frozen=True)
@@ -33,6 +54,8 @@ class WrkReport:
     p99_ms: float
     max_ms: float  # the slowest request of the run
     errors: int  # non-2xx/3xx responses plus socket errors
+    # (percentile, latency in ms) at each point of GRID, when the hook printed them
+    grid: tuple[tuple[float, float], ...] = field(default=(), repr=False)
 
     @property
     def rps(self) -> float:
@@ -60,7 +83,32 @@ def parse_report(text: str) -> WrkReport:
         p99_ms=percentiles[99],
         max_ms=float(latency.group(1)) * _UNITS[latency.group(2)],
         errors=errors,
+        grid=tuple((float(p), int(us) / 1000) for p, us in _GRID_LINE.findall(text)),
     )
+
+
+def merged_percentile(reports: Sequence[WrkReport], percent: float) -> float:
+    """The ``percent`` latency of every request of ``reports`` taken together, in ms.
+
+    Each report's grid gives, for a latency x, a lower bound on the share of its requests
+    at or under x (the highest grid percentile whose latency is <= x). Weighting those by
+    request counts gives the whole run's share, and the answer is the least grid latency
+    whose share reaches ``percent``: never below the true figure, and equal to a lone
+    report's own percentile wherever ``percent`` is on the grid. Interleaved rows are
+    measured in slices; this is the p99 of the row, not of its worst slice.
+    """
+    total = sum(r.requests for r in reports)
+    if total == 0 or any(not r.grid for r in reports):
+        raise ValueError("every report needs requests and a latency grid (LATENCY_HOOK)")
+    for candidate in sorted({ms for r in reports for _, ms in r.grid}):
+        share = sum(r.requests * _share_within(r.grid, candidate) for r in reports) / total
+        if share >= percent - 1e-9:
+            return candidate
+    return max(ms for r in reports for _, ms in r.grid)
+
+
+def _share_within(grid: Sequence[tuple[float, float]], latency_ms: float) -> float:
+    return max((p for p, ms in grid if ms <= latency_ms), default=0.0)
 
 
 def wrk_path() -> str:
@@ -74,13 +122,22 @@ def wrk_path() -> str:
 def run_wrk(
     url: str, *, seconds: int, connections: int, threads: int, script: Path | None = None
 ) -> WrkReport:
-    """One closed-loop run of ``seconds`` against ``url``; ``script`` sets method and body."""
-    argv = [wrk_path(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    if script is not None:
-        argv += ["-s", str(script)]
-    done = subprocess.run(
-        [*argv, url], capture_output=True, text=True, timeout=seconds + 60, check=False
-    )
+    """One closed-loop run of ``seconds`` against ``url``; ``script`` sets method and body.
+
+    wrk takes one script, so the latency hook is appended to a copy of ``script``.
+    """
+    text = (script.read_text() if script is not None else "") + LATENCY_HOOK
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as hooked:
+        hooked.write(text)
+        hooked.flush()
+        argv = [wrk_path(), f"-t{threads}", f"-c{connections}", f"-d{seconds}s", "--latency"]
+        done = subprocess.run(
+            [*argv, "-s", hooked.name, url],
+            capture_output=True,
+            text=True,
+            timeout=seconds + 60,
+            check=False,
+        )
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
     return parse_report(done.stdout)
