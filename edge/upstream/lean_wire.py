@@ -101,17 +101,45 @@ def encode_timeout(seconds: float) -> bytes:
     return b"%dH" % min(math.ceil(seconds / 3600), 99_999_999)
 
 
+# Encoded metadata fields remembered by (name, value): a client sends the same few fields
+# (its address, Host, User-Agent, claims) on every call. Bounded in count and in each
+# value's length, since values come from clients; when full it starts again, so values
+# that never repeat cost an insert each and no more memory.
+METADATA_FIELDS_KEPT = 512
+METADATA_VALUE_KEPT = 256
+# Fields edge itself makes anew for every call: never the same twice, so never kept (they
+# would only push out the fields that do repeat).
+PER_CALL_FIELDS = frozenset({"x-request-id", "traceparent", "tracestate"})
+_encoded_fields: dict[tuple[str, str | bytes], bytes] = {}
+
+
 def metadata_fields(metadata: Sequence[tuple[str, str | bytes]]) -> list[bytes]:
+    """Each metadata pair as an HPACK literal (``metadata_field``), remembered when short."""
     fields = []
+    known = _encoded_fields
     for name, value in metadata:
-        key = name.lower()
-        if key.endswith("-bin"):
-            raw = value if isinstance(value, bytes) else value.encode()
-            value = base64.b64encode(raw).rstrip(b"=")
-        elif isinstance(value, str):
-            value = value.encode()
-        fields.append(literal(key.encode(), value))
+        pair = (name, value)
+        field = known.get(pair)
+        if field is None:
+            field = metadata_field(name, value)
+            if len(value) <= METADATA_VALUE_KEPT and name not in PER_CALL_FIELDS:
+                if len(known) >= METADATA_FIELDS_KEPT:
+                    known.clear()
+                known[pair] = field
+        fields.append(field)
     return fields
+
+
+def metadata_field(name: str, value: str | bytes) -> bytes:
+    """One pair as grpc.aio sends it: the name lower-cased, a ``-bin`` value in unpadded
+    base64, any other str value as UTF-8."""
+    key = name.lower()
+    if key.endswith("-bin"):
+        raw = value if isinstance(value, bytes) else value.encode()
+        value = base64.b64encode(raw).rstrip(b"=")
+    elif isinstance(value, str):
+        value = value.encode()
+    return literal(key.encode(), value)
 
 
 def metadata_pairs(headers: Headers) -> Pairs:
