@@ -8,6 +8,7 @@ every target gets the same treatment.
 
 from __future__ import annotations
 
+import bisect
 import re
 import shutil
 import subprocess
@@ -91,24 +92,27 @@ def merged_percentile(reports: Sequence[WrkReport], percent: float) -> float:
     """The ``percent`` latency of every request of ``reports`` taken together, in ms.
 
     Each report's grid gives, for a latency x, a lower bound on the share of its requests
-    at or under x (the highest grid percentile whose latency is <= x). Weighting those by
-    request counts gives the whole run's share, and the answer is the least grid latency
-    whose share reaches ``percent``: never below the true figure, and equal to a lone
-    report's own percentile wherever ``percent`` is on the grid. Interleaved rows are
-    measured in slices; this is the p99 of the row, not of its worst slice.
+    at or under x (the highest grid percentile whose latency is <= x; the latencies rise
+    with the percentile). Weighting those by request counts gives the whole run's share,
+    and the answer is the least grid latency whose share reaches ``percent``: never below
+    the true figure, and equal to a lone report's own percentile wherever ``percent`` is
+    on the grid. Interleaved rows are measured in slices; this is the p99 of the row, not
+    of its worst slice.
     """
     total = sum(r.requests for r in reports)
     if total == 0 or any(not r.grid for r in reports):
         raise ValueError("every report needs requests and a latency grid (LATENCY_HOOK)")
-    for candidate in sorted({ms for r in reports for _, ms in r.grid}):
-        share = sum(r.requests * _share_within(r.grid, candidate) for r in reports) / total
-        if share >= percent - 1e-9:
+    columns = [(r.requests, [ms for _, ms in r.grid], [p for p, _ in r.grid]) for r in reports]
+    candidates = sorted({ms for _, latencies, _ in columns for ms in latencies})
+    for candidate in candidates:
+        share = 0.0
+        for requests, latencies, percents in columns:
+            within = bisect.bisect_right(latencies, candidate)
+            if within:
+                share += requests * percents[within - 1]
+        if share / total >= percent - 1e-9:
             return candidate
-    return max(ms for r in reports for _, ms in r.grid)
-
-
-def _share_within(grid: Sequence[tuple[float, float]], latency_ms: float) -> float:
-    return max((p for p, ms in grid if ms <= latency_ms), default=0.0)
+    return candidates[-1]
 
 
 def wrk_path() -> str:

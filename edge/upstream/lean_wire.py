@@ -107,9 +107,19 @@ def encode_timeout(seconds: float) -> bytes:
 # that never repeat cost an insert each and no more memory.
 METADATA_FIELDS_KEPT = 512
 METADATA_VALUE_KEPT = 256
-# Fields edge itself makes anew for every call: never the same twice, so never kept (they
-# would only push out the fields that do repeat).
-PER_CALL_FIELDS = frozenset({"x-request-id", "traceparent", "tracestate"})
+# Never kept: fields edge itself makes anew for every call (never the same twice, they
+# would only push out the fields that do repeat), and credentials a client forwards
+# through the gateway (they stay no longer than their call).
+NOT_KEPT_FIELDS = frozenset(
+    {
+        "x-request-id",
+        "traceparent",
+        "tracestate",
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+    }
+)
 _encoded_fields: dict[tuple[str, str | bytes], bytes] = {}
 
 
@@ -122,7 +132,7 @@ def metadata_fields(metadata: Sequence[tuple[str, str | bytes]]) -> list[bytes]:
         field = known.get(pair)
         if field is None:
             field = metadata_field(name, value)
-            if len(value) <= METADATA_VALUE_KEPT and name not in PER_CALL_FIELDS:
+            if len(value) <= METADATA_VALUE_KEPT and name not in NOT_KEPT_FIELDS:
                 if len(known) >= METADATA_FIELDS_KEPT:
                     known.clear()
                 known[pair] = field

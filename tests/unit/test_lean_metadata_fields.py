@@ -18,7 +18,7 @@ from edge.upstream import lean_wire
 from edge.upstream.lean_wire import (
     METADATA_FIELDS_KEPT,
     METADATA_VALUE_KEPT,
-    PER_CALL_FIELDS,
+    NOT_KEPT_FIELDS,
     metadata_field,
     metadata_fields,
 )
@@ -81,11 +81,12 @@ def test_memory_is_bounded_in_pairs_and_in_value_length() -> None:
     assert lean_wire._encoded_fields[kept] == metadata_field(*kept)
 
 
-def test_fields_edge_makes_anew_for_each_call_are_not_kept() -> None:
+def test_per_call_fields_and_credentials_are_not_kept() -> None:
     kept = ("x-forwarded-for", "203.0.113.9")
     metadata_fields([kept])
     for n in range(METADATA_FIELDS_KEPT * 2):
-        per_call = [(name, f"{n:016x}") for name in sorted(PER_CALL_FIELDS)]
+        per_call = [(name, f"{n:016x}") for name in sorted(NOT_KEPT_FIELDS)]
+        per_call.append(("authorization", "Bearer same-token-every-call"))
         fields = metadata_fields([*per_call, kept])
         assert fields == [metadata_field(*pair) for pair in [*per_call, kept]]
     assert list(lean_wire._encoded_fields) == [kept]  # never pushed out by them
