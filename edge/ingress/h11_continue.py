@@ -223,7 +223,9 @@ class GuardedH11Protocol(H11Protocol):
             await super().stream_send(event)
 
     async def _counting_send(self, event: Event) -> None:
-        if isinstance(event, RawData):
+        # type(), not isinstance(): Hypercorn's and h11's events are ABCs, whose
+        # isinstance costs about 100 ns; neither library subclasses them
+        if type(event) is RawData:
             if self._holding:
                 self._head = event.data
                 self._head_alone = asyncio.get_running_loop().call_soon(self._write_head)
@@ -321,14 +323,14 @@ class GuardedH11Protocol(H11Protocol):
                 if kind is h11.EndOfMessage:
                     await stream.put({"type": "http.request", "body": b"", "more_body": False})
                     continue
-            if isinstance(event, h11.Request):
+            if type(event) is h11.Request:
                 await self.send(Updated(idle=False))
                 await self._check_protocol(event)
                 await self._create_stream(event)
             elif event is h11.PAUSED:
                 await self.can_read.clear()
                 await self.can_read.wait()
-            elif isinstance(event, h11.ConnectionClosed) or event is h11.NEED_DATA:
+            elif type(event) is h11.ConnectionClosed or event is h11.NEED_DATA:
                 break
             elif stream is None:
                 break
