@@ -384,6 +384,12 @@ class WebSocketSession:
             self.arm_timer()
 
     def _call_ended(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled():
+            # read here: when the session was already ending for another reason (the client
+            # left, a timeout) nothing else asks, and asyncio would log the call's failure
+            # as "Task exception was never retrieved"; _call_outcome reads it again when
+            # the call's end is the session's reason
+            task.exception()
         self.interrupt(CALL_ENDED)
 
     def drained(self) -> None:
