@@ -290,16 +290,7 @@ def measure_wrk_rounds(
             check()
     slice_seconds = max(1, round(settings.seconds / rounds))
     totals: dict[str, dict[str, Any]] = {
-        scenario: {
-            "requests": 0,
-            "seconds": 0.0,
-            "errors": 0,
-            "reports": [],
-            "max": [],
-            "cpu": {},
-            "slice_cpu_us": [],
-        }
-        for scenario, _, _, _, _ in rows
+        scenario: {"reports": [], "cpu": {}, "slice_cpu_us": []} for scenario, _, _, _, _ in rows
     }
     for _ in range(rounds):
         for scenario, url, script, server, upstream in rows:
@@ -314,11 +305,7 @@ def measure_wrk_rounds(
             if check is not None:
                 check()
             total = totals[scenario]
-            total["requests"] += report.requests
-            total["seconds"] += report.seconds
-            total["errors"] += report.errors
             total["reports"].append(report)
-            total["max"].append(report.max_ms)
             for name in pids:
                 total["cpu"][name] = total["cpu"].get(name, 0.0) + after[name] - before[name]
             used = after["server"] - before["server"]
@@ -326,7 +313,8 @@ def measure_wrk_rounds(
     figures = []
     for scenario, _, _, _, upstream in rows:
         total = totals[scenario]
-        requests, seconds, cpu = total["requests"], total["seconds"], total["cpu"]
+        reports, cpu = total["reports"], total["cpu"]
+        requests, seconds = sum(r.requests for r in reports), sum(r.seconds for r in reports)
         figures.append(
             Figures(
                 scenario=scenario,
@@ -334,15 +322,15 @@ def measure_wrk_rounds(
                 requests=requests,
                 seconds=seconds,
                 rps=requests / seconds,
-                p50_ms=merged_percentile(total["reports"], 50),
-                p99_ms=merged_percentile(total["reports"], 99),
-                max_ms=max(total["max"]),
-                errors=total["errors"],
+                p50_ms=merged_percentile(reports, 50),
+                p99_ms=merged_percentile(reports, 99),
+                max_ms=max(r.max_ms for r in reports),
+                errors=sum(r.errors for r in reports),
                 server_cpu_us=_per_request_us(cpu["server"], requests),
                 server_cores=cpu["server"] / seconds,
                 upstream_cpu_us=_per_request_us(cpu["upstream"], requests) if upstream else None,
                 client_cpu_us=None,
-                p99_worst_slice_ms=max(r.p99_ms for r in total["reports"]),
+                p99_worst_slice_ms=max(r.p99_ms for r in reports),
                 slice_server_cpu_us=tuple(total["slice_cpu_us"]),
             )
         )

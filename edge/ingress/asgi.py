@@ -11,12 +11,11 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
 from contextvars import ContextVar
-from types import CoroutineType
 from typing import Any
 
 from edge.call import Call, Reply
 from edge.errors import BodyTooLarge, ClientDisconnected, ClientStalled, EdgeError
-from edge.ingress.steps import finish_step
+from edge.ingress.steps import start_step
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -69,15 +68,11 @@ def timed_send(send: Send, timeout: float | None, scope: Scope) -> Send:
     step = timeout / 4
 
     async def send_timed(message: Message) -> None:
-        pending: Awaitable[None] = send(message)
-        if isinstance(pending, CoroutineType):
-            # started by hand: a send the transport takes at once cannot have stalled, and
-            # pays for no timeout, timer or progress look (edge.ingress.steps)
-            try:
-                waiting = pending.send(None)
-            except StopIteration:
-                return
-            pending = finish_step(pending, waiting)
+        # started by hand: a send the transport takes at once cannot have stalled, and
+        # pays for no timeout, timer or progress look (edge.ingress.steps)
+        done, pending = start_step(send(message))
+        if done:
+            return
         try:
             async with asyncio.timeout(timeout) as deadline:
                 if progress is None:

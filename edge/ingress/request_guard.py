@@ -31,8 +31,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from types import CoroutineType
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import unquote
 
 from edge.errors import BadRequest, RequestTimeout
@@ -44,7 +43,7 @@ from edge.ingress.asgi import (
     Send,
 )
 from edge.ingress.render import refuse_handshake, send_error
-from edge.ingress.steps import finish_step
+from edge.ingress.steps import start_step
 from edge.routing.normalize import BadPath, normalize_path
 
 log = logging.getLogger("edge.guard")
@@ -180,18 +179,10 @@ class _Body:
             if not self._done:
                 self._done = message["type"] != "http.request" or not message.get("more_body")
             return message
-        pending: Any = self._inner()
-        if isinstance(pending, CoroutineType):
-            # started by hand (edge.ingress.steps): a body already in (a unary request's,
-            # nearly always) cannot have stalled, and pays for no timeout (about 4 us)
-            try:
-                waiting = pending.send(None)
-            except StopIteration as done:
-                message = done.value
-            else:
-                message = await self._stalling(finish_step(pending, waiting))
-        else:
-            message = await self._stalling(pending)
+        # started by hand (edge.ingress.steps): a body already in (a unary request's,
+        # nearly always) cannot have stalled, and pays for no timeout (about 4 us)
+        done, pending = start_step(self._inner())
+        message = pending if done else await self._stalling(pending)
         if message["type"] != "http.request" or not message.get("more_body", False):
             self._done = True
             return message

@@ -12,7 +12,22 @@ its reads the same way (``edge.ingress.transcoded_streams``).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from types import CoroutineType
 from typing import Any
+
+
+def start_step(pending: Awaitable[Any]) -> tuple[bool, Any]:
+    """Start ``pending`` by hand if it is a coroutine: ``(True, its result)`` when it
+    finished at once, else ``(False, an awaitable of the rest)`` for the caller to await
+    under its guard. Anything else is returned to be awaited as it is."""
+    if not isinstance(pending, CoroutineType):
+        return False, pending
+    try:
+        waiting = pending.send(None)
+    except StopIteration as done:
+        return True, done.value
+    return False, finish_step(pending, waiting)
 
 
 async def finish_step(step: Any, waiting: Any) -> Any:
