@@ -25,14 +25,18 @@ class PrometheusPipelineEvents:
     def __init__(self) -> None:
         # one labelled child per result, found once: a decision is made on every request
         self._decisions = {
-            result: metrics.child(metrics.LIMITER_DECISIONS, result).inc
-            for result in ("allowed", "refused", "backend_error")
+            result: metrics.counting(metrics.child(metrics.LIMITER_DECISIONS, result))
+            for result in ("allowed", "refused")
         }
+        self._decisions["backend_error"] = self._backend_error
+        self._backend_errors = metrics.child(metrics.LIMITER_DECISIONS, "backend_error")
 
     def limiter_decision(self, result: LimiterResult) -> None:
-        if result == "backend_error":
-            metrics.LIMITER_ERRORS.inc()
         self._decisions[result]()
+
+    def _backend_error(self) -> None:
+        metrics.LIMITER_ERRORS.inc()
+        self._backend_errors.inc()
 
     def breaker_changed(self, name: str, old: BreakerState, new: BreakerState) -> None:
         metrics.child(metrics.BREAKER_TRANSITIONS, name, new.value).inc()

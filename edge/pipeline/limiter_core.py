@@ -74,6 +74,9 @@ class LimitSpec:
 # -- token bucket ---------------------------------------------------------------------
 
 
+_new = tuple.__new__  # a named tuple from its values, skipping its Python constructor
+
+
 class Bucket(NamedTuple):  # a tuple, as Decision, for the cost of making one
     tokens: float
     updated: float
@@ -82,19 +85,30 @@ class Bucket(NamedTuple):  # a tuple, as Decision, for the cost of making one
 def token_bucket(
     state: Bucket | None, now: float, spec: LimitSpec, cost: int = 1
 ) -> tuple[Bucket, Decision]:
+    # Run on every limited request, so written for the interpreter: comparisons where
+    # ``min``/``max`` would be calls, and the tuples made by ``tuple.__new__`` where a
+    # named tuple's own constructor is a Python function. The arithmetic is unchanged
+    # (the Redis script mirrors it), and so are the types: a bucket refilled to the
+    # brim holds ``capacity`` itself, as ``min`` returned it.
     capacity, rate = spec.capacity, spec.rate
-    tokens = (
-        capacity if state is None else min(capacity, state.tokens + (now - state.updated) * rate)
-    )
-    tokens = max(tokens, 0.0)
+    if state is None:
+        tokens: float = capacity
+    else:
+        tokens = state[0] + (now - state[1]) * rate
+        if tokens >= capacity:  # as min(capacity, tokens): the int when equal
+            tokens = capacity
+        elif tokens < 0.0:
+            tokens = 0.0
     if tokens >= cost:
         tokens -= cost
         allowed, retry_after = True, 0.0
     else:
         allowed, retry_after = False, (cost - tokens) / rate
-    reset = (capacity - tokens) / rate
-    decision = Decision(allowed, capacity, math.floor(tokens), reset, retry_after)
-    return Bucket(tokens, now), decision
+    decision = _new(
+        Decision,
+        (allowed, capacity, math.floor(tokens), (capacity - tokens) / rate, retry_after, 0.0),
+    )
+    return _new(Bucket, (tokens, now)), decision
 
 
 # -- sliding window, counter approximation ----------------------------------------------

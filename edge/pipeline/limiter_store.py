@@ -9,11 +9,12 @@ scripts with the cores step by step while time passes, without sleeping. A reque
 several limits are decided in one round trip (one pipeline of script calls).
 
 The memory store is bounded twice: at most ``max_keys`` keys and about ``max_bytes`` bytes,
-least recently used evicted first, and entries past their expiry dropped as they are met.
+least recently used evicted first, and expired entries at the least recently used end
+dropped whenever a key is added (a key seen again only updates its own entry).
 An evicted key starts again with a full allowance; that is the price of never growing
 without bound under a flood of distinct keys, and it can only err towards allowing. The
 byte count is arithmetic, not measurement: each entry costs its key's length (keys are
-ASCII, see ``ratelimit.bounded_part``) plus a fixed overhead per algorithm measured once
+ASCII, see ``limit_keys.bounded_part``) plus a fixed overhead per algorithm measured once
 with tracemalloc (and re-measured by the tests), plus, for a sliding log, a fixed cost per
 timestamp it holds.
 """
@@ -104,8 +105,33 @@ class MemoryLimiterStore:
         return len(self._states)
 
     def decide_now(self, spec: LimitSpec, key: str, now: float, cost: int = 1) -> Decision:
+        states = self._states
+        entry = states.pop(key, None)
+        if (
+            entry is not None
+            and entry[2] is spec
+            and entry[1] > now
+            and spec.algorithm != "sliding_log"
+        ):
+            # The common case: a key seen lately under this very limit. Its entry keeps
+            # its size and the store its length, so no bound can be newly exceeded and
+            # there is nothing to account or evict; expired entries at the front wait for
+            # the next decision that adds a key (``_decide``).
+            new_state, decision = _STEPS[spec.algorithm](entry[0], now, spec, cost)
+            states[key] = (new_state, now + spec.ttl, spec)
+            return decision
+        return self._decide(spec, key, now, cost, entry)
+
+    def _decide(
+        self,
+        spec: LimitSpec,
+        key: str,
+        now: float,
+        cost: int,
+        entry: tuple[Any, float, LimitSpec] | None,
+    ) -> Decision:
+        """``decide_now`` for a key new, expired, rebuilt or with a log: accounted, trimmed."""
         algorithm = spec.algorithm
-        entry = self._states.pop(key, None)
         state = None
         # ``entry_bytes`` inlined (this is the hot path): what the entry costs changes only
         # with a sliding log's length, since the key stays and a key keeps its spec

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
+from edge.pipeline.limit_keys import KeyBuilder, key_builder
 from edge.pipeline.limiter_core import LimitSpec
 from edge.policy_config import LimitConfig, PolicyConfig, RetryConfig
 from edge.sidecar import BoundedPolicy, SidecarPolicy, may_loosen
@@ -18,6 +19,11 @@ class Limit:
     key_parts: tuple[str, ...]
     key_prefix: str  # which policy and limit, so two policies never share counters
     label: str  # for RateLimit-Policy and logs
+    # ``limit_key`` for this limit, made once here (``limit_keys.key_builder``)
+    key_of: KeyBuilder = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key_of", key_builder(self.key_parts, self.key_prefix))
 
 
 @dataclass(frozen=True, slots=True)

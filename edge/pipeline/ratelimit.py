@@ -13,16 +13,15 @@ counted, and the next call simply tries the store again.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import ipaddress
 import logging
 import math
 from collections.abc import Awaitable, Sequence
+from typing import NoReturn
 
 from edge.call import Call, Reply
 from edge.errors import EdgeError, RateLimited
 from edge.pipeline.chain import Next
-from edge.pipeline.credentials import Network, client_address, header_value
+from edge.pipeline.credentials import Network
 from edge.pipeline.events import NO_EVENTS, PipelineEvents
 from edge.pipeline.limiter_core import Decision, LimitSpec
 from edge.pipeline.limiter_store import LimiterStore, MemoryLimiterStore, RedisUnavailable
@@ -35,70 +34,6 @@ class LimiterUnavailable(EdgeError):
     """The shared limiter store is down and the policy is to fail closed."""
 
     grpc_code = 14
-
-
-def subject_address(address: str | None) -> str:
-    """IPv4 addresses as they are; IPv6 by /64, the block one client usually holds."""
-    if address is None:
-        return "-"
-    if ":" in address:
-        try:
-            network = ipaddress.ip_network(f"{address}/64", strict=False)
-        except ValueError:
-            return address
-        return str(network)
-    return address
-
-
-MAX_KEY_PART = 64  # longer key parts (ASCII characters) are replaced by their digest
-DIGEST_MARK = "#"  # starts every digest, and no part kept as it is
-
-
-def bounded_part(value: str) -> str:
-    """``value`` when it is short, plain ASCII; otherwise ``#`` and a 128-bit digest of it.
-
-    Key parts come from the client (a header, a claim), so a key could be as long as the
-    longest header a client may send, and the memory store and Redis would keep every
-    byte of it. A part kept as it is is at most ``MAX_KEY_PART`` ASCII characters and
-    holds neither the ``|`` separator nor a leading ``#``; every other value (long,
-    non-ASCII, or one of those) becomes ``#`` and 32 hex digits (BLAKE2b-128), so a key
-    has a bounded length and is ASCII, a client cannot make its value read as another
-    key's parts, and a literal value can never equal a digest.
-    """
-    if (
-        len(value) <= MAX_KEY_PART
-        and value.isascii()
-        and "|" not in value
-        and not value.startswith(DIGEST_MARK)
-    ):
-        return value
-    data = value.encode("utf-8", "surrogatepass")  # claims may hold lone surrogates
-    return DIGEST_MARK + hashlib.blake2b(data, digest_size=16).hexdigest()
-
-
-def limit_key(limit: Limit, call: Call, trusted: Sequence[Network]) -> str:
-    """The counter a call is counted against: the limit's prefix and the call's parts.
-
-    Parts are joined with ``|`` after ``bounded_part``, so the key of any call is at most
-    ``len(prefix) + parts * (MAX_KEY_PART + 1)`` ASCII characters, whatever it sent.
-    """
-    parts = [limit.key_prefix]
-    claims = call.state.get("claims") or {}
-    for part in limit.key_parts:
-        if part == "ip":
-            value = subject_address(client_address(call.client, call.headers, trusted))
-        elif part == "route":
-            value = call.route
-        elif part == "sub":
-            value = str(claims.get("sub", "-"))
-        elif part == "api_key":
-            value = str(call.state.get("api_key", "-"))
-        elif part.startswith("claim:"):
-            value = str(claims.get(part[6:], "-"))
-        else:  # header:<name>
-            value = header_value(call.headers, part[7:].lower().encode()) or "-"
-        parts.append(bounded_part(value))
-    return "|".join(parts)
 
 
 def rate_limit_headers(
@@ -157,9 +92,9 @@ class RateLimitLayer:
         limits = policy.message_limits
         if not limits:
             return
+        trusted = self.trusted
         checks = [
-            (limit.spec, f"{limit_key(limit, call, self.trusted)}|conn={connection}")
-            for limit in limits
+            (limit.spec, f"{limit.key_of(call, trusted)}|conn={connection}") for limit in limits
         ]
         await self._decide_checks(checks, policy.message_limits_label)
 
@@ -177,15 +112,38 @@ class RateLimitLayer:
         return self._limited(call, next_, policy)
 
     async def _limited(self, call: Call, next_: Next, policy: RoutePolicy) -> Reply:
+        memory = self._memory
+        limits = policy.limits
+        if memory is not None and len(limits) == 1 and "ratelimit.decisions" not in call.state:
+            # the common case, in one pass: one limit, decided here and now in memory
+            limit = limits[0]
+            decision = memory.decide_now(
+                limit.spec, limit.key_of(call, self.trusted), memory.clock()
+            )
+            if not decision.allowed:
+                self._refuse([decision], policy.limits_label)
+            self.events.limiter_decision("allowed")
+            if decision.delay > 0:
+                await asyncio.sleep(decision.delay)  # leaky bucket, queue mode: shape
+            reply = await next_(call)
+            reply.headers += (
+                (b"ratelimit-limit", b"%d" % decision.limit),
+                (b"ratelimit-remaining", b"%d" % decision.remaining),
+                (b"ratelimit-reset", b"%d" % math.ceil(decision.reset)),
+            )
+            if self.policy_header:
+                reply.headers.append((b"ratelimit-policy", policy.limits_label))
+            return reply
+        decisions: list[Decision] | None
         if "ratelimit.decisions" in call.state:
             decisions = call.state["ratelimit.decisions"]
-        elif self._memory is not None:  # decided here and now, in one pass
-            memory, trusted = self._memory, self.trusted
+        elif memory is not None:  # decided here and now, in one pass
+            trusted = self.trusted
             now = memory.clock()
             decisions = self._judge(
                 [
-                    memory.decide_now(limit.spec, limit_key(limit, call, trusted), now)
-                    for limit in policy.limits
+                    memory.decide_now(limit.spec, limit.key_of(call, trusted), now)
+                    for limit in limits
                 ],
                 policy.limits_label,
             )
@@ -207,7 +165,7 @@ class RateLimitLayer:
 
     def _checks(self, call: Call, limits: Sequence[Limit]) -> list[tuple[LimitSpec, str]]:
         trusted = self.trusted
-        return [(limit.spec, limit_key(limit, call, trusted)) for limit in limits]
+        return [(limit.spec, limit.key_of(call, trusted)) for limit in limits]
 
     async def decide(self, call: Call, policy: RoutePolicy) -> list[Decision] | None:
         """Decisions for every limit, or None (fail open); raises RateLimited when refused."""
@@ -235,10 +193,12 @@ class RateLimitLayer:
         """The decisions when all allow; else RateLimited with the refusing ones' headers."""
         for decision in decisions:
             if not decision.allowed:
-                break
-        else:
-            self.events.limiter_decision("allowed")
-            return decisions
+                self._refuse(decisions, label)
+        self.events.limiter_decision("allowed")
+        return decisions
+
+    def _refuse(self, decisions: list[Decision], label: bytes) -> NoReturn:
+        """RateLimited, with the headers of those of ``decisions`` that refused."""
         refused = [d for d in decisions if not d.allowed]
         self.events.limiter_decision("refused")
         self.refused += 1

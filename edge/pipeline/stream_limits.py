@@ -23,7 +23,7 @@ from edge.call import Call, Reply
 from edge.errors import EdgeError, Overloaded
 from edge.pipeline.chain import Next
 from edge.pipeline.credentials import Network, client_address
-from edge.pipeline.ratelimit import subject_address
+from edge.pipeline.limit_keys import subject_address
 from edge.pipeline.watched_stream import WatchedStream
 
 

@@ -16,10 +16,10 @@ from collections.abc import Iterator
 import pytest
 
 from edge.call import Call
+from edge.pipeline.limit_keys import limit_key
 from edge.pipeline.limiter_core import LimitSpec
 from edge.pipeline.limiter_store import MemoryLimiterStore
 from edge.pipeline.policy import Limit
-from edge.pipeline.ratelimit import limit_key
 
 MiB = 1024 * 1024
 HEADER_BYTES = 60 * 1024

@@ -47,9 +47,9 @@ def test_client_address(peer: str, forwarded: str, expected: str) -> None:
 
 def test_ipv6_clients_are_limited_per_64() -> None:
     from edge.call import Call
+    from edge.pipeline.limit_keys import limit_key
     from edge.pipeline.limiter_core import LimitSpec
     from edge.pipeline.policy import Limit
-    from edge.pipeline.ratelimit import limit_key
 
     limit = Limit(LimitSpec("token_bucket", 1, 1.0), ("ip",), "p0.0", "1;w=1")
 
@@ -80,9 +80,9 @@ def test_ipv4_mapped_clients_are_ipv4_clients(peer: str, forwarded: str, expecte
 
 def test_ipv4_mapped_clients_get_a_limit_each() -> None:
     from edge.call import Call
+    from edge.pipeline.limit_keys import limit_key
     from edge.pipeline.limiter_core import LimitSpec
     from edge.pipeline.policy import Limit
-    from edge.pipeline.ratelimit import limit_key
 
     limit = Limit(LimitSpec("token_bucket", 1, 1.0), ("ip",), "p0.0", "1;w=1")
 

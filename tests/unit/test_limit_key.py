@@ -1,5 +1,9 @@
 """Rate-limit keys (pure): who shares a counter and who does not, for every key part.
 
+``limit_key`` defines a key; each limit's ``key_of`` (made once by
+``limit_keys.key_builder``) is what the gateway calls, held to ``limit_key`` by every test
+here and by a property test over hostile values.
+
 A key that ignored its part (every user on ``-``) would put all users in one bucket and
 still pass a test that only ever sends one user, so each part is checked with two users
 (different keys) and with the same user twice (the same key).
@@ -15,9 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.call import Call
+from edge.pipeline.credentials import parse_networks
+from edge.pipeline.limit_keys import DIGEST_MARK, MAX_KEY_PART, bounded_part, limit_key
 from edge.pipeline.limiter_core import LimitSpec
 from edge.pipeline.policy import Limit
-from edge.pipeline.ratelimit import DIGEST_MARK, MAX_KEY_PART, bounded_part, limit_key
 
 SPEC = LimitSpec("token_bucket", limit=10, period=1.0)
 
@@ -51,7 +56,10 @@ def call(
 
 
 def key(parts: tuple[str, ...], made: Call) -> str:
-    return limit_key(limit(*parts), made, ())
+    """The key ``limit_key`` defines, after checking the limit's own builder agrees."""
+    defined = limit_key(limit(*parts), made, ())
+    assert limit(*parts).key_of(made, ()) == defined
+    return defined
 
 
 # (the key, a call from one user, a call from another), for every kind of key part
@@ -186,3 +194,85 @@ def test_bounded_parts_are_short_ascii_and_keep_values_apart(first: str, second:
         assert part == bounded_part(value)
     if first != second:
         assert bounded_part(first) != bounded_part(second)
+
+
+# -- the builders the gateway calls, against the definition ------------------------------
+
+PART_KINDS = ["ip", "route", "sub", "api_key", "claim:tenant", "header:X-Tenant"]
+# values at and around every edge bounded_part draws: its length, the separator, the
+# digest mark, non-ASCII and lone surrogates, and the "-" an absent part becomes
+EDGY = st.sampled_from(
+    ["-", "", "#", "#abc", "a|b", "x" * MAX_KEY_PART, "x" * (MAX_KEY_PART + 1), "é", "\ud800"]
+)
+TEXT = st.one_of(EDGY, st.text(max_size=80))
+CLAIM = st.one_of(TEXT, st.integers(), st.none(), st.lists(st.integers(), max_size=2))
+ADDRESS = st.one_of(
+    st.ip_addresses().map(str),
+    st.sampled_from(["::ffff:198.51.100.7", "::FFFF:10.0.0.1", "10.1.2.3", "not-an-address"]),
+    TEXT,
+)
+HEADER_VALUE = st.one_of(
+    EDGY.map(lambda text: text.encode("utf-8", "surrogatepass")), st.binary(max_size=80)
+)
+
+
+def placed(kind: str, value: Any, client: str | None) -> Call:
+    """A call whose ``kind`` part reads ``value`` (as text, or a claim's JSON value)."""
+    if kind == "ip":
+        made = call()
+        made.client = value if isinstance(value, str) else client
+        return made
+    if kind == "route":
+        return call(route=str(value))
+    if kind == "sub":
+        return call(claims={"sub": value})
+    if kind == "claim:tenant":
+        return call(claims={"sub": "someone", "tenant": value})
+    if kind == "api_key":
+        return call(api_key=str(value))
+    raw = value.encode("utf-8", "surrogatepass") if isinstance(value, str) else bytes(value)
+    return call(headers=[(b"x-tenant", raw)])
+
+
+@pytest.mark.parametrize("kind", PART_KINDS)
+@settings(max_examples=150, deadline=None)
+@given(
+    value=st.one_of(TEXT, CLAIM, ADDRESS, HEADER_VALUE),
+    client=st.one_of(st.none(), ADDRESS),
+    forwarded=st.lists(ADDRESS, max_size=3),
+    behind_proxy=st.booleans(),
+)
+def test_each_one_part_builder_makes_the_key_limit_key_defines(
+    kind: str, value: Any, client: str | None, forwarded: list[str], behind_proxy: bool
+) -> None:
+    """Each part kind's own builder bounds its value in place: held to the definition on
+    the values at every edge of ``bounded_part`` and of the address rules."""
+    if kind == "header:X-Tenant" and not isinstance(value, (str, bytes)):
+        value = str(value)
+    made = placed(kind, value, client)
+    made.headers = [
+        *made.headers,
+        (b"x-forwarded-for", ", ".join(forwarded).encode("utf-8", "surrogatepass")),
+    ]
+    trusted = parse_networks(["10.0.0.0/8", "::/0"]) if behind_proxy else ()
+    built = limit(kind)
+    assert built.key_of(made, trusted) == limit_key(built, made, trusted)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    parts=st.lists(st.sampled_from(PART_KINDS), min_size=2, max_size=3).map(tuple),
+    claims=st.fixed_dictionaries({}, optional={"sub": CLAIM, "tenant": CLAIM}),
+    api_key=st.one_of(st.none(), TEXT),
+    tenant=st.one_of(st.none(), HEADER_VALUE),
+)
+def test_a_key_of_several_parts_is_limit_keys(
+    parts: tuple[str, ...],
+    claims: dict[str, Any],
+    api_key: str | None,
+    tenant: bytes | None,
+) -> None:
+    headers = [] if tenant is None else [(b"x-tenant", tenant)]
+    made = call(claims=claims, api_key=api_key, headers=headers)
+    built = limit(*parts)
+    assert built.key_of(made, ()) == limit_key(built, made, ())

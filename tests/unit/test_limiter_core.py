@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.pipeline.limiter_core import (
+    Bucket,
+    Decision,
     LimitSpec,
     leaky_bucket,
     sliding_log,
@@ -161,3 +164,59 @@ def test_refused_then_retry_after_is_honoured(step: Any, spec: LimitSpec) -> Non
     assert decision is not None and not decision.allowed
     state, later = step(state, now + decision.retry_after + 1e-9, spec)
     assert later.allowed
+
+
+# -- the token bucket as written for speed, against its plain statement -----------------
+
+
+def plain_token_bucket(
+    state: Bucket | None, now: float, spec: LimitSpec, cost: int = 1
+) -> tuple[Bucket, Decision]:
+    """The token bucket as first written (and as the Redis script still reads): ``min``,
+    ``max`` and the named tuples' own constructors."""
+    capacity, rate = spec.capacity, spec.rate
+    tokens = (
+        capacity if state is None else min(capacity, state.tokens + (now - state.updated) * rate)
+    )
+    tokens = max(tokens, 0.0)
+    if tokens >= cost:
+        tokens -= cost
+        allowed, retry_after = True, 0.0
+    else:
+        allowed, retry_after = False, (cost - tokens) / rate
+    reset = (capacity - tokens) / rate
+    decision = Decision(allowed, capacity, math.floor(tokens), reset, retry_after)
+    return Bucket(tokens, now), decision
+
+
+@settings(max_examples=300)
+@given(
+    limit=st.integers(1, 1000),
+    period=st.sampled_from([0.001, 0.5, 1.0, 3.0, 60.0, 86400.0]),
+    burst=st.one_of(st.none(), st.integers(1, 2000)),
+    steps=st.lists(
+        st.tuples(
+            # time may even step back a little (another instance's clock, through Redis)
+            st.floats(-0.5, 5.0, allow_nan=False),
+            st.integers(1, 5),
+        ),
+        max_size=40,
+    ),
+)
+def test_the_token_bucket_is_its_plain_statement_step_for_step(
+    limit: int, period: float, burst: int | None, steps: list[tuple[float, int]]
+) -> None:
+    """Same decisions, same state, same types (a full bucket holds ``capacity`` itself,
+    an int), whatever the times and costs."""
+    spec = LimitSpec("token_bucket", limit=limit, period=period, burst=burst)
+    fast: Bucket | None = None
+    plain: Bucket | None = None
+    now = 1000.0
+    for gap, cost in steps:
+        now += gap
+        fast, fast_decision = token_bucket(fast, now, spec, cost)
+        plain, plain_decision = plain_token_bucket(plain, now, spec, cost)
+        assert fast_decision == plain_decision and fast == plain
+        for mine, theirs in zip((*fast, *fast_decision), (*plain, *plain_decision), strict=True):
+            assert type(mine) is type(theirs)
+        assert type(fast) is Bucket and type(fast_decision) is Decision

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import gc
 import tracemalloc
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge.pipeline.limiter_core import LimitSpec
+from edge.pipeline.limiter_core import (
+    LimitSpec,
+    leaky_bucket,
+    sliding_log,
+    sliding_window,
+    token_bucket,
+)
 from edge.pipeline.limiter_store import (
     ENTRY_BYTES,
     LOG_TIMESTAMP_BYTES,
@@ -137,6 +144,65 @@ def test_the_byte_count_is_exact_and_bounded(
         assert store.bytes == accounted(store)
         assert len(store) <= max_keys
         assert store.bytes <= budget or len(store) == 1
+
+
+STEPS = {
+    "token_bucket": token_bucket,
+    "sliding_window": sliding_window,
+    "sliding_log": sliding_log,
+    "leaky_bucket": leaky_bucket,
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(
+            st.sampled_from(sorted(SPECS)),
+            st.integers(0, 3),  # which key
+            st.booleans(),  # the limit rebuilt (an equal spec, another object: a reload)
+            st.sampled_from([0.0, 0.0, 0.001, 0.3, 1.0, 5.0, 25.0]),  # time passing
+            st.integers(1, 3),  # cost
+        ),
+        max_size=80,
+    )
+)
+def test_every_decision_is_the_cores_on_the_state_kept(
+    steps: list[tuple[str, int, bool, float, int]],
+) -> None:
+    """Whichever way the store decides (a key seen lately under the same limit, or one
+    new, expired, rebuilt or logged), its decision is the core's step on the state a
+    plain model keeps: the last state, unless it expired or was another algorithm's."""
+    store = MemoryLimiterStore()  # bounds far away: nothing is evicted
+    model: dict[str, tuple[Any, float, str]] = {}  # key -> state, expiry, algorithm
+    now = 0.0
+    for algorithm, which, rebuilt, wait, cost in steps:
+        now += wait
+        spec = SPECS[algorithm]
+        if rebuilt:
+            spec = LimitSpec(spec.algorithm, spec.limit, spec.period)
+        key = f"k{which}"  # shared across algorithms: a limit rebuilt as another kind
+        kept = model.get(key)
+        state = None
+        if kept is not None and kept[1] > now and kept[2] == algorithm:
+            state = kept[0]
+        new_state, expected = STEPS[algorithm](state, now, spec, cost)
+        model[key] = (new_state, now + spec.ttl, algorithm)
+        assert store.decide_now(spec, key, now, cost) == expected
+        assert store.bytes == accounted(store)
+
+
+@pytest.mark.parametrize("algorithm", sorted(SPECS))
+def test_a_key_in_steady_use_keeps_its_state_past_its_first_expiry(algorithm: str) -> None:
+    """Each decision moves the key's expiry on: a client asking every 0.1 s for longer
+    than the ttl is decided on its whole history, never on a fresh state."""
+    spec = SPECS[algorithm]
+    store = MemoryLimiterStore()
+    state = None
+    for step in range(int(spec.ttl * 10) + 30):
+        now = step * 0.1
+        state, expected = STEPS[algorithm](state, now, spec, 1)
+        assert store.decide_now(spec, "steady", now) == expected, now
 
 
 @pytest.mark.parametrize("algorithm", sorted(SPECS))
