@@ -57,7 +57,7 @@ from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCall
 
 from edge.ingress.asgi import ABORT_EXTENSION, PROGRESS_EXTENSION
 from edge.ingress.h11_exchange import H11Exchange
-from edge.ingress.h11_fields import response_fields
+from edge.ingress.h11_fields import response_fields, stripped_fields
 from edge.ingress.h11_requests import read_request
 from edge.ingress.h11_states import FastStates
 from edge.ingress.slim import ReadGate
@@ -410,16 +410,28 @@ class GuardedH11Protocol(H11Protocol):
             return b""
         return data or b""
 
-    def head(self, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+    def head(self, status: int, headers: list[Any], *, as_sent: bool = False) -> bytes:
         """A response head as Hypercorn's ``stream_send`` makes it: the server's own
-        headers added, and ``Connection: close`` once the keep-alive budget is spent."""
+        headers added, and ``Connection: close`` once the keep-alive budget is spent.
+
+        ``as_sent``: ``headers`` are an app's, as it sent them (a list of our own), which
+        Hypercorn strips and rids of pseudo-headers first (``stripped_fields``). Fields
+        that pass ``response_fields`` as they came have nothing to strip (their grammar
+        allows no surrounding whitespace), so that pass, which cost as much again as the
+        check, is made only for a head that did not pass.
+        """
         headers.extend(self.config.response_headers("h11"))
         if status < 200:
+            if as_sent:
+                headers = stripped_fields(headers)
             return self.h11_bytes(h11.InformationalResponse(headers=headers, status_code=status))
         if self.keep_alive_requests >= self.config.keep_alive_max_requests:
             headers.append((b"connection", b"close"))
         # fields checked and normalised here as h11 would, more cheaply (edge.ingress.h11_fields)
         fields = response_fields(headers) if type(status) is int else None
+        if fields is None and as_sent:
+            headers = stripped_fields(headers)  # refuses pseudo-headers, strips the rest
+            fields = response_fields(headers) if type(status) is int else None
         if fields is None:
             return self.h11_bytes(h11.Response(headers=headers, status_code=status))
         return self.h11_bytes(h11.Response(headers=fields, status_code=status, _parsed=True))

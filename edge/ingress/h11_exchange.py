@@ -67,17 +67,6 @@ class Phase(Enum):
     CLOSED = auto()  # the last body message went out
 
 
-def response_headers(headers: Any) -> list[tuple[bytes, bytes]]:
-    """The app's headers as Hypercorn passes them to h11: pseudo-headers refused,
-    names and values stripped (h11 then validates each against the RFC's grammar)."""
-    out: list[tuple[bytes, bytes]] = []
-    for name, value in headers:
-        if name[:1] == b":":
-            raise ValueError("Pseudo headers are not valid")
-        out.append((bytes(name).strip(), bytes(value).strip()))
-    return out
-
-
 class H11Exchange:
     """The request in progress on an HTTP/1.1 connection and the app's task serving it."""
 
@@ -226,7 +215,7 @@ class H11Exchange:
         elif kind == "http.response.start" and self.phase is Phase.REQUEST:
             self.response = message
             self._status = status = int(message["status"])
-            head = self.protocol.head(status, response_headers(message.get("headers", ())))
+            head = self.protocol.head(status, [*message.get("headers", ())], as_sent=True)
             self.phase = Phase.RESPONSE
             if head:
                 self._held = head

@@ -254,6 +254,8 @@ class AuthLayer:
     def __call__(self, call: Call, next_: Next) -> Awaitable[Reply]:
         # not a coroutine itself: when the call is decided at once (a public route, a
         # token verified before and still valid) it costs no frame here
+        if "auth.done" in call.state:  # checked before the chain (an HTTP body, a socket)
+            return next_(call)
         pending = self.authenticate(call)
         if pending is DONE:
             return next_(call)
@@ -379,7 +381,8 @@ class AuthLayer:
     def _cached(self, token: str) -> dict[str, Any] | None:
         """``_verify`` without the coroutine, when it would answer from the cache: the
         claims of a token verified with the current keys and still in its time window."""
-        self._refresh_stale()
+        if self._jwks_issuers:  # keys fetched from JWKS may be due a refresh
+            self._refresh_stale()
         cached = self._verified.get(token)
         if cached is None:
             return None

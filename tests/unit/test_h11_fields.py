@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 import h11
 import pytest
 from h11._headers import normalize_and_validate
@@ -9,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge.ingress import h11_fields
-from edge.ingress.h11_fields import response_fields
+from edge.ingress.h11_continue import GuardedH11Protocol
+from edge.ingress.h11_fields import response_fields, stripped_fields
 
 TOKEN = b"-!#$%&'*+.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 names = st.one_of(
@@ -122,3 +126,82 @@ def test_the_names_remembered_are_bounded(monkeypatch: pytest.MonkeyPatch) -> No
     for index in range(h11_fields.GOOD_NAMES_KEPT + 50):
         assert response_fields([(b"x-%d" % index, b"v")]) is not None
     assert len(h11_fields._GOOD_NAMES) == h11_fields.GOOD_NAMES_KEPT
+
+
+def test_the_values_remembered_are_short_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Short values are kept (up to ``GOOD_VALUES_KEPT``, then the set starts again);
+    longer ones (a request id, a date) are checked on every reply and never kept."""
+    monkeypatch.setattr(h11_fields, "_GOOD_VALUES", set())
+    long = b"0123456789abcdef0123456789abcdef"
+    assert len(long) > h11_fields.GOOD_VALUE_BYTES
+    for index in range(h11_fields.GOOD_VALUES_KEPT + 50):
+        assert response_fields([(b"x-n", b"%d" % index), (b"x-id", long)]) is not None
+        assert len(h11_fields._GOOD_VALUES) <= h11_fields.GOOD_VALUES_KEPT
+    assert b"%d" % (h11_fields.GOOD_VALUES_KEPT + 49) in h11_fields._GOOD_VALUES
+    assert long not in h11_fields._GOOD_VALUES
+
+
+def test_a_value_remembered_as_good_is_never_taken_for_another(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The memory is of exact bytes: a good value remembered lets no near-twin through."""
+    monkeypatch.setattr(h11_fields, "_GOOD_VALUES", set())
+    assert response_fields([(b"x-a", b"b c")]) is not None
+    for twin in (b"b c ", b" b c", b"b c\r\n", bytearray(b"b c"), "b c"):
+        assert response_fields([(b"x-a", twin)]) is None  # type: ignore[list-item]
+
+
+# -- a head from the fields an app sent, checked before they are stripped --------------
+
+OWN = [(b"date", b"Fri, 04 Dec 2026 20:00:00 GMT"), (b"server", b"hypercorn-h11")]
+padded = st.one_of(
+    values,
+    st.tuples(st.sampled_from([b"", b" ", b"\t", b"\r\n", b"\x0b"]), values).map(
+        lambda pair: pair[0] + pair[1] + pair[0] if isinstance(pair[1], bytes) else pair[1]
+    ),
+)
+app_names = st.one_of(
+    names, st.sampled_from([b":status", b" x-a", b"x-a ", bytearray(b"x-a"), memoryview(b"x-b")])
+)
+
+
+class _Protocol:
+    """What ``GuardedH11Protocol.head`` reads of its protocol, with a real h11 connection."""
+
+    head = GuardedH11Protocol.head
+    h11_bytes = GuardedH11Protocol.h11_bytes
+
+    def __init__(self) -> None:
+        self.connection = h11.Connection(h11.SERVER)
+        self.connection.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        self.connection.next_event()
+        self.keep_alive_requests = 1
+        self.config = SimpleNamespace(
+            response_headers=lambda protocol: list(OWN), keep_alive_max_requests=100
+        )
+
+
+def _outcome(make: Any) -> bytes | str:
+    """What ``make`` returns (a head, or the name of the error ``_head`` caught), or the
+    name of the error it raised."""
+    try:
+        made = make()
+    except Exception as exc:
+        return type(exc).__name__
+    assert isinstance(made, (bytes, str))
+    return made
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.tuples(app_names, padded), max_size=5))
+def test_a_head_from_an_apps_fields_is_what_hypercorn_and_h11_make(
+    headers: list[tuple[Any, Any]],
+) -> None:
+    """Checked as sent, stripped only when they do not pass: the same head, or the same
+    refusal, as Hypercorn's way (strip every field, refuse pseudo-headers, let h11 judge)."""
+
+    def hypercorns_way() -> bytes | str:
+        return _head([*stripped_fields(headers), *OWN], False)
+
+    expected = _outcome(hypercorns_way)
+    assert _outcome(lambda: _Protocol().head(200, list(headers), as_sent=True)) == expected
