@@ -176,7 +176,7 @@ class TranscodedAdapter:
                 *reply.headers,
             ]
             await send_response(send, route.success_status, payload, out)
-        elif reply.initial_metadata or reply.trailing_metadata or reply.headers:
+        elif reply.initial_metadata or reply.trailing_metadata:
             policy = state.calls.headers
             out = [
                 *JSON_HEADERS,
@@ -184,6 +184,10 @@ class TranscodedAdapter:
                 *reply.headers,
             ]
             await send_response(send, route.success_status, payload, out)
+        elif reply.headers:  # the layers' own (RateLimit-*), and no upstream metadata
+            await send_response(
+                send, route.success_status, payload, [*JSON_HEADERS, *reply.headers]
+            )
         else:
             await send_response(send, route.success_status, payload)
 

@@ -59,12 +59,17 @@ class LimitSpec:
     rate: float = field(init=False, repr=False, compare=False)  # requests per second
     capacity: int = field(init=False, repr=False, compare=False)
     ttl: float = field(init=False, repr=False, compare=False)  # how long a state matters
+    # what a decision gives as its ``limit`` (RateLimit-Limit): a bucket's capacity, or a
+    # window's limit
+    quota: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         rate = self.limit / self.period
         capacity = self.burst if self.burst is not None else self.limit
         object.__setattr__(self, "rate", rate)
         object.__setattr__(self, "capacity", capacity)
+        windowed = self.algorithm in ("sliding_window", "sliding_log")
+        object.__setattr__(self, "quota", self.limit if windowed else capacity)
         # how long a key's state matters: after this, a fresh state decides the same
         object.__setattr__(
             self, "ttl", max(2 * self.period, capacity / rate + self.max_delay) + 1.0

@@ -286,13 +286,10 @@ class RedisLimiterStore:
         for (spec, _), reply in zip(checks, replies, strict=True):
             allowed, remaining, reset, retry = (_text(item) for item in reply[:4])
             delay = float(_text(reply[4])) if len(reply) > 4 else 0.0
-            limit = (
-                spec.limit if spec.algorithm in ("sliding_window", "sliding_log") else spec.capacity
-            )
             decisions.append(
                 Decision(
                     allowed=int(allowed) == 1,
-                    limit=limit,
+                    limit=spec.quota,
                     remaining=int(float(remaining)),
                     reset=float(reset),
                     retry_after=float(retry),

@@ -19,11 +19,14 @@ class Limit:
     key_parts: tuple[str, ...]
     key_prefix: str  # which policy and limit, so two policies never share counters
     label: str  # for RateLimit-Policy and logs
-    # ``limit_key`` for this limit, made once here (``limit_keys.key_builder``)
+    # made once here: ``limit_key`` for this limit (``limit_keys.key_builder``), and its
+    # RateLimit-Limit field, the same on every reply
     key_of: KeyBuilder = field(init=False, repr=False, compare=False)
+    limit_field: tuple[bytes, bytes] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "key_of", key_builder(self.key_parts, self.key_prefix))
+        object.__setattr__(self, "limit_field", (b"ratelimit-limit", b"%d" % self.spec.quota))
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,12 +38,14 @@ class RoutePolicy:
     limits: tuple[Limit, ...]
     message_limits: tuple[Limit, ...]
     retry: RetryPolicy | None
-    # RateLimit-Policy's values, made once here rather than on every limited request
+    # RateLimit-Policy's values (and field), made once here rather than on every request
     limits_label: bytes = field(init=False)
     message_limits_label: bytes = field(init=False)
+    policy_field: tuple[bytes, bytes] = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "limits_label", limits_label(self.limits))
+        object.__setattr__(self, "policy_field", (b"ratelimit-policy", self.limits_label))
         object.__setattr__(self, "message_limits_label", limits_label(self.message_limits))
 
 

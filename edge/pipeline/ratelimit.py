@@ -127,12 +127,12 @@ class RateLimitLayer:
                 await asyncio.sleep(decision.delay)  # leaky bucket, queue mode: shape
             reply = await next_(call)
             reply.headers += (
-                (b"ratelimit-limit", b"%d" % decision.limit),
+                limit.limit_field,
                 (b"ratelimit-remaining", b"%d" % decision.remaining),
                 (b"ratelimit-reset", b"%d" % math.ceil(decision.reset)),
             )
             if self.policy_header:
-                reply.headers.append((b"ratelimit-policy", policy.limits_label))
+                reply.headers.append(policy.policy_field)
             return reply
         decisions: list[Decision] | None
         if "ratelimit.decisions" in call.state:
