@@ -10,7 +10,8 @@ several limits are decided in one round trip (one pipeline of script calls).
 
 The memory store is bounded twice: at most ``max_keys`` keys and about ``max_bytes`` bytes,
 least recently used evicted first, and expired entries at the least recently used end
-dropped whenever a key is added (a key seen again only updates its own entry).
+dropped whenever a key is added or decided afresh (a key seen lately under the same limit
+only updates its own entry).
 An evicted key starts again with a full allowance; that is the price of never growing
 without bound under a flood of distinct keys, and it can only err towards allowing. The
 byte count is arithmetic, not measurement: each entry costs its key's length (keys are
@@ -116,7 +117,7 @@ class MemoryLimiterStore:
             # The common case: a key seen lately under this very limit. Its entry keeps
             # its size and the store its length, so no bound can be newly exceeded and
             # there is nothing to account or evict; expired entries at the front wait for
-            # the next decision that adds a key (``_decide``).
+            # the next decision that adds a key or decides one afresh (``_decide``).
             new_state, decision = _STEPS[spec.algorithm](entry[0], now, spec, cost)
             states[key] = (new_state, now + spec.ttl, spec)
             return decision
@@ -133,8 +134,8 @@ class MemoryLimiterStore:
         """``decide_now`` for a key new, expired, rebuilt or with a log: accounted, trimmed."""
         algorithm = spec.algorithm
         state = None
-        # ``entry_bytes`` inlined (this is the hot path): what the entry costs changes only
-        # with a sliding log's length, since the key stays and a key keeps its spec
+        # ``entry_bytes`` inlined (a flood of new keys comes this way): what the entry
+        # costs changes only with a sliding log's length, since a key keeps its spec
         size = len(key) + ENTRY_BYTES[algorithm]
         if entry is not None:
             old_state, expires, old_spec = entry

@@ -13,14 +13,18 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from edge.observability.metrics import counting
 
 
-def test_it_counts_what_inc_counts_in_one_process() -> None:
-    registry = CollectorRegistry()
-    counter = Counter("edge_test_decisions", "test", ["result"], registry=registry)
+def count_then_inc(counter: Counter, times: int) -> None:
+    """``times`` counts through ``counting``, then one through the library's own ``inc``."""
     child = counter.labels("allowed")
     count = counting(child)
-    for _ in range(3):
+    for _ in range(times):
         count()
     child.inc()
+
+
+def test_it_counts_what_inc_counts_in_one_process() -> None:
+    registry = CollectorRegistry()
+    count_then_inc(Counter("edge_test_decisions", "test", ["result"], registry=registry), 3)
     assert registry.get_sample_value("edge_test_decisions_total", {"result": "allowed"}) == 4
     assert registry.get_sample_value("edge_test_decisions_total", {"result": "refused"}) is None
 
@@ -30,12 +34,7 @@ def test_it_counts_in_the_shared_files_of_multiprocess_mode(
 ) -> None:
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     monkeypatch.setattr(values, "ValueClass", values.MultiProcessValue())
-    counter = Counter("edge_test_shared", "test", ["result"], registry=None)
-    child = counter.labels("allowed")
-    count = counting(child)
-    for _ in range(5):
-        count()
-    child.inc()
+    count_then_inc(Counter("edge_test_shared", "test", ["result"], registry=None), 5)
     registry = CollectorRegistry()
     MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     assert registry.get_sample_value("edge_test_shared_total", {"result": "allowed"}) == 6
