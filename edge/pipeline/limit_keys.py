@@ -142,14 +142,12 @@ def key_builder(parts: tuple[str, ...], prefix: str) -> KeyBuilder:
             return head + bounded_part(str(call.state.get("api_key", "-")))
 
         return api_key_key
-    if part.startswith("header:"):
-        name = part[7:].lower().encode()
+    name = part[7:].lower().encode()  # header:<name>, as limit_key reads any other part
 
-        def header_key(call: Call, trusted: Sequence[Network]) -> str:
-            return head + bounded_part(header_value(call.headers, name) or "-")
+    def header_key(call: Call, trusted: Sequence[Network]) -> str:
+        return head + bounded_part(header_value(call.headers, name) or "-")
 
-        return header_key
-    return _general(parts, prefix)
+    return header_key
 
 
 def _general(parts: tuple[str, ...], prefix: str) -> KeyBuilder:

@@ -137,6 +137,7 @@ def test_a_trusted_proxy_forwards_the_client_address() -> None:
         return call(client="10.1.2.3", headers=[(b"x-forwarded-for", forwarded)])
 
     first = limit_key(parts, via_proxy(b"198.51.100.1"), proxy)
+    assert first == "p0.0|198.51.100.1" == parts.key_of(via_proxy(b"198.51.100.1"), proxy)
     assert first == limit_key(parts, via_proxy(b"198.51.100.1"), proxy)
     assert first != limit_key(parts, via_proxy(b"198.51.100.2"), proxy)
 
@@ -276,3 +277,40 @@ def test_a_key_of_several_parts_is_limit_keys(
     made = call(claims=claims, api_key=api_key, headers=headers)
     built = limit(*parts)
     assert built.key_of(made, ()) == limit_key(built, made, ())
+
+
+ABSENT: dict[str, Any] = {
+    # each part kind with nothing to read: the shared "-"
+    "ip": lambda: Call(upstream="kitchen", route="r", metadata=[], timeout=None),
+    "sub": lambda: call(),  # no claims at all (an API key, a public route)
+    "claim:tenant": lambda: call(claims={"sub": "someone"}),  # claims, but not this one
+    "api_key": lambda: call(),
+    "header:X-Tenant": lambda: call(),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(ABSENT))
+def test_an_absent_part_is_the_shared_dash_for_every_builder(kind: str) -> None:
+    """Deterministic, beside the property tests: each builder's own default, which a
+    generated call that always carries its part never reaches."""
+    made = ABSENT[kind]()
+    assert key((kind,), made) == "p0.0|-"
+
+
+@pytest.mark.parametrize("kind", PART_KINDS)
+@pytest.mark.parametrize(
+    "value", ["#", "#abc", "a|b", "x" * MAX_KEY_PART, "x" * (MAX_KEY_PART + 1), "é", "-"]
+)
+def test_each_builder_bounds_the_edge_values_as_the_definition(kind: str, value: str) -> None:
+    """Every edge of ``bounded_part`` for every part kind, each checked every run."""
+    key((kind,), placed(kind, value, None))
+
+
+def test_a_key_of_several_parts_believes_trusted_proxies_as_the_definition() -> None:
+    made = call(client="10.1.2.3", claims={"sub": "alice"})
+    made.headers = [(b"x-forwarded-for", b"198.51.100.9")]
+    built = limit("sub", "ip")
+    proxies = parse_networks(["10.0.0.0/8"])
+    assert (
+        built.key_of(made, proxies) == limit_key(built, made, proxies) == "p0.0|alice|198.51.100.9"
+    )

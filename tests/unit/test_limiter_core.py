@@ -220,3 +220,48 @@ def test_the_token_bucket_is_its_plain_statement_step_for_step(
         for mine, theirs in zip((*fast, *fast_decision), (*plain, *plain_decision), strict=True):
             assert type(mine) is type(theirs)
         assert type(fast) is Bucket and type(fast_decision) is Decision
+
+
+@pytest.mark.parametrize(
+    ("made", "rate", "capacity", "quota", "ttl"),
+    [
+        # a bucket's quota is its capacity; a window's is its limit, whatever the burst
+        ({"algorithm": "token_bucket", "limit": 10, "period": 5.0, "burst": 20}, 2.0, 20, 20, 11.0),
+        ({"algorithm": "sliding_window", "limit": 10, "period": 5.0}, 2.0, 10, 10, 11.0),
+        (
+            {"algorithm": "sliding_window", "limit": 10, "period": 5.0, "burst": 30},
+            2.0,
+            30,
+            10,
+            16.0,
+        ),
+        ({"algorithm": "sliding_log", "limit": 4, "period": 2.0, "burst": 8}, 2.0, 8, 4, 5.0),
+        # queue mode: a state matters while its queue drains, past two periods
+        (
+            {"algorithm": "leaky_bucket", "limit": 10, "period": 1.0, "burst": 5,
+             "mode": "queue", "max_delay": 3.0},
+            10.0,
+            5,
+            5,
+            4.5,
+        ),
+    ],
+)  # fmt: skip
+def test_a_specs_derived_figures(
+    made: dict[str, Any], rate: float, capacity: int, quota: int, ttl: float
+) -> None:
+    """What every decision reads, worked out once: with periods other than one second,
+    so a rate upside down (limit * period) or a TTL off by its margin shows. The spec is
+    made in the test, not at collection, so a mutation testing run sees it made."""
+    spec = LimitSpec(**made)
+    assert (spec.rate, spec.capacity, spec.quota, spec.ttl) == (rate, capacity, quota, ttl)
+
+
+def test_a_bucket_refilled_exactly_to_the_brim_holds_the_int_capacity() -> None:
+    """The case the property test above finds only by luck: the refill lands on the
+    capacity exactly, where ``min`` gave back the int it was given."""
+    spec = LimitSpec("token_bucket", limit=2, period=1.0)  # 2 tokens a second
+    state, _ = token_bucket(Bucket(1, 0.0), 0.5, spec)  # 1 + 0.5 s * 2 = 2.0, the brim
+    plain, _ = plain_token_bucket(Bucket(1, 0.0), 0.5, spec)
+    assert state == plain == (1, 0.5)
+    assert type(state.tokens) is type(plain.tokens) is int

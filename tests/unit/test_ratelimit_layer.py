@@ -119,3 +119,25 @@ def test_queue_mode_holds_each_call_as_the_general_path_does() -> None:
         asyncio.run(run())
     assert held[False] == held[True]
     assert len(held[False]) == 5 and held[False][0] > 0  # the first goes at once
+
+
+def test_the_policy_fields_list_every_limit_in_order() -> None:
+    """``RateLimit-Policy`` names every limit of the route, and a socket's message limits
+    have a label of their own."""
+    policy = PolicyConfig.model_validate(
+        {
+            "match": ["*"],
+            "rate_limits": [
+                {"algorithm": "token_bucket", "limit": 10, "period": "1s", "name": "burst"},
+                {"algorithm": "sliding_window", "limit": 100, "period": "60s"},
+            ],
+            "limit_messages": [{"algorithm": "token_bucket", "limit": 5, "period": "1s"}],
+        }
+    )
+    route = PolicyIndex([policy], PolicyConfig()).for_route("edgetest.v1.Kitchen/Echo")
+    assert route.policy_field == (b"ratelimit-policy", b"burst, 100;w=60")
+    assert route.message_limits_label == b"5;w=1"
+    assert [limit.limit_field for limit in route.limits] == [
+        (b"ratelimit-limit", b"10"),
+        (b"ratelimit-limit", b"100"),
+    ]
