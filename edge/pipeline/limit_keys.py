@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from edge.call import Call
 from edge.pipeline.credentials import Network, client_address, header_value
@@ -76,9 +76,15 @@ def limit_key(limit: Limit, call: Call, trusted: Sequence[Network]) -> str:
     Parts are joined with ``|`` after ``bounded_part``, so the key of any call is at most
     ``len(prefix) + parts * (MAX_KEY_PART + 1)`` ASCII characters, whatever it sent.
     """
-    parts = [limit.key_prefix]
+    return _joined_key(limit.key_parts, limit.key_prefix, call, trusted)
+
+
+def _joined_key(
+    key_parts: tuple[str, ...], prefix: str, call: Call, trusted: Sequence[Network]
+) -> str:
+    parts = [prefix]
     claims = call.state.get("claims") or {}
-    for part in limit.key_parts:
+    for part in key_parts:
         if part == "ip":
             value = subject_address(client_address(call.client, call.headers, trusted))
         elif part == "route":
@@ -151,19 +157,7 @@ def key_builder(parts: tuple[str, ...], prefix: str) -> KeyBuilder:
 
 
 def _general(parts: tuple[str, ...], prefix: str) -> KeyBuilder:
-    holder: Any = _Parts(parts, prefix)
-
     def general_key(call: Call, trusted: Sequence[Network]) -> str:
-        return limit_key(holder, call, trusted)
+        return _joined_key(parts, prefix, call, trusted)
 
     return general_key
-
-
-class _Parts:
-    """What ``limit_key`` reads of a limit, for builders made before the limit exists."""
-
-    __slots__ = ("key_parts", "key_prefix")
-
-    def __init__(self, parts: tuple[str, ...], prefix: str) -> None:
-        self.key_parts = parts
-        self.key_prefix = prefix
