@@ -18,7 +18,9 @@ writer objects, the same flags. Any other event, state or field (CONNECT, HEAD, 
 204/304, chunked, ``Connection``, HTTP/1.0, a pending protocol switch, a closed or failed
 side) goes to h11's own code, unchanged. h11's checks before and after (its readers,
 writers and error handling) still run: only the bookkeeping in between is shortened.
-``next_event`` is h11's own, less its property look-ups, for every state.
+``next_event`` is h11's own, less its property look-ups, for every state. A reply whose
+fields ``edge.ingress.h11_fields.response_fields`` built carries its framing and its field
+lines from that one pass, so neither scan runs for it and its head is not formatted again.
 ``tests/unit/test_h11_states.py`` holds this to stock h11 on random conversations,
 comparing every result and every piece of state after each step.
 """
@@ -46,6 +48,8 @@ from h11._readers import READERS, ContentLengthReader, expect_nothing
 from h11._state import MIGHT_SWITCH_PROTOCOL
 from h11._writers import ContentLengthWriter, write_any_response
 
+from edge.ingress.h11_fields import FramedHeaders
+
 _Data = h11.Data
 _EndOfMessage = h11.EndOfMessage
 _Request = h11.Request
@@ -67,6 +71,8 @@ def _framing_fields(headers: Any) -> tuple[bytes | None, bool]:
     the value plain digits when it built the ``Headers`` (a hand-built one may hold a
     list, which the callers leave to h11).
     """
+    if type(headers) is FramedHeaders:  # a reply's, built in one pass that noted both
+        return headers.length, headers.special
     length = None
     for _, name, value in headers._full_items:
         if name == b"content-length":
@@ -116,6 +122,34 @@ class FastStates(h11.Connection):
             self._process_error(CLIENT)
             if isinstance(exc, LocalProtocolError):
                 exc._reraise_as_remote_protocol_error()
+            raise
+
+    def send_with_data_passthrough(self, event: Any) -> list[bytes] | None:
+        # h11's own, less one step for a reply whose fields came from ``response_fields``:
+        # its head is written from the lines that pass made (``FramedHeaders.wire``), as
+        # ``write_any_response`` would write them, instead of formatting every field again
+        if (
+            type(event) is not _Response
+            or type(event.headers) is not FramedHeaders
+            or self._writer is not write_any_response
+            or self._cstate.states[self.our_role] is ERROR
+        ):
+            return super().send_with_data_passthrough(event)
+        try:
+            sent = self._clean_up_response_headers_for_sending(event)
+            self._process_event(self.our_role, sent)
+            headers = sent.headers
+            if (
+                type(headers) is not FramedHeaders
+                or sent.http_version != b"1.1"
+                or type(sent.status_code) is not int
+            ):
+                data: list[bytes] = []
+                write_any_response(sent, data.append)
+                return data
+            return [b"HTTP/1.1 %d %s\r\n%s\r\n" % (sent.status_code, sent.reason, headers.wire)]
+        except:  # as h11: any failure puts our side in ERROR
+            self._process_error(self.our_role)
             raise
 
     def _clean_up_response_headers_for_sending(self, response: h11.Response) -> h11.Response:

@@ -7,7 +7,8 @@ from typing import Any
 
 import h11
 import pytest
-from h11._headers import normalize_and_validate
+from h11._headers import Headers, normalize_and_validate
+from h11._writers import write_headers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,7 +20,9 @@ TOKEN = b"-!#$%&'*+.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRS
 names = st.one_of(
     st.binary(min_size=1, max_size=12).map(lambda raw: bytes(TOKEN[b % len(TOKEN)] for b in raw)),
     st.binary(max_size=12),  # anything: spaces, colons, CR, LF, NUL, high bytes
-    st.sampled_from([b"content-length", b"Content-Length", b"transfer-encoding", b"x-a"]),
+    st.sampled_from(
+        [b"content-length", b"Content-Length", b"transfer-encoding", b"x-a", b"Connection", b"host"]
+    ),
     st.text(max_size=6),  # str, which h11 coerces (or refuses)
 )
 values = st.one_of(
@@ -28,7 +31,9 @@ values = st.one_of(
     st.lists(st.sampled_from([b"a", b" ", b"\t", b"\x80", b"\xff", b"7", b","]), max_size=8).map(
         b"".join
     ),
-    st.sampled_from([b"12", b"12, 12", b"chunked", b"1x", b"", b"012", b"\xd9\xa3", b"1" * 21]),
+    st.sampled_from(
+        [b"12", b"12, 12", b"chunked", b"1x", b"", b"012", b"\xd9\xa3", b"1" * 21, b"close"]
+    ),
     st.text(max_size=6),
 )
 
@@ -128,27 +133,85 @@ def test_the_names_remembered_are_bounded(monkeypatch: pytest.MonkeyPatch) -> No
     assert len(h11_fields._GOOD_NAMES) == h11_fields.GOOD_NAMES_KEPT
 
 
-def test_the_values_remembered_are_short_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Short values are kept (up to ``GOOD_VALUES_KEPT``, then the set starts again);
-    longer ones (a request id, a date) are checked on every reply and never kept."""
-    monkeypatch.setattr(h11_fields, "_GOOD_VALUES", set())
-    long = b"0123456789abcdef0123456789abcdef"
+def test_the_fields_remembered_are_short_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Short fields are kept (up to ``GOOD_FIELDS_KEPT``, then the memory starts again);
+    fields with longer values (a request id) are checked on every reply and never kept."""
+    monkeypatch.setattr(h11_fields, "_GOOD_FIELDS", {})
+    long = b"0123456789abcdef0123456789abcdef0"
     assert len(long) > h11_fields.GOOD_VALUE_BYTES
-    for index in range(h11_fields.GOOD_VALUES_KEPT + 50):
+    for index in range(h11_fields.GOOD_FIELDS_KEPT + 50):
         assert response_fields([(b"x-n", b"%d" % index), (b"x-id", long)]) is not None
-        assert len(h11_fields._GOOD_VALUES) <= h11_fields.GOOD_VALUES_KEPT
-    assert b"%d" % (h11_fields.GOOD_VALUES_KEPT + 49) in h11_fields._GOOD_VALUES
-    assert long not in h11_fields._GOOD_VALUES
+        assert len(h11_fields._GOOD_FIELDS) <= h11_fields.GOOD_FIELDS_KEPT
+    assert (b"x-n", b"%d" % (h11_fields.GOOD_FIELDS_KEPT + 49)) in h11_fields._GOOD_FIELDS
+    assert (b"x-id", long) not in h11_fields._GOOD_FIELDS
 
 
-def test_a_value_remembered_as_good_is_never_taken_for_another(
+def test_lengths_are_remembered_apart_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A reply's Content-Length is noted every time, so it is never taken from the memory
+    of ordinary fields; the lengths have a bounded memory of their own."""
+    monkeypatch.setattr(h11_fields, "_GOOD_FIELDS", {})
+    monkeypatch.setattr(h11_fields, "_GOOD_LENGTHS", {})
+    for index in range(h11_fields.GOOD_FIELDS_KEPT + 50):
+        fields = response_fields([(b"content-length", b"%d" % index)])
+        assert fields is not None and fields.length == b"%d" % index
+        assert len(h11_fields._GOOD_LENGTHS) <= h11_fields.GOOD_FIELDS_KEPT
+    assert not h11_fields._GOOD_FIELDS
+    # remembered, and still noted: a second length in the same head is refused
+    twice = [(b"content-length", b"7"), (b"content-length", b"7")]
+    assert response_fields(twice[:1]) is not None
+    assert response_fields(twice) is None
+
+
+@pytest.mark.parametrize("name", [b"connection", b"Connection", b"upgrade", b"expect"])
+def test_fields_that_change_h11s_course_are_noted_every_time(
+    monkeypatch: pytest.MonkeyPatch, name: bytes
+) -> None:
+    monkeypatch.setattr(h11_fields, "_GOOD_FIELDS", {})
+    for _ in range(2):  # the second time as the first: never kept
+        fields = response_fields([(b"content-length", b"0"), (name, b"close")])
+        assert fields is not None and fields.special and fields.length == b"0"
+    assert not h11_fields._GOOD_FIELDS
+
+
+def test_a_field_remembered_as_good_is_never_taken_for_another(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The memory is of exact bytes: a good value remembered lets no near-twin through."""
-    monkeypatch.setattr(h11_fields, "_GOOD_VALUES", set())
+    """The memory is of exact bytes: a good field remembered lets no near-twin through."""
+    monkeypatch.setattr(h11_fields, "_GOOD_FIELDS", {})
     assert response_fields([(b"x-a", b"b c")]) is not None
     for twin in (b"b c ", b" b c", b"b c\r\n", bytearray(b"b c"), "b c"):
         assert response_fields([(b"x-a", twin)]) is None  # type: ignore[list-item]
+    for name in (b"x-a ", b"x-a:", "x-a", bytearray(b"x-a")):
+        assert response_fields([(name, b"b c")]) is None  # type: ignore[list-item]
+    assert response_fields([[b"x-a", b"b c"]]) is None  # type: ignore[list-item]
+
+
+def _written(fields: list[tuple[bytes, bytes, bytes]]) -> bytes:
+    """The field lines h11's writer makes of ``fields`` (without the blank line)."""
+    data: list[bytes] = []
+    write_headers(Headers(fields), data.append)
+    return b"".join(data)[:-2]
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(st.tuples(names, values), max_size=5), st.booleans())
+def test_what_the_one_pass_notes_is_what_h11_would_find(
+    headers: list[tuple[object, object]], again: bool
+) -> None:
+    """``length``, ``special`` and ``wire`` against h11's own reading and writing of the
+    same fields; ``again``: the second time, from the memory."""
+    fields = response_fields(headers)
+    if again:
+        fields = response_fields(headers)
+    if fields is None:
+        return
+    items = normalize_and_validate(headers)._full_items  # type: ignore[arg-type]
+    lengths = [value for _, name, value in items if name == b"content-length"]
+    assert fields.length == (lengths[0] if lengths else None)
+    assert fields.special == any(
+        name in (b"connection", b"upgrade", b"expect") for _, name, _ in items
+    )
+    assert fields.wire == _written(items)
 
 
 # -- a head from the fields an app sent, checked before they are stripped --------------
