@@ -57,7 +57,7 @@ from hypercorn.typing import ASGIReceiveCallable, ASGIReceiveEvent, ASGISendCall
 
 from edge.ingress.asgi import ABORT_EXTENSION, PROGRESS_EXTENSION
 from edge.ingress.h11_exchange import H11Exchange
-from edge.ingress.h11_fields import response_fields, stripped_fields
+from edge.ingress.h11_fields import NotedHeaders, response_fields, stripped_fields
 from edge.ingress.h11_requests import read_request
 from edge.ingress.h11_states import FastStates
 from edge.ingress.slim import ReadGate
@@ -149,8 +149,11 @@ class _InviteOnRead:
 def upgrades_to_websocket(request: h11.Request) -> bool:
     """Hypercorn's test for a WebSocket handshake (the last ``Upgrade`` and ``Connection``
     headers decide; h11 has already lower-cased the names and stripped the values)."""
+    headers = request.headers
+    if isinstance(headers, NotedHeaders) and not headers.special:
+        return False  # neither an Upgrade nor a Connection field: noted as the head was read
     upgrade = connection = b""
-    for name, value in request.headers:
+    for name, value in headers:
         if name == b"upgrade":
             upgrade = value
         elif name == b"connection":
@@ -325,7 +328,14 @@ class GuardedH11Protocol(H11Protocol):
                     continue
             if type(event) is h11.Request:
                 await self.send(Updated(idle=False))
-                await self._check_protocol(event)
+                fields = event.headers
+                # Hypercorn's check for an h2c upgrade or the HTTP/2 preface, which
+                # neither a head without an Upgrade field nor a method other than PRI
+                # can be: the reader noted the first as it read the head
+                if event.method == b"PRI" or not (
+                    isinstance(fields, NotedHeaders) and not fields.special
+                ):
+                    await self._check_protocol(event)
                 await self._create_stream(event)
             elif event is h11.PAUSED:
                 await self.can_read.clear()

@@ -48,19 +48,27 @@ _GOOD_LENGTHS: dict[tuple[object, object], _Known] = {}
 _COURSE = frozenset({b"connection", b"upgrade", b"expect"})
 
 
-class FramedHeaders(Headers):
-    """h11's ``Headers`` with what the one pass that built them learnt on the way.
+class NotedHeaders(Headers):
+    """h11's ``Headers`` with the framing that the one pass which built them noted.
 
-    ``length`` (the Content-Length value or None) and ``special`` (a field that changes
-    h11's course) are what ``edge.ingress.h11_states`` would otherwise scan the fields for,
-    twice a reply; ``wire`` is the fields as h11's writer writes them (each
-    ``name: value`` line, in order, then nothing: the blank line is the writer's).
+    ``length`` (the Content-Length value, or None) and ``special`` (a field that changes
+    h11's course: ``Connection``, ``Upgrade``, ``Expect``, ``Transfer-Encoding``) are what
+    ``edge.ingress.h11_states`` would otherwise scan the fields for (twice a reply); the
+    length is only to be read when ``special`` is false.
     """
 
-    __slots__ = ("length", "special", "wire")
+    __slots__ = ("length", "special")
 
     length: bytes | None
     special: bool
+
+
+class FramedHeaders(NotedHeaders):
+    """A reply's ``NotedHeaders``, with its field lines as h11's writer writes them (each
+    ``name: value`` line in order; the blank line after them is the writer's)."""
+
+    __slots__ = ("wire",)
+
     wire: bytes
 
 

@@ -19,13 +19,25 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from h11 import LocalProtocolError, Request
-from h11._headers import Headers, normalize_and_validate
+from h11._headers import CONTENT_LENGTH_MAX_DIGITS, normalize_and_validate
 from h11._readers import maybe_read_from_IDLE_client
 from h11._receivebuffer import ReceiveBuffer
 
 from edge.http_chars import FIELD_CHAR, OWS, TOKEN, VCHAR
+from edge.ingress.h11_fields import NotedHeaders
 
 _DIGITS = b"0123456789"
+# every byte a head may hold on the common path: what a field value may (which includes
+# the request line's and the names' characters), and the line ends
+_HEAD_CHARS = FIELD_CHAR + b"\r\n"
+# names seen to be tokens, with their lowercase form: clients send the same few names
+_NAMES: dict[bytes, bytes] = {}
+NAMES_KEPT = 1024  # a client chooses its names: only so many are kept
+# names the one pass looks at: Host (counted), Content-Length (noted) and those that
+# change h11's course (``NotedHeaders.special``)
+_NOTED = frozenset(
+    {b"host", b"content-length", b"transfer-encoding", b"connection", b"upgrade", b"expect"}
+)
 
 
 def read_request(buf: ReceiveBuffer) -> Request | None:
@@ -34,9 +46,19 @@ def read_request(buf: ReceiveBuffer) -> Request | None:
     end = data.find(b"\r\n\r\n")
     if end <= 0:
         return maybe_read_from_IDLE_client(buf)
-    # A bare CR or LF anywhere in the head fails one of the checks below (no token,
-    # target, version or field value holds one), so h11's line rules decide it.
-    lines = bytes(data[:end]).split(b"\r\n")
+    head = bytes(data[:end])
+    lines = head.split(b"\r\n")
+    # One pass in C over the whole head: every byte one a field value may hold, and every
+    # CR and LF part of a line end. Values need no check of their own after this, and a
+    # bare CR or LF (which no token, target, version or value may hold) goes to h11's
+    # line rules.
+    breaks = len(lines) - 1
+    if (
+        head.translate(None, _HEAD_CHARS)
+        or head.count(b"\n") != breaks
+        or head.count(b"\r") != breaks
+    ):
+        return maybe_read_from_IDLE_client(buf)
     parts = lines[0].split(b" ")
     if len(parts) != 3:
         return maybe_read_from_IDLE_client(buf)
@@ -53,36 +75,91 @@ def read_request(buf: ReceiveBuffer) -> Request | None:
         or version[7] not in _DIGITS
     ):
         return maybe_read_from_IDLE_client(buf)
-    headers = []
+    names = _NAMES
+    noted = _NOTED
+    items = []
+    pairs = []
+    hosts = 0
+    length = None
+    special = general = False
     for line in lines[1:]:
         colon = line.find(b":")
         if colon <= 0:
             return maybe_read_from_IDLE_client(buf)
         name = line[:colon]
+        lower = names.get(name)
+        if lower is None:  # a name not seen before: checked, then remembered
+            if name.translate(None, TOKEN):
+                return maybe_read_from_IDLE_client(buf)
+            lower = name.lower()
+            if len(names) < NAMES_KEPT:
+                names[name] = lower
         value = line[colon + 1 :].strip(OWS)
-        if name.translate(None, TOKEN) or value.translate(None, FIELD_CHAR):
-            return maybe_read_from_IDLE_client(buf)
-        headers.append((name, value))
+        if lower in noted:
+            if lower == b"host":
+                hosts += 1
+            elif lower == b"content-length":
+                # one length of plain digits is what h11 keeps as it came; anything
+                # else (a list, a repeat, a sign) is h11's normalisation to judge
+                if length is not None or not value.isdigit():
+                    general = True
+                length = value
+            elif lower == b"transfer-encoding":
+                general = True  # h11 rules on the coding and its framing
+            else:
+                special = True
+        items.append((name, lower, value))
+        pairs.append((lower, value))
     buf._extract(end + 4)
-    return _request(method, target, version[5:], headers)
+    if general or (length is not None and len(length) > CONTENT_LENGTH_MAX_DIGITS):
+        return _request(method, target, version[5:], [(raw, v) for raw, _, v in items])
+    _check_hosts(hosts, version[5:])
+    headers = _new(ListedHeaders)
+    headers._full_items = items
+    headers.pairs = pairs
+    headers.length = length
+    headers.special = special
+    return _built(method, target, version[5:], headers)
 
 
-class ListedHeaders(Headers):
-    """h11's ``Headers`` iterated in one C-level pass.
+class ListedHeaders(NotedHeaders):
+    """h11's ``Headers`` iterated in one C-level pass, with their framing noted.
 
     ``Headers`` is a ``Sequence``: iterating it calls a Python ``__getitem__`` per field
     until ``IndexError``, and h11 iterates a request's fields several times (keep-alive,
-    framing, ``Expect``), as does the scope. Same pairs, same order.
+    framing, ``Expect``), as does the scope. ``pairs`` are the (name, value) pairs it
+    yields, made in the pass that read the fields. Same pairs, same order.
     """
 
-    __slots__ = ()
+    __slots__ = ("pairs",)
+
+    pairs: list[tuple[bytes, bytes]]
+
+    def __init__(self, full_items: list[tuple[bytes, bytes, bytes]]) -> None:
+        super().__init__(full_items)
+        self.pairs = [(name, value) for _, name, value in full_items]
+        self.length = None
+        self.special = False
+        for _, name, value in full_items:
+            if name == b"content-length":
+                self.length = value
+            elif name in _NOTED and name != b"host":
+                self.special = True
 
     def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
-        return iter([(name, value) for _, name, value in self._full_items])
+        return iter(self.pairs)
 
 
 _new = object.__new__
 _set = object.__setattr__
+
+
+def _check_hosts(hosts: int, version: bytes) -> None:
+    """h11's rule on Host, with its messages."""
+    if hosts == 0 and version == b"1.1":
+        raise LocalProtocolError("Missing mandatory Host: header")
+    if hosts > 1:
+        raise LocalProtocolError("Found multiple Host: headers")
 
 
 def _request(
@@ -95,10 +172,11 @@ def _request(
     for _, name, _ in headers._full_items:
         if name == b"host":
             hosts += 1
-    if hosts == 0 and version == b"1.1":
-        raise LocalProtocolError("Missing mandatory Host: header")
-    if hosts > 1:
-        raise LocalProtocolError("Found multiple Host: headers")
+    _check_hosts(hosts, version)
+    return _built(method, target, version, headers)
+
+
+def _built(method: bytes, target: bytes, version: bytes, headers: ListedHeaders) -> Request:
     request = _new(Request)
     _set(request, "headers", headers)
     _set(request, "method", method)

@@ -48,7 +48,7 @@ from h11._readers import READERS, ContentLengthReader, expect_nothing
 from h11._state import MIGHT_SWITCH_PROTOCOL
 from h11._writers import ContentLengthWriter, write_any_response
 
-from edge.ingress.h11_fields import FramedHeaders
+from edge.ingress.h11_fields import FramedHeaders, NotedHeaders
 
 _Data = h11.Data
 _EndOfMessage = h11.EndOfMessage
@@ -71,7 +71,7 @@ def _framing_fields(headers: Any) -> tuple[bytes | None, bool]:
     the value plain digits when it built the ``Headers`` (a hand-built one may hold a
     list, which the callers leave to h11).
     """
-    if type(headers) is FramedHeaders:  # a reply's, built in one pass that noted both
+    if isinstance(headers, NotedHeaders):  # built in one pass that noted both
         return headers.length, headers.special
     length = None
     for _, name, value in headers._full_items:

@@ -227,6 +227,35 @@ def test_malformed_requests_get_hypercorns_answer(servers: HypercornPair) -> Non
         ), wire
 
 
+def test_upgrades_to_http2_get_hypercorns_answer(servers: HypercornPair) -> None:
+    """edge skips Hypercorn's check for an h2c upgrade and the HTTP/2 preface when the
+    head has no Upgrade field and the method is not PRI; with either, the check is made."""
+    settings_field = b"HTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n"
+    for wire in [
+        b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        + b"Upgrade: h2c\r\n"
+        + settings_field
+        + b"\r\n",
+        b"GET /echo HTTP/1.1\r\nHost: a\r\nUpgrade: H2C\r\n\r\n",
+        # with a body, Hypercorn answers in HTTP/1.1
+        b"POST /echo HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n"
+        + b"Content-Length: 2\r\n\r\nhi",
+        b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    ]:
+        stock = _opening(exchange(servers.ports["stock"], [wire], 1.0))
+        assert stock, wire
+        assert _opening(exchange(servers.ports["edge"], [wire], 1.0)) == stock, wire
+
+
+def _opening(answer: bytes) -> bytes:
+    """An answer up to where HTTP/2 begins and the header of its first frame (the rest is
+    HPACK, whose encoded Date differs), or the whole of an HTTP/1.1 answer."""
+    if answer.startswith(b"HTTP/1.1 101 "):
+        end = answer.index(b"\r\n\r\n") + 4
+        return comparable(answer[:end]) + answer[end : end + 9]
+    return comparable(answer) if answer.startswith(b"HTTP/") else answer[:9]
+
+
 def test_an_idle_keep_alive_connection_is_closed_after_the_timeout(servers: HypercornPair) -> None:
     with socket.create_connection(("127.0.0.1", servers.ports["edge"]), timeout=10) as sock:
         sock.sendall(b"GET /echo HTTP/1.1\r\nHost: a\r\n\r\n")

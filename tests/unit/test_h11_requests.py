@@ -134,6 +134,68 @@ def test_a_head_reads_as_h11_reads_it(data: bytes) -> None:
     assert _read(read_request, data) == _read(maybe_read_from_IDLE_client, data)
 
 
+@settings(max_examples=2000, deadline=None)
+@given(heads(), st.booleans())
+def test_what_the_one_pass_notes_is_what_a_scan_finds(data: bytes, again: bool) -> None:
+    """The pairs, the length and the course-changing fields noted as the head was read,
+    against a scan of h11's own reading; ``again``: the names the second time from memory."""
+    buffer = ReceiveBuffer()
+    buffer += data
+    try:
+        event = read_request(buffer)
+        if again:
+            buffer = ReceiveBuffer()
+            buffer += data
+            event = read_request(buffer)
+    except h11.LocalProtocolError:
+        return
+    if event is None:
+        return
+    headers = event.headers
+    if not isinstance(headers, ListedHeaders):
+        return  # h11's reader read it: nothing was noted
+    items = headers._full_items
+    assert headers.pairs == [(name, value) for _, name, value in items]
+    special = any(
+        name in (b"connection", b"upgrade", b"expect", b"transfer-encoding") for _, name, _ in items
+    )
+    assert headers.special == special
+    if not special:  # the length is read only then
+        lengths = [value for _, name, value in items if name == b"content-length"]
+        assert headers.length == (lengths[-1] if lengths else None)
+
+
+def test_a_common_head_is_not_normalised_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A head with one plain length and one Host is built in the reader's own pass."""
+    import edge.ingress.h11_requests as module
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("normalised by h11")
+
+    monkeypatch.setattr(module, "normalize_and_validate", refuse)
+    buffer = ReceiveBuffer()
+    buffer += b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 12\r\nX-A: b\r\n\r\n"
+    request = read_request(buffer)
+    assert isinstance(request, h11.Request)
+    assert isinstance(request.headers, ListedHeaders)
+    assert request.headers.length == b"12" and not request.headers.special
+
+
+def test_the_names_remembered_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    import edge.ingress.h11_requests as module
+
+    monkeypatch.setattr(module, "_NAMES", {})
+    for index in range(module.NAMES_KEPT + 50):
+        buffer = ReceiveBuffer()
+        buffer += b"GET / HTTP/1.1\r\nHost: a\r\nX-%d: b\r\n\r\n" % index
+        assert isinstance(read_request(buffer), h11.Request)
+    assert len(module._NAMES) == module.NAMES_KEPT
+    buffer = ReceiveBuffer()
+    buffer += b"GET / HTTP/1.1\r\nHost: a\r\nX@1: b\r\n\r\n"  # never remembered as good
+    with pytest.raises(h11.LocalProtocolError):
+        read_request(buffer)
+
+
 def _events(connection: h11.Connection, chunks: list[bytes]) -> list[object]:
     seen: list[object] = []
     for chunk in chunks:
@@ -236,6 +298,25 @@ def test_listed_headers_iterate_as_h11s_do() -> None:
         list(listed) == list(stock) and listed == stock and listed.raw_items() == stock.raw_items()
     )
     assert len(listed) == 3 and listed[1] == stock[1]
+    assert listed.length is None and not listed.special
+
+
+@pytest.mark.parametrize(
+    ("field", "length", "special"),
+    [
+        ((b"Content-Length", b"content-length", b"3"), b"3", False),
+        ((b"Connection", b"connection", b"close"), None, True),
+        ((b"Upgrade", b"upgrade", b"h2c"), None, True),
+        ((b"Expect", b"expect", b"100-continue"), None, True),
+        ((b"Transfer-Encoding", b"transfer-encoding", b"chunked"), None, True),
+        ((b"X-Connection", b"x-connection", b"close"), None, False),
+    ],
+)
+def test_listed_headers_made_from_items_note_their_framing(
+    field: tuple[bytes, bytes, bytes], length: bytes | None, special: bool
+) -> None:
+    listed = ListedHeaders([(b"Host", b"host", b"a"), field])
+    assert (listed.length, listed.special) == (length, special)
 
 
 PARTS = {
