@@ -10,6 +10,8 @@ operations contract): ``edge_ratelimit_decisions{result}`` and
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from edge.observability import metrics
 from edge.observability.layers import upstream_metrics
 from edge.pipeline.breaker_core import BreakerState
@@ -33,6 +35,9 @@ class PrometheusPipelineEvents:
 
     def limiter_decision(self, result: LimiterResult) -> None:
         self._decisions[result]()
+
+    def limiter_counter(self, result: LimiterResult) -> Callable[[], None]:
+        return self._decisions[result]
 
     def _backend_error(self) -> None:
         metrics.LIMITER_ERRORS.inc()

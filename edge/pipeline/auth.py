@@ -36,7 +36,6 @@ from edge.pipeline.jwt_core import (
     issuer_of,
     require_scopes,
     same_secret,
-    valid_at,
     validity,
     verify_token,
 )
@@ -243,6 +242,8 @@ class AuthLayer:
         self._stripped = frozenset(stripped)
         # metadata name -> kept or not: every request sends the same few names again
         self._keeps: dict[str, bool] = {}
+        # (metadata name, claim) pairs, made once: most configs have none
+        self._claim_fields = tuple(config.claims_to_metadata.items())
         # token -> (claims, key ring generation, issuer policy, first, last: see validity)
         self._verified: OrderedDict[str, _Verified] = OrderedDict()
         self._jwks_issuers = tuple(i.issuer for i in config.issuers if i.jwks_url)
@@ -319,13 +320,12 @@ class AuthLayer:
                         },
                     ) from exc
         keeps = self._keeps
-        metadata = [
-            (k, v)
-            for k, v in call.metadata
-            if (keep := keeps.get(k)) or (keep is None and self._keep(k))
-        ]
+        try:  # every name judged before (the common request): one probe each
+            metadata = [pair for pair in call.metadata if keeps[pair[0]]]
+        except KeyError:  # a name not judged before: judged now, and remembered
+            metadata = [pair for pair in call.metadata if self._kept(pair[0])]
         if claims is not None:
-            for name, claim in self.config.claims_to_metadata.items():
+            for name, claim in self._claim_fields:
                 value = claims.get(claim)
                 if value is not None:
                     text = value if isinstance(value, str) else orjson.dumps(value).decode()
@@ -371,6 +371,11 @@ class AuthLayer:
             self._verified.popitem(last=False)
         return claims
 
+    def _kept(self, name: str) -> bool:
+        """Whether metadata ``name`` stays, from memory when it was judged before."""
+        keep = self._keeps.get(name)
+        return self._keep(name) if keep is None else keep
+
     def _keep(self, name: str) -> bool:
         """Whether metadata ``name`` stays, remembered for the first ``KEPT_NAMES`` names."""
         keep = _spelling(name) not in self._stripped
@@ -387,9 +392,9 @@ class AuthLayer:
         if cached is None:
             return None
         claims, generation, policy, first, last = cached
-        if generation != self.ring.generation or not valid_at(
-            first, last, policy.leeway, self.clock()
-        ):
+        now = self.clock()
+        # valid_at, inline: the check every request with a token makes
+        if generation != self.ring.generation or not (now <= last and now + policy.leeway >= first):
             return None  # _verify verifies it again, or says why it no longer passes
         self._verified.move_to_end(token)
         return claims

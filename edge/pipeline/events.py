@@ -19,6 +19,7 @@ The things reported:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal, Protocol
 
 from edge.pipeline.breaker_core import BreakerState
@@ -33,6 +34,10 @@ class PipelineEvents(Protocol):
     def limiter_decision(self, result: LimiterResult) -> None:
         """One rate-limit decision for a call (all of its limits together)."""
 
+    def limiter_counter(self, result: LimiterResult) -> Callable[[], None]:
+        """``limiter_decision(result)`` as a call of its own, asked for once: a limited
+        route reports an allowed call on every request, and a call less is its cost."""
+
     def breaker_changed(self, name: str, old: BreakerState, new: BreakerState) -> None:
         """The breaker ``name`` (an upstream, or a route with its own) moved ``old -> new``."""
 
@@ -46,11 +51,18 @@ class NoPipelineEvents:
     def limiter_decision(self, result: LimiterResult) -> None:
         return None
 
+    def limiter_counter(self, result: LimiterResult) -> Callable[[], None]:
+        return _nothing
+
     def breaker_changed(self, name: str, old: BreakerState, new: BreakerState) -> None:
         return None
 
     def attempt_layer(self) -> Layer | None:
         return None
+
+
+def _nothing() -> None:
+    return None
 
 
 NO_EVENTS: PipelineEvents = NoPipelineEvents()

@@ -68,6 +68,7 @@ class RateLimitLayer:
     ) -> None:
         self.index = index
         self.events = events
+        self._count_allowed = events.limiter_counter("allowed")  # the one-limit path's
         self.store = store
         # the memory store answers at once: asked directly, with no coroutine per request
         self._memory = store if isinstance(store, MemoryLimiterStore) else None
@@ -122,7 +123,7 @@ class RateLimitLayer:
             )
             if not decision.allowed:
                 self._refuse([decision], policy.limits_label)
-            self.events.limiter_decision("allowed")
+            self._count_allowed()
             if decision.delay > 0:
                 await asyncio.sleep(decision.delay)  # leaky bucket, queue mode: shape
             reply = await next_(call)

@@ -11,14 +11,18 @@ replies' fields, and their refusals with their fields, must be the same.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 from unittest.mock import patch
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from prometheus_client import REGISTRY
 
 from edge.call import Call, Reply
 from edge.errors import RateLimited
+from edge.observability.pipeline_events import PrometheusPipelineEvents
+from edge.pipeline.events import LimiterResult
 from edge.pipeline.limiter_store import MemoryLimiterStore
 from edge.pipeline.policy import PolicyIndex
 from edge.pipeline.ratelimit import RateLimitLayer
@@ -141,3 +145,70 @@ def test_the_policy_fields_list_every_limit_in_order() -> None:
         (b"ratelimit-limit", b"10"),
         (b"ratelimit-limit", b"100"),
     ]
+
+
+class _Recorder:
+    """``PipelineEvents`` that records each decision, by ``limiter_decision`` or by the
+    counters ``limiter_counter`` hands out."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def limiter_decision(self, result: LimiterResult) -> None:
+        self.seen.append(result)
+
+    def limiter_counter(self, result: LimiterResult) -> Callable[[], None]:
+        return lambda: self.seen.append(result)
+
+    def breaker_changed(self, name: str, old: Any, new: Any) -> None:
+        return None
+
+    def attempt_layer(self) -> None:
+        return None
+
+
+def test_every_decision_is_reported_once_on_either_path() -> None:
+    now = [100.0]
+    limit = {"algorithm": "token_bucket", "limit": 2, "period": 10.0}
+    for general in (False, True):
+        recorder = _Recorder()
+        policy = PolicyConfig.model_validate({"match": ["*"], "rate_limits": [limit]})
+        limiter = RateLimitLayer(
+            PolicyIndex([policy], PolicyConfig()),
+            MemoryLimiterStore(clock=lambda: now[0]),
+            (),
+            fail_open=False,
+            events=recorder,
+        )
+
+        async def run(limiter: RateLimitLayer = limiter, general: bool = general) -> list[str]:
+            return [(await outcome(limiter, "198.51.100.1", general))[0] for _ in range(3)]
+
+        assert asyncio.run(run()) == ["allowed", "allowed", "refused"]
+        assert recorder.seen == ["allowed", "allowed", "refused"], general
+
+
+def test_the_prometheus_counters_count_each_decision() -> None:
+    now = [100.0]
+    limit = {"algorithm": "token_bucket", "limit": 1, "period": 10.0}
+    policy = PolicyConfig.model_validate({"match": ["*"], "rate_limits": [limit]})
+    limiter = RateLimitLayer(
+        PolicyIndex([policy], PolicyConfig()),
+        MemoryLimiterStore(clock=lambda: now[0]),
+        (),
+        fail_open=False,
+        events=PrometheusPipelineEvents(),
+    )
+
+    def count(result: str) -> float:
+        value = REGISTRY.get_sample_value("edge_ratelimit_decisions_total", {"result": result})
+        return value or 0.0
+
+    before = {result: count(result) for result in ("allowed", "refused")}
+
+    async def run() -> list[str]:
+        return [(await outcome(limiter, "198.51.100.9", False))[0] for _ in range(2)]
+
+    assert asyncio.run(run()) == ["allowed", "refused"]
+    assert count("allowed") == before["allowed"] + 1
+    assert count("refused") == before["refused"] + 1
