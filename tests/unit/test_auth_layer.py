@@ -9,13 +9,10 @@ from unittest.mock import patch
 
 import jwt
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from edge.call import Call, Reply
 from edge.errors import Unauthenticated
 from edge.pipeline.auth import AuthLayer, KeyRing
-from edge.pipeline.jwt_core import IssuerPolicy, TokenRejected, check_claims, validity
 from edge.pipeline.policy import PolicyIndex
 from edge.policy_config import AuthConfig, AuthRequirement, IssuerConfig, KeyConfig, PolicyConfig
 
@@ -107,44 +104,6 @@ def test_forged_claim_headers_go_in_every_spelling_every_time(repeat: int) -> No
         call = Call(upstream="u", route="r", metadata=list(forged), timeout=None, token=token)
         _run(layer(call, ok))
         assert call.metadata == [("x-kept", "1"), ("x-user", "u")]
-
-
-_instants = st.one_of(st.none(), st.integers(-10, 10), st.floats(-10, 10, allow_nan=False))
-
-
-@settings(max_examples=1500, deadline=None)
-@given(
-    exp=_instants,
-    nbf=_instants,
-    iat=_instants,
-    leeway=st.one_of(st.just(0.0), st.floats(0, 5)),
-    first_check=st.floats(-20, 20),
-    now=st.floats(-20, 20),
-)
-def test_a_cached_token_passes_exactly_when_check_claims_would(
-    exp: float | None,
-    nbf: float | None,
-    iat: float | None,
-    leeway: float,
-    first_check: float,
-    now: float,
-) -> None:
-    """The layer's own check of a cached token's window (``valid_at``, written inline
-    where every request with a token makes it) against ``check_claims`` at each instant."""
-    claims = {k: v for k, v in (("exp", exp), ("nbf", nbf), ("iat", iat)) if v is not None}
-    policy = IssuerPolicy("i", frozenset({"HS256"}), frozenset(), leeway, ())
-    try:
-        check_claims(claims, policy, first_check)
-    except TokenRejected:
-        return  # never cached
-    try:
-        check_claims(claims, policy, now)
-        passes = True
-    except TokenRejected:
-        passes = False
-    layer = _layer([now])
-    layer._verified["t"] = (claims, layer.ring.generation, policy, *validity(claims, policy))
-    assert (layer._cached("t") is claims) is passes
 
 
 def test_metadata_names_are_judged_once_and_stripped_in_every_spelling() -> None:

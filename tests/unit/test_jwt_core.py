@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edge.pipeline.auth import AuthLayer, KeyRing
 from edge.pipeline.jwt_core import (
     InsufficientScope,
     IssuerPolicy,
@@ -28,6 +29,8 @@ from edge.pipeline.jwt_core import (
     validity,
     verify_token,
 )
+from edge.pipeline.policy import PolicyIndex
+from edge.policy_config import AuthConfig, PolicyConfig
 
 NOW = 1_800_000_000.0
 ISSUER = "https://issuer.example"
@@ -208,8 +211,9 @@ def test_a_cached_tokens_window_is_check_claims_exactly(
     first_check: float,
     now: float,
 ) -> None:
-    """The auth layer re-checks a cached token with ``valid_at``; it must agree with
-    ``check_claims`` at every instant, for claims that passed it once."""
+    """The auth layer re-checks a cached token with ``valid_at`` (written inline in
+    ``AuthLayer._cached``, where every request with a token makes it); both must agree
+    with ``check_claims`` at every instant, for claims that passed it once."""
     claims = {k: v for k, v in (("exp", exp), ("nbf", nbf), ("iat", iat)) if v is not None}
     policy = IssuerPolicy(ISSUER, frozenset({"HS256"}), frozenset(), leeway, ())
     try:
@@ -222,3 +226,11 @@ def test_a_cached_tokens_window_is_check_claims_exactly(
     except TokenRejected:
         passes = False
     assert valid_at(*validity(claims, policy), leeway, now) is passes
+    layer = AuthLayer(
+        AuthConfig(issuers=[]),
+        PolicyIndex([], PolicyConfig()),
+        KeyRing([]),
+        clock=lambda: now,
+    )
+    layer._verified["t"] = (claims, layer.ring.generation, policy, *validity(claims, policy))
+    assert (layer._cached("t") is claims) is passes
