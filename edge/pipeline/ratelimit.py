@@ -68,7 +68,7 @@ class RateLimitLayer:
     ) -> None:
         self.index = index
         self.events = events
-        self._count_allowed = events.limiter_counter("allowed")  # the one-limit path's
+        self._count_allowed = events.limiter_counter("allowed")  # asked once, used per call
         self.store = store
         # the memory store answers at once: asked directly, with no coroutine per request
         self._memory = store if isinstance(store, MemoryLimiterStore) else None
@@ -195,7 +195,7 @@ class RateLimitLayer:
         for decision in decisions:
             if not decision.allowed:
                 self._refuse(decisions, label)
-        self.events.limiter_decision("allowed")
+        self._count_allowed()
         return decisions
 
     def _refuse(self, decisions: list[Decision], label: bytes) -> NoReturn:
