@@ -21,7 +21,8 @@ upstream (``benchmarks/go/goupstream``, grpc-go), grpc-gateway v1 in front of it
 The Go binaries come from ``benchmarks/go/build.sh`` (Debian bookworm's golang-go,
 grpc-go 1.33.3 and grpc-gateway 1.6.4; ``--install`` there installs them), which this
 module runs first and which does nothing when its output is up to date. Run with
-``python -m benchmarks.go_compare [--quick]``; not part of ``scripts/bench`` or CI.
+``python -m benchmarks.go_compare [--quick]``; ``scripts/bench`` runs it too (its stream
+verdicts are issue 14's), but CI does not.
 """
 
 from __future__ import annotations

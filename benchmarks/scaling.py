@@ -52,7 +52,14 @@ from typing import Any
 from benchmarks.processes import Child, free_port, spawn, stop, wait_for_file, wait_for_http
 from benchmarks.procstat import cpu_seconds
 from benchmarks.proctree import connections_per_process, descendants, pin, worker_pids
-from benchmarks.scaling_report import PATH, TARGET, Row, Settings, format_rows, judge
+from benchmarks.scaling_report import (
+    PATH,
+    Row,
+    Settings,
+    format_rows,
+    judge,
+    verdict_document,
+)
 from benchmarks.wrk import WrkReport, run_wrk, wrk_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -356,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             "settings": {k: str(v) for k, v in asdict(settings).items()},
         },
         "rows": [asdict(row) for row in rows],
-        "verdict": {**asdict(verdict), "target": TARGET},
+        "verdict": verdict_document(verdict),
     }
     settings.output.write_text(json.dumps(document, indent=2) + "\n")
     print(f"wrote {settings.output}")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import statistics
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 PATH = "/v1/shelves/1/books/1"  # GetBook, transcoded: path variables, JSON reply
@@ -69,6 +69,11 @@ def judge(rows: list[Row]) -> Verdict:
         projected=2 * one.gateway_us / one_half.gateway_us,
         machine_cap=min(2.0, cores * 1e6 / everything_us / one.rps),
     )
+
+
+def verdict_document(verdict: Verdict) -> dict[str, float | None]:
+    """The verdict as ``scaling.json`` keeps it (``benchmarks.targets`` reads it back)."""
+    return {**asdict(verdict), "target": TARGET}
 
 
 def _split(values: list[int] | list[float], percent: bool = False) -> str:
