@@ -11,18 +11,17 @@ replies' fields, and their refusals with their fields, must be the same.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from typing import Any
 from unittest.mock import patch
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from prometheus_client import REGISTRY
+from recorded_events import RecordedEvents
 
 from edge.call import Call, Reply
 from edge.errors import RateLimited
 from edge.observability.pipeline_events import PrometheusPipelineEvents
-from edge.pipeline.events import LimiterResult
 from edge.pipeline.limiter_store import MemoryLimiterStore
 from edge.pipeline.policy import PolicyIndex
 from edge.pipeline.ratelimit import RateLimitLayer
@@ -147,31 +146,11 @@ def test_the_policy_fields_list_every_limit_in_order() -> None:
     ]
 
 
-class _Recorder:
-    """``PipelineEvents`` that records each decision, by ``limiter_decision`` or by the
-    counters ``limiter_counter`` hands out."""
-
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-
-    def limiter_decision(self, result: LimiterResult) -> None:
-        self.seen.append(result)
-
-    def limiter_counter(self, result: LimiterResult) -> Callable[[], None]:
-        return lambda: self.seen.append(result)
-
-    def breaker_changed(self, name: str, old: Any, new: Any) -> None:
-        return None
-
-    def attempt_layer(self) -> None:
-        return None
-
-
 def test_every_decision_is_reported_once_on_either_path() -> None:
     now = [100.0]
     limit = {"algorithm": "token_bucket", "limit": 2, "period": 10.0}
     for general in (False, True):
-        recorder = _Recorder()
+        recorder = RecordedEvents()
         policy = PolicyConfig.model_validate({"match": ["*"], "rate_limits": [limit]})
         limiter = RateLimitLayer(
             PolicyIndex([policy], PolicyConfig()),

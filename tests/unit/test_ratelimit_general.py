@@ -1,0 +1,295 @@
+"""The rate-limit layer's general path, asked directly (no network but a refused port).
+
+The one-limit memory path is held to this one by ``test_ratelimit_layer.py``; this file
+holds the general path itself to what a client sees: which limit's fields an allowed call
+carries when a route has several, which fields and ``Retry-After`` a refusal carries, how
+long queue mode holds a call, what a store that answers late or not at all does under
+either ``on_backend_error``, and a WebSocket's per-connection message limits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+from unittest.mock import patch
+
+import pytest
+from http_upstream import closed_port
+from recorded_events import RecordedEvents
+
+from edge.call import Call, Reply
+from edge.errors import RateLimited
+from edge.pipeline.limiter_core import Decision, LimitSpec
+from edge.pipeline.limiter_store import LimiterStore, MemoryLimiterStore, RedisLimiterStore
+from edge.pipeline.policy import PolicyIndex
+from edge.pipeline.ratelimit import LimiterUnavailable, RateLimitLayer, rate_limit_headers
+from edge.policy_config import PolicyConfig
+
+ROUTE = "edgetest.v1.Kitchen/Echo"
+
+
+class LateStore:
+    """The memory store's answers, given after a turn of the loop (as Redis gives them):
+    not a ``MemoryLimiterStore``, so the layer awaits it."""
+
+    def __init__(self, inner: MemoryLimiterStore) -> None:
+        self.inner = inner
+        self.asked = 0
+
+    async def decide(
+        self, checks: Sequence[tuple[LimitSpec, str]], cost: int = 1
+    ) -> list[Decision]:
+        self.asked += 1
+        await asyncio.sleep(0)
+        return await self.inner.decide(checks, cost)
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+class Upstream:
+    """The chain's end: counts the calls that reached it."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def __call__(self, call: Call) -> Reply:
+        self.calls += 1
+        return Reply(headers=[(b"x-upstream", b"1")])
+
+
+def index(limits: list[dict[str, Any]], messages: list[dict[str, Any]] | None = None) -> Any:
+    policy = PolicyConfig.model_validate(
+        {"match": ["*"], "rate_limits": limits, "limit_messages": messages or []}
+    )
+    return PolicyIndex([policy], PolicyConfig())
+
+
+def clock_at(now: list[float]) -> Callable[[], float]:
+    return lambda: now[0]
+
+
+def new_call(client: str = "198.51.100.7") -> Call:
+    call = Call(upstream="kitchen", route=ROUTE, metadata=[], timeout=None)
+    call.client = client
+    return call
+
+
+def run(awaitable: Awaitable[Any]) -> Any:
+    async def main() -> Any:
+        return await awaitable
+
+    return asyncio.run(main())
+
+
+# two token buckets: 10 a second, and 3 a minute (the tighter, after one call)
+TWO = [
+    {"algorithm": "token_bucket", "limit": 10, "period": "1s", "name": "second"},
+    {"algorithm": "token_bucket", "limit": 3, "period": "60s", "name": "minute"},
+]
+
+
+@pytest.mark.parametrize("late", [False, True], ids=["memory", "late store"])
+@pytest.mark.parametrize("policy_header", [True, False])
+def test_several_limits_answer_with_the_tightest(late: bool, policy_header: bool) -> None:
+    now = [100.0]
+    memory = MemoryLimiterStore(clock=clock_at(now))
+    store: LimiterStore = LateStore(memory) if late else memory
+    limiter = RateLimitLayer(index(TWO), store, (), fail_open=False, policy_header=policy_header)
+    upstream = Upstream()
+    reply = run(limiter(new_call(), upstream))
+    # the minute's bucket has 2 left and is whole again in 20 s; the second's has 9
+    expected = [
+        (b"x-upstream", b"1"),
+        (b"ratelimit-limit", b"3"),
+        (b"ratelimit-remaining", b"2"),
+        (b"ratelimit-reset", b"20"),
+    ]
+    if policy_header:
+        expected.append((b"ratelimit-policy", b"second, minute"))
+    assert reply.headers == expected
+    for _ in range(2):
+        run(limiter(new_call(), upstream))
+    with pytest.raises(RateLimited) as refused:
+        run(limiter(new_call(), upstream))
+    assert upstream.calls == 3  # the refused call never reached it
+    assert refused.value.headers["ratelimit-limit"] == "3"  # only the refusing limit's
+    assert refused.value.headers["ratelimit-remaining"] == "0"
+    assert refused.value.headers["retry-after"] == "20"
+    assert ("ratelimit-policy" in refused.value.headers) is policy_header
+    assert limiter.refused == 1
+    assert not late or store.asked == 4  # type: ignore[attr-defined]
+
+
+def test_of_equally_tight_limits_the_later_reset_is_told() -> None:
+    now = [100.0]
+    limits = [
+        {"algorithm": "token_bucket", "limit": 3, "period": "60s"},
+        {"algorithm": "token_bucket", "limit": 3, "period": "3s"},
+    ]
+    for order in (limits, limits[::-1]):
+        limiter = RateLimitLayer(
+            index(order), MemoryLimiterStore(clock=clock_at(now)), (), fail_open=False
+        )
+        reply = run(limiter(new_call(), Upstream()))
+        assert (b"ratelimit-reset", b"20") in reply.headers  # not the 3 s bucket's 1
+
+
+def test_the_fields_name_the_fewest_remaining_before_the_latest_reset() -> None:
+    def decision(remaining: int, reset: float) -> Decision:
+        return Decision(True, 10, remaining, reset)
+
+    fields = rate_limit_headers([decision(5, 50.0), decision(4, 1.2), decision(4, 0.5)], None)
+    assert fields == [
+        (b"ratelimit-limit", b"10"),
+        (b"ratelimit-remaining", b"4"),
+        (b"ratelimit-reset", b"2"),  # 1.2 s rounded up: a client waiting 1 s would be early
+    ]
+
+
+def test_retry_after_is_the_longest_wait_of_the_refusing_limits() -> None:
+    now = [100.0]
+    limits = [
+        {"algorithm": "token_bucket", "limit": 1, "period": "2s"},
+        {"algorithm": "token_bucket", "limit": 1, "period": "5s"},
+    ]
+    limiter = RateLimitLayer(
+        index(limits), MemoryLimiterStore(clock=clock_at(now)), (), fail_open=False
+    )
+    run(limiter(new_call(), Upstream()))
+    with pytest.raises(RateLimited) as refused:
+        run(limiter(new_call(), Upstream()))
+    assert refused.value.headers["retry-after"] == "5"  # both refuse: the longer wait
+    assert refused.value.grpc_code == 8
+    now[0] += 3  # the first has a token again, the second not: only it refuses
+    with pytest.raises(RateLimited) as again:
+        run(limiter(new_call(), Upstream()))
+    assert again.value.headers["retry-after"] == "2"
+    assert again.value.headers["ratelimit-reset"] == "2"
+
+
+def test_retry_after_is_never_under_a_second() -> None:
+    now = [100.0]
+    limits = [{"algorithm": "token_bucket", "limit": 1, "period": "0.3s"}] * 2
+    limiter = RateLimitLayer(
+        index(limits), MemoryLimiterStore(clock=clock_at(now)), (), fail_open=False
+    )
+    run(limiter(new_call(), Upstream()))
+    with pytest.raises(RateLimited) as refused:
+        run(limiter(new_call(), Upstream()))
+    assert refused.value.headers["retry-after"] == "1"  # never "0", which means "now"
+
+
+def test_queue_mode_holds_the_call_for_the_longest_delay() -> None:
+    now = [100.0]
+    limits = [
+        {"algorithm": "leaky_bucket", "limit": 10, "period": "1s", "mode": "queue",
+         "max_delay": "5s"},
+        {"algorithm": "leaky_bucket", "limit": 4, "period": "1s", "mode": "queue",
+         "max_delay": "5s"},
+    ]  # fmt: skip
+    held: list[float] = []
+
+    async def record(delay: float) -> None:
+        held.append(delay)
+
+    limiter = RateLimitLayer(
+        index(limits), MemoryLimiterStore(clock=clock_at(now)), (), fail_open=False
+    )
+    with patch("edge.pipeline.ratelimit.asyncio.sleep", record):
+        for _ in range(3):
+            run(limiter(new_call(), Upstream()))
+    # the second and third calls at one instant queue behind the first: 1/4 s a call for
+    # the slower bucket (1/10 s for the other, which must not be the one waited for)
+    assert held == pytest.approx([0.25, 0.5])
+
+
+def dead_redis() -> RedisLimiterStore:
+    return RedisLimiterStore.from_url(f"redis://127.0.0.1:{closed_port()}/0", timeout=0.2)
+
+
+def test_a_dead_store_fails_open_when_told(caplog: pytest.LogCaptureFixture) -> None:
+    store = dead_redis()
+    events = RecordedEvents()
+    limiter = RateLimitLayer(index(TWO), store, (), fail_open=True, backend="redis", events=events)
+    upstream = Upstream()
+    with caplog.at_level(logging.WARNING, logger="edge.ratelimit"):
+        reply = run(limiter(new_call(), upstream))
+    assert upstream.calls == 1
+    assert reply.headers == [(b"x-upstream", b"1")]  # no limit was decided: no fields
+    assert limiter.snapshot() == {
+        "backend": "redis",
+        "on_backend_error": "allow",
+        "backend_errors": 1,
+        "refused": 0,
+    }
+    assert "failing open" in caplog.text
+    assert events.seen == ["backend_error"]  # counted as an outage, not as allowed
+    run(store.close())
+
+
+def test_a_dead_store_fails_closed_by_default(caplog: pytest.LogCaptureFixture) -> None:
+    store = dead_redis()
+    events = RecordedEvents()
+    limiter = RateLimitLayer(index(TWO), store, (), fail_open=False, backend="redis", events=events)
+    upstream = Upstream()
+    with caplog.at_level(logging.WARNING, logger="edge.ratelimit"):
+        with pytest.raises(LimiterUnavailable) as refused:
+            run(limiter(new_call(), upstream))
+    assert upstream.calls == 0
+    assert refused.value.grpc_code == 14  # UNAVAILABLE: 503, not a 429 the client waits out
+    assert limiter.snapshot()["on_backend_error"] == "deny"
+    assert limiter.snapshot()["backend_errors"] == 1
+    assert limiter.refused == 0  # an outage is not a refusal of this client
+    assert "failing closed" in caplog.text
+    assert events.seen == ["backend_error"]
+    run(store.close())
+
+
+def test_a_handshake_decided_before_the_chain_is_not_counted_again() -> None:
+    now = [100.0]
+    memory = MemoryLimiterStore(clock=clock_at(now))
+    store = LateStore(memory)
+    limiter = RateLimitLayer(index(TWO), store, (), fail_open=False)
+    call = new_call()
+    run(limiter.precheck(call))
+    reply = run(limiter(call, Upstream()))
+    assert store.asked == 1
+    assert (b"ratelimit-remaining", b"2") in reply.headers
+
+
+def test_a_route_without_limits_is_not_decided() -> None:
+    store = LateStore(MemoryLimiterStore())
+    limiter = RateLimitLayer(index([]), store, (), fail_open=False)
+    call = new_call()
+    run(limiter.precheck(call))
+    run(limiter.check_message(call, "c1"))
+    reply = run(limiter(call, Upstream()))
+    assert store.asked == 0 and "ratelimit.decisions" not in call.state
+    assert reply.headers == [(b"x-upstream", b"1")]
+
+
+def test_message_limits_are_per_connection() -> None:
+    now = [100.0]
+    messages = [{"algorithm": "token_bucket", "limit": 2, "period": "1s"}]
+    store = MemoryLimiterStore(clock=clock_at(now))
+    limiter = RateLimitLayer(index([], messages), store, (), fail_open=False)
+    call = new_call()
+
+    async def messages_allowed(connection: str, count: int) -> list[bool]:
+        allowed = []
+        for _ in range(count):
+            try:
+                await limiter.check_message(call, connection)
+                allowed.append(True)
+            except RateLimited as refused:
+                assert refused.headers["ratelimit-policy"] == "2;w=1"
+                allowed.append(False)
+        return allowed
+
+    assert run(messages_allowed("c1", 3)) == [True, True, False]
+    # the same client on another connection has its own budget
+    assert run(messages_allowed("c2", 2)) == [True, True]
+    assert limiter.refused == 1
