@@ -64,6 +64,7 @@ POST_PATH = "/edgedemo.library.v1.LibraryService/GetBook"
 POST_BODY = b'{"name":"shelves/1/books/1"}'
 # The plain HTTP proxy scenario: the gateway proxies this prefix (stripped) to bare Hypercorn.
 PROXY_PREFIX = "/bare"
+GO_UPSTREAM = REPO / ".venv" / "go-bench" / "bin" / "goupstream"  # build.sh's default OUT
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ class Settings:
     connections: int
     threads: int
     output: Path
+    # the Go upstream's binary (benchmarks/go/build.sh), or None for the Python demo upstream
+    go_upstream: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -108,6 +111,13 @@ def parse_settings(argv: list[str] | None) -> Settings:
         "--quick", action="store_true", help="2s runs after 1s warm-ups (smoke test)"
     )
     parser.add_argument("--output", type=Path, default=REPO / "benchmarks/results/latest.json")
+    parser.add_argument(
+        "--upstream",
+        choices=("python", "go"),
+        default="python",
+        help="the gRPC upstream: the Python demo (default), or the Go one issue 14 measured "
+        f"with (built by benchmarks/go/build.sh into {GO_UPSTREAM.relative_to(REPO)})",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.duration, args.warmup = 2, 1
@@ -115,7 +125,14 @@ def parse_settings(argv: list[str] | None) -> Settings:
         parser.error("--duration, --warmup, --connections and --threads must be at least 1")
     if args.threads > args.connections:
         parser.error("wrk needs at least one connection per thread")
-    return Settings(args.duration, args.warmup, args.connections, args.threads, args.output)
+    go_upstream = None
+    if args.upstream == "go":
+        if not GO_UPSTREAM.is_file():
+            parser.error(f"no {GO_UPSTREAM}: run benchmarks/go/build.sh --install first")
+        go_upstream = GO_UPSTREAM
+    return Settings(
+        args.duration, args.warmup, args.connections, args.threads, args.output, go_upstream
+    )
 
 
 def _gateway_config(bind: str, upstream: str, client: str = "auto") -> dict[str, Any]:
@@ -130,7 +147,7 @@ def _gateway_config(bind: str, upstream: str, client: str = "auto") -> dict[str,
     }
 
 
-def start_servers(children: list[Child], workdir: Path) -> Servers:
+def start_servers(children: list[Child], workdir: Path, go_upstream: Path | None = None) -> Servers:
     """Start upstream, gateway and bare Hypercorn, appending each to ``children`` at once.
 
     Appending as soon as a process exists (not once it is ready) is what lets the caller's
@@ -138,9 +155,12 @@ def start_servers(children: list[Child], workdir: Path) -> Servers:
     """
     python = sys.executable
     port_file = workdir / "upstream.port"
-    upstream = spawn(
-        "upstream", [python, "-m", "benchmarks.upstream", str(port_file)], workdir, REPO
+    upstream_argv = (
+        [str(go_upstream), str(port_file)]
+        if go_upstream is not None
+        else [python, "-m", "benchmarks.upstream", str(port_file)]
     )
+    upstream = spawn("upstream", upstream_argv, workdir, REPO)
     children.append(upstream)
     upstream_address = f"127.0.0.1:{wait_for_file(upstream, port_file)}"
 
@@ -344,7 +364,7 @@ def run_all(settings: Settings, workdir: Path) -> list[Figures]:
     """Every scenario in turn; whatever happens, every server started is stopped."""
     children: list[Child] = []
     try:
-        servers = start_servers(children, workdir)
+        servers = start_servers(children, workdir, settings.go_upstream)
         gateway, bare, upstream = servers.gateway, servers.bare, servers.upstream
         _progress(f"grpc direct GetBook: {settings.warmup}s warm-up + {settings.seconds}s")
         figures = [measure_grpc(settings, servers)]
@@ -445,6 +465,7 @@ def _meta(settings: Settings) -> dict[str, Any]:
         "warmup_s": settings.warmup,
         "connections": settings.connections,
         "wrk_threads": settings.threads,
+        "upstream": "go" if settings.go_upstream is not None else "python",
     }
 
 
@@ -555,7 +576,8 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(figures, ratios))
     print("\n".join(tail.line() for tail in tails))
     print(
-        f"\n{meta['cpus']} CPUs, load average before {meta['loadavg_before'][0]:.2f}; "
+        f"\n{meta['upstream'].capitalize()} upstream; "
+        f"{meta['cpus']} CPUs, load average before {meta['loadavg_before'][0]:.2f}; "
         f"took {meta['elapsed_s']}s; results in {settings.output}"
     )
     return 0

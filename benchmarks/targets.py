@@ -266,9 +266,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--since", type=float, help="the run's start (Unix time)")
     parser.add_argument("--results", type=Path, default=RESULTS, help="the results folder")
     args = parser.parse_args(argv)
-    rows = target_rows(load(args.results, args.since))
+    documents = load(args.results, args.since)
+    rows = target_rows(documents)
     print("The targets of this run, each beside what it measured:")
     print(format_rows(rows))
+    run = documents["latest.json"]
+    if not isinstance(run, str):
+        upstream = run.get("meta", {}).get("upstream", "python")
+        print(
+            f"(benchmarks.run's gateway rows were served by the {upstream.capitalize()} upstream)"
+        )
     return 0
 
 
