@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 from unittest.mock import patch
@@ -21,6 +22,7 @@ from recorded_events import RecordedEvents
 
 from edge.call import Call, Reply
 from edge.errors import RateLimited
+from edge.pipeline.credentials import parse_networks
 from edge.pipeline.limiter_core import Decision, LimitSpec
 from edge.pipeline.limiter_store import LimiterStore, MemoryLimiterStore, RedisLimiterStore
 from edge.pipeline.policy import PolicyIndex
@@ -56,6 +58,7 @@ class Upstream:
         self.calls = 0
 
     async def __call__(self, call: Call) -> Reply:
+        assert call.route == ROUTE  # the call itself is handed on, not a stand-in
         self.calls += 1
         return Reply(headers=[(b"x-upstream", b"1")])
 
@@ -123,6 +126,18 @@ def test_several_limits_answer_with_the_tightest(late: bool, policy_header: bool
     assert not late or store.asked == 4  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize("policy_header", [True, False])
+def test_a_refusal_on_the_one_limit_path_names_its_policy(policy_header: bool) -> None:
+    limits = [{"algorithm": "token_bucket", "limit": 1, "period": "60s", "name": "minute"}]
+    limiter = RateLimitLayer(
+        index(limits), MemoryLimiterStore(), (), fail_open=False, policy_header=policy_header
+    )
+    run(limiter(new_call(), Upstream()))
+    with pytest.raises(RateLimited) as refused:
+        run(limiter(new_call(), Upstream()))
+    assert refused.value.headers.get("ratelimit-policy") == ("minute" if policy_header else None)
+
+
 def test_of_equally_tight_limits_the_later_reset_is_told() -> None:
     now = [100.0]
     limits = [
@@ -147,6 +162,9 @@ def test_the_fields_name_the_fewest_remaining_before_the_latest_reset() -> None:
         (b"ratelimit-remaining", b"4"),
         (b"ratelimit-reset", b"2"),  # 1.2 s rounded up: a client waiting 1 s would be early
     ]
+    # a full tie: the first listed (the policy's order), whatever its quota
+    tie = [Decision(True, 7, 4, 1.2), Decision(True, 9, 4, 1.2)]
+    assert rate_limit_headers(tie, None)[0] == (b"ratelimit-limit", b"7")
 
 
 def test_retry_after_is_the_longest_wait_of_the_refusing_limits() -> None:
@@ -163,11 +181,13 @@ def test_retry_after_is_the_longest_wait_of_the_refusing_limits() -> None:
         run(limiter(new_call(), Upstream()))
     assert refused.value.headers["retry-after"] == "5"  # both refuse: the longer wait
     assert refused.value.grpc_code == 8
+    assert refused.value.message == "rate limit exceeded"  # what the client's body says
     now[0] += 3  # the first has a token again, the second not: only it refuses
     with pytest.raises(RateLimited) as again:
         run(limiter(new_call(), Upstream()))
     assert again.value.headers["retry-after"] == "2"
     assert again.value.headers["ratelimit-reset"] == "2"
+    assert limiter.refused == 2
 
 
 def test_retry_after_is_never_under_a_second() -> None:
@@ -225,8 +245,15 @@ def test_a_dead_store_fails_open_when_told(caplog: pytest.LogCaptureFixture) -> 
         "backend_errors": 1,
         "refused": 0,
     }
-    assert "failing open" in caplog.text
+    # the store's own reason, logged for the operator
+    [record] = [r for r in caplog.records if r.name == "edge.ratelimit"]
+    logged = re.fullmatch(
+        r"rate limit store unavailable \((.+)\): failing open", record.getMessage()
+    )
+    assert logged is not None and logged.group(1) not in ("", "None")
     assert events.seen == ["backend_error"]  # counted as an outage, not as allowed
+    run(limiter(new_call(), upstream))
+    assert limiter.snapshot()["backend_errors"] == 2  # every failed ask is counted
     run(store.close())
 
 
@@ -240,6 +267,7 @@ def test_a_dead_store_fails_closed_by_default(caplog: pytest.LogCaptureFixture) 
             run(limiter(new_call(), upstream))
     assert upstream.calls == 0
     assert refused.value.grpc_code == 14  # UNAVAILABLE: 503, not a 429 the client waits out
+    assert refused.value.message == "the rate limiter is unavailable"  # no address, no cause
     assert limiter.snapshot()["on_backend_error"] == "deny"
     assert limiter.snapshot()["backend_errors"] == 1
     assert limiter.refused == 0  # an outage is not a refusal of this client
@@ -293,3 +321,74 @@ def test_message_limits_are_per_connection() -> None:
     # the same client on another connection has its own budget
     assert run(messages_allowed("c2", 2)) == [True, True]
     assert limiter.refused == 1
+
+
+def test_the_defaults_name_the_memory_backend() -> None:
+    limiter = RateLimitLayer(index(TWO), MemoryLimiterStore(), (), fail_open=False)
+    assert limiter.snapshot() == {
+        "backend": "memory",
+        "on_backend_error": "deny",
+        "backend_errors": 0,
+        "refused": 0,
+    }
+
+
+class NoAwaitMemoryStore(MemoryLimiterStore):
+    """The memory store, refusing to be awaited: the layer must ask it directly."""
+
+    async def decide(
+        self, checks: Sequence[tuple[LimitSpec, str]], cost: int = 1
+    ) -> list[Decision]:
+        raise AssertionError("the memory store was awaited")
+
+
+@pytest.mark.parametrize("limits", [TWO[:1], TWO], ids=["one limit", "two limits"])
+def test_the_memory_store_is_asked_without_a_coroutine(limits: list[dict[str, Any]]) -> None:
+    limiter = RateLimitLayer(index(limits), NoAwaitMemoryStore(), (), fail_open=False)
+    reply = run(limiter(new_call(), Upstream()))
+    assert (b"ratelimit-remaining", b"2" if len(limits) == 2 else b"9") in reply.headers
+
+
+PROXY = "192.0.2.10"  # a load balancer in front of edge, trusted to say who the client is
+
+
+def forwarded_call(client: str) -> Call:
+    call = new_call(PROXY)
+    call.headers = [(b"x-forwarded-for", client.encode())]
+    return call
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [
+        [{"algorithm": "token_bucket", "limit": 1, "period": "60s", "key": ["ip"]}],
+        [
+            {"algorithm": "token_bucket", "limit": 1, "period": "60s", "key": ["ip"]},
+            {"algorithm": "token_bucket", "limit": 100, "period": "60s", "key": ["route"]},
+        ],
+    ],
+    ids=["one limit", "two limits"],
+)
+@pytest.mark.parametrize("late", [False, True], ids=["memory", "late store"])
+def test_clients_behind_a_trusted_proxy_are_limited_apart(
+    limits: list[dict[str, Any]], late: bool
+) -> None:
+    memory = MemoryLimiterStore()
+    store: LimiterStore = LateStore(memory) if late else memory
+    limiter = RateLimitLayer(index(limits), store, parse_networks([PROXY]), fail_open=False)
+    run(limiter(forwarded_call("198.51.100.1"), Upstream()))
+    # another client through the same proxy has a budget of its own
+    run(limiter(forwarded_call("198.51.100.2"), Upstream()))
+    with pytest.raises(RateLimited):  # the first, again: its one call a minute is spent
+        run(limiter(forwarded_call("198.51.100.1"), Upstream()))
+
+
+def test_message_limits_key_clients_behind_a_trusted_proxy_apart() -> None:
+    messages = [{"algorithm": "token_bucket", "limit": 1, "period": "60s", "key": ["ip"]}]
+    limiter = RateLimitLayer(
+        index([], messages), MemoryLimiterStore(), parse_networks([PROXY]), fail_open=False
+    )
+    run(limiter.check_message(forwarded_call("198.51.100.1"), "c1"))
+    run(limiter.check_message(forwarded_call("198.51.100.2"), "c1"))
+    with pytest.raises(RateLimited):
+        run(limiter.check_message(forwarded_call("198.51.100.1"), "c1"))
