@@ -90,8 +90,11 @@ def parse_jwks(document: bytes) -> list[VerificationKey]:
             continue
         try:
             jwk = jwt.PyJWK(entry)
-        except jwt.PyJWKError as exc:
-            log.warning("skipping a JWKS key: %s", exc)
+        # PyJWK says a key it cannot read with PyJWKError, one it cannot build (bad
+        # base64, a point off its curve) with InvalidKeyError: both only this key's fault,
+        # so the document's other keys still load (a rotation must not wait on it)
+        except (jwt.PyJWTError, ValueError, TypeError) as exc:
+            log.warning("skipping a JWKS key: %s", redact_text(str(exc)))
             continue
         family = {"RSA": "RSA", "EC": "EC", "OKP": "OKP", "oct": "oct"}.get(jwk.key_type or "")
         if family is not None:
