@@ -32,17 +32,19 @@ FLOOD = 40
 class CountingJwks:
     """An ASGI JWKS endpoint serving RSA_KEY as ``k1``; counts every request it answers."""
 
-    def __init__(self, status: int, max_age: int) -> None:
+    def __init__(self, status: int, max_age: int, before: list[Any] | None = None) -> None:
         self.status = status
         self.max_age = max_age
         self.fetches = 0
+        self.before = before or []  # entries listed ahead of k1
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return
         self.fetches += 1
         jwk = jwt.algorithms.RSAAlgorithm.to_jwk(RSA_KEY.public_key(), as_dict=True)
-        body = json.dumps({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]})
+        keys = [*self.before, {**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]
+        body = json.dumps({"keys": keys})
         headers = [
             (b"content-type", b"application/json"),
             (b"cache-control", f"max-age={self.max_age}".encode()),
@@ -103,3 +105,35 @@ async def test_unknown_kids_cause_one_fetch_per_min_refresh(
     assert {r.status_code for r in [*one_by_one, *at_once]} == {401}
     expected = 200 if status == 200 else 401  # a failing JWKS leaves no keys to verify with
     assert known.status_code == known_after.status_code == expected
+
+
+BROKEN_ENTRIES = [
+    {"kty": "RSA", "kid": "bad-base64", "n": "not base64!", "e": "AQAB"},
+    {"kty": "EC", "crv": "P-256", "kid": "off-curve", "x": "AAAA", "y": "AAAA"},
+    {"kty": "nonsense", "kid": "unknown-type"},
+    {"kid": "no-type"},
+    "not an object",
+]
+
+
+@pytest.mark.parametrize("entry", BROKEN_ENTRIES, ids=lambda entry: str(entry)[:24])
+async def test_a_broken_key_beside_a_good_one_does_not_stop_verification(
+    kitchen_upstream: Any, entry: Any
+) -> None:
+    """An issuer's JWKS with one entry no library can build (a typo, a key mid-rotation)
+    still gives the gateway its good keys: the entry is skipped, not the document."""
+    jwks = CountingJwks(200, 600, before=[entry])
+    async with serving(jwks) as url:
+        issuer = {"issuer": ISSUER, "algorithms": ["RS256"], "audiences": ["edge"], "jwks_url": url}
+        extra = {
+            "auth": {"issuers": [issuer]},
+            "policies": [{"match": ["*"], "auth": {"require": "token"}}],
+        }
+        port, _ = kitchen_upstream
+        async with run_gateway(make_config(port, extra=extra)) as gateway:
+            async with gateway.client() as client:
+                answer = await client.get("/v1/kitchen/a", headers=token("k1"))
+                forged = await client.get("/v1/kitchen/a", headers=token("bad-base64"))
+    assert answer.status_code == 200
+    assert forged.status_code == 401  # a kid whose key was skipped verifies nothing
+    assert jwks.fetches == 1
