@@ -22,6 +22,8 @@ from conftest import make_config, run_gateway
 from cryptography.hazmat.primitives.asymmetric import rsa
 from http_upstream import serve_asgi
 
+from edge.config import Config
+
 pytestmark = pytest.mark.e2e
 
 ISSUER = "https://issuer.test"
@@ -59,6 +61,16 @@ async def serving(app: CountingJwks) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}/jwks"
 
 
+def token_required(upstream_port: int, jwks_url: str, **issuer: Any) -> Config:
+    """A gateway whose every route needs a token of ISSUER, its keys from ``jwks_url``."""
+    settings = {"issuer": ISSUER, "algorithms": ["RS256"], "audiences": ["edge"], **issuer}
+    extra = {
+        "auth": {"issuers": [{**settings, "jwks_url": jwks_url}]},
+        "policies": [{"match": ["*"], "auth": {"require": "token"}}],
+    }
+    return make_config(upstream_port, extra=extra)
+
+
 def token(kid: str) -> dict[str, str]:
     claims = {"iss": ISSUER, "aud": "edge", "sub": "mallory", "exp": time.time() + 60}
     encoded = jwt.encode(claims, RSA_KEY, algorithm="RS256", headers={"kid": kid})
@@ -75,19 +87,8 @@ async def test_unknown_kids_cause_one_fetch_per_min_refresh(
 ) -> None:
     jwks = CountingJwks(status, max_age)
     async with serving(jwks) as url:
-        issuer = {
-            "issuer": ISSUER,
-            "algorithms": ["RS256"],
-            "audiences": ["edge"],
-            "jwks_url": url,
-            "jwks_min_refresh": "30s",
-        }
-        extra = {
-            "auth": {"issuers": [issuer]},
-            "policies": [{"match": ["*"], "auth": {"require": "token"}}],
-        }
         port, _ = kitchen_upstream
-        async with run_gateway(make_config(port, extra=extra)) as gateway:
+        async with run_gateway(token_required(port, url, jwks_min_refresh="30s")) as gateway:
             async with gateway.client() as client:
                 known = await client.get("/v1/kitchen/a", headers=token("k1"))
                 one_by_one = [
@@ -124,13 +125,8 @@ async def test_a_broken_key_beside_a_good_one_does_not_stop_verification(
     still gives the gateway its good keys: the entry is skipped, not the document."""
     jwks = CountingJwks(200, 600, before=[entry])
     async with serving(jwks) as url:
-        issuer = {"issuer": ISSUER, "algorithms": ["RS256"], "audiences": ["edge"], "jwks_url": url}
-        extra = {
-            "auth": {"issuers": [issuer]},
-            "policies": [{"match": ["*"], "auth": {"require": "token"}}],
-        }
         port, _ = kitchen_upstream
-        async with run_gateway(make_config(port, extra=extra)) as gateway:
+        async with run_gateway(token_required(port, url)) as gateway:
             async with gateway.client() as client:
                 answer = await client.get("/v1/kitchen/a", headers=token("k1"))
                 forged = await client.get("/v1/kitchen/a", headers=token("bad-base64"))
