@@ -196,11 +196,11 @@ def _memory_rows(memory: Document) -> list[TargetRow]:
                 _mark(mib <= TARGET_MIB),
             )
         )
+    per_stream = {name: f for (name, _), f in by_scenario.items()}  # one run each
     streams = [
-        f"{label} {f['kib_per_connection']:.1f} KiB"
+        f"{label} {per_stream[scenario]['kib_per_connection']:.1f} KiB"
         for label, scenario in (("WebSocket", "ws-stream"), ("NDJSON", "http-stream"))
-        for (name, _), f in by_scenario.items()
-        if name == scenario
+        if scenario in per_stream
     ]
     rows.append(TargetRow("RSS per open server stream", "reported", ", ".join(streams) or "-", "-"))
     return rows

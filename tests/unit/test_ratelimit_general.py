@@ -230,10 +230,17 @@ def dead_redis() -> RedisLimiterStore:
     return RedisLimiterStore.from_url(f"redis://127.0.0.1:{closed_port()}/0", timeout=0.2)
 
 
+def dead_store_layer(fail_open: bool) -> tuple[RedisLimiterStore, RecordedEvents, RateLimitLayer]:
+    """A layer over a Redis store nothing answers for, and the events it reports."""
+    store, events = dead_redis(), RecordedEvents()
+    limiter = RateLimitLayer(
+        index(TWO), store, (), fail_open=fail_open, backend="redis", events=events
+    )
+    return store, events, limiter
+
+
 def test_a_dead_store_fails_open_when_told(caplog: pytest.LogCaptureFixture) -> None:
-    store = dead_redis()
-    events = RecordedEvents()
-    limiter = RateLimitLayer(index(TWO), store, (), fail_open=True, backend="redis", events=events)
+    store, events, limiter = dead_store_layer(fail_open=True)
     upstream = Upstream()
     with caplog.at_level(logging.WARNING, logger="edge.ratelimit"):
         reply = run(limiter(new_call(), upstream))
@@ -258,9 +265,7 @@ def test_a_dead_store_fails_open_when_told(caplog: pytest.LogCaptureFixture) -> 
 
 
 def test_a_dead_store_fails_closed_by_default(caplog: pytest.LogCaptureFixture) -> None:
-    store = dead_redis()
-    events = RecordedEvents()
-    limiter = RateLimitLayer(index(TWO), store, (), fail_open=False, backend="redis", events=events)
+    store, events, limiter = dead_store_layer(fail_open=False)
     upstream = Upstream()
     with caplog.at_level(logging.WARNING, logger="edge.ratelimit"):
         with pytest.raises(LimiterUnavailable) as refused:
