@@ -180,6 +180,25 @@ def _lua_string(text: str) -> str:
     return f"'{text}'"
 
 
+def start_plain_with_token(
+    config: dict[str, Any], token: str, body: bytes, workdir: Path, cwd: Path, children: list[Child]
+) -> PipelineGateway:
+    """The plain gateway again, driven with the pipeline rows' token: the same requests with
+    the pipeline off, which the pipeline rows are judged against.
+
+    Without it the pipeline's rows paid for the token's own bytes (a 200-byte header to
+    parse, decode and forward), which every request from a client with a token carries
+    whether the gateway checks it or not. Here the token is not checked: it is forwarded
+    as ``authorization`` metadata, as a gateway without auth does. A process of its own,
+    serving only these requests, as each pipeline gateway does.
+    """
+    child = spawn_edge("plain-token", config, workdir, cwd, children)
+    script, status_file = workdir / "plain-token.lua", workdir / "plain-token.status"
+    write_wrk_script(script, body, token, status_file)
+    url = f"http://{config['server']['bind'][0]}"
+    return PipelineGateway("off", child, url, script, status_file)
+
+
 def start_gateway(
     backend: str,
     config: dict[str, Any],

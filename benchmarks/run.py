@@ -64,6 +64,8 @@ POST_PATH = "/edgedemo.library.v1.LibraryService/GetBook"
 POST_BODY = b'{"name":"shelves/1/books/1"}'
 # The plain HTTP proxy scenario: the gateway proxies this prefix (stripped) to bare Hypercorn.
 PROXY_PREFIX = "/bare"
+# The plain gateway driven with the pipeline rows' token: the pipeline's denominator.
+PLAIN_WITH_TOKEN = "gateway POST, token forwarded"
 GO_UPSTREAM = REPO / ".venv" / "go-bench" / "bin" / "goupstream"  # build.sh's default OUT
 
 
@@ -94,6 +96,7 @@ class Servers:
     proxy_url: str
     pipeline_memory: PipelineGateway
     pipeline_redis: PipelineGateway
+    plain_token: PipelineGateway  # the plain gateway with the pipeline rows' token
 
 
 def parse_settings(argv: list[str] | None) -> Settings:
@@ -229,6 +232,17 @@ def start_servers(children: list[Child], workdir: Path, go_upstream: Path | None
     for started in pipeline_gateways:
         pipeline.check_auth(started, POST_PATH, POST_BODY, token, b"shelves/1/books/1")
     pipeline_memory, pipeline_redis = pipeline_gateways
+    plain_token = pipeline.start_plain_with_token(
+        _gateway_config(f"127.0.0.1:{free_port()}", upstream_address),
+        token,
+        POST_BODY,
+        workdir,
+        REPO,
+        children,
+    )
+    reply = wait_for_http(plain_token.child, plain_token.url + POST_PATH, POST_BODY)
+    if b"shelves/1/books/1" not in reply:
+        raise RuntimeError(f"plain-token: {POST_PATH} answered {reply!r}")
     return Servers(
         upstream,
         upstream_address,
@@ -244,6 +258,7 @@ def start_servers(children: list[Child], workdir: Path, go_upstream: Path | None
         proxy_url,
         pipeline_memory,
         pipeline_redis,
+        plain_token,
     )
 
 
@@ -382,6 +397,13 @@ def run_all(settings: Settings, workdir: Path) -> list[Figures]:
                 servers.grpcio,
                 upstream,
             ),
+            (
+                PLAIN_WITH_TOKEN,
+                servers.plain_token.url + POST_PATH,
+                servers.plain_token.script,
+                servers.plain_token.child,
+                upstream,
+            ),
             *(
                 (
                     f"gateway POST + pipeline ({p.backend})",
@@ -408,7 +430,8 @@ def run_all(settings: Settings, workdir: Path) -> list[Figures]:
         ]
         # every reply 2xx and nothing refused or failed open, or the run fails
         checks = {
-            p.child.pid: p.check_run for p in (servers.pipeline_memory, servers.pipeline_redis)
+            p.child.pid: p.check_run
+            for p in (servers.pipeline_memory, servers.pipeline_redis, servers.plain_token)
         }
         # Every row interleaved, round by round: the ratios are judged within a few
         # percent, finer than this shared machine's drift over a run (measured one after
@@ -511,7 +534,10 @@ def _ratios(figures: list[Figures]) -> list[Ratio]:
                 show_added=True,
             )
         )
-    # what auth + a rate-limit decision add to each request; breakers are on in both
+    # what auth + a rate-limit decision add to each request; breakers are on in both. The
+    # same requests, token included, with the pipeline on and off (PLAIN_WITH_TOKEN)
+    with_token = by_name[PLAIN_WITH_TOKEN].server_cpu_us
+    assert with_token is not None
     pipeline_targets: tuple[tuple[str, float | None], ...] = (
         ("memory", PIPELINE_TARGET),
         ("redis", None),
@@ -524,13 +550,27 @@ def _ratios(figures: list[Figures]) -> list[Ratio]:
             Ratio(
                 f"pipeline ({backend}) POST CPU/request vs plain gateway POST",
                 with_pipeline,
-                plain_post,
+                with_token,
                 pipeline_target,
                 numerator=f"pipeline ({backend})",
-                denominator="gateway",
+                denominator="gateway + token",
                 show_added=True,
             )
         )
+    # the token's own bytes on top (a client without one, which the pipeline refuses)
+    memory = by_name["gateway POST + pipeline (memory)"].server_cpu_us
+    assert memory is not None
+    ratios.append(
+        Ratio(
+            "pipeline (memory) POST CPU/request vs plain gateway POST without a token",
+            memory,
+            plain_post,
+            None,
+            numerator="pipeline (memory)",
+            denominator="gateway",
+            show_added=True,
+        )
+    )
     return ratios
 
 

@@ -3,6 +3,9 @@
 Every ingress (HTTP view, WebSocket handler, proxy) turns its request into a ``Call``;
 every terminal step answers with a ``Reply`` or raises an ``EdgeError``. Policy layers
 see only these two types, which is why no policy is ever written twice for two protocols.
+What a layer adds to the client's response (``RateLimit-*``) it puts on the call
+(``Call.reply_headers``), not on the reply: a layer that decides before the upstream is
+called is then done before it, and costs no coroutine waiting for the reply.
 
 Streams are values too: a client stream is an async iterator in ``Call.request``, a server
 stream an async iterator in ``Reply.stream``. A layer that must see how a stream ended
@@ -69,6 +72,10 @@ class Call:
     # the access log and metrics, which read it here rather than in a layer's state
     subject: str | None = None
     state: dict[str, Any] = field(default_factory=dict)  # scratch space for layers
+    # response headers from the layers (RateLimit-*), added by every HTTP ingress to a
+    # successful reply: set before the call goes on, so that a layer that decides at once
+    # hands back the rest of the chain's awaitable with no coroutine of its own
+    reply_headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
 @dataclass(slots=True)
@@ -79,8 +86,6 @@ class Reply:
     # for streams, filled in by the terminal once the stream has ended
     trailing_metadata: MetadataPairs = ()
     cancel: Callable[[], object] | None = None  # stops the upstream call at once
-    # extra response headers from the layers (RateLimit-*), added by every HTTP ingress
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     http: HttpResponse | None = None  # proxied calls
 
 

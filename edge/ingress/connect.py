@@ -83,6 +83,7 @@ from edge.ingress.render import (
     connect_stream_error_headers,
     connect_unary_error,
 )
+from edge.pipeline.chain import DONE
 from edge.routes import TranscodeRoute
 from edge.state import GatewayState, StateHolder
 
@@ -221,7 +222,9 @@ class ConnectAdapter:
                 # credentials first: a client without them is refused before its body is
                 # read (after Expect: 100-continue, before it is even invited)
                 if state.pipeline.checks_credentials:
-                    await state.pipeline.authenticate(call)
+                    checked = state.pipeline.authenticate(call)
+                    if checked is not DONE:  # DONE: decided at once, nothing to await
+                        await checked
                 data = await read_body(scope, receive, state.max_body_bytes)
                 body_unread = False
             call.request = decode_message(route, codec, data)
@@ -254,7 +257,7 @@ class ConnectAdapter:
                 if reply.trailing_metadata
                 else ()
             ),
-            *reply.headers,
+            *call.reply_headers,
         ]
         await send_response(send, 200, payload, out)
 
@@ -314,7 +317,9 @@ class ConnectAdapter:
                 return
             record(scope, 0, call)
             streaming_send = timed_send(send, state.send_timeout, scope)
-            await stream_reply(route, codec, reply, scope, receive, streaming_send, body_ended)
+            await stream_reply(
+                route, codec, reply, call.reply_headers, scope, receive, streaming_send, body_ended
+            )
         except EdgeError as error:
             record(scope, error.grpc_code)
             if error.http_status in _NOT_STREAMABLE_STATUSES:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 
 from google.protobuf.message import DecodeError, Message
 
@@ -183,6 +183,7 @@ async def stream_reply(
     route: TranscodeRoute,
     codec: Codec,
     reply: Reply,
+    layer_headers: Sequence[tuple[bytes, bytes]],
     scope: Scope,
     receive: Receive,
     send: Send,
@@ -200,7 +201,7 @@ async def stream_reply(
     content_type = (b"content-type", content_type_for(codec, stream=True).encode("ascii"))
     if reply.stream is None:  # a client stream's single answer
         assert reply.message is not None
-        start = [content_type, *leading_headers(reply.initial_metadata), *reply.headers]
+        start = [content_type, *leading_headers(reply.initial_metadata), *layer_headers]
         body = encode_envelope(encode(reply.message)) + end_stream_envelope(
             0, metadata=response_metadata(reply.trailing_metadata)
         )
@@ -214,7 +215,7 @@ async def stream_reply(
         content_type,
         *STREAM_HEADERS,
         *leading_headers(reply.initial_metadata),
-        *reply.headers,
+        *layer_headers,
     ]
     try:
         await send({"type": "http.response.start", "status": 200, "headers": headers})

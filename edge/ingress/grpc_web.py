@@ -67,6 +67,7 @@ from edge.ingress.grpc_web_wire import (
     wants_text_response,
 )
 from edge.ingress.render import grpc_web_trailers, grpc_web_trailers_only
+from edge.pipeline.chain import DONE
 from edge.routes import TranscodeRoute
 from edge.state import GatewayState, StateHolder
 from edge.upstream.headers import parse_grpc_timeout
@@ -226,7 +227,9 @@ async def _serve_call(
         )
         # credentials first: a client without them is refused before its body is read
         if state.pipeline.checks_credentials:
-            await state.pipeline.authenticate(call)
+            checked = state.pipeline.authenticate(call)
+            if checked is not DONE:  # DONE: decided at once, nothing to await
+                await checked
         decoder = RequestDecoder(text=text, max_message_bytes=state.max_body_bytes)
         streamed: asyncio.Event | None = None  # a client stream: read while the call runs
         if method.client_streaming:
@@ -245,7 +248,9 @@ async def _serve_call(
         encoder = ResponseEncoder(text_response)
         if reply.stream is not None:
             streaming_send = timed_send(send, state.send_timeout, scope)
-            code = await _stream_reply(reply, receive, streaming_send, encoder, streamed)
+            code = await _stream_reply(
+                reply, call.reply_headers, receive, streaming_send, encoder, streamed
+            )
             _note(scope, "grpc_code", code)
             return
         assert reply.message is not None
@@ -265,7 +270,7 @@ async def _serve_call(
     headers = [(b"content-type", encoder.content_type.encode("ascii"))]
     if reply.initial_metadata:
         headers += _metadata_headers(reply.initial_metadata)
-    headers += reply.headers
+    headers += call.reply_headers
     await send_response(send, 200, body, headers)
 
 
@@ -283,6 +288,7 @@ def _metadata_headers(metadata: Sequence[tuple[str, str | bytes]]) -> list[tuple
 
 async def _stream_reply(
     reply: Reply,
+    layer_headers: Sequence[tuple[bytes, bytes]],
     receive: Receive,
     send: Send,
     encoder: ResponseEncoder,
@@ -303,7 +309,7 @@ async def _stream_reply(
         (b"content-type", encoder.content_type.encode("ascii")),
         (b"x-accel-buffering", b"no"),  # tell nginx not to buffer the stream
         *_metadata_headers(reply.initial_metadata),
-        *reply.headers,
+        *layer_headers,
     ]
     code = 0
     try:

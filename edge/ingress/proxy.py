@@ -165,7 +165,7 @@ class ProxyAdapter:
             await send_internal_error(send)
             return
         http = reply.http
-        headers = [*http.headers, *reply.headers] if reply.headers else http.headers
+        headers = [*http.headers, *call.reply_headers] if call.reply_headers else http.headers
         # once the request body is read, a disconnect stops the upstream response at once:
         # told by the server where it can (no task per request), else by a watcher task
         hook = disconnect_hook(scope) if body_done.is_set() else None

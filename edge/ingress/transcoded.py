@@ -44,6 +44,7 @@ from edge.ingress.render import (
     send_internal_error,
 )
 from edge.ingress.transcoded_streams import stream_reply
+from edge.pipeline.chain import DONE
 from edge.routes import TranscodeRoute
 from edge.routing.table import NoRoute, RouteMatch, WrongMethod
 from edge.state import StateHolder
@@ -107,7 +108,9 @@ class TranscodedAdapter:
                 # client without them is refused before its body is read (after
                 # Expect: 100-continue, before it is even invited)
                 body_unread = True
-                await state.pipeline.authenticate(call)
+                checked = state.pipeline.authenticate(call)
+                if checked is not DONE:  # DONE: decided at once, nothing to await
+                    await checked
             body_ended: asyncio.Event | None = None
             query = call.query
             if method.client_streaming:
@@ -141,7 +144,14 @@ class TranscodedAdapter:
             if reply.stream is not None:
                 streaming_send = timed_send(send, state.send_timeout, scope)
                 await stream_reply(
-                    route, reply, scope, receive, streaming_send, state.calls.headers, body_ended
+                    route,
+                    reply,
+                    call.reply_headers,
+                    scope,
+                    receive,
+                    streaming_send,
+                    state.calls.headers,
+                    body_ended,
                 )
                 return
             assert reply.message is not None
@@ -173,7 +183,7 @@ class TranscodedAdapter:
                 *response_headers(
                     reply.initial_metadata, reply.trailing_metadata, state.calls.headers
                 ),
-                *reply.headers,
+                *call.reply_headers,
             ]
             await send_response(send, route.success_status, payload, out)
         elif reply.initial_metadata or reply.trailing_metadata:
@@ -181,12 +191,12 @@ class TranscodedAdapter:
             out = [
                 *JSON_HEADERS,
                 *response_headers(reply.initial_metadata, reply.trailing_metadata, policy),
-                *reply.headers,
+                *call.reply_headers,
             ]
             await send_response(send, route.success_status, payload, out)
-        elif reply.headers:  # the layers' own (RateLimit-*), and no upstream metadata
+        elif call.reply_headers:  # the layers' own (RateLimit-*), and no upstream metadata
             await send_response(
-                send, route.success_status, payload, [*JSON_HEADERS, *reply.headers]
+                send, route.success_status, payload, [*JSON_HEADERS, *call.reply_headers]
             )
         else:
             await send_response(send, route.success_status, payload)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from google.protobuf.message import Message
@@ -51,6 +51,7 @@ log = logging.getLogger("edge.http")
 async def stream_reply(
     route: TranscodeRoute,
     reply: Reply,
+    layer_headers: Sequence[tuple[bytes, bytes]],
     scope: Scope,
     receive: Receive,
     send: Send,
@@ -90,7 +91,7 @@ async def stream_reply(
         (b"cache-control", b"no-cache"),
         (b"x-accel-buffering", b"no"),  # tell nginx not to buffer the stream
         *response_headers(reply.initial_metadata, (), policy),
-        *reply.headers,
+        *layer_headers,
     ]
     start: dict[str, Any] = {
         "type": "http.response.start",

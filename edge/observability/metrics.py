@@ -23,6 +23,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as _multiprocess
+from prometheus_client.values import MutexValue
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -93,13 +94,25 @@ def counting(counter: Any) -> Callable[[], None]:
     amount is not negative, then increments its value object (a locked float, or the
     worker's shared file in multiprocess mode): three Python calls before the one that
     counts. For a child made once and an amount of one, both checks hold by construction,
-    so this goes to the value object's own ``inc`` (``tests/unit/test_metrics_counting.py``
-    holds it to ``Counter.inc``); a prometheus-client without one gets ``Counter.inc``.
+    so this goes to the value object's own ``inc``; a prometheus-client without one gets
+    ``Counter.inc``. In one process the value is a float behind a lock (``MutexValue``),
+    and the lock guards against other threads counting at the same moment: edge counts
+    only on its event loop's thread, so the float is added to directly, one Python call
+    in all (the lock's enter and exit cost twice the addition). The scrape reads it under
+    the lock, and a float is read whole. ``tests/unit/test_metrics_counting.py`` holds
+    all three forms to ``Counter.inc``.
     """
-    inc = getattr(getattr(counter, "_value", None), "inc", None)
+    value = getattr(counter, "_value", None)
+    if type(value) is MutexValue and type(getattr(value, "_value", None)) is float:
+        return partial(_add_one, value)
+    inc = getattr(value, "inc", None)
     if inc is None or not callable(inc):
         return counter.inc  # type: ignore[no-any-return]
     return partial(inc, 1)
+
+
+def _add_one(value: Any) -> None:
+    value._value += 1.0
 
 
 def render() -> tuple[bytes, str]:

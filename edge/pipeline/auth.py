@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from edge.call import Call, Reply
+from edge.call import Call, Metadata, Reply
 from edge.errors import ConfigError, PermissionDenied, Unauthenticated
 from edge.pipeline.chain import DONE, Next
 from edge.pipeline.credentials import header_value, query_value
@@ -323,8 +323,11 @@ class AuthLayer:
                         },
                     ) from exc
         keeps = self._keeps
-        try:  # every name judged before (the common request): one probe each
-            metadata = [pair for pair in call.metadata if keeps[pair[0]]]
+        metadata: Metadata = []
+        try:  # every name judged before (the common request): one probe each, in a plain
+            for pair in call.metadata:  # loop (a comprehension is a function call more)
+                if keeps[pair[0]]:
+                    metadata.append(pair)
         except KeyError:  # a name not judged before: judged now, and remembered
             metadata = [pair for pair in call.metadata if self._kept(pair[0])]
         if claims is not None:

@@ -23,11 +23,11 @@ def header_value(headers: Headers, name: bytes) -> str | None:
 
 def bearer_token(headers: Headers) -> str | None:
     """The token of an ``Authorization: Bearer <token>`` header (scheme case-insensitive)."""
-    value = header_value(headers, b"authorization")
-    if value is None:
-        return None
-    scheme, _, token = value.strip().partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
+    for name, raw in headers:  # header_value, inline: asked for on every request
+        if name == b"authorization":
+            scheme, _, token = raw.decode("latin-1").strip().partition(" ")
+            return token.strip() or None if scheme.lower() == "bearer" else None
+    return None
 
 
 def cookie_value(headers: Headers, name: str) -> str | None:

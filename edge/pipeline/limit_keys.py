@@ -29,6 +29,9 @@ KeyBuilder = Callable[[Call, Sequence[Network]], str]
 
 MAX_KEY_PART = 64  # longer key parts (ASCII characters) are replaced by their digest
 DIGEST_MARK = "#"  # starts every digest, and no part kept as it is
+# keys remembered per builder, by the text they were made from: a client sends the same
+# subject or address again and again. The first ones only: values come from clients.
+KEPT_KEYS = 4096
 
 
 def subject_address(address: str | None) -> str:
@@ -106,6 +109,8 @@ def key_builder(parts: tuple[str, ...], prefix: str) -> KeyBuilder:
 
     Each one-part builder reads its part and bounds it as ``bounded_part`` does, inline:
     a key is made on every limited request, and a call less is most of what it costs.
+    A claim's and an address's builder remember the keys they made (``KEPT_KEYS``), so a
+    subject or client seen before costs one probe.
     """
     if len(parts) != 1:
         return _general(parts, prefix)
@@ -114,25 +119,42 @@ def key_builder(parts: tuple[str, ...], prefix: str) -> KeyBuilder:
     if part == "sub" or part.startswith("claim:"):
         claim = "sub" if part == "sub" else part[6:]
 
+        kept: dict[str, str] = {}
+
         def claim_key(call: Call, trusted: Sequence[Network]) -> str:
             claims = call.state.get("claims")
-            value = str(claims.get(claim, "-")) if claims else "-"
+            found = claims.get(claim, "-") if claims else "-"
+            if type(found) is str:  # a claim may be any JSON value: only text is kept
+                key = kept.get(found)
+                if key is not None:
+                    return key
+            value = str(found)
             if (
                 len(value) <= MAX_KEY_PART
                 and value.isascii()
                 and "|" not in value
                 and value[:1] != DIGEST_MARK
             ):
-                return head + value
-            return head + _digest(value)
+                key = head + value
+            else:
+                key = head + _digest(value)
+            if type(found) is str and len(kept) < KEPT_KEYS:
+                kept[found] = key
+            return key
 
         return claim_key
     if part == "ip":
+        known: dict[str, str] = {}
 
         def ip_key(call: Call, trusted: Sequence[Network]) -> str:
             peer = call.client
-            if not trusted and peer is not None and ":" not in peer:
-                return head + bounded_part(peer)  # no proxy to believe, and not IPv6
+            if not trusted and peer is not None and ":" not in peer:  # no proxy, not IPv6
+                key = known.get(peer)
+                if key is None:
+                    key = head + bounded_part(peer)
+                    if len(known) < KEPT_KEYS:
+                        known[peer] = key
+                return key
             return head + bounded_part(subject_address(client_address(peer, call.headers, trusted)))
 
         return ip_key

@@ -82,19 +82,19 @@ class LimitSpec:
 _new = tuple.__new__  # a named tuple from its values, skipping its Python constructor
 
 
-class Bucket(NamedTuple):  # a tuple, as Decision, for the cost of making one
-    tokens: float
-    updated: float
+# A token bucket's state: (tokens, updated). A plain tuple, not a named one: it is made on
+# every limited request and read only here, and a named tuple costs a type call more.
+Bucket = tuple[float, float]
 
 
 def token_bucket(
     state: Bucket | None, now: float, spec: LimitSpec, cost: int = 1
 ) -> tuple[Bucket, Decision]:
     # Run on every limited request, so written for the interpreter: comparisons where
-    # ``min``/``max`` would be calls, and the tuples made by ``tuple.__new__`` where a
-    # named tuple's own constructor is a Python function. The arithmetic is unchanged
-    # (the Redis script mirrors it), and so are the types: a bucket refilled to the
-    # brim holds ``capacity`` itself, as ``min`` returned it.
+    # ``min``/``max`` would be calls, the decision made by ``tuple.__new__`` where a named
+    # tuple's own constructor is a Python function, and the state a plain tuple. The
+    # arithmetic is unchanged (the Redis script mirrors it), and so are the types: a
+    # bucket refilled to the brim holds ``capacity`` itself, as ``min`` returned it.
     capacity, rate = spec.capacity, spec.rate
     if state is None:
         tokens: float = capacity
@@ -113,7 +113,7 @@ def token_bucket(
         Decision,
         (allowed, capacity, math.floor(tokens), (capacity - tokens) / rate, retry_after, 0.0),
     )
-    return _new(Bucket, (tokens, now)), decision
+    return (tokens, now), decision
 
 
 # -- sliding window, counter approximation ----------------------------------------------

@@ -106,36 +106,41 @@ class RateLimitLayer:
             call.state["ratelimit.decisions"] = await self.decide(call, policy)
 
     def __call__(self, call: Call, next_: Next) -> Awaitable[Reply]:
-        # not a coroutine itself: a route without limits costs one look-up, no frame
+        # not a coroutine itself: a route without limits costs one look-up, and the common
+        # limited call (one limit, decided in memory, nothing to wait for) is decided here
+        # and hands back the rest of the chain's awaitable, with no frame of its own
         policy = self.index.for_route(call.route)
-        if not policy.limits:
+        limits = policy.limits
+        if not limits:
             return next_(call)
-        return self._limited(call, next_, policy)
+        memory = self._memory
+        if memory is None or len(limits) != 1 or "ratelimit.decisions" in call.state:
+            return self._limited(call, next_, policy)
+        limit = limits[0]
+        decision = memory.decide_now(limit.spec, limit.key_of(call, self.trusted), memory.clock())
+        if not decision.allowed:
+            self._refuse([decision], policy.limits_label)
+        self._count_allowed()
+        fields = (
+            limit.limit_field,
+            (b"ratelimit-remaining", b"%d" % decision.remaining),
+            (b"ratelimit-reset", b"%d" % math.ceil(decision.reset)),
+        )
+        call.reply_headers += (*fields, policy.policy_field) if self.policy_header else fields
+        if decision.delay > 0:
+            return self._after(decision.delay, call, next_)  # leaky bucket, queue mode: shape
+        return next_(call)
+
+    async def _after(self, delay: float, call: Call, next_: Next) -> Reply:
+        await asyncio.sleep(delay)
+        return await next_(call)
 
     async def _limited(self, call: Call, next_: Next, policy: RoutePolicy) -> Reply:
-        memory = self._memory
-        limits = policy.limits
-        if memory is not None and len(limits) == 1 and "ratelimit.decisions" not in call.state:
-            # the common case, in one pass: one limit, decided here and now in memory
-            limit = limits[0]
-            decision = memory.decide_now(
-                limit.spec, limit.key_of(call, self.trusted), memory.clock()
-            )
-            if not decision.allowed:
-                self._refuse([decision], policy.limits_label)
-            self._count_allowed()
-            if decision.delay > 0:
-                await asyncio.sleep(decision.delay)  # leaky bucket, queue mode: shape
-            reply = await next_(call)
-            reply.headers += (
-                limit.limit_field,
-                (b"ratelimit-remaining", b"%d" % decision.remaining),
-                (b"ratelimit-reset", b"%d" % math.ceil(decision.reset)),
-            )
-            if self.policy_header:
-                reply.headers.append(policy.policy_field)
-            return reply
+        """Every other limited call: several limits, the shared store, or a socket's
+        handshake decided before (``precheck``)."""
         decisions: list[Decision] | None
+        limits = policy.limits
+        memory = self._memory
         if "ratelimit.decisions" in call.state:
             decisions = call.state["ratelimit.decisions"]
         elif memory is not None:  # decided here and now, in one pass
@@ -156,13 +161,12 @@ class RateLimitLayer:
         for decision in decisions:
             if decision.delay > delay:
                 delay = decision.delay
-        if delay > 0:
-            await asyncio.sleep(delay)  # leaky bucket, queue mode: shape instead of refuse
-        reply = await next_(call)
-        reply.headers.extend(
+        call.reply_headers += tuple(
             rate_limit_headers(decisions, policy.limits_label if self.policy_header else None)
         )
-        return reply
+        if delay > 0:
+            await asyncio.sleep(delay)  # leaky bucket, queue mode: shape instead of refuse
+        return await next_(call)
 
     def _checks(self, call: Call, limits: Sequence[Limit]) -> list[tuple[LimitSpec, str]]:
         trusted = self.trusted

@@ -20,7 +20,13 @@ from hypothesis import strategies as st
 
 from edge.call import Call
 from edge.pipeline.credentials import parse_networks
-from edge.pipeline.limit_keys import DIGEST_MARK, MAX_KEY_PART, bounded_part, limit_key
+from edge.pipeline.limit_keys import (
+    DIGEST_MARK,
+    KEPT_KEYS,
+    MAX_KEY_PART,
+    bounded_part,
+    limit_key,
+)
 from edge.pipeline.limiter_core import LimitSpec
 from edge.pipeline.policy import Limit
 
@@ -314,3 +320,34 @@ def test_a_key_of_several_parts_believes_trusted_proxies_as_the_definition() -> 
     assert (
         built.key_of(made, proxies) == limit_key(built, made, proxies) == "p0.0|alice|198.51.100.9"
     )
+
+
+# one builder per kind for the whole run: its remembered keys carry from example to
+# example, as they do from request to request in a gateway
+REMEMBERING = {kind: limit(kind) for kind in ("ip", "sub", "claim:tenant")}
+
+
+@pytest.mark.parametrize("kind", sorted(REMEMBERING))
+@settings(max_examples=150, deadline=None)
+@given(values=st.lists(st.one_of(TEXT, CLAIM, ADDRESS), min_size=1, max_size=6))
+def test_a_remembered_key_is_the_key_limit_key_defines(kind: str, values: list[Any]) -> None:
+    """Asked again for a value it made a key for, a builder answers from memory: the same
+    key as the definition's, for every value and whatever it saw before."""
+    built = REMEMBERING[kind]
+    for value in [*values, *values]:
+        made = placed(kind, value, None)
+        assert built.key_of(made, ()) == limit_key(built, made, ())
+
+
+@pytest.mark.parametrize("kind", sorted(REMEMBERING))
+def test_a_builder_remembers_only_so_many_keys_and_still_answers(kind: str) -> None:
+    """Values come from clients: past ``KEPT_KEYS`` a builder keeps no more, and a value
+    it did not keep still gets its key (digests included)."""
+    built = limit(kind)
+    many = [f"10.{n // 65536}.{n // 256 % 256}.{n % 256}" for n in range(KEPT_KEYS + 50)]
+    for value in [*many, "x" * (MAX_KEY_PART + 1), *many[:10], *many[-10:]]:
+        made = placed(kind, value, None)
+        assert built.key_of(made, ()) == limit_key(built, made, ())
+    closure = built.key_of.__closure__ or ()
+    [kept] = [cell.cell_contents for cell in closure if isinstance(cell.cell_contents, dict)]
+    assert len(kept) == KEPT_KEYS

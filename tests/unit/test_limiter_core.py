@@ -175,9 +175,7 @@ def plain_token_bucket(
     """The token bucket as first written (and as the Redis script still reads): ``min``,
     ``max`` and the named tuples' own constructors."""
     capacity, rate = spec.capacity, spec.rate
-    tokens = (
-        capacity if state is None else min(capacity, state.tokens + (now - state.updated) * rate)
-    )
+    tokens = capacity if state is None else min(capacity, state[0] + (now - state[1]) * rate)
     tokens = max(tokens, 0.0)
     if tokens >= cost:
         tokens -= cost
@@ -186,7 +184,7 @@ def plain_token_bucket(
         allowed, retry_after = False, (cost - tokens) / rate
     reset = (capacity - tokens) / rate
     decision = Decision(allowed, capacity, math.floor(tokens), reset, retry_after)
-    return Bucket(tokens, now), decision
+    return (tokens, now), decision
 
 
 @settings(max_examples=300)
@@ -219,7 +217,7 @@ def test_the_token_bucket_is_its_plain_statement_step_for_step(
         assert fast_decision == plain_decision and fast == plain
         for mine, theirs in zip((*fast, *fast_decision), (*plain, *plain_decision), strict=True):
             assert type(mine) is type(theirs)
-        assert type(fast) is Bucket and type(fast_decision) is Decision
+        assert type(fast) is tuple and type(fast_decision) is Decision
 
 
 @pytest.mark.parametrize(
@@ -261,7 +259,7 @@ def test_a_bucket_refilled_exactly_to_the_brim_holds_the_int_capacity() -> None:
     """The case the property test above finds only by luck: the refill lands on the
     capacity exactly, where ``min`` gave back the int it was given."""
     spec = LimitSpec("token_bucket", limit=2, period=1.0)  # 2 tokens a second
-    state, _ = token_bucket(Bucket(1, 0.0), 0.5, spec)  # 1 + 0.5 s * 2 = 2.0, the brim
-    plain, _ = plain_token_bucket(Bucket(1, 0.0), 0.5, spec)
+    state, _ = token_bucket((1, 0.0), 0.5, spec)  # 1 + 0.5 s * 2 = 2.0, the brim
+    plain, _ = plain_token_bucket((1, 0.0), 0.5, spec)
     assert state == plain == (1, 0.5)
-    assert type(state.tokens) is type(plain.tokens) is int
+    assert type(state[0]) is type(plain[0]) is int

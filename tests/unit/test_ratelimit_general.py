@@ -60,7 +60,7 @@ class Upstream:
     async def __call__(self, call: Call) -> Reply:
         assert call.route == ROUTE  # the call itself is handed on, not a stand-in
         self.calls += 1
-        return Reply(headers=[(b"x-upstream", b"1")])
+        return Reply()
 
 
 def index(limits: list[dict[str, Any]], messages: list[dict[str, Any]] | None = None) -> Any:
@@ -78,6 +78,13 @@ def new_call(client: str = "198.51.100.7") -> Call:
     call = Call(upstream="kitchen", route=ROUTE, metadata=[], timeout=None)
     call.client = client
     return call
+
+
+def fields(limiter: RateLimitLayer, call: Call | None = None) -> list[tuple[bytes, bytes]]:
+    """The response fields a call through ``limiter`` to an ``Upstream`` was given."""
+    call = call or new_call()
+    run(limiter(call, Upstream()))
+    return list(call.reply_headers)
 
 
 def run(awaitable: Awaitable[Any]) -> Any:
@@ -102,17 +109,17 @@ def test_several_limits_answer_with_the_tightest(late: bool, policy_header: bool
     store: LimiterStore = LateStore(memory) if late else memory
     limiter = RateLimitLayer(index(TWO), store, (), fail_open=False, policy_header=policy_header)
     upstream = Upstream()
-    reply = run(limiter(new_call(), upstream))
+    call = new_call()
+    run(limiter(call, upstream))
     # the minute's bucket has 2 left and is whole again in 20 s; the second's has 9
     expected = [
-        (b"x-upstream", b"1"),
         (b"ratelimit-limit", b"3"),
         (b"ratelimit-remaining", b"2"),
         (b"ratelimit-reset", b"20"),
     ]
     if policy_header:
         expected.append((b"ratelimit-policy", b"second, minute"))
-    assert reply.headers == expected
+    assert list(call.reply_headers) == expected
     for _ in range(2):
         run(limiter(new_call(), upstream))
     with pytest.raises(RateLimited) as refused:
@@ -148,8 +155,7 @@ def test_of_equally_tight_limits_the_later_reset_is_told() -> None:
         limiter = RateLimitLayer(
             index(order), MemoryLimiterStore(clock=clock_at(now)), (), fail_open=False
         )
-        reply = run(limiter(new_call(), Upstream()))
-        assert (b"ratelimit-reset", b"20") in reply.headers  # not the 3 s bucket's 1
+        assert (b"ratelimit-reset", b"20") in fields(limiter)  # not the 3 s bucket's 1
 
 
 def test_the_fields_name_the_fewest_remaining_before_the_latest_reset() -> None:
@@ -242,10 +248,11 @@ def dead_store_layer(fail_open: bool) -> tuple[RedisLimiterStore, RecordedEvents
 def test_a_dead_store_fails_open_when_told(caplog: pytest.LogCaptureFixture) -> None:
     store, events, limiter = dead_store_layer(fail_open=True)
     upstream = Upstream()
+    call = new_call()
     with caplog.at_level(logging.WARNING, logger="edge.ratelimit"):
-        reply = run(limiter(new_call(), upstream))
+        run(limiter(call, upstream))
     assert upstream.calls == 1
-    assert reply.headers == [(b"x-upstream", b"1")]  # no limit was decided: no fields
+    assert call.reply_headers == ()  # no limit was decided: no fields
     assert limiter.snapshot() == {
         "backend": "redis",
         "on_backend_error": "allow",
@@ -288,9 +295,8 @@ def test_a_handshake_decided_before_the_chain_is_not_counted_again() -> None:
     limiter = RateLimitLayer(index(TWO), store, (), fail_open=False)
     call = new_call()
     run(limiter.precheck(call))
-    reply = run(limiter(call, Upstream()))
+    assert (b"ratelimit-remaining", b"2") in fields(limiter, call)
     assert store.asked == 1
-    assert (b"ratelimit-remaining", b"2") in reply.headers
 
 
 def test_a_route_without_limits_is_not_decided() -> None:
@@ -299,9 +305,8 @@ def test_a_route_without_limits_is_not_decided() -> None:
     call = new_call()
     run(limiter.precheck(call))
     run(limiter.check_message(call, "c1"))
-    reply = run(limiter(call, Upstream()))
+    assert fields(limiter, call) == []
     assert store.asked == 0 and "ratelimit.decisions" not in call.state
-    assert reply.headers == [(b"x-upstream", b"1")]
 
 
 def test_message_limits_are_per_connection() -> None:
@@ -350,8 +355,27 @@ class NoAwaitMemoryStore(MemoryLimiterStore):
 @pytest.mark.parametrize("limits", [TWO[:1], TWO], ids=["one limit", "two limits"])
 def test_the_memory_store_is_asked_without_a_coroutine(limits: list[dict[str, Any]]) -> None:
     limiter = RateLimitLayer(index(limits), NoAwaitMemoryStore(), (), fail_open=False)
-    reply = run(limiter(new_call(), Upstream()))
-    assert (b"ratelimit-remaining", b"2" if len(limits) == 2 else b"9") in reply.headers
+    assert (b"ratelimit-remaining", b"2" if len(limits) == 2 else b"9") in fields(limiter)
+
+
+@pytest.mark.parametrize("policy_header", [True, False])
+def test_one_limit_in_memory_hands_back_the_chains_own_awaitable(policy_header: bool) -> None:
+    """No coroutine of the layer's own waits for the reply: the decision is made, the
+    fields are on the call, and what the rest of the chain returns is returned as it is."""
+    limiter = RateLimitLayer(
+        index(TWO[:1]), MemoryLimiterStore(), (), fail_open=False, policy_header=policy_header
+    )
+    handed_on = object()
+    call = new_call()
+    assert limiter(call, lambda seen: handed_on if seen is call else None) is handed_on  # type: ignore[arg-type,return-value]
+    expected = [
+        (b"ratelimit-limit", b"10"),
+        (b"ratelimit-remaining", b"9"),
+        (b"ratelimit-reset", b"1"),
+    ]
+    if policy_header:
+        expected.append((b"ratelimit-policy", b"second"))
+    assert list(call.reply_headers) == expected
 
 
 PROXY = "192.0.2.10"  # a load balancer in front of edge, trusted to say who the client is
