@@ -351,3 +351,14 @@ def test_a_builder_remembers_only_so_many_keys_and_still_answers(kind: str) -> N
     closure = built.key_of.__closure__ or ()
     [kept] = [cell.cell_contents for cell in closure if isinstance(cell.cell_contents, dict)]
     assert len(kept) == KEPT_KEYS
+
+
+@pytest.mark.parametrize("kind", sorted(REMEMBERING))
+@pytest.mark.parametrize("value", ["alice", "198.51.100.9", "x" * (MAX_KEY_PART + 1)])
+def test_a_value_asked_again_is_answered_from_memory(kind: str, value: str) -> None:
+    """The second ask returns the very key the first made (built again, it would be an
+    equal string but another object): the subject or address is looked up, not rebuilt."""
+    built = limit(kind)
+    first = built.key_of(placed(kind, value, None), ())
+    again = built.key_of(placed(kind, value, None), ())
+    assert again == first and again is first

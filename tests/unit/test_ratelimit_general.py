@@ -232,6 +232,44 @@ def test_queue_mode_holds_the_call_for_the_longest_delay() -> None:
     assert held == pytest.approx([0.25, 0.5])
 
 
+def test_one_queued_limit_holds_the_call_itself_then_hands_it_on() -> None:
+    """The one-limit memory path in queue mode: held for its delay, then the very call
+    goes on (``Upstream`` checks it is the call, not a stand-in)."""
+    now = [100.0]
+    limits = [{"algorithm": "leaky_bucket", "limit": 4, "period": "1s", "mode": "queue",
+               "max_delay": "5s"}]  # fmt: skip
+    held: list[float] = []
+
+    async def record(delay: float) -> None:
+        held.append(delay)
+
+    limiter = RateLimitLayer(
+        index(limits), MemoryLimiterStore(clock=clock_at(now)), (), fail_open=False
+    )
+    upstream = Upstream()
+    with patch("edge.pipeline.ratelimit.asyncio.sleep", record):
+        for _ in range(2):
+            run(limiter(new_call(), upstream))
+    assert held == pytest.approx([0.25]) and upstream.calls == 2
+
+
+@pytest.mark.parametrize("limits", [TWO[:1], TWO], ids=["one limit", "two limits"])
+def test_the_fields_are_added_to_what_the_call_carries(limits: list[dict[str, Any]]) -> None:
+    """A layer outside the limiter may have put its own field on the call: it stays."""
+    limiter = RateLimitLayer(index(limits), MemoryLimiterStore(), (), fail_open=False)
+    call = new_call()
+    call.reply_headers = ((b"x-outer", b"1"),)
+    run(limiter(call, Upstream()))
+    fields = list(call.reply_headers)
+    assert fields[0] == (b"x-outer", b"1")
+    assert [name for name, _ in fields[1:]] == [
+        b"ratelimit-limit",
+        b"ratelimit-remaining",
+        b"ratelimit-reset",
+        b"ratelimit-policy",
+    ]
+
+
 def dead_redis() -> RedisLimiterStore:
     return RedisLimiterStore.from_url(f"redis://127.0.0.1:{closed_port()}/0", timeout=0.2)
 
