@@ -31,6 +31,7 @@ from typing import Any
 import jwt
 
 from benchmarks.processes import Child, free_port, spawn, spawn_edge
+from edge.config import HeadersConfig
 
 ISSUER = "https://bench.edge.invalid"
 SUBJECT = "bench"
@@ -180,6 +181,17 @@ def _lua_string(text: str) -> str:
     return f"'{text}'"
 
 
+def token_not_forwarded(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with ``Authorization`` no longer forwarded upstream.
+
+    What the pipeline gateways do with the token once verified (``forward_authorization``
+    is off by default): so the plain gateway given the same token does the same with it,
+    and the two differ by the pipeline's own work only.
+    """
+    kept = [name for name in HeadersConfig().forward_request if name != "authorization"]
+    return config | {"headers": {"forward_request": kept}}
+
+
 def start_plain_with_token(
     config: dict[str, Any], token: str, body: bytes, workdir: Path, cwd: Path, children: list[Child]
 ) -> PipelineGateway:
@@ -187,12 +199,12 @@ def start_plain_with_token(
     the pipeline off, which the pipeline rows are judged against.
 
     Without it the pipeline's rows paid for the token's own bytes (a 200-byte header to
-    parse, decode and forward), which every request from a client with a token carries
-    whether the gateway checks it or not. Here the token is not checked: it is forwarded
-    as ``authorization`` metadata, as a gateway without auth does. A process of its own,
+    parse and decode), which every request from a client with a token carries whether the
+    gateway checks it or not. Here the token is neither checked nor forwarded (as the
+    pipeline gateways do not forward it: ``token_not_forwarded``). A process of its own,
     serving only these requests, as each pipeline gateway does.
     """
-    child = spawn_edge("plain-token", config, workdir, cwd, children)
+    child = spawn_edge("plain-token", token_not_forwarded(config), workdir, cwd, children)
     script, status_file = workdir / "plain-token.lua", workdir / "plain-token.status"
     write_wrk_script(script, body, token, status_file)
     url = f"http://{config['server']['bind'][0]}"

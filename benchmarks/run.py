@@ -65,7 +65,7 @@ POST_BODY = b'{"name":"shelves/1/books/1"}'
 # The plain HTTP proxy scenario: the gateway proxies this prefix (stripped) to bare Hypercorn.
 PROXY_PREFIX = "/bare"
 # The plain gateway driven with the pipeline rows' token: the pipeline's denominator.
-PLAIN_WITH_TOKEN = "gateway POST, token forwarded"
+PLAIN_WITH_TOKEN = "gateway POST + token, no auth"
 GO_UPSTREAM = REPO / ".venv" / "go-bench" / "bin" / "goupstream"  # build.sh's default OUT
 
 

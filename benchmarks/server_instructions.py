@@ -41,7 +41,7 @@ ROWS = (
     ("bare Hypercorn POST", "bare", POST_PATH, True),
     ("gateway POST (transcoded)", "gateway", POST_PATH, True),
     ("gateway POST, canned upstream", "canned", POST_PATH, True),
-    ("gateway POST, token forwarded", "gateway", POST_PATH, True),
+    ("gateway POST + token, no auth", "plain-token", POST_PATH, True),
     ("gateway POST + pipeline (memory)", "pipeline", POST_PATH, True),
     ("proxy POST (plain HTTP)", "proxy", PROXY_PREFIX + POST_PATH, True),
     ("bare Hypercorn GET", "bare", GET_PATH, False),
@@ -112,13 +112,15 @@ def measure(seconds: int, warmup: int, connections: int, root: str = "") -> list
         )
         children.append(upstream)
         upstream_address = f"127.0.0.1:{wait_for_file(upstream, port_file)}"
-        names = ("bare", "gateway", "canned", "proxy", "pipeline")
+        names = ("bare", "gateway", "canned", "proxy", "pipeline", "plain-token")
         binds = {name: f"127.0.0.1:{free_port()}" for name in names}
         configs = {}
-        for name in ("gateway", "canned", "proxy", "pipeline"):
+        for name in ("gateway", "canned", "proxy", "pipeline", "plain-token"):
             settings = gateway_config(binds[name], upstream_address)
             if name == "pipeline":  # JWT, a never-refusing memory limiter, breakers
                 settings = pipeline.pipeline_config(settings, {"backend": "memory"})
+            if name == "plain-token":  # given the token, does with it what the pipeline does
+                settings = pipeline.token_not_forwarded(settings)
             if name == "proxy":
                 settings["http_upstreams"] = {"bare": {"url": f"http://{binds['bare']}"}}
                 settings["proxy_routes"] = [
@@ -155,6 +157,12 @@ def measure(seconds: int, warmup: int, connections: int, root: str = "") -> list
                 workdir,
                 root,
             ),
+            "plain-token": _callgrind(
+                "plain-token",
+                [python, "-m", "edge.cli", "serve", "--config", str(configs["plain-token"])],
+                workdir,
+                root,
+            ),
         }
         token = pipeline.mint_token()
         token_script = workdir / "pipeline.lua"
@@ -174,7 +182,7 @@ def measure(seconds: int, warmup: int, connections: int, root: str = "") -> list
         for row, name, path, post in ROWS:
             child = servers[name]
             url = f"http://{binds[name]}{path}"
-            with_token = name == "pipeline" or row == "gateway POST, token forwarded"
+            with_token = name in ("pipeline", "plain-token")
             script = (token_script if with_token else POST_SCRIPT) if post else None
             run_wrk(url, seconds=warmup, connections=connections, threads=1, script=script)
             _control(child, "-z")
@@ -216,7 +224,7 @@ def report(counted: list[Counted]) -> str:
     by_row = {c.row: c for c in counted}
     piped, plain, tokenless = (
         by_row.get("gateway POST + pipeline (memory)"),
-        by_row.get("gateway POST, token forwarded"),
+        by_row.get("gateway POST + token, no auth"),
         by_row.get("gateway POST (transcoded)"),
     )
     if piped is not None and plain is not None:

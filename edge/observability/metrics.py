@@ -23,7 +23,13 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client import multiprocess as _multiprocess
-from prometheus_client.values import MutexValue
+
+try:  # the library's one-process value class, for ``counting``; without it, its own inc
+    from prometheus_client.values import MutexValue as _MutexValue
+
+    _LOCKED_FLOAT: type | None = _MutexValue
+except ImportError:  # pragma: no cover - a prometheus-client that moved it
+    _LOCKED_FLOAT = None
 
 _BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -103,7 +109,11 @@ def counting(counter: Any) -> Callable[[], None]:
     all three forms to ``Counter.inc``.
     """
     value = getattr(counter, "_value", None)
-    if type(value) is MutexValue and type(getattr(value, "_value", None)) is float:
+    if (
+        _LOCKED_FLOAT is not None
+        and type(value) is _LOCKED_FLOAT
+        and type(getattr(value, "_value", None)) is float
+    ):
         return partial(_add_one, value)
     inc = getattr(value, "inc", None)
     if inc is None or not callable(inc):

@@ -138,8 +138,8 @@ def key_builder(parts: tuple[str, ...], prefix: str) -> KeyBuilder:
                 key = head + value
             else:
                 key = head + _digest(value)
-            if type(found) is str and len(kept) < KEPT_KEYS:
-                kept[found] = key
+            if type(found) is str and len(found) <= MAX_KEY_PART and len(kept) < KEPT_KEYS:
+                kept[found] = key  # short values only: a memory of at most KEPT_KEYS small keys
             return key
 
         return claim_key
@@ -152,7 +152,7 @@ def key_builder(parts: tuple[str, ...], prefix: str) -> KeyBuilder:
                 key = known.get(peer)
                 if key is None:
                     key = head + bounded_part(peer)
-                    if len(known) < KEPT_KEYS:
+                    if len(peer) <= MAX_KEY_PART and len(known) < KEPT_KEYS:
                         known[peer] = key
                 return key
             return head + bounded_part(subject_address(client_address(peer, call.headers, trusted)))

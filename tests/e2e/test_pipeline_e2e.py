@@ -275,6 +275,30 @@ async def test_rate_limit_headers_and_429(stack_factory: Any) -> None:
     assert "ratelimit-limit" not in other.headers  # other routes are not limited
 
 
+async def test_a_server_stream_carries_its_one_limits_fields(stack_factory: Any) -> None:
+    """One limit in memory (the path decided without a coroutine of its own): its fields go
+    out with a streamed reply's headers too, and only on that route."""
+    extra = {
+        "policies": [
+            {
+                "match": ["edgetest.v1.StreamService.Count"],
+                "rate_limits": [
+                    {"algorithm": "token_bucket", "limit": 5, "period": "60s", "key": ["ip"]}
+                ],
+            }
+        ]
+    }
+    async with stack_factory(**extra) as stack, stack.client() as client:
+        streamed = [await client.get("/v1/count/2") for _ in range(2)]
+        other = await client.post("/v1/inspect", json={})
+    assert [r.status_code for r in streamed] == [200, 200]
+    assert len(streamed[0].text.splitlines()) == 2  # the stream itself, both messages
+    assert [r.headers["ratelimit-remaining"] for r in streamed] == ["4", "3"]
+    assert streamed[0].headers["ratelimit-limit"] == "5"
+    assert streamed[0].headers["ratelimit-policy"] == "5;w=60"
+    assert "ratelimit-limit" not in other.headers
+
+
 async def test_websocket_handshake_is_rate_limited(stack_factory: Any) -> None:
     extra = {
         "policies": [
