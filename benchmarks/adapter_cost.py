@@ -132,19 +132,31 @@ async def _request(asgi: Any, headers: list[tuple[bytes, bytes]], body: bytes) -
         raise RuntimeError(f"the call answered {status}")
 
 
-async def measure(calls: int, rounds: int) -> dict[str, list[float]]:
-    asgi = _app()
-    for headers, body in KINDS.values():  # warm up: code paths, caches, the allocator
-        for _ in range(calls // 5):
+Row = tuple[Any, list[tuple[bytes, bytes]], bytes]  # an ASGI app, its request's headers, body
+
+
+async def interleaved(
+    rows: dict[str, Row], calls: int, rounds: int, warmup: int
+) -> dict[str, list[float]]:
+    """Each row's CPU per call (us), one figure a round, the rows taking turns each round
+    so that the machine's drift hits them alike; ``warmup`` calls each first."""
+    for asgi, headers, body in rows.values():  # warm up: code paths, caches, the allocator
+        for _ in range(warmup):
             await _call(asgi, headers, body)
-    cost: dict[str, list[float]] = {kind: [] for kind in KINDS}
+    cost: dict[str, list[float]] = {name: [] for name in rows}
     for _ in range(rounds):
-        for kind, (headers, body) in KINDS.items():
+        for name, (asgi, headers, body) in rows.items():
             start = time.process_time()
             for _ in range(calls):
                 await _call(asgi, headers, body)
-            cost[kind].append((time.process_time() - start) / calls * 1e6)
+            cost[name].append((time.process_time() - start) / calls * 1e6)
     return cost
+
+
+async def measure(calls: int, rounds: int) -> dict[str, list[float]]:
+    asgi = _app()
+    rows = {kind: (asgi, headers, body) for kind, (headers, body) in KINDS.items()}
+    return await interleaved(rows, calls, rounds, warmup=calls // 5)
 
 
 def main(argv: list[str] | None = None) -> int:

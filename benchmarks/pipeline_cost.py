@@ -24,11 +24,10 @@ import argparse
 import asyncio
 import cProfile
 import pstats
-import time
 from typing import Any
 
 from benchmarks import pipeline
-from benchmarks.adapter_cost import KINDS, REPO, _call
+from benchmarks.adapter_cost import KINDS, REPO, _call, interleaved
 from benchmarks.canned_gateway import CannedTerminal
 from benchmarks.instructions import callgrind
 from edge.app import create_app
@@ -55,9 +54,8 @@ def apps() -> dict[str, tuple[Any, list[tuple[bytes, bytes]]]]:
     token = pipeline.mint_token()
     with_token = [*headers, (b"authorization", f"Bearer {token}".encode())]
     piped = pipeline.pipeline_config(_PLAIN, {"backend": "memory"})
-    plain = _app(_PLAIN)
     return {
-        "plain gateway": (plain, headers),
+        "plain gateway": (_app(_PLAIN), headers),
         # the token not forwarded, as the pipeline does not forward it once verified
         "plain gateway + token": (_app(pipeline.token_not_forwarded(_PLAIN)), with_token),
         "pipeline (memory)": (_app(piped), with_token),
@@ -66,18 +64,8 @@ def apps() -> dict[str, tuple[Any, list[tuple[bytes, bytes]]]]:
 
 async def measure(calls: int, rounds: int) -> dict[str, list[float]]:
     _, body = KINDS["JSON POST"]
-    rows = apps()
-    for asgi, headers in rows.values():  # warm up: code paths, caches, the allocator
-        for _ in range(calls // 2):
-            await _call(asgi, headers, body)
-    cost: dict[str, list[float]] = {name: [] for name in rows}
-    for _ in range(rounds):
-        for name, (asgi, headers) in rows.items():
-            start = time.process_time()
-            for _ in range(calls):
-                await _call(asgi, headers, body)
-            cost[name].append((time.process_time() - start) / calls * 1e6)
-    return cost
+    rows = {name: (asgi, headers, body) for name, (asgi, headers) in apps().items()}
+    return await interleaved(rows, calls, rounds, warmup=calls // 2)
 
 
 async def _profile(calls: int) -> None:

@@ -138,9 +138,7 @@ def key_builder(parts: tuple[str, ...], prefix: str) -> KeyBuilder:
                 key = head + value
             else:
                 key = head + _digest(value)
-            if type(found) is str and len(found) <= MAX_KEY_PART and len(kept) < KEPT_KEYS:
-                kept[found] = key  # short values only: a memory of at most KEPT_KEYS small keys
-            return key
+            return _remembered(kept, found, key) if type(found) is str else key
 
         return claim_key
     if part == "ip":
@@ -151,9 +149,7 @@ def key_builder(parts: tuple[str, ...], prefix: str) -> KeyBuilder:
             if not trusted and peer is not None and ":" not in peer:  # no proxy, not IPv6
                 key = known.get(peer)
                 if key is None:
-                    key = head + bounded_part(peer)
-                    if len(peer) <= MAX_KEY_PART and len(known) < KEPT_KEYS:
-                        known[peer] = key
+                    key = _remembered(known, peer, head + bounded_part(peer))
                 return key
             return head + bounded_part(subject_address(client_address(peer, call.headers, trusted)))
 
@@ -176,6 +172,14 @@ def key_builder(parts: tuple[str, ...], prefix: str) -> KeyBuilder:
         return head + bounded_part(header_value(call.headers, name) or "-")
 
     return header_key
+
+
+def _remembered(memory: dict[str, str], value: str, key: str) -> str:
+    """``key``, kept in ``memory`` as ``value``'s when there is room and ``value`` is short
+    (a claim can be as long as a token): at most ``KEPT_KEYS`` small keys a builder."""
+    if len(value) <= MAX_KEY_PART and len(memory) < KEPT_KEYS:
+        memory[value] = key
+    return key
 
 
 def _general(parts: tuple[str, ...], prefix: str) -> KeyBuilder:
